@@ -1,0 +1,12 @@
+//! The shared core of the KORE / Twilio Super SIM ingestion backend.
+//!
+//! - [`event`]: CloudEvents (Connection Events, test events) from Kinesis records and webhook
+//!   bodies, normalized into one typed [`event::ConnectionEvent`].
+//! - [`callback`]: form-urlencoded callbacks (SIM updates, SMS/IP Commands, eSIM profiles).
+//! - [`signature`]: `Kore-Signature` and `X-Twilio-Signature` verification.
+//!
+//! Nothing here knows about Lambda; the function crates are thin adapters around it.
+
+pub mod callback;
+pub mod event;
+pub mod signature;
