@@ -1,0 +1,202 @@
+//! Callbacks: one item per provider and idempotency token, written with a conditional put;
+//! a SIM update's status also becomes the SIM's latest status, in the same transaction.
+
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnConsumedCapacity, TransactWriteItem, Update,
+};
+
+use super::items::{key, string_attr};
+use super::{Delivery, Item, LedgerError, UsageLedger, keys, timestamp};
+use crate::callback::{Callback, CallbackKind, TokenSource};
+
+/// What happened to a callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackOutcome {
+    New,
+    Duplicate,
+}
+
+/// A SIM's latest status, as the last SIM-update callback reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimStatus {
+    pub sim_sid: String,
+    pub status: String,
+    pub updated_at: String,
+}
+
+fn callback_item(callback: &Callback, payload: &[u8], delivery: &Delivery) -> Item {
+    let provider = callback.provider.as_str();
+    let mut item = key(
+        keys::callback_pk(provider, &callback.idempotency_token),
+        keys::SINGLE,
+    );
+    let s = |v: &str| AttributeValue::S(v.to_owned());
+    item.insert("callback_kind".into(), s(callback.kind.as_str()));
+    item.insert("provider".into(), s(provider));
+    item.insert("idempotency_token".into(), s(&callback.idempotency_token));
+    let token_source = match callback.token_source {
+        TokenSource::Header => "header",
+        TokenSource::PayloadHash => "payload-hash",
+    };
+    item.insert("token_source".into(), s(token_source));
+    item.insert("path".into(), s(delivery.origin.path()));
+    item.insert("origin".into(), s(&delivery.origin.locator()));
+    item.insert("received_at".into(), s(&timestamp(delivery.received_at)));
+    // parse_callback only accepts UTF-8 payloads, so the text is lossless.
+    item.insert(
+        "payload".into(),
+        AttributeValue::S(String::from_utf8_lossy(payload).into_owned()),
+    );
+    let fields = callback
+        .fields
+        .iter()
+        .map(|(name, value)| AttributeValue::L(vec![s(name), s(value)]))
+        .collect();
+    item.insert("fields".into(), AttributeValue::L(fields));
+    for (name, value) in [
+        ("sim_sid", &callback.sim_sid),
+        ("account_sid", &callback.account_sid),
+        ("status", &callback.status),
+    ] {
+        if let Some(value) = value {
+            item.insert(name.into(), s(value));
+        }
+    }
+    item
+}
+
+impl UsageLedger {
+    /// Stores a callback once per provider and idempotency token.
+    pub async fn record_callback(
+        &self,
+        callback: &Callback,
+        payload: &[u8],
+        delivery: &Delivery,
+    ) -> Result<CallbackOutcome, LedgerError> {
+        let item = callback_item(callback, payload, delivery);
+        match (callback.kind, &callback.sim_sid, &callback.status) {
+            (CallbackKind::Sims, Some(sim_sid), Some(status)) => {
+                self.put_callback_with_status(item, sim_sid, status, delivery)
+                    .await
+            }
+            _ => self.put_callback(item).await,
+        }
+    }
+
+    async fn put_callback(&self, item: Item) -> Result<CallbackOutcome, LedgerError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(self.table_name())
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        match result {
+            Ok(output) => {
+                self.add_consumed(output.consumed_capacity());
+                Ok(CallbackOutcome::New)
+            }
+            Err(SdkError::ServiceError(service))
+                if matches!(
+                    service.err(),
+                    PutItemError::ConditionalCheckFailedException(_)
+                ) =>
+            {
+                Ok(CallbackOutcome::Duplicate)
+            }
+            Err(error) => Err(LedgerError::from_sdk("PutItem", error)),
+        }
+    }
+
+    async fn put_callback_with_status(
+        &self,
+        item: Item,
+        sim_sid: &str,
+        status: &str,
+        delivery: &Delivery,
+    ) -> Result<CallbackOutcome, LedgerError> {
+        let invalid = |e: aws_sdk_dynamodb::error::BuildError| LedgerError::Invalid(e.to_string());
+        let put = Put::builder()
+            .table_name(self.table_name())
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(invalid)?;
+        let update = Update::builder()
+            .table_name(self.table_name())
+            .set_key(Some(key(keys::sim_pk(sim_sid), keys::SIM_STATUS_SK)))
+            .update_expression("SET sim_sid = :sim, #status = :status, updated_at = :at")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":sim", AttributeValue::S(sim_sid.to_owned()))
+            .expression_attribute_values(":status", AttributeValue::S(status.to_owned()))
+            .expression_attribute_values(":at", AttributeValue::S(timestamp(delivery.received_at)))
+            .build()
+            .map_err(invalid)?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .transact_items(TransactWriteItem::builder().update(update).build())
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        match result {
+            Ok(output) => {
+                for capacity in output.consumed_capacity() {
+                    self.add_consumed(Some(capacity));
+                }
+                Ok(CallbackOutcome::New)
+            }
+            Err(SdkError::ServiceError(service))
+                if matches!(
+                    service.err(),
+                    TransactWriteItemsError::TransactionCanceledException(e)
+                        if e.cancellation_reasons().first().and_then(|r| r.code())
+                            == Some("ConditionalCheckFailed")
+                ) =>
+            {
+                Ok(CallbackOutcome::Duplicate)
+            }
+            Err(error) => Err(LedgerError::from_sdk("TransactWriteItems", error)),
+        }
+    }
+
+    /// The SIM's latest status from SIM-update callbacks.
+    pub async fn sim_status(&self, sim_sid: &str) -> Result<Option<SimStatus>, LedgerError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(self.table_name())
+            .set_key(Some(key(keys::sim_pk(sim_sid), keys::SIM_STATUS_SK)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| LedgerError::from_sdk("GetItem", e))?;
+        Ok(output.item.map(|item| SimStatus {
+            sim_sid: sim_sid.to_owned(),
+            status: string_attr(&item, "status").unwrap_or_default().to_owned(),
+            updated_at: string_attr(&item, "updated_at")
+                .unwrap_or_default()
+                .to_owned(),
+        }))
+    }
+
+    /// How many callbacks are stored under this provider and token (0 or 1).
+    pub async fn callback_exists(&self, provider: &str, token: &str) -> Result<bool, LedgerError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(self.table_name())
+            .set_key(Some(key(keys::callback_pk(provider, token), keys::SINGLE)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| LedgerError::from_sdk("GetItem", e))?;
+        Ok(output.item.is_some())
+    }
+}

@@ -1,0 +1,474 @@
+//! The exactly-once usage ledger against DynamoDB Local.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{Duration, TimeZone, Utc};
+use integration_tests::*;
+use kore_ingest_shared::callback::{CallbackKind, parse_callback};
+use kore_ingest_shared::event::{DataVolume, EventError, parse_events};
+use kore_ingest_shared::ledger::Outcome;
+use kore_ingest_shared::ledger::callbacks::CallbackOutcome;
+
+const SIM: &str = "HS11112222333344445555666677778888";
+
+fn volume(up: u64, down: u64) -> DataVolume {
+    DataVolume {
+        upload: up,
+        download: down,
+        total: up + down,
+    }
+}
+
+#[tokio::test]
+async fn same_event_twice_counts_once() {
+    let ledger = fresh_ledger("twice").await;
+    let sample = SampleEvent::usage_update("EZ01", SIM, "2024-11-03T10:15:00Z", (100, 900));
+    let event = parse_one(&sample.kore_json());
+
+    assert_eq!(ledger.record_event(&event, &kinesis(1)).await, Outcome::New);
+    assert_eq!(
+        ledger.record_event(&event, &kinesis(2)).await,
+        Outcome::Duplicate {
+            new_delivery: false
+        }
+    );
+
+    let day = ledger.sim_usage(SIM, "2024-11-03").await.unwrap().unwrap();
+    assert_eq!(day.usage, volume(100, 900));
+    assert_eq!(day.usage_events, 1);
+    let month = ledger.sim_usage(SIM, "2024-11").await.unwrap().unwrap();
+    assert_eq!(month.usage, volume(100, 900));
+}
+
+#[tokio::test]
+async fn duplicate_from_twilio_and_kore_counts_once() {
+    let ledger = fresh_ledger("both").await;
+    let sample = SampleEvent::usage_update("EZ02", SIM, "2024-11-03T10:15:00Z", (20_480, 102_400));
+    let kore = parse_one(&sample.kore_json());
+    let twilio = parse_one(&sample.twilio_json());
+    assert_eq!(kore.data_hash, twilio.data_hash);
+
+    assert_eq!(
+        ledger.record_event(&kore, &webhook("r1")).await,
+        Outcome::New
+    );
+    assert_eq!(
+        ledger.record_event(&twilio, &kinesis(1)).await,
+        Outcome::Duplicate { new_delivery: true }
+    );
+    // The same Twilio delivery again adds nothing new.
+    assert_eq!(
+        ledger.record_event(&twilio, &kinesis(2)).await,
+        Outcome::Duplicate {
+            new_delivery: false
+        }
+    );
+
+    let month = ledger.sim_usage(SIM, "2024-11").await.unwrap().unwrap();
+    assert_eq!(month.usage, volume(20_480, 102_400));
+    assert_eq!(month.usage_events, 1);
+    let from = Utc.with_ymd_and_hms(2024, 11, 3, 0, 0, 0).unwrap();
+    let events = ledger
+        .events_between(from, from + Duration::days(1))
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    let mut tags = events[0].deliveries.clone();
+    tags.sort();
+    assert_eq!(tags, ["kore#webhook", "twilio#kinesis"]);
+}
+
+#[tokio::test]
+async fn thirty_two_concurrent_writers_of_one_event_store_it_once() {
+    let ledger = fresh_ledger("concurrent").await;
+    let sample = SampleEvent::usage_update("EZ03", SIM, "2024-11-03T10:15:00Z", (7, 3));
+    let event = parse_one(&sample.kore_json());
+    let writers: Vec<_> = (0..32)
+        .map(|i| {
+            let (ledger, event) = (ledger.clone(), event.clone());
+            tokio::spawn(async move { ledger.record_event(&event, &kinesis(i)).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for writer in writers {
+        outcomes.push(writer.await.unwrap());
+    }
+    let new = outcomes.iter().filter(|o| **o == Outcome::New).count();
+    let duplicates = outcomes
+        .iter()
+        .filter(|o| matches!(o, Outcome::Duplicate { .. }))
+        .count();
+    assert_eq!((new, duplicates), (1, 31), "{outcomes:?}");
+    let day = ledger.sim_usage(SIM, "2024-11-03").await.unwrap().unwrap();
+    assert_eq!((day.usage.total, day.usage_events), (10, 1));
+}
+
+#[tokio::test]
+async fn conflicting_copy_keeps_the_first_and_quarantines_the_second() {
+    let ledger = fresh_ledger("conflict").await;
+    let first = SampleEvent::usage_update("EZ04", SIM, "2024-11-03T10:15:00Z", (1, 1));
+    let mut altered = first.clone();
+    altered.window = (1, 5_000);
+
+    assert_eq!(
+        ledger
+            .record_event(&parse_one(&first.kore_json()), &kinesis(1))
+            .await,
+        Outcome::New
+    );
+    let outcome = ledger
+        .record_event(&parse_one(&altered.twilio_json()), &kinesis(2))
+        .await;
+    let Outcome::Conflict { quarantine_id } = outcome else {
+        panic!("expected a conflict, got {outcome:?}");
+    };
+    // A retry of the same conflicting copy does not pile up quarantine entries.
+    assert_eq!(
+        ledger
+            .record_event(&parse_one(&altered.twilio_json()), &kinesis(2))
+            .await,
+        Outcome::Conflict {
+            quarantine_id: quarantine_id.clone()
+        }
+    );
+
+    let day = ledger.sim_usage(SIM, "2024-11-03").await.unwrap().unwrap();
+    assert_eq!(day.usage, volume(1, 1));
+    let stored = ledger.quarantined(&quarantine_id).await.unwrap().unwrap();
+    assert_eq!(stored.kind, "conflict");
+    assert!(
+        stored.reason.contains("conflict: event EZ04"),
+        "{}",
+        stored.reason
+    );
+    assert_eq!(stored.related_event_sid.as_deref(), Some("EZ04"));
+    assert_eq!(stored.payload, altered.twilio_json().into_bytes());
+    assert_eq!(ledger.list_quarantine(10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn unparseable_elements_are_quarantined_with_their_reason_once() {
+    let ledger = fresh_ledger("poison").await;
+    let good = SampleEvent::usage_update("EZ05", SIM, "2024-11-03T10:15:00Z", (1, 2));
+    let batch = format!(
+        r#"[{}, {{"type":"com.kore.iot.supersim.connection.attachment.accepted","source":"kore-events","data":{{}}}}]"#,
+        good.kore_json()
+    );
+    let delivery = webhook("req-1");
+    let inputs: Vec<_> = parse_events(batch.as_bytes())
+        .unwrap()
+        .into_iter()
+        .map(|item| (item, delivery.clone()))
+        .collect();
+    let outcomes = ledger.record_all(&inputs, None).await;
+    assert_eq!(outcomes[0], Outcome::New);
+    let Outcome::Quarantined {
+        quarantine_id,
+        reason,
+    } = &outcomes[1]
+    else {
+        panic!("expected quarantine, got {:?}", outcomes[1]);
+    };
+    assert_eq!(reason, &EventError::NoDedupeKey.to_string());
+    // Delivered again: same entry, not a second one.
+    let again = ledger.record_all(&inputs, None).await;
+    assert_eq!(
+        again[1],
+        Outcome::Quarantined {
+            quarantine_id: quarantine_id.clone(),
+            reason: reason.clone()
+        }
+    );
+    let listed = ledger.list_quarantine(10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].path, "webhook");
+    assert_eq!(listed[0].origin, "req-1");
+
+    // A payload that is not UTF-8 is kept byte for byte (base64 in the item).
+    let id = ledger
+        .quarantine(kore_ingest_shared::ledger::QuarantineEntry {
+            kind: kore_ingest_shared::ledger::QuarantineKind::Event,
+            payload: &[0xff, 0x00, 0x7b],
+            reason: "not UTF-8".into(),
+            delivery: &kinesis(9),
+            related_event: None,
+        })
+        .await
+        .unwrap();
+    let stored = ledger.quarantined(&id).await.unwrap().unwrap();
+    assert_eq!(stored.payload, [0xff, 0x00, 0x7b]);
+    assert_eq!(stored.origin, format!("shardId-000000000000/{:056}", 9));
+}
+
+#[tokio::test]
+async fn events_without_usage_and_test_events_are_recorded() {
+    let ledger = fresh_ledger("nousage").await;
+    let mut started = SampleEvent::usage_update("EZ06", SIM, "2024-11-03T10:00:00Z", (0, 0));
+    started.suffix = "data-session.started";
+    assert_eq!(
+        ledger
+            .record_event(&parse_one(&started.kore_json()), &kinesis(1))
+            .await,
+        Outcome::New
+    );
+    let test_event = include_str!("fixtures/kore-test-event.json");
+    assert_eq!(
+        ledger.record(&parse_item(test_event), &webhook("t")).await,
+        Outcome::New
+    );
+    assert_eq!(
+        ledger.record(&parse_item(test_event), &webhook("t")).await,
+        Outcome::Duplicate {
+            new_delivery: false
+        }
+    );
+    assert_eq!(ledger.sim_usage(SIM, "2024-11-03").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn session_with_a_missing_window_has_a_gap() {
+    let ledger = fresh_ledger("gaps").await;
+    // Three windows of 100 bytes each; the cumulative totals say 100, 200, 300.
+    let window = |n: u64, sim: &str, sid: &str| {
+        let mut e = SampleEvent::usage_update(
+            &format!("EZ{sim}{n}"),
+            sim,
+            &format!("2024-11-03T10:0{n}:00Z"),
+            (40, 60),
+        );
+        e.session_sid = sid.into();
+        e.cumulative = Some((40 * n, 60 * n));
+        if n == 3 {
+            e.suffix = "data-session.ended";
+        }
+        e
+    };
+    let complete = "HSCOMPLETE";
+    let gappy = "HSGAPPY";
+    for n in 1..=3 {
+        let e = window(n, complete, "PIcomplete");
+        ledger
+            .record_event(&parse_one(&e.kore_json()), &kinesis(n))
+            .await;
+        if n != 2 {
+            let e = window(n, gappy, "PIgappy");
+            ledger
+                .record_event(&parse_one(&e.kore_json()), &kinesis(n))
+                .await;
+        }
+    }
+    // Out-of-order redelivery of window 1 does not lower the high-water mark.
+    let e = window(1, gappy, "PIgappy");
+    ledger
+        .record_event(&parse_one(&e.twilio_json()), &kinesis(7))
+        .await;
+
+    let complete_sessions = ledger.sim_sessions(complete).await.unwrap();
+    assert_eq!(complete_sessions.len(), 1);
+    assert_eq!(complete_sessions[0].windows.total, 300);
+    assert_eq!(complete_sessions[0].cumulative.unwrap().total, 300);
+    assert!(!complete_sessions[0].has_gap());
+
+    let gappy_sessions = ledger.sim_sessions(gappy).await.unwrap();
+    assert_eq!(gappy_sessions[0].windows.total, 200);
+    assert_eq!(gappy_sessions[0].windows_received, 2);
+    assert_eq!(gappy_sessions[0].cumulative.unwrap().total, 300);
+    assert!(gappy_sessions[0].has_gap());
+}
+
+#[tokio::test]
+async fn callbacks_are_stored_once_per_provider_and_token() {
+    let ledger = fresh_ledger("callbacks").await;
+    let body = include_str!("fixtures/callback-sim-status.form").trim_end();
+    let kore_headers = http_headers(&[(
+        "Kore-Idempotency-Token",
+        "RQa48ec9b6ef475034c35566c02b654243",
+    )]);
+    let callback = parse_callback(CallbackKind::Sims, body.as_bytes(), &kore_headers).unwrap();
+    let delivery = webhook("cb-1");
+    assert_eq!(
+        ledger
+            .record_callback(&callback, body.as_bytes(), &delivery)
+            .await,
+        Ok(CallbackOutcome::New)
+    );
+    assert_eq!(
+        ledger
+            .record_callback(&callback, body.as_bytes(), &delivery)
+            .await,
+        Ok(CallbackOutcome::Duplicate)
+    );
+    // The same token from Twilio is a different delivery: a KORE token cannot de-duplicate it.
+    let twilio_headers = http_headers(&[(
+        "I-Twilio-Idempotency-Token",
+        "RQa48ec9b6ef475034c35566c02b654243",
+    )]);
+    let twilio = parse_callback(CallbackKind::Sims, body.as_bytes(), &twilio_headers).unwrap();
+    assert_eq!(
+        ledger
+            .record_callback(&twilio, body.as_bytes(), &delivery)
+            .await,
+        Ok(CallbackOutcome::New)
+    );
+    let status = ledger
+        .sim_status("HSab3f06be8f5d32caecb91e8a306c6c08")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.status, "active");
+    assert!(
+        ledger
+            .callback_exists("kore", "RQa48ec9b6ef475034c35566c02b654243")
+            .await
+            .unwrap()
+    );
+}
+
+fn http_headers(pairs: &[(&'static str, &'static str)]) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    for (name, value) in pairs {
+        map.insert(*name, http::HeaderValue::from_static(value));
+    }
+    map
+}
+
+/// Ten thousand usage events over 100 SIMs and two months, each delivered one to three
+/// times, shuffled, through both providers: every rollup equals the independent total.
+#[tokio::test]
+async fn ten_thousand_shuffled_redelivered_events_roll_up_exactly() {
+    let ledger = fresh_ledger("bulk").await;
+    assert_eq!(ledger.config().max_concurrent_writes, 32);
+    let mut rng = fastrand::Rng::with_seed(20_241_103);
+    let start = Utc.with_ymd_and_hms(2024, 10, 1, 0, 0, 0).unwrap();
+    let mut unique = Vec::with_capacity(10_000);
+    for i in 0..10_000u64 {
+        let sim = format!("HS{:032}", i % 100);
+        // Spread over October and November, to the second.
+        let at = start + Duration::seconds(rng.i64(0..61 * 24 * 3600));
+        let mut e = SampleEvent::usage_update(
+            &format!("EZ{i:032x}"),
+            &sim,
+            &at.to_rfc3339(),
+            (rng.u64(0..50_000), rng.u64(0..500_000)),
+        );
+        e.suffix = if i % 7 == 0 {
+            "data-session.ended"
+        } else {
+            "data-session.updated"
+        };
+        e.session_sid = format!("PI{:032}", i / 10);
+        unique.push(e);
+    }
+
+    // Independent totals, from the generated numbers (not from parsing).
+    let mut expected: BTreeMap<(String, String), (u64, u64, u64)> = BTreeMap::new();
+    for e in &unique {
+        let day = e.time.format("%Y-%m-%d").to_string();
+        let month = e.time.format("%Y-%m").to_string();
+        for period in [day, month] {
+            let entry = expected.entry((e.sim_sid.clone(), period)).or_default();
+            entry.0 += e.window.0;
+            entry.1 += e.window.1;
+            entry.2 += 1;
+        }
+    }
+
+    let mut deliveries = Vec::new();
+    for (i, e) in unique.iter().enumerate() {
+        for copy in 0..rng.usize(1..=3) {
+            let (json, delivery) = if rng.bool() {
+                (e.kore_json(), webhook(&format!("req-{i}-{copy}")))
+            } else {
+                (e.twilio_json(), kinesis(i as u64 * 10 + copy as u64))
+            };
+            deliveries.push((parse_item(&json), delivery));
+        }
+    }
+    rng.shuffle(&mut deliveries);
+
+    let mut outcomes = Vec::new();
+    for chunk in deliveries.chunks(1_000) {
+        outcomes.extend(ledger.record_all(chunk, None).await);
+    }
+    let retries: Vec<_> = outcomes.iter().filter(|o| o.is_retry()).collect();
+    assert!(retries.is_empty(), "{retries:?}");
+    let new = outcomes.iter().filter(|o| **o == Outcome::New).count();
+    assert_eq!(new, unique.len());
+    assert_eq!(
+        outcomes.len() - new,
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Duplicate { .. }))
+            .count()
+    );
+
+    let sims: HashSet<&String> = unique.iter().map(|e| &e.sim_sid).collect();
+    assert_eq!(sims.len(), 100);
+    for ((sim, period), (up, down, events)) in &expected {
+        let rollup = ledger
+            .sim_usage(sim, period)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("no rollup for {sim} {period}"));
+        assert_eq!(rollup.usage, volume(*up, *down), "{sim} {period}");
+        assert_eq!(rollup.usage_events, *events, "{sim} {period}");
+    }
+    // The period index serves the all-SIM report with the same numbers.
+    for month in ["2024-10", "2024-11"] {
+        let rollups = ledger.period_usage(month).await.unwrap();
+        assert_eq!(rollups.len(), 100, "{month}");
+        for rollup in rollups {
+            let (up, down, events) = expected[&(rollup.sim_sid.clone(), month.to_owned())];
+            assert_eq!(
+                (rollup.usage, rollup.usage_events),
+                (volume(up, down), events)
+            );
+        }
+    }
+    let account_total: u64 = ledger
+        .account_usage("AC0a1b2c3d4e5f60718293a4b5c6d7e8f9", "2024-10")
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.usage.total)
+        .sum();
+    let expected_october: u64 = expected
+        .iter()
+        .filter(|((_, p), _)| p == "2024-10")
+        .map(|(_, (up, down, _))| up + down)
+        .sum();
+    assert_eq!(account_total, expected_october);
+}
+
+/// Prints the write capacity DynamoDB Local reports per new event and per duplicate (run
+/// with `--nocapture` to read it), and checks the shape of the cost.
+#[tokio::test]
+async fn write_cost_per_new_event_and_per_duplicate() {
+    let ledger = fresh_ledger("wcu").await;
+    let sample = SampleEvent::usage_update("EZ10", SIM, "2024-11-03T10:15:00Z", (100, 900));
+    let kore = parse_one(&sample.kore_json());
+    let twilio = parse_one(&sample.twilio_json());
+
+    let before = ledger.consumed_write_units();
+    assert_eq!(ledger.record_event(&kore, &kinesis(1)).await, Outcome::New);
+    let new_event = ledger.consumed_write_units() - before;
+
+    let before = ledger.consumed_write_units();
+    ledger.record_event(&kore, &kinesis(2)).await;
+    let same_delivery_duplicate = ledger.consumed_write_units() - before;
+
+    let before = ledger.consumed_write_units();
+    ledger.record_event(&twilio, &webhook("x")).await;
+    let new_delivery_duplicate = ledger.consumed_write_units() - before;
+
+    eprintln!(
+        "WCU reported by DynamoDB Local: new usage event {new_event}, duplicate (same provider and path) {same_delivery_duplicate}, duplicate (new provider or path) {new_delivery_duplicate}"
+    );
+    assert!(new_event > 0.0);
+    assert_eq!(
+        same_delivery_duplicate, 0.0,
+        "a failed condition reports no capacity"
+    );
+    assert!(new_delivery_duplicate > 0.0);
+    assert!(new_delivery_duplicate < new_event);
+}

@@ -1,0 +1,168 @@
+//! Shared helpers for the integration tests: a client for the DynamoDB Local that
+//! `scripts/test` starts once per run, a fresh table per test, and realistic events.
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use chrono::{DateTime, Utc};
+use kore_ingest_shared::event::{ConnectionEvent, ParsedItem, parse_events};
+use kore_ingest_shared::ledger::{Delivery, LedgerConfig, Origin, UsageLedger, table};
+use serde_json::{Value, json};
+
+/// The DynamoDB endpoint of this test run. Tests fail loudly without one: a storage test
+/// that silently skips would prove nothing.
+pub fn dynamodb_endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap_or_else(|_| {
+        panic!(
+            "AWS_ENDPOINT_URL_DYNAMODB is not set: run the suite with scripts/test, \
+             which starts DynamoDB Local"
+        )
+    })
+}
+
+pub fn local_client() -> Client {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(dynamodb_endpoint())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("local", "local", None, None, "tests"))
+        .build();
+    Client::from_conf(config)
+}
+
+/// A new, empty ledger table with a unique name, created from `infra/table.json`.
+pub async fn fresh_ledger(test_name: &str) -> UsageLedger {
+    let client = local_client();
+    let name = format!("t-{test_name}-{}-{}", std::process::id(), fastrand::u32(..));
+    table::create_table(&client, &name)
+        .await
+        .expect("create the test table in DynamoDB Local");
+    UsageLedger::new(client, LedgerConfig::new(name))
+}
+
+pub fn parse_one(json: &str) -> ConnectionEvent {
+    let mut items = parse_events(json.as_bytes()).expect("payload parses");
+    assert_eq!(items.len(), 1, "one event in {json}");
+    items.remove(0).expect("event parses")
+}
+
+pub fn parse_item(json: &str) -> ParsedItem {
+    let mut items = parse_events(json.as_bytes()).expect("payload parses");
+    assert_eq!(items.len(), 1);
+    items.remove(0)
+}
+
+pub fn kinesis(sequence: u64) -> Delivery {
+    Delivery::now(Origin::Kinesis {
+        shard_id: "shardId-000000000000".into(),
+        sequence_number: format!("{sequence:056}"),
+    })
+}
+
+pub fn webhook(request_id: &str) -> Delivery {
+    Delivery::now(Origin::Webhook {
+        request_id: request_id.into(),
+    })
+}
+
+/// A Super SIM connection event as the test wants it; renders as KORE or Twilio sends it.
+#[derive(Debug, Clone)]
+pub struct SampleEvent {
+    pub event_sid: String,
+    pub suffix: &'static str,
+    pub sim_sid: String,
+    pub account_sid: String,
+    pub fleet_sid: String,
+    pub session_sid: String,
+    pub time: DateTime<Utc>,
+    /// Window bytes (upload, download) for `updated` / `ended`.
+    pub window: (u64, u64),
+    /// Running session totals (upload, download).
+    pub cumulative: Option<(u64, u64)>,
+}
+
+impl SampleEvent {
+    pub fn usage_update(event_sid: &str, sim_sid: &str, time: &str, window: (u64, u64)) -> Self {
+        SampleEvent {
+            event_sid: event_sid.into(),
+            suffix: "data-session.updated",
+            sim_sid: sim_sid.into(),
+            account_sid: "AC0a1b2c3d4e5f60718293a4b5c6d7e8f9".into(),
+            fleet_sid: "HF99998888777766665555444433332222".into(),
+            session_sid: format!("PI{sim_sid}"),
+            time: DateTime::parse_from_rfc3339(time)
+                .expect("test time")
+                .with_timezone(&Utc),
+            window,
+            cumulative: None,
+        }
+    }
+
+    pub fn carries_usage(&self) -> bool {
+        matches!(self.suffix, "data-session.updated" | "data-session.ended")
+    }
+
+    pub fn data(&self) -> Value {
+        let at = self.time.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let mut data = json!({
+            "event_sid": self.event_sid,
+            "event_type": format!("com.kore.iot.supersim.connection.{}", self.suffix),
+            "account_sid": self.account_sid,
+            "sim_sid": self.sim_sid,
+            "fleet_sid": self.fleet_sid,
+            "sim_iccid": "89883070000012345678",
+            "timestamp": at,
+            "network": {"mcc": "310", "mnc": "410", "friendly_name": "AT&T", "iso_country": "US"},
+            "rat_type": "4G LTE",
+            "data_session_sid": self.session_sid,
+            "data_session_start_time": "2024-01-01T00:00:00Z",
+        });
+        if self.carries_usage() {
+            let (up, down) = self.window;
+            data["data_session_update_end_time"] = json!(at);
+            data["data_upload"] = json!(up);
+            data["data_download"] = json!(down);
+            data["data_total"] = json!(up + down);
+        }
+        if let Some((up, down)) = self.cumulative {
+            data["data_session_data_upload"] = json!(up);
+            data["data_session_data_download"] = json!(down);
+            data["data_session_data_total"] = json!(up + down);
+        }
+        data
+    }
+
+    /// As KORE sends it: `data` an object, seven-digit fractions and an offset in `time`.
+    pub fn kore_json(&self) -> String {
+        json!({
+            "specversion": "1.0",
+            "type": format!("com.kore.iot.supersim.connection.{}", self.suffix),
+            "source": "kore-events",
+            "id": self.event_sid,
+            // Seven fractional digits and a numeric offset (chrono has no `%.7f`).
+            "time": format!(
+                "{}.{:07}+00:00",
+                self.time.format("%Y-%m-%dT%H:%M:%S"),
+                self.time.timestamp_subsec_nanos() / 100
+            ),
+            "dataschema": "https://events-schemas.korewireless.com/SuperSim.ConnectionEvent/2",
+            "datacontenttype": "application/json",
+            "data": self.data(),
+        })
+        .to_string()
+    }
+
+    /// As Twilio's Kinesis sink sends it: `data` a string holding JSON, another envelope.
+    pub fn twilio_json(&self) -> String {
+        json!({
+            "specversion": "1.0",
+            "type": format!("com.twilio.iot.supersim.connection.{}", self.suffix),
+            "source": format!("/v1/SuperSim/ConnectionEvents/{}", self.event_sid),
+            "id": self.event_sid,
+            "time": self.time.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+            "dataschema": "https://events-schemas.twilio.com/SuperSim.ConnectionEvent/2",
+            "datacontenttype": "application/json",
+            "data": serde_json::to_string_pretty(&self.data()).expect("json"),
+        })
+        .to_string()
+    }
+}
