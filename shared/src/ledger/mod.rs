@@ -304,24 +304,51 @@ impl UsageLedger {
     }
 
     /// Records many inputs with at most `max_concurrent_writes` in flight. Outcomes are in
-    /// input order. Once `deadline` has passed no new write starts: the rest get `Retry`.
+    /// input order. Copies of one event are written one after another in input order, so
+    /// the first copy in the stream is the one kept; different events run concurrently.
+    /// Once `deadline` has passed no new write starts: the rest get `Retry`.
     pub async fn record_all(
         &self,
         inputs: &[(ParsedItem, Delivery)],
         deadline: Option<tokio::time::Instant>,
     ) -> Vec<Outcome> {
+        let mut chains: Vec<Vec<usize>> = Vec::with_capacity(inputs.len());
+        let mut chain_of_key: HashMap<&DedupeKey, usize> = HashMap::with_capacity(inputs.len());
+        for (index, (item, _)) in inputs.iter().enumerate() {
+            match item {
+                Ok(event) => match chain_of_key.get(&event.key) {
+                    Some(&chain) => chains[chain].push(index),
+                    None => {
+                        chain_of_key.insert(&event.key, chains.len());
+                        chains.push(vec![index]);
+                    }
+                },
+                Err(_) => chains.push(vec![index]),
+            }
+        }
+
         let mut outcomes: Vec<Option<Outcome>> = vec![None; inputs.len()];
-        let mut stream = futures::stream::iter(inputs.iter().enumerate())
-            .map(|(index, (item, delivery))| async move {
-                if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-                    let reason = "invocation deadline reached before this write started".into();
-                    return (index, Outcome::Retry { reason });
+        let mut stream = futures::stream::iter(chains)
+            .map(|chain| async move {
+                let mut results = Vec::with_capacity(chain.len());
+                for index in chain {
+                    let (item, delivery) = &inputs[index];
+                    let outcome = if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                        Outcome::Retry {
+                            reason: "invocation deadline reached before this write started".into(),
+                        }
+                    } else {
+                        self.record(item, delivery).await
+                    };
+                    results.push((index, outcome));
                 }
-                (index, self.record(item, delivery).await)
+                results
             })
             .buffer_unordered(self.config.max_concurrent_writes.max(1));
-        while let Some((index, outcome)) = stream.next().await {
-            outcomes[index] = Some(outcome);
+        while let Some(results) = stream.next().await {
+            for (index, outcome) in results {
+                outcomes[index] = Some(outcome);
+            }
         }
         outcomes
             .into_iter()
