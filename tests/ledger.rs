@@ -472,3 +472,28 @@ async fn write_cost_per_new_event_and_per_duplicate() {
     assert!(new_delivery_duplicate > 0.0);
     assert!(new_delivery_duplicate < new_event);
 }
+
+/// Within one batch, the first copy of an event in input order is the one kept, however the
+/// writes interleave: a conflicting copy later in the batch is always the one quarantined.
+#[tokio::test]
+async fn first_copy_in_a_batch_wins_whatever_the_concurrency() {
+    let ledger = fresh_ledger("batch-order").await;
+    let first = SampleEvent::usage_update("EZ11", SIM, "2024-11-03T10:15:00Z", (5, 5));
+    let mut altered = first.clone();
+    altered.window = (5, 6);
+    let inputs = vec![
+        (parse_item(&first.kore_json()), kinesis(1)),
+        (parse_item(&altered.kore_json()), kinesis(2)),
+        (parse_item(&first.twilio_json()), kinesis(3)),
+    ];
+    let outcomes = ledger.record_all(&inputs, None).await;
+    assert_eq!(outcomes[0], Outcome::New);
+    assert!(
+        matches!(outcomes[1], Outcome::Conflict { .. }),
+        "{:?}",
+        outcomes[1]
+    );
+    assert_eq!(outcomes[2], Outcome::Duplicate { new_delivery: true });
+    let day = ledger.sim_usage(SIM, "2024-11-03").await.unwrap().unwrap();
+    assert_eq!(day.usage, volume(5, 5));
+}

@@ -5,10 +5,12 @@
 //! - [`callback`]: form-urlencoded callbacks (SIM updates, SMS/IP Commands, eSIM profiles).
 //! - [`signature`]: `Kore-Signature` and `X-Twilio-Signature` verification.
 //! - [`ledger`]: the exactly-once usage ledger on DynamoDB.
+//! - [`metrics`]: CloudWatch Embedded Metric Format.
 //!
 //! Nothing here knows about Lambda; the function crates are thin adapters around it.
 
 pub mod callback;
 pub mod event;
 pub mod ledger;
+pub mod metrics;
 pub mod signature;

@@ -8,6 +8,8 @@ use kore_ingest_shared::event::{ConnectionEvent, ParsedItem, parse_events};
 use kore_ingest_shared::ledger::{Delivery, LedgerConfig, Origin, UsageLedger, table};
 use serde_json::{Value, json};
 
+pub mod faults;
+
 /// The DynamoDB endpoint of this test run. Tests fail loudly without one: a storage test
 /// that silently skips would prove nothing.
 pub fn dynamodb_endpoint() -> String {
@@ -165,4 +167,39 @@ impl SampleEvent {
         })
         .to_string()
     }
+}
+
+/// A Kinesis sequence number as Kinesis writes them (56 digits), ordered by `n`.
+pub fn sequence_number(n: u64) -> String {
+    format!("49590338271490256608559692538361571095921575989136{n:06}")
+}
+
+/// A Lambda `KinesisEvent` as Lambda delivers it: each `(n, bytes)` becomes a record with
+/// sequence number `sequence_number(n)` on shard `shardId-000000000000`, base64 data.
+pub fn kinesis_event(
+    records: &[(u64, Vec<u8>)],
+) -> aws_lambda_events::event::kinesis::KinesisEvent {
+    use base64::Engine;
+    let records: Vec<Value> = records
+        .iter()
+        .map(|(n, data)| {
+            json!({
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": "HS-partition",
+                    "sequenceNumber": sequence_number(*n),
+                    "data": base64::engine::general_purpose::STANDARD.encode(data),
+                    "approximateArrivalTimestamp": 1_730_628_900.123,
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": format!("shardId-000000000000:{}", sequence_number(*n)),
+                "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": "arn:aws:iam::123456789012:role/kinesis-consumer",
+                "awsRegion": "us-east-1",
+                "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/kore-events",
+            })
+        })
+        .collect();
+    serde_json::from_value(json!({ "Records": records })).expect("a valid KinesisEvent")
 }

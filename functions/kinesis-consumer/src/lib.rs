@@ -1,0 +1,265 @@
+//! The Kinesis consumer: each record of a batch is parsed with the shared code and written
+//! through the ledger, concurrently. The failure semantics are the point of this function:
+//!
+//! - a record that cannot be parsed is quarantined and counts as processed, so one poison
+//!   record never stalls its shard;
+//! - a retryable failure is reported as a batch item failure with the lowest failed sequence
+//!   number (never an empty one), and Lambda re-sends from there; the ledger makes the
+//!   re-sent records that were already stored harmless duplicates;
+//! - near the invocation deadline no new write starts: the records not yet written are
+//!   reported as failures instead of letting a timeout fail the whole batch.
+
+use std::time::{Duration, SystemTime};
+
+use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
+use aws_lambda_events::event::streams::KinesisEventResponse;
+use kore_ingest_shared::event::{EventError, ParsedItem, parse_events};
+use kore_ingest_shared::ledger::{
+    Delivery, Origin, Outcome, QuarantineEntry, QuarantineKind, UsageLedger,
+};
+use kore_ingest_shared::metrics::{InvocationMetrics, take_cold_start};
+use lambda_runtime::{Error, LambdaEvent};
+use tracing::{info, warn};
+
+/// Stop starting writes this long before the invocation deadline (`DEADLINE_MARGIN_MS`).
+pub const DEFAULT_DEADLINE_MARGIN: Duration = Duration::from_secs(5);
+
+/// What one batch produced: the response for Lambda and the invocation's metrics.
+#[derive(Debug)]
+pub struct BatchReport {
+    pub response: KinesisEventResponse,
+    pub metrics: InvocationMetrics,
+    /// Every input's outcome, by record index (a record may hold several events).
+    pub outcomes: Vec<(usize, Outcome)>,
+}
+
+/// The Lambda entry point: processes the batch, logs and emits metrics.
+pub async fn handle(
+    ledger: &UsageLedger,
+    event: LambdaEvent<KinesisEvent>,
+) -> Result<KinesisEventResponse, Error> {
+    let margin = std::env::var("DEADLINE_MARGIN_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_DEADLINE_MARGIN);
+    let deadline = writes_deadline(event.context.deadline(), margin);
+    let report = process_batch(ledger, event.payload, Some(deadline)).await?;
+    report.metrics.emit();
+    Ok(report.response)
+}
+
+/// The instant after which no new write starts.
+pub fn writes_deadline(invocation_deadline: SystemTime, margin: Duration) -> tokio::time::Instant {
+    let remaining = invocation_deadline
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    tokio::time::Instant::now() + remaining.saturating_sub(margin)
+}
+
+/// One record that was not even a payload (not UTF-8, not JSON...): quarantined whole.
+struct PoisonRecord<'a> {
+    record: usize,
+    bytes: &'a [u8],
+    error: EventError,
+    delivery: Delivery,
+}
+
+/// Processes one batch. Errs only when a failed record has no sequence number to report,
+/// which makes Lambda retry the whole batch (safe: everything is idempotent).
+pub async fn process_batch(
+    ledger: &UsageLedger,
+    event: KinesisEvent,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<BatchReport, Error> {
+    let mut metrics = InvocationMetrics::new("kinesis-consumer");
+    if take_cold_start() {
+        metrics.count("ColdStart", 1);
+    }
+    let records = &event.records;
+    metrics.count("RecordsReceived", records.len() as u64);
+
+    let mut inputs: Vec<(ParsedItem, Delivery)> = Vec::with_capacity(records.len());
+    let mut owners: Vec<usize> = Vec::with_capacity(records.len());
+    let mut poison = Vec::new();
+    for (index, record) in records.iter().enumerate() {
+        let delivery = Delivery::now(origin_of(record));
+        let bytes = record.kinesis.data.0.as_slice();
+        match parse_events(bytes) {
+            Ok(items) => {
+                if items.is_empty() {
+                    info!(sequence_number = %record.kinesis.sequence_number, "record holds an empty array: nothing to store");
+                }
+                for item in items {
+                    inputs.push((item, delivery.clone()));
+                    owners.push(index);
+                }
+            }
+            Err(error) => poison.push(PoisonRecord {
+                record: index,
+                bytes,
+                error,
+                delivery,
+            }),
+        }
+    }
+
+    let (event_outcomes, poison_outcomes) = tokio::join!(
+        ledger.record_all(&inputs, deadline),
+        quarantine_all(ledger, &poison, deadline)
+    );
+
+    let mut outcomes: Vec<(usize, Outcome)> = owners.into_iter().zip(event_outcomes).collect();
+    outcomes.extend(poison_outcomes);
+    for (i, (record, outcome)) in outcomes.iter().enumerate() {
+        count_outcome(&mut metrics, outcome);
+        if let (Outcome::New, Some((Ok(event), _))) = (outcome, inputs.get(i)) {
+            metrics.bytes("UsageBytes", event.usage.map_or(0, |u| u.total));
+        }
+        match outcome {
+            Outcome::Quarantined {
+                quarantine_id,
+                reason,
+            } => warn!(record, %quarantine_id, %reason, "quarantined"),
+            Outcome::Conflict { quarantine_id } => {
+                warn!(record, %quarantine_id, "conflicting copy quarantined")
+            }
+            Outcome::Retry { reason } => warn!(record, %reason, "write failed; will be retried"),
+            _ => {}
+        }
+    }
+
+    let mut failed: Vec<&KinesisEventRecord> = outcomes
+        .iter()
+        .filter(|(_, outcome)| outcome.is_retry())
+        .map(|(record, _)| &records[*record])
+        .collect();
+    failed.sort_by(|a, b| sequence_order(&a.kinesis.sequence_number, &b.kinesis.sequence_number));
+    failed.dedup_by(|a, b| a.kinesis.sequence_number == b.kinesis.sequence_number);
+    metrics.count("RecordsFailed", failed.len() as u64);
+
+    let mut response = KinesisEventResponse::default();
+    if let Some(lowest) = failed.first() {
+        if lowest.kinesis.sequence_number.is_empty() {
+            // An empty identifier would fail the batch anyway; say so plainly.
+            return Err("a failed record has no sequence number; retrying the whole batch".into());
+        }
+        // Lambda restarts from the lowest reported sequence number; reporting it alone is
+        // exact, and everything after it comes again.
+        response.add_failure(lowest.kinesis.sequence_number.clone());
+    }
+    info!(
+        records = records.len(),
+        new = metrics.get("EventsNew"),
+        duplicate = metrics.get("EventsDuplicate"),
+        conflict = metrics.get("EventsConflict"),
+        quarantined = metrics.get("RecordsQuarantined"),
+        failed = failed.len(),
+        "batch processed"
+    );
+    Ok(BatchReport {
+        response,
+        metrics,
+        outcomes,
+    })
+}
+
+async fn quarantine_all(
+    ledger: &UsageLedger,
+    poison: &[PoisonRecord<'_>],
+    deadline: Option<tokio::time::Instant>,
+) -> Vec<(usize, Outcome)> {
+    let writes = poison.iter().map(|p| async move {
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            let reason = "invocation deadline reached before this write started".into();
+            return (p.record, Outcome::Retry { reason });
+        }
+        let reason = p.error.to_string();
+        let entry = QuarantineEntry {
+            kind: QuarantineKind::Event,
+            payload: p.bytes,
+            reason: reason.clone(),
+            delivery: &p.delivery,
+            related_event: None,
+        };
+        let outcome = match ledger.quarantine(entry).await {
+            Ok(quarantine_id) => Outcome::Quarantined {
+                quarantine_id,
+                reason,
+            },
+            Err(error) => Outcome::Retry {
+                reason: format!("could not quarantine ({reason}): {error}"),
+            },
+        };
+        (p.record, outcome)
+    });
+    futures::future::join_all(writes).await
+}
+
+fn count_outcome(metrics: &mut InvocationMetrics, outcome: &Outcome) {
+    let name = match outcome {
+        Outcome::New => "EventsNew",
+        Outcome::Duplicate { .. } => "EventsDuplicate",
+        Outcome::Conflict { .. } => "EventsConflict",
+        Outcome::Quarantined { .. } => "RecordsQuarantined",
+        Outcome::Retry { .. } => "WritesRetryable",
+    };
+    metrics.count(name, 1);
+}
+
+/// Where a record came from: its shard (the part of `eventID` before `:`) and sequence number.
+fn origin_of(record: &KinesisEventRecord) -> Origin {
+    let shard_id = record
+        .event_id
+        .as_deref()
+        .and_then(|id| id.split(':').next())
+        .filter(|shard| !shard.is_empty())
+        .unwrap_or("unknown-shard");
+    Origin::Kinesis {
+        shard_id: shard_id.to_owned(),
+        sequence_number: record.kinesis.sequence_number.clone(),
+    }
+}
+
+/// Sequence numbers are decimal strings of up to 128 digits: compare them as numbers.
+fn sequence_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_numbers_compare_as_numbers() {
+        use std::cmp::Ordering::*;
+        assert_eq!(sequence_order("9", "10"), Less);
+        assert_eq!(
+            sequence_order(
+                "49590338271490256608559692538361571095921575989136588898",
+                "49590338271490256608559692538361571095921575989136588899"
+            ),
+            Less
+        );
+        assert_eq!(sequence_order("007", "7"), Equal);
+        assert_eq!(sequence_order("", "1"), Less);
+    }
+
+    #[test]
+    fn deadline_keeps_the_margin() {
+        let now = tokio::time::Instant::now();
+        let deadline = writes_deadline(
+            SystemTime::now() + Duration::from_secs(60),
+            Duration::from_secs(5),
+        );
+        let left = deadline - now;
+        assert!(
+            left > Duration::from_secs(54) && left <= Duration::from_secs(55),
+            "{left:?}"
+        );
+        // A deadline already past, or closer than the margin, allows no new writes.
+        let past = writes_deadline(SystemTime::now(), Duration::from_secs(5));
+        assert!(past <= tokio::time::Instant::now());
+    }
+}

@@ -1,0 +1,217 @@
+//! The `kinesis-consumer` handler, called directly with Lambda's own event shape, against
+//! DynamoDB Local.
+
+use integration_tests::faults::{Throttle, throttled_client};
+use integration_tests::*;
+use kinesis_consumer::process_batch;
+use kore_ingest_shared::event::EventError;
+use kore_ingest_shared::ledger::{LedgerConfig, Outcome, UsageLedger};
+
+const TWILIO_RECORD: &str = include_str!("fixtures/twilio-kinesis-data-session-updated.json");
+const KORE_BATCH: &str = include_str!("fixtures/kore-webhook-data-session-batch.json");
+
+fn failures(response: &aws_lambda_events::event::streams::KinesisEventResponse) -> Vec<String> {
+    response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone().unwrap_or_default())
+        .collect()
+}
+
+#[tokio::test]
+async fn new_duplicate_and_conflicting_records_end_as_specified() {
+    let ledger = fresh_ledger("consumer-outcomes").await;
+    let conflicting = TWILIO_RECORD.replace(r#""data_total":0"#, r#""data_total":1"#);
+    assert_ne!(conflicting, TWILIO_RECORD);
+    let event = kinesis_event(&[
+        (1, TWILIO_RECORD.into()),
+        (2, KORE_BATCH.into()), // one record holding an array of two events
+        (3, TWILIO_RECORD.into()),
+        (4, conflicting.into()),
+    ]);
+
+    let report = process_batch(&ledger, event, None).await.unwrap();
+
+    assert!(failures(&report.response).is_empty());
+    let outcomes: Vec<&Outcome> = report.outcomes.iter().map(|(_, o)| o).collect();
+    assert_eq!(
+        outcomes[..4],
+        [
+            &Outcome::New,
+            &Outcome::New,
+            &Outcome::New,
+            &Outcome::Duplicate {
+                new_delivery: false
+            }
+        ]
+    );
+    assert!(
+        matches!(outcomes[4], Outcome::Conflict { .. }),
+        "{:?}",
+        outcomes[4]
+    );
+    assert_eq!(report.metrics.get("RecordsReceived"), 4.0);
+    assert_eq!(report.metrics.get("EventsNew"), 3.0);
+    assert_eq!(report.metrics.get("EventsDuplicate"), 1.0);
+    assert_eq!(report.metrics.get("EventsConflict"), 1.0);
+    assert_eq!(report.metrics.get("UsageBytes"), 128_000.0);
+
+    let twilio_day = ledger
+        .sim_usage("HS2f71995b834d803ff5376799ba59bd1d", "2022-12-14")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((twilio_day.usage.total, twilio_day.usage_events), (0, 1));
+    let kore_day = ledger
+        .sim_usage("HS11112222333344445555666677778888", "2024-11-03")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((kore_day.usage.total, kore_day.usage_events), (128_000, 2));
+}
+
+#[tokio::test]
+async fn poison_records_are_quarantined_and_never_stall_the_shard() {
+    let ledger = fresh_ledger("consumer-poison").await;
+    let garbage: Vec<u8> = (0..64u8)
+        .map(|b| b.wrapping_mul(151).wrapping_add(7))
+        .collect();
+    let no_key = r#"{"type":"com.kore.iot.supersim.connection.attachment.accepted","source":"kore-events","time":"2024-11-03T10:00:00Z","data":{"sim_sid":"HS1"}}"#;
+    let event = kinesis_event(&[
+        (1, garbage.clone()),
+        (2, b"this is not json".to_vec()),
+        (3, no_key.into()),
+        (4, TWILIO_RECORD.into()),
+    ]);
+
+    let report = process_batch(&ledger, event, None).await.unwrap();
+
+    assert!(
+        failures(&report.response).is_empty(),
+        "poison must not be retried"
+    );
+    assert_eq!(report.metrics.get("RecordsQuarantined"), 3.0);
+    assert_eq!(report.metrics.get("EventsNew"), 1.0);
+    let mut reasons = Vec::new();
+    for (record, outcome) in &report.outcomes {
+        if let Outcome::Quarantined {
+            quarantine_id,
+            reason,
+        } = outcome
+        {
+            let stored = ledger.quarantined(quarantine_id).await.unwrap().unwrap();
+            assert_eq!(
+                stored.origin,
+                format!(
+                    "shardId-000000000000/{}",
+                    sequence_number(*record as u64 + 1)
+                )
+            );
+            assert_eq!(stored.path, "kinesis");
+            reasons.push((*record, reason.clone(), stored.payload));
+        }
+    }
+    reasons.sort();
+    assert_eq!(reasons[0].2, garbage, "raw bytes kept exactly");
+    assert!(reasons[0].1.contains("not UTF-8"), "{}", reasons[0].1);
+    assert!(reasons[1].1.contains("not valid JSON"), "{}", reasons[1].1);
+    assert_eq!(reasons[2].1, EventError::NoDedupeKey.to_string());
+
+    // The same batch again (Lambda retrying it for another reason): nothing piles up.
+    let again = process_batch(&ledger, kinesis_event(&[(1, garbage)]), None)
+        .await
+        .unwrap();
+    assert!(failures(&again.response).is_empty());
+    assert_eq!(ledger.list_quarantine(100).await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn throttled_writes_report_the_lowest_failed_sequence_number_and_redelivery_is_exact() {
+    let table = fresh_ledger("consumer-throttle").await;
+    let throttle = Throttle::on_marker("EZFAIL");
+    let ledger = UsageLedger::new(
+        throttled_client(&throttle),
+        LedgerConfig::new(table.table_name()),
+    );
+
+    let sim = "HS00000000000000000000000000000042";
+    let records: Vec<(u64, Vec<u8>)> = (1..=10u64)
+        .map(|n| {
+            let sid = if [3, 6, 8].contains(&n) {
+                format!("EZFAIL{n:028}")
+            } else {
+                format!("EZ{n:032}")
+            };
+            let e = SampleEvent::usage_update(
+                &sid,
+                sim,
+                &format!("2024-11-03T10:{n:02}:00Z"),
+                (n, 10 * n),
+            );
+            (n, e.kore_json().into_bytes())
+        })
+        .collect();
+
+    let first = process_batch(&ledger, kinesis_event(&records), None)
+        .await
+        .unwrap();
+    assert_eq!(failures(&first.response), [sequence_number(3)]);
+    assert_eq!(first.metrics.get("RecordsFailed"), 3.0);
+    assert_eq!(throttle.throttled(), 3);
+    let partial = table.sim_usage(sim, "2024-11-03").await.unwrap().unwrap();
+    assert_eq!(partial.usage_events, 7);
+
+    // Lambda re-sends everything from the lowest failed sequence number on.
+    throttle.stop();
+    let second = process_batch(&ledger, kinesis_event(&records[2..]), None)
+        .await
+        .unwrap();
+    assert!(failures(&second.response).is_empty());
+    assert_eq!(second.metrics.get("EventsNew"), 3.0);
+    assert_eq!(second.metrics.get("EventsDuplicate"), 5.0);
+
+    let day = table.sim_usage(sim, "2024-11-03").await.unwrap().unwrap();
+    let expected: u64 = (1..=10u64).map(|n| n + 10 * n).sum();
+    assert_eq!((day.usage.total, day.usage_events), (expected, 10));
+}
+
+#[tokio::test]
+async fn past_the_deadline_no_write_starts_and_every_record_is_reported() {
+    let ledger = fresh_ledger("consumer-deadline").await;
+    let records: Vec<(u64, Vec<u8>)> = (5..=7u64)
+        .map(|n| {
+            let e = SampleEvent::usage_update(
+                &format!("EZ{n:032}"),
+                "HS7",
+                "2024-11-03T10:00:00Z",
+                (1, 1),
+            );
+            (n, e.kore_json().into_bytes())
+        })
+        .chain([(8, b"poison".to_vec())])
+        .collect();
+    let past = tokio::time::Instant::now();
+
+    let report = process_batch(&ledger, kinesis_event(&records), Some(past))
+        .await
+        .unwrap();
+
+    assert_eq!(failures(&report.response), [sequence_number(5)]);
+    assert_eq!(report.metrics.get("RecordsFailed"), 4.0);
+    assert_eq!(ledger.sim_usage("HS7", "2024-11-03").await.unwrap(), None);
+    assert!(ledger.list_quarantine(10).await.unwrap().is_empty());
+
+    let retried = process_batch(&ledger, kinesis_event(&records), None)
+        .await
+        .unwrap();
+    assert!(failures(&retried.response).is_empty());
+    assert_eq!(
+        ledger
+            .sim_usage("HS7", "2024-11-03")
+            .await
+            .unwrap()
+            .unwrap()
+            .usage_events,
+        3
+    );
+}

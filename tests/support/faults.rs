@@ -1,0 +1,111 @@
+//! Fault injection on top of the real DynamoDB Local: an HTTP client that forwards every
+//! request to the server, except those whose body contains a marker while the fault is on,
+//! which get DynamoDB's own `ThrottlingException` response without reaching the server.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
+    SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_runtime_api::http::{Response, StatusCode};
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::retry::RetryConfig;
+
+/// Switches the fault on and off, and counts the requests it throttled.
+#[derive(Debug, Clone, Default)]
+pub struct Throttle {
+    active: Arc<AtomicBool>,
+    throttled: Arc<AtomicUsize>,
+    marker: Arc<String>,
+}
+
+impl Throttle {
+    /// Throttles requests whose body contains `marker` while active.
+    pub fn on_marker(marker: &str) -> Self {
+        Throttle {
+            active: Arc::new(AtomicBool::new(true)),
+            throttled: Arc::default(),
+            marker: Arc::new(marker.to_owned()),
+        }
+    }
+
+    pub fn stop(&self) {
+        self.active.store(false, Ordering::SeqCst);
+    }
+
+    pub fn throttled(&self) -> usize {
+        self.throttled.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ThrottlingClient {
+    inner: SharedHttpClient,
+    throttle: Throttle,
+}
+
+#[derive(Debug)]
+struct ThrottlingConnector {
+    inner: SharedHttpConnector,
+    throttle: Throttle,
+}
+
+impl HttpConnector for ThrottlingConnector {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let hit = self.throttle.active.load(Ordering::SeqCst)
+            && request.body().bytes().is_some_and(|body| {
+                body.windows(self.throttle.marker.len())
+                    .any(|w| w == self.throttle.marker.as_bytes())
+            });
+        if !hit {
+            return self.inner.call(request);
+        }
+        self.throttle.throttled.fetch_add(1, Ordering::SeqCst);
+        let body = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate of requests exceeds the allowed throughput."}"#;
+        let mut response = Response::new(
+            StatusCode::try_from(400u16).expect("400"),
+            SdkBody::from(body),
+        );
+        response
+            .headers_mut()
+            .insert("content-type", "application/x-amz-json-1.0");
+        HttpConnectorFuture::ready(Ok(response))
+    }
+}
+
+impl HttpClient for ThrottlingClient {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(ThrottlingConnector {
+            inner: self.inner.http_connector(settings, components),
+            throttle: self.throttle.clone(),
+        })
+    }
+}
+
+/// A client for the test run's DynamoDB Local that throttles as `throttle` says. SDK retries
+/// are off so a throttled write surfaces at once, as when the retries run out.
+pub fn throttled_client(throttle: &Throttle) -> Client {
+    let http = SharedHttpClient::new(ThrottlingClient {
+        inner: aws_smithy_http_client::Builder::new().build_http(),
+        throttle: throttle.clone(),
+    });
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(super::dynamodb_endpoint())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("local", "local", None, None, "tests"))
+        .retry_config(RetryConfig::disabled())
+        .http_client(http)
+        .build();
+    Client::from_conf(config)
+}
