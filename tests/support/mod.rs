@@ -203,3 +203,72 @@ pub fn kinesis_event(
         .collect();
     serde_json::from_value(json!({ "Records": records })).expect("a valid KinesisEvent")
 }
+
+/// A Lambda Function URL request as Lambda delivers it (payload format 2.0).
+pub fn function_url_request(
+    method: &str,
+    path: &str,
+    query: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlRequest {
+    use base64::Engine;
+    let headers: serde_json::Map<String, Value> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
+        .collect();
+    let (body, is_base64) = match body.map(std::str::from_utf8) {
+        None => (Value::Null, false),
+        Some(Ok(text)) => (Value::String(text.to_owned()), false),
+        Some(Err(_)) => (
+            Value::String(
+                base64::engine::general_purpose::STANDARD.encode(body.unwrap_or_default()),
+            ),
+            true,
+        ),
+    };
+    serde_json::from_value(json!({
+        "version": "2.0",
+        "rawPath": path,
+        "rawQueryString": query,
+        "headers": headers,
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": "abc123",
+            "domainName": "abc123.lambda-url.us-east-1.on.aws",
+            "domainPrefix": "abc123",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "203.0.113.9", "userAgent": "KoreProxy/1.1"},
+            "requestId": format!("req-{}", fastrand::u64(..)),
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "03/Nov/2024:10:15:00 +0000",
+            "timeEpoch": 1_730_628_900_000i64,
+        },
+        "body": body,
+        "isBase64Encoded": is_base64,
+    }))
+    .expect("a valid Function URL request")
+}
+
+/// `n` distinct KORE usage events for one SIM, as KORE batches them in one webhook body.
+pub fn kore_batch(n: usize, sim_sid: &str, prefix: &str) -> (Vec<SampleEvent>, String) {
+    let samples: Vec<SampleEvent> = (0..n)
+        .map(|i| {
+            SampleEvent::usage_update(
+                &format!("EZ{prefix}{i:030}"),
+                sim_sid,
+                &format!("2024-11-03T{:02}:{:02}:00Z", 10 + i / 60, i % 60),
+                (100 + i as u64, 1000 + i as u64),
+            )
+        })
+        .collect();
+    let body = format!(
+        "[{}]",
+        samples
+            .iter()
+            .map(SampleEvent::kore_json)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    (samples, body)
+}

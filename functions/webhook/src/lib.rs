@@ -1,0 +1,550 @@
+//! The webhook behind a Lambda Function URL.
+//!
+//! - `POST /events`: Event Streams deliveries from KORE or Twilio (a JSON array of up to 50
+//!   CloudEvents, or one object);
+//! - `POST` or `GET /callbacks/{sims|sms-commands|ip-commands|esim-profiles}`: callbacks;
+//! - `GET /health`.
+//!
+//! Signatures are checked over the exact raw body before anything is parsed. The answer
+//! tells the sender what to do: 2xx when everything is stored (duplicates included), 5xx when
+//! a retry is wanted (storage failed or the time budget ran out), 4xx only when a retry
+//! cannot help — Twilio discards a delivery on 4xx, so a 4xx never hides unstored data: a
+//! body that cannot be parsed is quarantined before the 400.
+
+pub mod config;
+
+use std::time::Instant;
+
+use aws_lambda_events::event::lambda_function_urls::{
+    LambdaFunctionUrlRequest, LambdaFunctionUrlResponse,
+};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use http::{HeaderMap, HeaderValue};
+use kore_ingest_shared::callback::{CallbackKind, parse_callback, parse_form};
+use kore_ingest_shared::event::{Provider, parse_events};
+use kore_ingest_shared::ledger::callbacks::CallbackOutcome;
+use kore_ingest_shared::ledger::{
+    Delivery, Origin, Outcome, QuarantineEntry, QuarantineKind, UsageLedger,
+};
+use kore_ingest_shared::metrics::{InvocationMetrics, take_cold_start};
+use kore_ingest_shared::signature::{
+    KORE_SIGNATURE_HEADER, SignatureError, TWILIO_SIGNATURE_HEADER, Verified,
+    verify_kore_signature, verify_twilio_signature,
+};
+use lambda_runtime::{Error, LambdaEvent};
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+pub use config::WebhookConfig;
+
+/// The webhook: the ledger and its configuration, built once per cold start.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub ledger: UsageLedger,
+    pub config: WebhookConfig,
+}
+
+/// The Lambda entry point: answers the request, logs and emits metrics.
+pub async fn handle(
+    webhook: &Webhook,
+    event: LambdaEvent<LambdaFunctionUrlRequest>,
+) -> Result<LambdaFunctionUrlResponse, Error> {
+    let started = Instant::now();
+    let mut metrics = InvocationMetrics::new("webhook");
+    if take_cold_start() {
+        metrics.count("ColdStart", 1);
+    }
+    let response = webhook
+        .respond(&event.payload, &event.context.request_id, &mut metrics)
+        .await;
+    metrics.count(
+        match response.status_code {
+            200..=299 => "Responses2xx",
+            400..=499 => "Responses4xx",
+            _ => "Responses5xx",
+        },
+        1,
+    );
+    metrics.milliseconds("ResponseTime", started.elapsed().as_secs_f64() * 1000.0);
+    metrics.emit();
+    Ok(response)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Events,
+    Callbacks(CallbackKind),
+    Health,
+}
+
+impl Route {
+    /// Routes on the path; the local emulator's `/lambda-url/<function>` prefix is ignored.
+    fn of(path: &str) -> Option<Self> {
+        let path = match path.strip_prefix("/lambda-url/") {
+            Some(rest) => rest.find('/').map_or("/", |at| &rest[at..]),
+            None => path,
+        };
+        match path.trim_end_matches('/') {
+            "/events" => Some(Route::Events),
+            "/health" => Some(Route::Health),
+            other => other
+                .strip_prefix("/callbacks/")
+                .and_then(CallbackKind::from_path_segment)
+                .map(Route::Callbacks),
+        }
+    }
+
+    fn allowed_methods(self) -> &'static [&'static str] {
+        match self {
+            Route::Events => &["POST"],
+            Route::Callbacks(_) => &["POST", "GET"],
+            Route::Health => &["GET"],
+        }
+    }
+
+    /// The path as the sender sees it, appended to `WEBHOOK_PUBLIC_URL` for signing.
+    fn public_path(self) -> String {
+        match self {
+            Route::Events => "/events".into(),
+            Route::Health => "/health".into(),
+            Route::Callbacks(kind) => format!("/callbacks/{kind}"),
+        }
+    }
+}
+
+/// A JSON response with the given status.
+fn json_response(status: i64, body: Value) -> LambdaFunctionUrlResponse {
+    let mut response = LambdaFunctionUrlResponse::default();
+    response.status_code = status;
+    response.headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response.body = Some(body.to_string());
+    response
+}
+
+fn error_response(status: i64, error: &str) -> LambdaFunctionUrlResponse {
+    json_response(status, json!({ "error": error }))
+}
+
+/// What the request is, decoded once.
+struct Incoming<'a> {
+    method: String,
+    route: Route,
+    headers: &'a HeaderMap,
+    body: Vec<u8>,
+    query: &'a str,
+    request_id: &'a str,
+}
+
+impl Webhook {
+    /// Answers one Function URL request.
+    pub async fn respond(
+        &self,
+        request: &LambdaFunctionUrlRequest,
+        request_id: &str,
+        metrics: &mut InvocationMetrics,
+    ) -> LambdaFunctionUrlResponse {
+        let deadline = tokio::time::Instant::now() + self.config.time_budget;
+        let Some(route) = Route::of(request.raw_path.as_deref().unwrap_or("/")) else {
+            return error_response(404, "not found");
+        };
+        let method = request
+            .request_context
+            .http
+            .method
+            .as_deref()
+            .unwrap_or("GET")
+            .to_ascii_uppercase();
+        if !route.allowed_methods().contains(&method.as_str()) {
+            let mut response = error_response(405, "method not allowed");
+            if let Ok(allow) = HeaderValue::from_str(&route.allowed_methods().join(", ")) {
+                response.headers.insert(http::header::ALLOW, allow);
+            }
+            return response;
+        }
+        if route == Route::Health {
+            return json_response(
+                200,
+                json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
+            );
+        }
+
+        let raw_body = request.body.as_deref().unwrap_or_default();
+        if raw_body.len() > self.config.max_body_bytes * 4 / 3 + 4 {
+            return error_response(413, "body too large");
+        }
+        let body = if request.is_base64_encoded {
+            match BASE64.decode(raw_body) {
+                Ok(bytes) => bytes,
+                Err(_) => return error_response(400, "body is not valid base64"),
+            }
+        } else {
+            raw_body.as_bytes().to_vec()
+        };
+        if body.len() > self.config.max_body_bytes {
+            return error_response(413, "body too large");
+        }
+        let incoming = Incoming {
+            method,
+            route,
+            headers: &request.headers,
+            body,
+            query: request.raw_query_string.as_deref().unwrap_or_default(),
+            request_id,
+        };
+        if let Some(response) = unsupported_media_type(&incoming) {
+            return response;
+        }
+
+        let provider = match self.authenticate(&incoming, request) {
+            Ok(provider) => provider,
+            Err(reason) => {
+                metrics.count("SignatureRejected", 1);
+                warn!(%reason, route = ?incoming.route, "signature rejected");
+                // No detail that helps an attacker.
+                return error_response(401, "unauthorized");
+            }
+        };
+        match incoming.route {
+            Route::Events => self.events(&incoming, provider, deadline, metrics).await,
+            Route::Callbacks(kind) => self.callback(&incoming, kind, provider, metrics).await,
+            Route::Health => error_response(404, "not found"),
+        }
+    }
+
+    /// The URL the sender signed: `WEBHOOK_PUBLIC_URL` (or the Function URL's own domain)
+    /// plus the route's path and, for Twilio, the raw query string.
+    fn signed_url(&self, incoming: &Incoming<'_>, request: &LambdaFunctionUrlRequest) -> String {
+        let base = match &self.config.public_url {
+            Some(base) => format!("{base}{}", incoming.route.public_path()),
+            None => format!(
+                "https://{}{}",
+                request
+                    .request_context
+                    .domain_name
+                    .as_deref()
+                    .unwrap_or_default(),
+                request.raw_path.as_deref().unwrap_or_default()
+            ),
+        };
+        if incoming.query.is_empty() {
+            base
+        } else {
+            format!("{base}?{}", incoming.query)
+        }
+    }
+
+    /// Which provider signed the request, if the signature is valid. A request with both
+    /// signature headers must satisfy the one it claims first (KORE's).
+    fn authenticate(
+        &self,
+        incoming: &Incoming<'_>,
+        request: &LambdaFunctionUrlRequest,
+    ) -> Result<Option<Provider>, SignatureError> {
+        let url = self.signed_url(incoming, request);
+        let header = |name: &str| {
+            incoming
+                .headers
+                .get(name)
+                .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+        };
+        if let Some(signature) = header(KORE_SIGNATURE_HEADER) {
+            let verified = verify_kore_signature(
+                &self.config.kore_secrets,
+                &incoming.method,
+                &url,
+                &incoming.body,
+                Some(signature),
+            )?;
+            if verified == Verified::Unsigned && !self.config.allow_unsigned {
+                return Err(SignatureError::Missing {
+                    header: KORE_SIGNATURE_HEADER,
+                });
+            }
+            return Ok(Some(Provider::Kore));
+        }
+        if let Some(signature) = header(TWILIO_SIGNATURE_HEADER) {
+            let params = if incoming.method == "POST" && is_form(incoming.headers) {
+                parse_form(&incoming.body).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            verify_twilio_signature(
+                &self.config.twilio_tokens,
+                &url,
+                &params,
+                &incoming.body,
+                Some(signature),
+            )?;
+            return Ok(Some(Provider::Twilio));
+        }
+        if self.config.allow_unsigned {
+            Ok(None)
+        } else {
+            Err(SignatureError::Missing {
+                header: "kore-signature or x-twilio-signature",
+            })
+        }
+    }
+
+    async fn events(
+        &self,
+        incoming: &Incoming<'_>,
+        provider: Option<Provider>,
+        deadline: tokio::time::Instant,
+        metrics: &mut InvocationMetrics,
+    ) -> LambdaFunctionUrlResponse {
+        let delivery = Delivery {
+            provider_hint: provider,
+            ..Delivery::now(Origin::Webhook {
+                request_id: incoming.request_id.to_owned(),
+            })
+        };
+        let items = match parse_events(&incoming.body) {
+            Ok(items) => items,
+            Err(error) => {
+                let reason = error.to_string();
+                return match self
+                    .quarantine(QuarantineKind::Event, incoming, &reason, &delivery)
+                    .await
+                {
+                    Some(id) => {
+                        metrics.count("RecordsQuarantined", 1);
+                        json_response(400, json!({"error": reason, "quarantine_id": id}))
+                    }
+                    None => error_response(503, "storage unavailable; retry"),
+                };
+            }
+        };
+        let inputs: Vec<_> = items
+            .into_iter()
+            .map(|item| (item, delivery.clone()))
+            .collect();
+        let outcomes = self.ledger.record_all(&inputs, Some(deadline)).await;
+
+        let mut summary = [0u64; 4]; // accepted, duplicates, conflicts, quarantined
+        let mut retry = None;
+        for (outcome, (item, _)) in outcomes.iter().zip(&inputs) {
+            match outcome {
+                Outcome::New => {
+                    summary[0] += 1;
+                    if let Ok(event) = item {
+                        metrics.bytes("UsageBytes", event.usage.map_or(0, |u| u.total));
+                    }
+                }
+                Outcome::Duplicate { .. } => summary[1] += 1,
+                Outcome::Conflict { .. } => summary[2] += 1,
+                Outcome::Quarantined { reason, .. } => {
+                    warn!(%reason, "batch element quarantined");
+                    summary[3] += 1
+                }
+                Outcome::Retry { reason } => retry = Some(reason.clone()),
+            }
+        }
+        metrics.count("EventsNew", summary[0]);
+        metrics.count("EventsDuplicate", summary[1]);
+        metrics.count("EventsConflict", summary[2]);
+        metrics.count("RecordsQuarantined", summary[3]);
+        if let Some(reason) = retry {
+            // The sender retries the whole batch; what was stored becomes duplicates.
+            warn!(%reason, "batch not fully stored; asking the sender to retry");
+            metrics.count("WritesRetryable", 1);
+            return error_response(503, "not everything was stored; retry");
+        }
+        info!(
+            events = inputs.len(),
+            accepted = summary[0],
+            duplicates = summary[1],
+            conflicts = summary[2],
+            quarantined = summary[3],
+            "batch stored"
+        );
+        json_response(
+            200,
+            json!({
+                "accepted": summary[0],
+                "duplicates": summary[1],
+                "conflicts": summary[2],
+                "quarantined": summary[3],
+            }),
+        )
+    }
+
+    async fn callback(
+        &self,
+        incoming: &Incoming<'_>,
+        kind: CallbackKind,
+        provider: Option<Provider>,
+        metrics: &mut InvocationMetrics,
+    ) -> LambdaFunctionUrlResponse {
+        let delivery = Delivery {
+            provider_hint: provider,
+            ..Delivery::now(Origin::Webhook {
+                request_id: incoming.request_id.to_owned(),
+            })
+        };
+        // GET callbacks carry their payload in the query string.
+        let payload: &[u8] = if incoming.method == "GET" {
+            incoming.query.as_bytes()
+        } else {
+            &incoming.body
+        };
+        let callback = match parse_callback(kind, payload, incoming.headers) {
+            Ok(callback) => callback,
+            Err(error) => {
+                let reason = error.to_string();
+                let quarantine_kind = QuarantineKind::Callback {
+                    kind,
+                    idempotency_token: None,
+                };
+                return match self
+                    .quarantine_payload(quarantine_kind, payload, &reason, &delivery)
+                    .await
+                {
+                    Some(id) => {
+                        metrics.count("RecordsQuarantined", 1);
+                        json_response(400, json!({"error": reason, "quarantine_id": id}))
+                    }
+                    None => error_response(503, "storage unavailable; retry"),
+                };
+            }
+        };
+        match self
+            .ledger
+            .record_callback(&callback, payload, &delivery)
+            .await
+        {
+            Ok(outcome) => {
+                let duplicate = outcome == CallbackOutcome::Duplicate;
+                metrics.count(
+                    if duplicate {
+                        "CallbacksDuplicate"
+                    } else {
+                        "CallbacksNew"
+                    },
+                    1,
+                );
+                json_response(
+                    200,
+                    json!({"accepted": u8::from(!duplicate), "duplicates": u8::from(duplicate)}),
+                )
+            }
+            Err(error) if error.is_retryable() => {
+                warn!(%error, "callback not stored; asking the sender to retry");
+                error_response(503, "storage unavailable; retry")
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                let quarantine_kind = QuarantineKind::Callback {
+                    kind,
+                    idempotency_token: Some(callback.idempotency_token.clone()),
+                };
+                match self
+                    .quarantine_payload(quarantine_kind, payload, &reason, &delivery)
+                    .await
+                {
+                    Some(_) => json_response(200, json!({"accepted": 0, "quarantined": 1})),
+                    None => error_response(503, "storage unavailable; retry"),
+                }
+            }
+        }
+    }
+
+    async fn quarantine(
+        &self,
+        kind: QuarantineKind,
+        incoming: &Incoming<'_>,
+        reason: &str,
+        delivery: &Delivery,
+    ) -> Option<String> {
+        self.quarantine_payload(kind, &incoming.body, reason, delivery)
+            .await
+    }
+
+    async fn quarantine_payload(
+        &self,
+        kind: QuarantineKind,
+        payload: &[u8],
+        reason: &str,
+        delivery: &Delivery,
+    ) -> Option<String> {
+        let entry = QuarantineEntry {
+            kind,
+            payload,
+            reason: reason.to_owned(),
+            delivery,
+            related_event: None,
+        };
+        match self.ledger.quarantine(entry).await {
+            Ok(id) => {
+                warn!(%reason, quarantine_id = %id, "payload quarantined");
+                Some(id)
+            }
+            Err(error) => {
+                warn!(%error, %reason, "could not quarantine");
+                None
+            }
+        }
+    }
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    content_type(headers) == "application/x-www-form-urlencoded"
+}
+
+/// 415 when a body arrives in a type the route does not take. A missing type is accepted
+/// (the body is parsed as the route expects).
+fn unsupported_media_type(incoming: &Incoming<'_>) -> Option<LambdaFunctionUrlResponse> {
+    let kind = content_type(incoming.headers);
+    let accepted = match incoming.route {
+        _ if kind.is_empty() => true,
+        Route::Events => matches!(
+            kind.as_str(),
+            "application/json"
+                | "application/cloudevents+json"
+                | "application/cloudevents-batch+json"
+        ),
+        Route::Callbacks(_) => {
+            incoming.method == "GET" || kind == "application/x-www-form-urlencoded"
+        }
+        Route::Health => true,
+    };
+    (!accepted).then(|| error_response(415, "unsupported content type"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(Route::of("/events"), Some(Route::Events));
+        assert_eq!(Route::of("/events/"), Some(Route::Events));
+        assert_eq!(Route::of("/health"), Some(Route::Health));
+        assert_eq!(
+            Route::of("/callbacks/esim-profiles"),
+            Some(Route::Callbacks(CallbackKind::EsimProfiles))
+        );
+        assert_eq!(
+            Route::of("/lambda-url/webhook/callbacks/sims"),
+            Some(Route::Callbacks(CallbackKind::Sims))
+        );
+        assert_eq!(Route::of("/callbacks/calls"), None);
+        assert_eq!(Route::of("/"), None);
+        assert_eq!(Route::of("/eventsx"), None);
+        assert_eq!(Route::of("/lambda-url/webhook"), None);
+    }
+}

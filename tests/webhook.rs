@@ -1,0 +1,440 @@
+//! The `webhook` function's handler, called with Lambda Function URL events, against
+//! DynamoDB Local.
+
+use integration_tests::faults::{Throttle, throttled_client};
+use integration_tests::*;
+use kore_ingest_shared::ledger::{LedgerConfig, UsageLedger};
+use kore_ingest_shared::metrics::InvocationMetrics;
+use kore_ingest_shared::signature::{kore_signature, twilio_signature, twilio_url_with_body_hash};
+use serde_json::Value;
+use webhook::{Webhook, WebhookConfig};
+
+const PUBLIC_URL: &str = "https://hooks.example.com";
+const KORE_ACTIVE: &str = "kore-active-secret";
+const KORE_PENDING: &str = "kore-pending-secret";
+const KORE_RETIRED: &str = "kore-retired-secret";
+const TWILIO_TOKEN: &str = "twilio-auth-token";
+const SIM: &str = "HS0000000000000000000000000000web";
+
+fn config() -> WebhookConfig {
+    WebhookConfig::from_vars(|name| match name {
+        "KORE_WEBHOOK_SECRETS" => Some(format!("{KORE_ACTIVE},{KORE_PENDING}")),
+        "TWILIO_AUTH_TOKENS" => Some(TWILIO_TOKEN.into()),
+        "WEBHOOK_PUBLIC_URL" => Some(PUBLIC_URL.into()),
+        _ => None,
+    })
+    .unwrap()
+}
+
+async fn webhook(test: &str) -> Webhook {
+    Webhook {
+        ledger: fresh_ledger(test).await,
+        config: config(),
+    }
+}
+
+struct Reply {
+    status: i64,
+    body: Value,
+}
+
+async fn send(
+    webhook: &Webhook,
+    method: &str,
+    path: &str,
+    query: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Reply {
+    let request = function_url_request(method, path, query, headers, body);
+    let mut metrics = InvocationMetrics::new("webhook");
+    let response = webhook.respond(&request, "req-test", &mut metrics).await;
+    Reply {
+        status: response.status_code,
+        body: serde_json::from_str(response.body.as_deref().unwrap_or("null")).unwrap(),
+    }
+}
+
+fn kore_signed(secret: &str, body: &str) -> String {
+    kore_signature(
+        secret.as_bytes(),
+        "POST",
+        &format!("{PUBLIC_URL}/events"),
+        body.as_bytes(),
+    )
+}
+
+async fn post_kore_events(webhook: &Webhook, secret: &str, body: &str) -> Reply {
+    let signature = kore_signed(secret, body);
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("Kore-Signature", signature.as_str()),
+        ("User-Agent", "KoreProxy/1.1"),
+    ];
+    send(
+        webhook,
+        "POST",
+        "/events",
+        "",
+        &headers,
+        Some(body.as_bytes()),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn kore_signed_batch_of_50_then_again_then_from_twilio_counts_once() {
+    let webhook = webhook("wh-batch").await;
+    let (samples, body) = kore_batch(50, SIM, "B");
+
+    let first = post_kore_events(&webhook, KORE_ACTIVE, &body).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(first.body["accepted"], 50);
+    let day = webhook
+        .ledger
+        .sim_usage(SIM, "2024-11-03")
+        .await
+        .unwrap()
+        .unwrap();
+    let expected: u64 = samples.iter().map(|s| s.window.0 + s.window.1).sum();
+    assert_eq!((day.usage.total, day.usage_events), (expected, 50));
+
+    let again = post_kore_events(&webhook, KORE_ACTIVE, &body).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(
+        (
+            again.body["accepted"].clone(),
+            again.body["duplicates"].clone()
+        ),
+        (0.into(), 50.into())
+    );
+
+    // The same events from Twilio: JSON body, bodySHA256 in the URL, X-Twilio-Signature.
+    let twilio_body = format!(
+        "[{}]",
+        samples
+            .iter()
+            .map(SampleEvent::twilio_json)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let signed_url =
+        twilio_url_with_body_hash(&format!("{PUBLIC_URL}/events"), twilio_body.as_bytes());
+    let query = signed_url.split_once('?').unwrap().1;
+    let signature = twilio_signature(TWILIO_TOKEN.as_bytes(), &signed_url, &[]);
+    let headers = [
+        ("content-type", "application/json"),
+        ("x-twilio-signature", signature.as_str()),
+        (
+            "I-Twilio-Idempotency-Token",
+            "0f7e1c2a-3b4d-4e5f-8a9b-0c1d2e3f4a5b",
+        ),
+    ];
+    let twilio = send(
+        &webhook,
+        "POST",
+        "/events",
+        query,
+        &headers,
+        Some(twilio_body.as_bytes()),
+    )
+    .await;
+    assert_eq!(twilio.status, 200, "{}", twilio.body);
+    assert_eq!(twilio.body["duplicates"], 50);
+
+    let day = webhook
+        .ledger
+        .sim_usage(SIM, "2024-11-03")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((day.usage.total, day.usage_events), (expected, 50));
+    let from = chrono::DateTime::parse_from_rfc3339("2024-11-03T00:00:00Z")
+        .unwrap()
+        .to_utc();
+    let events = webhook
+        .ledger
+        .events_between(from, from + chrono::Duration::days(1))
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 50);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.delivered_by("kore") && e.delivered_by("twilio"))
+    );
+}
+
+#[tokio::test]
+async fn bad_signatures_get_401_and_store_nothing_while_the_pending_secret_works() {
+    let webhook = webhook("wh-auth").await;
+    let (_, body) = kore_batch(3, SIM, "A");
+    let json = ("Content-Type", "application/json");
+
+    let wrong = kore_signed("not-the-secret", &body);
+    let retired = kore_signed(KORE_RETIRED, &body);
+    let cases: [(&str, Vec<(&str, &str)>); 5] = [
+        ("wrong", vec![json, ("Kore-Signature", wrong.as_str())]),
+        ("retired", vec![json, ("Kore-Signature", retired.as_str())]),
+        ("missing", vec![json]),
+        (
+            "empty (unsigned account) without ALLOW_UNSIGNED",
+            vec![json, ("Kore-Signature", "")],
+        ),
+        (
+            "twilio garbage",
+            vec![json, ("X-Twilio-Signature", "AAAAAAAAAAAAAAAAAAAAAAAAAAA=")],
+        ),
+    ];
+    for (case, headers) in cases {
+        let reply = send(
+            &webhook,
+            "POST",
+            "/events",
+            "",
+            &headers,
+            Some(body.as_bytes()),
+        )
+        .await;
+        assert_eq!(reply.status, 401, "{case}");
+        assert_eq!(
+            reply.body,
+            serde_json::json!({"error": "unauthorized"}),
+            "{case}"
+        );
+    }
+    assert_eq!(
+        webhook.ledger.sim_usage(SIM, "2024-11-03").await.unwrap(),
+        None
+    );
+    assert!(webhook.ledger.list_quarantine(10).await.unwrap().is_empty());
+
+    // During a rotation KORE switches to the pending secret at once.
+    let pending = post_kore_events(&webhook, KORE_PENDING, &body).await;
+    assert_eq!(pending.status, 200);
+    assert_eq!(pending.body["accepted"], 3);
+}
+
+#[tokio::test]
+async fn callbacks_by_post_and_get_from_both_providers_are_stored_once() {
+    let webhook = webhook("wh-callbacks").await;
+    let form = include_str!("fixtures/callback-sim-status.form").trim_end();
+    let kore_sig = kore_signature(
+        KORE_ACTIVE.as_bytes(),
+        "POST",
+        &format!("{PUBLIC_URL}/callbacks/sims"),
+        form.as_bytes(),
+    );
+    let kore_headers = [
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Kore-Signature", kore_sig.as_str()),
+        (
+            "Kore-Idempotency-Token",
+            "RQa48ec9b6ef475034c35566c02b654243",
+        ),
+    ];
+    for expected_new in [1, 0] {
+        let reply = send(
+            &webhook,
+            "POST",
+            "/callbacks/sims",
+            "",
+            &kore_headers,
+            Some(form.as_bytes()),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.body["accepted"], expected_new);
+    }
+    let status = webhook
+        .ledger
+        .sim_status("HSab3f06be8f5d32caecb91e8a306c6c08")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.status, "active");
+
+    // Twilio, GET with the payload in the query: the signature covers the URL with its query.
+    let command = include_str!("fixtures/callback-command.form").trim_end();
+    let signed_url = format!("{PUBLIC_URL}/callbacks/sms-commands?{command}");
+    let twilio_sig = twilio_signature(TWILIO_TOKEN.as_bytes(), &signed_url, &[]);
+    let twilio_headers = [
+        ("X-Twilio-Signature", twilio_sig.as_str()),
+        (
+            "I-Twilio-Idempotency-Token",
+            "6f1c2b9e-2d4a-4c8e-9a51-0d7e3b1f2a44",
+        ),
+    ];
+    for expected_new in [1, 0] {
+        let reply = send(
+            &webhook,
+            "GET",
+            "/callbacks/sms-commands",
+            command,
+            &twilio_headers,
+            None,
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.body["accepted"], expected_new);
+    }
+    assert!(
+        webhook
+            .ledger
+            .callback_exists("twilio", "6f1c2b9e-2d4a-4c8e-9a51-0d7e3b1f2a44")
+            .await
+            .unwrap()
+    );
+    assert!(
+        webhook
+            .ledger
+            .callback_exists("kore", "RQa48ec9b6ef475034c35566c02b654243")
+            .await
+            .unwrap()
+    );
+
+    // Twilio form POST: the signature covers the URL and the sorted form parameters.
+    let params: Vec<(String, String)> =
+        kore_ingest_shared::callback::parse_form(command.as_bytes()).unwrap();
+    let post_sig = twilio_signature(
+        TWILIO_TOKEN.as_bytes(),
+        &format!("{PUBLIC_URL}/callbacks/ip-commands"),
+        &params,
+    );
+    let headers = [
+        (
+            "Content-Type",
+            "application/x-www-form-urlencoded; charset=utf-8",
+        ),
+        ("X-Twilio-Signature", post_sig.as_str()),
+        (
+            "I-Twilio-Idempotency-Token",
+            "7f1c2b9e-2d4a-4c8e-9a51-0d7e3b1f2a44",
+        ),
+    ];
+    let reply = send(
+        &webhook,
+        "POST",
+        "/callbacks/ip-commands",
+        "",
+        &headers,
+        Some(command.as_bytes()),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
+#[tokio::test]
+async fn signed_malformed_body_gets_400_naming_the_reason_and_is_quarantined() {
+    let webhook = webhook("wh-malformed").await;
+    let body = r#"{"specversion":"1.0", "type": "com.kore.iot"#;
+    let reply = post_kore_events(&webhook, KORE_ACTIVE, body).await;
+    assert_eq!(reply.status, 400);
+    assert!(
+        reply.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON"),
+        "{}",
+        reply.body
+    );
+    let id = reply.body["quarantine_id"].as_str().unwrap();
+    let stored = webhook.ledger.quarantined(id).await.unwrap().unwrap();
+    assert_eq!(stored.payload, body.as_bytes());
+    assert_eq!(stored.provider.as_deref(), Some("kore"));
+    assert_eq!(stored.origin, "req-test");
+}
+
+#[tokio::test]
+async fn storage_down_gets_503_and_the_retry_after_recovery_is_exact() {
+    let table = fresh_ledger("wh-down").await;
+    // Half the batch cannot be written: the sender must retry, and nothing double counts.
+    // Events 10 to 19 are timed 10:10 to 10:19: their writes carry `T10:1`.
+    let throttle = Throttle::on_marker("T10:1");
+    let webhook = Webhook {
+        ledger: UsageLedger::new(
+            throttled_client(&throttle),
+            LedgerConfig::new(table.table_name()),
+        ),
+        config: config(),
+    };
+    let (samples, body) = kore_batch(20, SIM, "D");
+    assert!(body.contains("T10:1"));
+
+    let down = post_kore_events(&webhook, KORE_ACTIVE, &body).await;
+    assert_eq!(down.status, 503, "{}", down.body);
+    assert!(throttle.throttled() > 0);
+
+    throttle.stop();
+    let retried = post_kore_events(&webhook, KORE_ACTIVE, &body).await;
+    assert_eq!(retried.status, 200, "{}", retried.body);
+    let accepted = retried.body["accepted"].as_u64().unwrap();
+    let duplicates = retried.body["duplicates"].as_u64().unwrap();
+    assert_eq!(accepted + duplicates, 20);
+    assert!(accepted > 0 && duplicates > 0, "{}", retried.body);
+
+    let day = table.sim_usage(SIM, "2024-11-03").await.unwrap().unwrap();
+    let expected: u64 = samples.iter().map(|s| s.window.0 + s.window.1).sum();
+    assert_eq!((day.usage.total, day.usage_events), (expected, 20));
+}
+
+#[tokio::test]
+async fn routes_methods_sizes_and_types() {
+    let webhook = Webhook {
+        config: WebhookConfig {
+            max_body_bytes: 1024,
+            ..config()
+        },
+        ..webhook("wh-routes").await
+    };
+    let health = send(&webhook, "GET", "/health", "", &[], None).await;
+    assert_eq!(health.status, 200);
+    assert_eq!(health.body["status"], "ok");
+    assert!(!health.body.to_string().contains("secret"));
+    assert_eq!(
+        send(&webhook, "GET", "/nope", "", &[], None).await.status,
+        404
+    );
+    assert_eq!(
+        send(&webhook, "GET", "/callbacks/calls", "", &[], None)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        send(&webhook, "GET", "/events", "", &[], None).await.status,
+        405
+    );
+    assert_eq!(
+        send(&webhook, "DELETE", "/callbacks/sims", "", &[], None)
+            .await
+            .status,
+        405
+    );
+    let big = vec![b' '; 2048];
+    assert_eq!(
+        send(&webhook, "POST", "/events", "", &[], Some(&big))
+            .await
+            .status,
+        413
+    );
+    let xml = [("Content-Type", "application/xml")];
+    assert_eq!(
+        send(&webhook, "POST", "/events", "", &xml, Some(b"<a/>"))
+            .await
+            .status,
+        415
+    );
+    // A base64-encoded body (as Function URLs deliver binary content) is decoded first.
+    let binary = [0xffu8, 0xfe, 0x00];
+    let signature = kore_signature(
+        KORE_ACTIVE.as_bytes(),
+        "POST",
+        &format!("{PUBLIC_URL}/events"),
+        &binary,
+    );
+    let headers = [("Kore-Signature", signature.as_str())];
+    let reply = send(&webhook, "POST", "/events", "", &headers, Some(&binary)).await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(reply.body["error"].as_str().unwrap().contains("not UTF-8"));
+}
