@@ -16,8 +16,12 @@ const KORE_RETIRED: &str = "kore-retired-secret";
 const TWILIO_TOKEN: &str = "twilio-auth-token";
 const SIM: &str = "HS0000000000000000000000000000web";
 
+/// The handler under test. The time budget is generous: these tests are about answers, not
+/// timing (DynamoDB Local on a loaded 2-core machine can take seconds for 50 transactions);
+/// `stalled_storage_gets_503_within_the_time_budget` sets its own.
 fn config() -> WebhookConfig {
     WebhookConfig::from_vars(|name| match name {
+        "TIME_BUDGET_MS" => Some("30000".into()),
         "KORE_WEBHOOK_SECRETS" => Some(format!("{KORE_ACTIVE},{KORE_PENDING}")),
         "TWILIO_AUTH_TOKENS" => Some(TWILIO_TOKEN.into()),
         "WEBHOOK_PUBLIC_URL" => Some(PUBLIC_URL.into()),
@@ -437,4 +441,29 @@ async fn routes_methods_sizes_and_types() {
     let reply = send(&webhook, "POST", "/events", "", &headers, Some(&binary)).await;
     assert_eq!(reply.status, 400, "{}", reply.body);
     assert!(reply.body["error"].as_str().unwrap().contains("not UTF-8"));
+}
+
+#[tokio::test]
+async fn stalled_storage_gets_503_within_the_time_budget() {
+    let table = fresh_ledger("wh-stall").await;
+    let throttle = Throttle::stall_on_marker("TransactItems", std::time::Duration::from_secs(8));
+    let webhook = Webhook {
+        ledger: UsageLedger::new(
+            throttled_client(&throttle),
+            LedgerConfig::new(table.table_name()),
+        ),
+        config: WebhookConfig {
+            time_budget: std::time::Duration::from_millis(1500),
+            ..config()
+        },
+    };
+    let (_, body) = kore_batch(5, SIM, "S");
+    let started = std::time::Instant::now();
+    let reply = post_kore_events(&webhook, KORE_ACTIVE, &body).await;
+    let took = started.elapsed();
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert!(
+        took < std::time::Duration::from_millis(2500),
+        "answered after {took:?}"
+    );
 }

@@ -17,12 +17,14 @@ use aws_smithy_runtime_api::http::{Response, StatusCode};
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::retry::RetryConfig;
 
-/// Switches the fault on and off, and counts the requests it throttled.
+/// Switches the fault on and off, and counts the requests it hit.
 #[derive(Debug, Clone, Default)]
 pub struct Throttle {
     active: Arc<AtomicBool>,
     throttled: Arc<AtomicUsize>,
     marker: Arc<String>,
+    /// Instead of throttling, hold the request this long before sending it (a stalled server).
+    stall: Option<std::time::Duration>,
 }
 
 impl Throttle {
@@ -32,6 +34,15 @@ impl Throttle {
             active: Arc::new(AtomicBool::new(true)),
             throttled: Arc::default(),
             marker: Arc::new(marker.to_owned()),
+            stall: None,
+        }
+    }
+
+    /// Holds requests whose body contains `marker` for `stall` while active.
+    pub fn stall_on_marker(marker: &str, stall: std::time::Duration) -> Self {
+        Throttle {
+            stall: Some(stall),
+            ..Self::on_marker(marker)
         }
     }
 
@@ -67,6 +78,13 @@ impl HttpConnector for ThrottlingConnector {
             return self.inner.call(request);
         }
         self.throttle.throttled.fetch_add(1, Ordering::SeqCst);
+        if let Some(stall) = self.throttle.stall {
+            let inner = self.inner.clone();
+            return HttpConnectorFuture::new(async move {
+                tokio::time::sleep(stall).await;
+                inner.call(request).await
+            });
+        }
         let body = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate of requests exceeds the allowed throughput."}"#;
         let mut response = Response::new(
             StatusCode::try_from(400u16).expect("400"),

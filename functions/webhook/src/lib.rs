@@ -323,7 +323,20 @@ impl Webhook {
             .into_iter()
             .map(|item| (item, delivery.clone()))
             .collect();
-        let outcomes = self.ledger.record_all(&inputs, Some(deadline)).await;
+        // New writes stop at three quarters of the budget; whatever is still in flight at the
+        // end of it is abandoned (safe: a retry finds it stored or not, never half-applied).
+        let started = deadline - self.config.time_budget;
+        let no_new_writes = started + self.config.time_budget * 3 / 4;
+        let Ok(outcomes) = tokio::time::timeout_at(
+            deadline,
+            self.ledger.record_all(&inputs, Some(no_new_writes)),
+        )
+        .await
+        else {
+            warn!("time budget ran out with writes in flight; asking the sender to retry");
+            metrics.count("WritesRetryable", 1);
+            return error_response(503, "not everything was stored in time; retry");
+        };
 
         let mut summary = [0u64; 4]; // accepted, duplicates, conflicts, quarantined
         let mut retry = None;
