@@ -1,0 +1,1079 @@
+//! The `kore-usage` binary, run as an operator runs it, against DynamoDB Local (started by
+//! `scripts/test`, which exports `AWS_ENDPOINT_URL_DYNAMODB`, credentials and a region).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+
+use chrono::{Duration, TimeZone, Utc};
+use integration_tests::*;
+use kore_ingest_shared::callback::CallbackKind;
+use kore_ingest_shared::event::{DataVolume, Provider};
+use kore_ingest_shared::ledger::{Delivery, Outcome, QuarantineEntry, QuarantineKind, UsageLedger};
+use serde_json::{Value, json};
+
+const ACCOUNT_A: &str = "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const ACCOUNT_B: &str = "ACbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+const FLEET_1: &str = "HF11111111111111111111111111111111";
+const FLEET_2: &str = "HF22222222222222222222222222222222";
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the binary with the given table (none: neither `--table` nor `TABLE_NAME`).
+fn kore_usage_with(table: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kore-usage"));
+    command.env_remove("TABLE_NAME");
+    if let Some(table) = table {
+        command.args(["--table", table]);
+    }
+    command.args(args);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().expect("run kore-usage");
+    Run {
+        code: output.status.code().expect("exited, not killed"),
+        stdout: String::from_utf8(output.stdout).expect("UTF-8 stdout"),
+        stderr: String::from_utf8(output.stderr).expect("UTF-8 stderr"),
+    }
+}
+
+fn kore_usage(ledger: &UsageLedger, args: &[&str]) -> Run {
+    kore_usage_with(Some(ledger.table_name()), args, &[])
+}
+
+/// Runs a command that must succeed and returns its stdout.
+fn ok(ledger: &UsageLedger, args: &[&str]) -> String {
+    let run = kore_usage(ledger, args);
+    assert_eq!(
+        run.code, 0,
+        "kore-usage {args:?} failed\nstdout: {}\nstderr: {}",
+        run.stdout, run.stderr
+    );
+    run.stdout
+}
+
+fn ok_json(ledger: &UsageLedger, args: &[&str]) -> Value {
+    let stdout = ok(ledger, args);
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {stdout}"))
+}
+
+/// A failure is one plain sentence on stderr: one line, no debug dump, no backtrace.
+fn assert_one_sentence(stderr: &str) {
+    let text = stderr.trim_end();
+    assert_eq!(text.lines().count(), 1, "one line: {stderr}");
+    assert!(text.starts_with("error: "), "{stderr}");
+    assert!(text.ends_with('.'), "{stderr}");
+    for dump in [
+        "Error {",
+        "ServiceError",
+        "DispatchFailure",
+        "backtrace",
+        "panicked",
+        "{ ",
+    ] {
+        assert!(!text.contains(dump), "no `{dump}` in: {stderr}");
+    }
+}
+
+/// The cells of a table line (columns are separated by at least two spaces).
+fn cells(line: &str) -> Vec<&str> {
+    line.split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
+/// A human-readable size such as `1.2 MiB` matches `bytes` to its one shown decimal.
+fn assert_size(text: &str, bytes: u64) {
+    let (number, unit) = text
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("size {text}"));
+    let factor = match unit {
+        "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        other => panic!("unit {other} in {text}"),
+    };
+    let shown: f64 = number.parse().unwrap_or_else(|_| panic!("size {text}"));
+    let tolerance = if unit == "B" { 0.0 } else { 0.05 * factor };
+    assert!(
+        (shown * factor - bytes as f64).abs() <= tolerance + 1e-6,
+        "{text} shows {bytes} bytes"
+    );
+    if unit != "B" {
+        assert!(bytes >= 1024, "{bytes} bytes are shown in B, not {text}");
+    }
+}
+
+fn volume(up: u64, down: u64) -> DataVolume {
+    DataVolume {
+        upload: up,
+        download: down,
+        total: up + down,
+    }
+}
+
+/// Generated usage traffic: `unique` events over `sims` SIMs (half in account A / fleet 1,
+/// half in account B / fleet 2) on 3 and 4 November 2024, each delivered once or twice
+/// through KORE webhooks and Twilio's Kinesis sink, shuffled.
+fn traffic(seed: u64, unique: usize, sims: usize) -> (Vec<SampleEvent>, Vec<(String, Delivery)>) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let start = Utc.with_ymd_and_hms(2024, 11, 3, 0, 0, 0).unwrap();
+    let events: Vec<SampleEvent> = (0..unique)
+        .map(|i| {
+            let sim = i % sims;
+            let at = start + Duration::seconds(rng.i64(0..2 * 24 * 3600));
+            let mut e = SampleEvent::usage_update(
+                &format!("EZ{seed:08x}{i:024x}"),
+                &format!("HS{sim:032}"),
+                &at.to_rfc3339(),
+                (rng.u64(0..50_000), rng.u64(0..5_000_000)),
+            );
+            (e.account_sid, e.fleet_sid) = if sim < sims / 2 {
+                (ACCOUNT_A.into(), FLEET_1.into())
+            } else {
+                (ACCOUNT_B.into(), FLEET_2.into())
+            };
+            if i % 5 == 0 {
+                e.suffix = "data-session.ended";
+            }
+            e.session_sid = format!("PI{seed:08x}{:024}", i / 6);
+            e
+        })
+        .collect();
+    let mut deliveries = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        for copy in 0..rng.usize(1..=2) {
+            deliveries.push(if rng.bool() {
+                (e.kore_json(), webhook(&format!("req-{i}-{copy}")))
+            } else {
+                (e.twilio_json(), kinesis(i as u64 * 10 + copy as u64))
+            });
+        }
+    }
+    rng.shuffle(&mut deliveries);
+    (events, deliveries)
+}
+
+async fn store(ledger: &UsageLedger, deliveries: &[(String, Delivery)]) {
+    let inputs: Vec<_> = deliveries
+        .iter()
+        .map(|(json, delivery)| (parse_item(json), delivery.clone()))
+        .collect();
+    let outcomes = ledger.record_all(&inputs, None).await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Outcome::New | Outcome::Duplicate { .. })),
+        "{outcomes:?}"
+    );
+}
+
+/// Independent totals per SIM for a period (`YYYY-MM` or `YYYY-MM-DD`): upload, download,
+/// events, from the generated numbers.
+fn expected_usage(
+    events: &[SampleEvent],
+    period: &str,
+    keep: impl Fn(&SampleEvent) -> bool,
+) -> BTreeMap<String, (u64, u64, u64)> {
+    let mut totals: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+    for e in events.iter().filter(|e| keep(e)) {
+        let format = if period.len() == 7 {
+            "%Y-%m"
+        } else {
+            "%Y-%m-%d"
+        };
+        if e.time.format(format).to_string() != period {
+            continue;
+        }
+        let entry = totals.entry(e.sim_sid.clone()).or_default();
+        entry.0 += e.window.0;
+        entry.1 += e.window.1;
+        entry.2 += 1;
+    }
+    totals
+}
+
+fn assert_report_json(report: &Value, period: &str, expected: &BTreeMap<String, (u64, u64, u64)>) {
+    let rows = report.as_array().expect("a JSON array");
+    let sims: Vec<&str> = rows
+        .iter()
+        .map(|r| r["sim_sid"].as_str().unwrap())
+        .collect();
+    let expected_sims: Vec<&str> = expected.keys().map(String::as_str).collect();
+    assert_eq!(sims, expected_sims, "sorted by sim_sid, every SIM once");
+    for row in rows {
+        let keys: Vec<&str> = row
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut sorted_keys = keys.clone();
+        sorted_keys.sort_unstable();
+        assert_eq!(
+            sorted_keys,
+            [
+                "data_download",
+                "data_total",
+                "data_upload",
+                "period",
+                "sim_sid",
+                "usage_events"
+            ]
+        );
+        let (up, down, events) = expected[row["sim_sid"].as_str().unwrap()];
+        assert_eq!(
+            row,
+            &json!({
+                "sim_sid": row["sim_sid"],
+                "period": period,
+                "data_upload": up,
+                "data_download": down,
+                "data_total": up + down,
+                "usage_events": events,
+            })
+        );
+    }
+}
+
+#[tokio::test]
+async fn report_json_table_and_csv_equal_independent_totals_of_redelivered_traffic() {
+    let ledger = fresh_ledger("cli-report").await;
+    let (events, deliveries) = traffic(1, 300, 10);
+    store(&ledger, &deliveries).await;
+    let month = expected_usage(&events, "2024-11", |_| true);
+    assert_eq!(month.len(), 10);
+    assert_eq!(month.values().map(|t| t.2).sum::<u64>(), 300);
+
+    // JSON: exactly the contract's keys, integers, sorted by SIM.
+    let report = ok_json(
+        &ledger,
+        &["report", "--period", "2024-11", "--format", "json"],
+    );
+    assert_report_json(&report, "2024-11", &month);
+
+    // CSV: the contract's header and the same raw integers.
+    let csv = ok(
+        &ledger,
+        &["report", "--period", "2024-11", "--format", "csv"],
+    );
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("sim_sid,period,data_upload,data_download,data_total,usage_events")
+    );
+    let parsed: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(parsed.len(), 10);
+    for (fields, (sim, (up, down, n))) in parsed.iter().zip(&month) {
+        let numbers: Vec<u64> = fields[2..].iter().map(|f| f.parse().unwrap()).collect();
+        assert_eq!(fields[..2], [sim.as_str(), "2024-11"]);
+        assert_eq!(numbers, [*up, *down, up + down, *n]);
+    }
+
+    // Table (the default): aligned, readable sizes, a totals row; the same numbers.
+    let table = ok(&ledger, &["report", "--period", "2024-11"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        cells(lines[0]),
+        ["SIM", "PERIOD", "UPLOAD", "DOWNLOAD", "TOTAL", "EVENTS"]
+    );
+    // Aligned: every line (header, rows, rule, totals) is as wide as the header.
+    assert!(lines.iter().all(|l| l.len() == lines[0].len()), "{table}");
+    for (line, (sim, (up, down, n))) in lines[1..11].iter().zip(&month) {
+        let row = cells(line);
+        assert_eq!(row[..2], [sim.as_str(), "2024-11"], "{line}");
+        assert_size(row[2], *up);
+        assert_size(row[3], *down);
+        assert_size(row[4], up + down);
+        assert_eq!(row[5], n.to_string());
+    }
+    assert!(lines[11].chars().all(|c| c == '-'), "{table}");
+    let totals = cells(lines[12]);
+    assert_eq!(totals[0], "TOTAL (10 SIMs)");
+    let (up, down): (u64, u64) = month.values().fold((0, 0), |(u, d), t| (u + t.0, d + t.1));
+    assert_size(totals[2], up);
+    assert_size(totals[3], down);
+    assert_size(totals[4], up + down);
+    assert_eq!(totals[5], "300");
+    assert!(
+        totals[4].ends_with("MiB") || totals[4].ends_with("GiB"),
+        "{table}"
+    );
+
+    // A day, narrowed by account and fleet (the filters combine); one SIM by itself.
+    let day = "2024-11-03";
+    let account_a = expected_usage(&events, day, |e| e.account_sid == ACCOUNT_A);
+    let report = ok_json(
+        &ledger,
+        &[
+            "report",
+            "--period",
+            day,
+            "--account",
+            ACCOUNT_A,
+            "--format",
+            "json",
+        ],
+    );
+    assert_report_json(&report, day, &account_a);
+    let fleet_2 = expected_usage(&events, day, |e| e.fleet_sid == FLEET_2);
+    let report = ok_json(
+        &ledger,
+        &[
+            "report", "--period", day, "--fleet", FLEET_2, "--format", "json",
+        ],
+    );
+    assert_report_json(&report, day, &fleet_2);
+    let report = ok_json(
+        &ledger,
+        &[
+            "report",
+            "--period",
+            day,
+            "--account",
+            ACCOUNT_A,
+            "--fleet",
+            FLEET_2,
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(report, json!([]), "no SIM of account A is in fleet 2");
+    let sim = month.keys().next().unwrap().clone();
+    let one = expected_usage(&events, "2024-11", |e| e.sim_sid == sim);
+    let report = ok_json(
+        &ledger,
+        &[
+            "report", "--period", "2024-11", "--sim", &sim, "--format", "json",
+        ],
+    );
+    assert_report_json(&report, "2024-11", &one);
+    let nothing = ok(&ledger, &["report", "--period", "2024-12"]);
+    assert_eq!(nothing.trim(), "No usage recorded for 2024-12.");
+}
+
+#[tokio::test]
+async fn reconcile_finds_exactly_the_events_sent_through_one_provider_only() {
+    let ledger = fresh_ledger("cli-reconcile").await;
+    let start = Utc.with_ymd_and_hms(2024, 11, 3, 23, 0, 0).unwrap();
+    let (mut only_kore, mut only_twilio, mut both) = (Vec::new(), Vec::new(), 0);
+    let mut inputs = Vec::new();
+    // Two hours across midnight: 60 events, every third through KORE only, every third
+    // through Twilio only, the rest through both (and some twice).
+    for i in 0..60u64 {
+        let at = start + Duration::minutes(i as i64 * 2);
+        let e = SampleEvent::usage_update(
+            &format!("EZrec{i:027}"),
+            "HS0000000000000000000000000000rec",
+            &at.to_rfc3339(),
+            (i, 10 * i),
+        );
+        let kore = (parse_item(&e.kore_json()), webhook(&format!("r{i}")));
+        let twilio = (parse_item(&e.twilio_json()), kinesis(i));
+        match i % 3 {
+            0 => {
+                only_kore.push(e.event_sid.clone());
+                inputs.push(kore);
+            }
+            1 => {
+                only_twilio.push(e.event_sid.clone());
+                inputs.push(twilio.clone());
+                inputs.push(twilio);
+            }
+            _ => {
+                both += 1;
+                inputs.push(twilio);
+                inputs.push(kore);
+            }
+        }
+    }
+    // Outside the range: Twilio only, must not be reported.
+    let late = SampleEvent::usage_update(
+        "EZlate",
+        "HS0000000000000000000000000000rec",
+        "2024-11-04T01:00:00Z",
+        (1, 1),
+    );
+    inputs.push((parse_item(&late.twilio_json()), kinesis(999)));
+    let outcomes = ledger.record_all(&inputs, None).await;
+    assert!(outcomes.iter().all(|o| !o.is_retry()), "{outcomes:?}");
+
+    let from = "2024-11-03T23:00:00Z";
+    let to = "2024-11-04T01:00:00Z";
+    let report = ok_json(
+        &ledger,
+        &["reconcile", "--from", from, "--to", to, "--format", "json"],
+    );
+    only_kore.sort();
+    only_twilio.sort();
+    assert_eq!(
+        report,
+        json!({"both": both, "only_twilio": only_twilio, "only_kore": only_kore})
+    );
+    assert_eq!(report.as_object().unwrap().len(), 3);
+
+    let table = ok(&ledger, &["reconcile", "--from", from, "--to", to]);
+    assert!(
+        table.contains("Delivered by both KORE and Twilio: 20"),
+        "{table}"
+    );
+    assert!(table.contains("Only Twilio: 20"), "{table}");
+    assert!(table.contains(&format!("  {}\n", only_kore[0])), "{table}");
+    assert!(!table.contains("EZlate"), "{table}");
+}
+
+/// An archive of the traffic: JSON lines, KORE and Twilio renderings, some lines holding
+/// an array of events, some events twice.
+fn write_archive(events: &[SampleEvent]) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new()
+        .suffix(".jsonl")
+        .tempfile()
+        .expect("temp file");
+    let mut i = 0;
+    while i < events.len() {
+        let line = match i % 4 {
+            0 => events[i].kore_json(),
+            1 => events[i].twilio_json(),
+            _ => {
+                let end = (i + 3).min(events.len());
+                let batch: Vec<String> = events[i..end].iter().map(|e| e.kore_json()).collect();
+                i = end - 1;
+                format!("[{}]", batch.join(","))
+            }
+        };
+        writeln!(file, "{line}").unwrap();
+        if i % 7 == 0 {
+            writeln!(file, "{}", events[i].twilio_json()).unwrap();
+        }
+        i += 1;
+    }
+    file.flush().unwrap();
+    file
+}
+
+async fn month_usage(ledger: &UsageLedger) -> Vec<(String, DataVolume, u64)> {
+    ledger
+        .period_usage("2024-11")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.sim_sid, r.usage, r.usage_events))
+        .collect()
+}
+
+#[tokio::test]
+async fn replay_of_the_same_archive_twice_reports_only_duplicates_the_second_time() {
+    let ledger = fresh_ledger("cli-replay").await;
+    let (events, _) = traffic(2, 120, 6);
+    let archive = write_archive(&events);
+    // The same events again as one pretty-printed JSON array, as a Kinesis sink export.
+    let mut exported = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
+    let array: Vec<Value> = events[..30]
+        .iter()
+        .map(|e| serde_json::from_str(&e.twilio_json()).unwrap())
+        .collect();
+    write!(
+        exported,
+        "{}",
+        serde_json::to_string_pretty(&array).unwrap()
+    )
+    .unwrap();
+    exported.flush().unwrap();
+    let paths = [
+        archive.path().to_str().unwrap(),
+        exported.path().to_str().unwrap(),
+    ];
+
+    let first = ok_json(
+        &ledger,
+        &[
+            "replay",
+            paths[0],
+            paths[1],
+            "--batch-size",
+            "40",
+            "--format",
+            "json",
+        ],
+    );
+    let total = &first["total"];
+    assert_eq!(total["new"], 120, "{first}");
+    assert_eq!(
+        total["duplicate"].as_u64().unwrap(),
+        total["inputs"].as_u64().unwrap() - 120
+    );
+    assert_eq!(
+        first["files"][1]["new"], 0,
+        "the export repeats the archive"
+    );
+    assert_eq!(first["files"][1]["duplicate"], 30);
+    for key in ["conflict", "quarantined", "retry"] {
+        assert_eq!(total[key], 0, "{key}: {first}");
+    }
+    let expected: Vec<(String, DataVolume, u64)> = expected_usage(&events, "2024-11", |_| true)
+        .into_iter()
+        .map(|(sim, (up, down, n))| (sim, volume(up, down), n))
+        .collect();
+    assert_eq!(month_usage(&ledger).await, expected);
+
+    let second = kore_usage(&ledger, &["replay", paths[0], paths[1], "--format", "json"]);
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    let second: Value = serde_json::from_str(&second.stdout).unwrap();
+    let total = &second["total"];
+    assert_eq!(total["inputs"], first["total"]["inputs"]);
+    assert_eq!(total["duplicate"], total["inputs"], "{second}");
+    for key in ["new", "conflict", "quarantined", "retry"] {
+        assert_eq!(total[key], 0, "{key}: {second}");
+    }
+    assert_eq!(month_usage(&ledger).await, expected, "totals unchanged");
+
+    // The table summary names each file and the total.
+    let table = ok(&ledger, &["replay", paths[0], paths[1]]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        cells(lines[0]),
+        [
+            "FILE",
+            "INPUTS",
+            "NEW",
+            "DUPLICATE",
+            "CONFLICT",
+            "QUARANTINED",
+            "RETRY"
+        ]
+    );
+    assert_eq!(cells(lines[1])[0], paths[0]);
+    let inputs = total["inputs"].to_string();
+    assert_eq!(
+        cells(lines.last().unwrap()),
+        [
+            "TOTAL",
+            inputs.as_str(),
+            "0",
+            inputs.as_str(),
+            "0",
+            "0",
+            "0"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn replay_quarantines_unparseable_lines_with_their_place_in_the_archive() {
+    let ledger = fresh_ledger("cli-replay-poison").await;
+    let good = SampleEvent::usage_update("EZpoison1", "HSpoison", "2024-11-03T10:00:00Z", (5, 7));
+    let mut file = tempfile::Builder::new()
+        .suffix(".jsonl")
+        .tempfile()
+        .unwrap();
+    writeln!(file, "{}", good.kore_json()).unwrap();
+    writeln!(file, "{{\"specversion\": \"1.0\", truncated").unwrap();
+    writeln!(file).unwrap();
+    writeln!(
+        file,
+        r#"[{{"type":"com.kore.iot.supersim.connection.attachment.accepted","source":"kore-events","data":{{}}}}]"#
+    )
+    .unwrap();
+    file.flush().unwrap();
+    let path = file.path().to_str().unwrap();
+
+    let report = ok_json(&ledger, &["replay", path, "--format", "json"]);
+    let total = &report["total"];
+    assert_eq!(
+        (total["inputs"].as_u64(), total["new"].as_u64()),
+        (Some(3), Some(1))
+    );
+    assert_eq!(total["quarantined"], 2, "{report}");
+    let listed = ok_json(&ledger, &["quarantine", "list", "--format", "json"]);
+    let mut origins: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["origin"].as_str().unwrap())
+        .collect();
+    origins.sort_unstable();
+    assert_eq!(origins, [format!("{path}:2"), format!("{path}:4")]);
+    let day = ledger
+        .sim_usage("HSpoison", "2024-11-03")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((day.usage, day.usage_events), (volume(5, 7), 1));
+}
+
+#[tokio::test]
+async fn quarantine_redrive_stores_a_fixed_payload_once_and_keeps_what_still_fails() {
+    let ledger = fresh_ledger("cli-redrive").await;
+    let sim = "HS0000000000000000000000000redrive";
+
+    // A valid event quarantined by a parser bug that has been fixed since.
+    let fixed = SampleEvent::usage_update("EZfixed", sim, "2024-11-03T10:00:00Z", (300, 4_000));
+    let fixed_json = fixed.twilio_json();
+    let fixed_id = ledger
+        .quarantine(QuarantineEntry {
+            kind: QuarantineKind::Event,
+            payload: fixed_json.as_bytes(),
+            reason: "simulated: parser bug fixed since".into(),
+            delivery: &kinesis(1),
+            related_event: None,
+        })
+        .await
+        .unwrap();
+    // Still invalid: no event_sid and no id.
+    let bad = r#"{"type":"com.kore.iot.supersim.connection.attachment.accepted","source":"kore-events","data":{}}"#;
+    let Outcome::Quarantined {
+        quarantine_id: bad_id,
+        reason: bad_reason,
+    } = ledger.record(&parse_item(bad), &webhook("req-bad")).await
+    else {
+        panic!("the bad event is quarantined");
+    };
+    // A callback whose storage failed, with its provider and idempotency token.
+    let form = include_str!("../../tests/fixtures/callback-sim-status.form").trim_end();
+    let token = "RQ00000000000000000000000000redrive";
+    let callback_id = ledger
+        .quarantine(QuarantineEntry {
+            kind: QuarantineKind::Callback {
+                kind: CallbackKind::Sims,
+                idempotency_token: Some(token.into()),
+            },
+            payload: form.as_bytes(),
+            reason: "simulated: storage refused it".into(),
+            delivery: &Delivery {
+                provider_hint: Some(Provider::Kore),
+                ..webhook("req-callback")
+            },
+            related_event: None,
+        })
+        .await
+        .unwrap();
+    // A conflicting copy: it conflicts again on every redrive and stays.
+    let first = SampleEvent::usage_update("EZconflict", sim, "2024-11-03T11:00:00Z", (1, 1));
+    let mut altered = first.clone();
+    altered.window = (1, 999);
+    assert_eq!(
+        ledger
+            .record(&parse_item(&first.kore_json()), &kinesis(2))
+            .await,
+        Outcome::New
+    );
+    let Outcome::Conflict {
+        quarantine_id: conflict_id,
+    } = ledger
+        .record(&parse_item(&altered.twilio_json()), &kinesis(3))
+        .await
+    else {
+        panic!("the altered copy conflicts");
+    };
+
+    let listed = ok_json(&ledger, &["quarantine", "list", "--format", "json"]);
+    assert_eq!(listed.as_array().unwrap().len(), 4, "{listed}");
+    let shown = ok_json(
+        &ledger,
+        &["quarantine", "show", &fixed_id, "--format", "json"],
+    );
+    assert_eq!(shown["payload"], fixed_json.as_str());
+    assert_eq!(shown["payload_encoding"], "text");
+    assert_eq!(shown["reason"], "simulated: parser bug fixed since");
+    assert_eq!(shown["kind"], "event");
+    let shown = ok(&ledger, &["quarantine", "show", &callback_id]);
+    assert!(
+        shown.contains("idempotency token: RQ00000000000000000000000000redrive"),
+        "{shown}"
+    );
+    assert!(shown.trim_end().ends_with(form), "{shown}");
+
+    // Redrive everything.
+    let results = ok_json(&ledger, &["quarantine", "redrive", "--format", "json"]);
+    let by_id = |results: &Value, id: &str| -> Value {
+        results
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap_or_else(|| panic!("{id} in {results}"))
+            .clone()
+    };
+    let r = by_id(&results, &fixed_id);
+    assert_eq!(
+        (r["result"].as_str(), r["new"].as_u64()),
+        (Some("removed"), Some(1)),
+        "{r}"
+    );
+    let r = by_id(&results, &callback_id);
+    assert_eq!(
+        (r["result"].as_str(), r["new"].as_u64()),
+        (Some("removed"), Some(1)),
+        "{r}"
+    );
+    let r = by_id(&results, &bad_id);
+    assert_eq!(r["result"], "kept");
+    assert!(r["reason"].as_str().unwrap().contains(&bad_reason), "{r}");
+    let r = by_id(&results, &conflict_id);
+    assert_eq!(
+        (r["result"].as_str(), r["conflict"].as_u64()),
+        (Some("kept"), Some(1)),
+        "{r}"
+    );
+    assert!(r["reason"].as_str().unwrap().contains("conflicts"), "{r}");
+
+    let day = ledger.sim_usage(sim, "2024-11-03").await.unwrap().unwrap();
+    assert_eq!((day.usage, day.usage_events), (volume(301, 4_001), 2));
+    assert!(ledger.callback_exists("kore", token).await.unwrap());
+    let mut left: Vec<String> = ledger
+        .list_quarantine(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    left.sort();
+    let mut kept = vec![bad_id.clone(), conflict_id.clone()];
+    kept.sort();
+    assert_eq!(
+        left, kept,
+        "only what still fails stays, and no copies were added"
+    );
+
+    // Again: nothing changes.
+    let table = ok(&ledger, &["quarantine", "redrive"]);
+    assert!(table.contains("kept"), "{table}");
+    assert!(!table.contains("removed"), "{table}");
+    let again = ok_json(&ledger, &["quarantine", "redrive", "--format", "json"]);
+    assert!(
+        again
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["result"] == "kept" && r["new"] == 0),
+        "{again}"
+    );
+    let day_again = ledger.sim_usage(sim, "2024-11-03").await.unwrap().unwrap();
+    assert_eq!(day_again, day);
+    assert_eq!(ledger.list_quarantine(100).await.unwrap().len(), 2);
+    // The removed entry is gone: naming it is a failure, in one sentence.
+    let run = kore_usage(&ledger, &["quarantine", "redrive", &fixed_id]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_one_sentence(&run.stderr);
+    assert_eq!(
+        ledger.sim_usage(sim, "2024-11-03").await.unwrap().unwrap(),
+        day
+    );
+}
+
+#[tokio::test]
+async fn sessions_gaps_lists_the_session_with_a_missing_window_and_not_the_complete_one() {
+    let ledger = fresh_ledger("cli-sessions").await;
+    let sim = "HS00000000000000000000000sessions";
+    // Three windows of 100 bytes; cumulative totals 100, 200, 300. The gappy session
+    // misses its second window.
+    let window = |n: u64, session: &str| {
+        let mut e = SampleEvent::usage_update(
+            &format!("EZ{session}{n}"),
+            sim,
+            &format!("2024-11-03T10:0{n}:00Z"),
+            (40, 60),
+        );
+        e.session_sid = session.into();
+        e.cumulative = Some((40 * n, 60 * n));
+        if n == 3 {
+            e.suffix = "data-session.ended";
+        }
+        e
+    };
+    let mut inputs = Vec::new();
+    for n in 1..=3 {
+        inputs.push((parse_item(&window(n, "PIcomplete").kore_json()), kinesis(n)));
+        if n != 2 {
+            inputs.push((
+                parse_item(&window(n, "PIgappy").kore_json()),
+                kinesis(10 + n),
+            ));
+        }
+    }
+    ledger.record_all(&inputs, None).await;
+
+    let gaps = ok_json(
+        &ledger,
+        &["sessions", "--sim", sim, "--gaps", "--format", "json"],
+    );
+    let gaps = gaps.as_array().unwrap();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!(gaps[0]["session_sid"], "PIgappy");
+    assert_eq!(gaps[0]["windows_received"], 2);
+    assert_eq!(gaps[0]["received"]["total"], 200);
+    assert_eq!(gaps[0]["cumulative"]["total"], 300);
+    assert_eq!(gaps[0]["missing_bytes"], 100);
+    assert_eq!(gaps[0]["has_gap"], true);
+
+    let all = ok_json(&ledger, &["sessions", "--sim", sim, "--format", "json"]);
+    let sids: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["session_sid"].as_str().unwrap())
+        .collect();
+    assert_eq!(sids.len(), 2);
+    assert!(sids.contains(&"PIcomplete") && sids.contains(&"PIgappy"));
+
+    let table = ok(&ledger, &["sessions", "--sim", sim, "--gaps"]);
+    assert!(table.contains("PIgappy"), "{table}");
+    assert!(table.contains("yes (100 B missing)"), "{table}");
+    assert!(!table.contains("PIcomplete"), "{table}");
+}
+
+#[test]
+fn wrong_usage_exits_2() {
+    let table = Some("any-table");
+    for args in [
+        &[][..],
+        &["report"][..],
+        &["report", "--period", "2024-13"][..],
+        &["report", "--period", "2024-11-31"][..],
+        &["report", "--period", "2024-1"][..],
+        &["report", "--period", "2024-11", "--format", "xml"][..],
+        &["sessions"][..],
+        &["sessions", "--sim", "HS1", "--format", "csv"][..],
+        &[
+            "reconcile",
+            "--from",
+            "yesterday",
+            "--to",
+            "2024-11-01T00:00:00Z",
+        ][..],
+        &[
+            "reconcile",
+            "--from",
+            "2024-11-02T00:00:00Z",
+            "--to",
+            "2024-11-01T00:00:00Z",
+        ][..],
+        &["replay"][..],
+        &["replay", "x.jsonl", "--batch-size", "0"][..],
+        &["quarantine"][..],
+        &["quarantine", "show"][..],
+        &["frobnicate"][..],
+    ] {
+        let run = kore_usage_with(table, args, &[]);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert!(!run.stderr.is_empty(), "{args:?}");
+        assert!(run.stdout.is_empty(), "{args:?}: {}", run.stdout);
+    }
+    // No table: neither --table nor TABLE_NAME.
+    let run = kore_usage_with(None, &["report", "--period", "2024-11"], &[]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("TABLE_NAME"), "{}", run.stderr);
+    // TABLE_NAME alone is enough to get past parsing (and fails later, for want of a table).
+    let run = kore_usage_with(
+        None,
+        &["quarantine", "show", "x"],
+        &[("TABLE_NAME", "t-cli-does-not-exist")],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+}
+
+#[test]
+fn help_has_examples_and_version_is_printed() {
+    let run = kore_usage_with(None, &["--version"], &[]);
+    assert_eq!(run.code, 0);
+    assert_eq!(
+        run.stdout.trim(),
+        format!("kore-usage {}", env!("CARGO_PKG_VERSION"))
+    );
+    for command in [
+        &["--help"][..],
+        &["report", "--help"][..],
+        &["sessions", "--help"][..],
+        &["reconcile", "--help"][..],
+        &["replay", "--help"][..],
+        &["quarantine", "redrive", "--help"][..],
+    ] {
+        let run = kore_usage_with(None, command, &[]);
+        assert_eq!(run.code, 0, "{command:?}");
+        assert!(
+            run.stdout.contains("Examples:"),
+            "{command:?}: {}",
+            run.stdout
+        );
+    }
+}
+
+#[tokio::test]
+async fn failures_exit_1_with_one_plain_sentence() {
+    // The table does not exist.
+    let run = kore_usage_with(
+        Some("t-cli-no-such-table"),
+        &["report", "--period", "2024-11"],
+        &[],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_one_sentence(&run.stderr);
+    assert!(
+        run.stderr
+            .contains("the table `t-cli-no-such-table` does not exist"),
+        "{}",
+        run.stderr
+    );
+
+    // Nothing listens at the endpoint.
+    let run = kore_usage_with(
+        Some("t-cli-any"),
+        &["sessions", "--sim", "HS1"],
+        &[("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:9")],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_one_sentence(&run.stderr);
+    assert!(
+        run.stderr
+            .contains("cannot reach DynamoDB at http://127.0.0.1:9"),
+        "{}",
+        run.stderr
+    );
+
+    // An archive that cannot be read; an unknown quarantine id.
+    let ledger = fresh_ledger("cli-failures").await;
+    let run = kore_usage(&ledger, &["replay", "/nonexistent/archive.jsonl"]);
+    assert_eq!(run.code, 1);
+    assert_one_sentence(&run.stderr);
+    assert!(
+        run.stderr.contains("/nonexistent/archive.jsonl"),
+        "{}",
+        run.stderr
+    );
+    let run = kore_usage(&ledger, &["quarantine", "show", "0123abcd"]);
+    assert_eq!(run.code, 1);
+    assert_one_sentence(&run.stderr);
+    assert!(run.stderr.contains("0123abcd"), "{}", run.stderr);
+}
+
+/// One HTTP/1.1 message (head and body, by `content-length`), or `None` at end of stream.
+fn read_http_message(reader: &mut impl BufRead) -> std::io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+    let mut head = Vec::new();
+    let mut length = 0;
+    loop {
+        let mut line = Vec::new();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(None);
+        }
+        head.extend_from_slice(&line);
+        let text = String::from_utf8_lossy(&line).to_ascii_lowercase();
+        if let Some(value) = text.strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap_or(0);
+        }
+        if line == b"\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    Ok(Some((head, body)))
+}
+
+/// A loopback proxy in front of DynamoDB Local for a `kore-usage` process: requests whose
+/// body holds `marker` get DynamoDB's `ThrottlingException`, every other request is
+/// forwarded. Returns the proxy's endpoint URL. It serves until the test process ends.
+fn throttling_proxy(marker: &'static str) -> String {
+    let upstream = dynamodb_endpoint()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let upstream = upstream.clone();
+            std::thread::spawn(move || -> std::io::Result<()> {
+                let mut writer = client.try_clone()?;
+                let mut reader = BufReader::new(client);
+                while let Some((head, body)) = read_http_message(&mut reader)? {
+                    if body.windows(marker.len()).any(|w| w == marker.as_bytes()) {
+                        let reply = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate of requests exceeds the allowed throughput."}"#;
+                        write!(
+                            writer,
+                            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n{reply}",
+                            reply.len()
+                        )?;
+                        continue;
+                    }
+                    let mut server = TcpStream::connect(&upstream)?;
+                    server.write_all(&head)?;
+                    server.write_all(&body)?;
+                    let Some((head, body)) = read_http_message(&mut BufReader::new(server))? else {
+                        return Ok(());
+                    };
+                    writer.write_all(&head)?;
+                    writer.write_all(&body)?;
+                }
+                Ok(())
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn replay_exits_1_naming_inputs_still_retryable_and_a_second_run_stores_them_once() {
+    let ledger = fresh_ledger("cli-replay-retry").await;
+    let sim = "HS000000000000000000000000000retry";
+    let events: Vec<SampleEvent> = (1..=5u64)
+        .map(|n| {
+            let sid = if n == 3 {
+                "EZthrottledthrottledthrottled003".to_owned()
+            } else {
+                format!("EZretry{n:025}")
+            };
+            let at = format!("2024-11-03T10:0{n}:00Z");
+            SampleEvent::usage_update(&sid, sim, &at, (n, 100 * n))
+        })
+        .collect();
+    let mut file = tempfile::Builder::new()
+        .suffix(".jsonl")
+        .tempfile()
+        .unwrap();
+    for e in &events {
+        writeln!(file, "{}", e.kore_json()).unwrap();
+    }
+    file.flush().unwrap();
+    let path = file.path().to_str().unwrap();
+
+    let proxy = throttling_proxy("EZthrottledthrottledthrottled003");
+    let run = kore_usage_with(
+        Some(ledger.table_name()),
+        &["replay", path, "--format", "json"],
+        &[("AWS_ENDPOINT_URL_DYNAMODB", proxy.as_str())],
+    );
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    let total = &report["total"];
+    assert_eq!(
+        (total["new"].as_u64(), total["retry"].as_u64()),
+        (Some(4), Some(1)),
+        "{report}"
+    );
+    assert_eq!(total["retries"][0]["source"], format!("{path}:3"));
+    assert_one_sentence(&run.stderr);
+    assert!(run.stderr.contains(&format!("{path}:3")), "{}", run.stderr);
+    assert!(run.stderr.contains("ThrottlingException"), "{}", run.stderr);
+
+    let report = ok_json(&ledger, &["replay", path, "--format", "json"]);
+    let total = &report["total"];
+    assert_eq!(
+        (
+            total["new"].as_u64(),
+            total["duplicate"].as_u64(),
+            total["retry"].as_u64()
+        ),
+        (Some(1), Some(4), Some(0)),
+        "{report}"
+    );
+    let day = ledger.sim_usage(sim, "2024-11-03").await.unwrap().unwrap();
+    assert_eq!((day.usage, day.usage_events), (volume(15, 1_500), 5));
+}
