@@ -136,7 +136,6 @@ struct Incoming<'a> {
     headers: &'a HeaderMap,
     body: Vec<u8>,
     query: &'a str,
-    request_id: &'a str,
 }
 
 impl Webhook {
@@ -193,7 +192,6 @@ impl Webhook {
             headers: &request.headers,
             body,
             query: request.raw_query_string.as_deref().unwrap_or_default(),
-            request_id,
         };
         if let Some(response) = unsupported_media_type(&incoming) {
             return response;
@@ -208,9 +206,15 @@ impl Webhook {
                 return error_response(401, "unauthorized");
             }
         };
+        let delivery = Delivery {
+            provider_hint: provider,
+            ..Delivery::now(Origin::Webhook {
+                request_id: request_id.to_owned(),
+            })
+        };
         match incoming.route {
-            Route::Events => self.events(&incoming, provider, deadline, metrics).await,
-            Route::Callbacks(kind) => self.callback(&incoming, kind, provider, metrics).await,
+            Route::Events => self.events(&incoming, &delivery, deadline, metrics).await,
+            Route::Callbacks(kind) => self.callback(&incoming, kind, &delivery, metrics).await,
             Route::Health => error_response(404, "not found"),
         }
     }
@@ -293,30 +297,22 @@ impl Webhook {
     async fn events(
         &self,
         incoming: &Incoming<'_>,
-        provider: Option<Provider>,
+        delivery: &Delivery,
         deadline: tokio::time::Instant,
         metrics: &mut InvocationMetrics,
     ) -> LambdaFunctionUrlResponse {
-        let delivery = Delivery {
-            provider_hint: provider,
-            ..Delivery::now(Origin::Webhook {
-                request_id: incoming.request_id.to_owned(),
-            })
-        };
         let items = match parse_events(&incoming.body) {
             Ok(items) => items,
             Err(error) => {
-                let reason = error.to_string();
-                return match self
-                    .quarantine(QuarantineKind::Event, incoming, &reason, &delivery)
-                    .await
-                {
-                    Some(id) => {
-                        metrics.count("RecordsQuarantined", 1);
-                        json_response(400, json!({"error": reason, "quarantine_id": id}))
-                    }
-                    None => error_response(503, "storage unavailable; retry"),
-                };
+                return self
+                    .reject(
+                        QuarantineKind::Event,
+                        &incoming.body,
+                        &error.to_string(),
+                        delivery,
+                        metrics,
+                    )
+                    .await;
             }
         };
         let inputs: Vec<_> = items
@@ -390,15 +386,9 @@ impl Webhook {
         &self,
         incoming: &Incoming<'_>,
         kind: CallbackKind,
-        provider: Option<Provider>,
+        delivery: &Delivery,
         metrics: &mut InvocationMetrics,
     ) -> LambdaFunctionUrlResponse {
-        let delivery = Delivery {
-            provider_hint: provider,
-            ..Delivery::now(Origin::Webhook {
-                request_id: incoming.request_id.to_owned(),
-            })
-        };
         // GET callbacks carry their payload in the query string.
         let payload: &[u8] = if incoming.method == "GET" {
             incoming.query.as_bytes()
@@ -408,26 +398,24 @@ impl Webhook {
         let callback = match parse_callback(kind, payload, incoming.headers) {
             Ok(callback) => callback,
             Err(error) => {
-                let reason = error.to_string();
                 let quarantine_kind = QuarantineKind::Callback {
                     kind,
                     idempotency_token: None,
                 };
-                return match self
-                    .quarantine_payload(quarantine_kind, payload, &reason, &delivery)
-                    .await
-                {
-                    Some(id) => {
-                        metrics.count("RecordsQuarantined", 1);
-                        json_response(400, json!({"error": reason, "quarantine_id": id}))
-                    }
-                    None => error_response(503, "storage unavailable; retry"),
-                };
+                return self
+                    .reject(
+                        quarantine_kind,
+                        payload,
+                        &error.to_string(),
+                        delivery,
+                        metrics,
+                    )
+                    .await;
             }
         };
         match self
             .ledger
-            .record_callback(&callback, payload, &delivery)
+            .record_callback(&callback, payload, delivery)
             .await
         {
             Ok(outcome) => {
@@ -456,7 +444,7 @@ impl Webhook {
                     idempotency_token: Some(callback.idempotency_token.clone()),
                 };
                 match self
-                    .quarantine_payload(quarantine_kind, payload, &reason, &delivery)
+                    .quarantine_payload(quarantine_kind, payload, &reason, delivery)
                     .await
                 {
                     Some(_) => json_response(200, json!({"accepted": 0, "quarantined": 1})),
@@ -466,15 +454,26 @@ impl Webhook {
         }
     }
 
-    async fn quarantine(
+    /// A signed payload that cannot be parsed: quarantined, then 400 naming the reason (a
+    /// retry cannot help); 503 if even the quarantine write failed, so nothing is lost.
+    async fn reject(
         &self,
         kind: QuarantineKind,
-        incoming: &Incoming<'_>,
+        payload: &[u8],
         reason: &str,
         delivery: &Delivery,
-    ) -> Option<String> {
-        self.quarantine_payload(kind, &incoming.body, reason, delivery)
+        metrics: &mut InvocationMetrics,
+    ) -> LambdaFunctionUrlResponse {
+        match self
+            .quarantine_payload(kind, payload, reason, delivery)
             .await
+        {
+            Some(id) => {
+                metrics.count("RecordsQuarantined", 1);
+                json_response(400, json!({"error": reason, "quarantine_id": id}))
+            }
+            None => error_response(503, "storage unavailable; retry"),
+        }
     }
 
     async fn quarantine_payload(

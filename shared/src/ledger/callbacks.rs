@@ -2,14 +2,13 @@
 //! a SIM update's status also becomes the SIM's latest status, in the same transaction.
 
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Put, ReturnConsumedCapacity, TransactWriteItem, Update,
 };
 
 use super::items::{key, string_attr};
-use super::{Delivery, Item, LedgerError, UsageLedger, keys, timestamp};
+use super::{Delivery, Item, LedgerError, PutIfAbsent, UsageLedger, keys, timestamp};
 use crate::callback::{Callback, CallbackKind, TokenSource};
 
 /// What happened to a callback.
@@ -87,30 +86,10 @@ impl UsageLedger {
     }
 
     async fn put_callback(&self, item: Item) -> Result<CallbackOutcome, LedgerError> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(self.table_name())
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await;
-        match result {
-            Ok(output) => {
-                self.add_consumed(output.consumed_capacity());
-                Ok(CallbackOutcome::New)
-            }
-            Err(SdkError::ServiceError(service))
-                if matches!(
-                    service.err(),
-                    PutItemError::ConditionalCheckFailedException(_)
-                ) =>
-            {
-                Ok(CallbackOutcome::Duplicate)
-            }
-            Err(error) => Err(LedgerError::from_sdk("PutItem", error)),
-        }
+        Ok(match self.put_if_absent(item).await? {
+            PutIfAbsent::Created => CallbackOutcome::New,
+            PutIfAbsent::Exists(_) => CallbackOutcome::Duplicate,
+        })
     }
 
     async fn put_callback_with_status(

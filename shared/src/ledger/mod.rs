@@ -222,6 +222,13 @@ impl LedgerConfig {
     }
 }
 
+/// What [`UsageLedger::put_if_absent`] found.
+pub(crate) enum PutIfAbsent {
+    Created,
+    /// The key was taken; the stored item, when DynamoDB returned it.
+    Exists(Option<Item>),
+}
+
 /// The ledger: cheap to clone, build it once per process.
 #[derive(Debug, Clone)]
 pub struct UsageLedger {
@@ -431,11 +438,23 @@ impl UsageLedger {
         event: &ConnectionEvent,
         delivery: &Delivery,
     ) -> Result<Option<Item>, LedgerError> {
+        match self
+            .put_if_absent(items::event_item(event, delivery))
+            .await?
+        {
+            PutIfAbsent::Created => Ok(None),
+            PutIfAbsent::Exists(old) => self.existing_or_fetch(old, &event.key).await.map(Some),
+        }
+    }
+
+    /// A put that only creates: `attribute_not_exists(pk)`, with the existing item returned
+    /// (at no read cost) when the key is taken.
+    pub(crate) async fn put_if_absent(&self, item: Item) -> Result<PutIfAbsent, LedgerError> {
         let result = self
             .client
             .put_item()
             .table_name(self.table_name())
-            .set_item(Some(items::event_item(event, delivery)))
+            .set_item(Some(item))
             .condition_expression("attribute_not_exists(pk)")
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
@@ -444,7 +463,7 @@ impl UsageLedger {
         match result {
             Ok(output) => {
                 self.add_consumed(output.consumed_capacity());
-                Ok(None)
+                Ok(PutIfAbsent::Created)
             }
             Err(SdkError::ServiceError(service))
                 if matches!(
@@ -456,7 +475,7 @@ impl UsageLedger {
                     PutItemError::ConditionalCheckFailedException(e) => e.item,
                     _ => None,
                 };
-                self.existing_or_fetch(old, &event.key).await.map(Some)
+                Ok(PutIfAbsent::Exists(old))
             }
             Err(error) => Err(LedgerError::from_sdk("PutItem", error)),
         }

@@ -2,9 +2,7 @@
 //! and where it came from, listable and re-drivable. Quarantining the same payload from the
 //! same path again is a no-op, so retries never pile up copies.
 
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
+use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use sha2::{Digest, Sha256};
@@ -142,31 +140,9 @@ impl UsageLedger {
             ),
         };
 
-        let result = self
-            .client
-            .put_item()
-            .table_name(self.table_name())
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await;
-        match result {
-            Ok(output) => {
-                self.add_consumed(output.consumed_capacity());
-                Ok(id)
-            }
-            // Already quarantined: the first copy, with its origin, is kept.
-            Err(SdkError::ServiceError(service))
-                if matches!(
-                    service.err(),
-                    PutItemError::ConditionalCheckFailedException(_)
-                ) =>
-            {
-                Ok(id)
-            }
-            Err(error) => Err(LedgerError::from_sdk("PutItem", error)),
-        }
+        // Already quarantined (`Exists`): the first copy, with its origin, is kept.
+        self.put_if_absent(item).await?;
+        Ok(id)
     }
 
     /// The quarantine, newest first, at most `limit` entries.
