@@ -1,0 +1,956 @@
+"""The traffic and the checks of scripts/demo: one realistic day (2024-11-04 UTC) of Super SIM
+Connection Events for a small fleet, delivered to the running local stack the way KORE and
+Twilio deliver them during the migration, then the ledger read back with `kore-usage`.
+
+Run it through scripts/demo, which starts the stack and builds kore-usage first. Python 3
+standard library plus boto3 (from the repo venv, for the Kinesis puts).
+
+Everything is deterministic (a fixed seed; SIDs derived from names), so a second run sends
+the very same events: the stack stores them as duplicates and no total moves. The expected
+totals are computed here, from the generated events, without asking the stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import gzip
+import hashlib
+import hmac
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DAY = dt.date(2024, 11, 4)
+MONTH = DAY.strftime("%Y-%m")
+RANGE_FROM = "2024-11-04T00:00:00Z"
+RANGE_TO = "2024-11-05T00:00:00Z"
+NAMESPACE = "kore-ingest-demo/2024-11-04/v1"
+SEED = 20241104
+
+KORE_SCHEMA = "https://events-schemas.korewireless.com/SuperSim.ConnectionEvent/2"
+TWILIO_SCHEMA = "https://events-schemas.twilio.com/SuperSim.ConnectionEvent/2"
+WINDOW = dt.timedelta(minutes=15)
+BATCH_MAX = 50  # Event Streams webhook batches: at most 50 events
+
+# The migration story that decides who delivers what (see plan_deliveries).
+KORE_SINK_ADDED_FOR_TRACKERS = dt.datetime(2024, 11, 4, 3, 0, tzinfo=dt.timezone.utc)
+TWILIO_SINK_REMOVED_FOR_METERS = dt.datetime(2024, 11, 4, 20, 0, tzinfo=dt.timezone.utc)
+
+
+def out(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def sid(prefix: str, *parts: str) -> str:
+    """A deterministic Twilio/KORE style SID: two letters and 32 lowercase hex digits."""
+    digest = hashlib.sha256("/".join((NAMESPACE, prefix) + parts).encode()).hexdigest()
+    return prefix + digest[:32]
+
+
+def digits(n: int, *parts: str) -> str:
+    value = int(hashlib.sha256("/".join((NAMESPACE, "digits") + parts).encode()).hexdigest(), 16)
+    return str(value)[:n].rjust(n, "0")
+
+
+def iso(t: dt.datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def at(hour: int, minute: int = 0, second: int = 0) -> dt.datetime:
+    return dt.datetime(DAY.year, DAY.month, DAY.day, hour, minute, second, tzinfo=dt.timezone.utc)
+
+
+def human(n: int) -> str:
+    """Binary units with one decimal, like kore-usage's tables."""
+    if n < 1024:
+        return f"{n} B"
+    value, unit = float(n), 0
+    units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    while value >= 1024 and unit < len(units) - 1:
+        value /= 1024
+        unit += 1
+    return f"{value:.1f} {units[unit]}"
+
+
+def table(headers: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
+
+    return "\n".join([line(headers)] + [line(r) for r in rows])
+
+
+# --- the fleet ------------------------------------------------------------------------------
+
+NETWORKS = {
+    "att": {"mcc": "310", "mnc": "410", "friendly_name": "AT&T", "iso_country": "US"},
+    "tmo": {"mcc": "310", "mnc": "260", "friendly_name": "T-Mobile", "iso_country": "US"},
+    "rogers": {"mcc": "302", "mnc": "720", "friendly_name": "Rogers", "iso_country": "CA"},
+}
+for _key, _net in NETWORKS.items():
+    _net["sid"] = sid("HW", _key)
+
+ACCOUNT = sid("AC", "acme-utilities")
+FLEETS = {
+    "meters": sid("HF", "water-meters"),
+    "trackers": sid("HF", "asset-trackers"),
+}
+
+
+@dataclass
+class Sim:
+    name: str
+    fleet: str  # "meters" | "trackers"
+    index: int
+    home: str  # network key
+
+    @property
+    def sim_sid(self) -> str:
+        return sid("HS", self.name)
+
+    @property
+    def fleet_sid(self) -> str:
+        return FLEETS[self.fleet]
+
+
+SIMS = [Sim(f"meter-{i:02d}", "meters", i, "att" if i % 2 else "tmo") for i in range(1, 7)] + [
+    Sim(f"tracker-{i:02d}", "trackers", i, "tmo" if i % 3 else "att") for i in range(1, 7)
+]
+
+
+def by_name(name: str) -> Sim:
+    return next(s for s in SIMS if s.name == name)
+
+
+# --- the events -----------------------------------------------------------------------------
+
+
+@dataclass
+class Event:
+    sim: Sim
+    suffix: str  # attachment.accepted, data-session.updated, ...
+    timestamp: dt.datetime
+    data: dict
+    usage: tuple[int, int] | None = None  # (upload, download) of the window
+    kore_delay: float = 0.0  # seconds between the event and its publication
+    twilio_delay: float = 0.0
+    kore: str | None = None  # "kinesis" | "webhook" | None: how KORE delivers it
+    twilio: str | None = None
+    lost: bool = False  # never delivered by anyone (the gap)
+
+    @property
+    def event_sid(self) -> str:
+        return self.data["event_sid"]
+
+    @property
+    def total(self) -> int:
+        return sum(self.usage) if self.usage else 0
+
+    def kore_envelope(self, data: dict | None = None) -> dict:
+        """As KORE sends it: `data` an object, seven-digit fractions and an offset in `time`."""
+        t = self.timestamp + dt.timedelta(seconds=self.kore_delay)
+        return {
+            "specversion": "1.0",
+            "type": f"com.kore.iot.supersim.connection.{self.suffix}",
+            "source": "kore-events",
+            "id": self.event_sid,
+            "time": f"{t:%Y-%m-%dT%H:%M:%S}.{t.microsecond * 10:07d}+00:00",
+            "dataschema": KORE_SCHEMA,
+            "datacontenttype": "application/json",
+            "data": data if data is not None else self.data,
+        }
+
+    def twilio_envelope(self) -> dict:
+        """As Twilio's sinks send it: another envelope, `data` a string holding the same JSON."""
+        t = self.timestamp + dt.timedelta(seconds=self.twilio_delay)
+        return {
+            "specversion": "1.0",
+            "type": f"com.twilio.iot.supersim.connection.{self.suffix}",
+            "source": f"/v1/SuperSim/ConnectionEvents/{self.event_sid}",
+            "id": self.event_sid,
+            "dataschema": TWILIO_SCHEMA,
+            "datacontenttype": "application/json",
+            "time": f"{t:%Y-%m-%dT%H:%M:%S}.{t.microsecond // 1000:03d}Z",
+            "data": json.dumps(self.data),
+        }
+
+
+def base_data(sim: Sim, suffix: str, t: dt.datetime, network: str, serial: str, rng: random.Random) -> dict:
+    event_sid = sid("EZ", sim.name, suffix, serial)
+    located = sim.fleet == "trackers"
+    return {
+        "event_sid": event_sid,
+        "event_type": f"com.kore.iot.supersim.connection.{suffix}",
+        "account_sid": ACCOUNT,
+        "sim_sid": sim.sim_sid,
+        "fleet_sid": sim.fleet_sid,
+        "sim_iccid": "8988307" + digits(13, "iccid", sim.name),
+        "sim_unique_name": sim.name,
+        "timestamp": iso(t),
+        "network": dict(NETWORKS[network]),
+        "location": (
+            {
+                "lat": round(41.80 + rng.random() * 0.2, 6),
+                "lon": round(-87.75 + rng.random() * 0.2, 6),
+                "cell_id": digits(8, "cell", sim.name, serial),
+                "lac": digits(4, "lac", sim.name),
+            }
+            if located
+            else None
+        ),
+        "rat_type": "LTE Cat-M1" if sim.fleet == "meters" else "4G LTE",
+        "imei": "35" + digits(13, "imei", sim.name),
+        "imsi": "732123" + digits(9, "imsi", sim.name),
+    }
+
+
+@dataclass
+class Session:
+    sim: Sim
+    sid: str
+    start: dt.datetime
+    end: dt.datetime | None = None
+    windows: int = 0
+    total: int = 0  # cumulative total the provider reports (includes a lost window)
+    lost_window: int = 0  # bytes of the window that never arrives
+
+
+def data_session(
+    sim: Sim,
+    serial: str,
+    start: dt.datetime,
+    full_windows: int,
+    last_minutes: int,
+    volume: tuple[int, int, int, int],
+    rng: random.Random,
+    lose_window: int | None = None,
+) -> tuple[list[Event], Session]:
+    """started, `full_windows` updated events of 15 minutes, ended: windows and cumulative
+    totals consistent. `lose_window` (index of an updated event) is generated but never
+    delivered: the session shows a gap."""
+    session_sid = sid("PI", sim.name, serial)
+    session = Session(sim, session_sid, start)
+    network = sim.home
+    ip = f"100.64.{10 + sim.index}.{rng.randint(2, 250)}"
+    common = {
+        "ip_address": ip,
+        "apn": "super",
+        "data_session_sid": session_sid,
+        "data_session_start_time": iso(start),
+    }
+    events = []
+    d = base_data(sim, "data-session.started", start, network, serial + "/started", rng)
+    d.update(common)
+    events.append(Event(sim, "data-session.started", start, d))
+    cum_up = cum_down = 0
+    w_start = start
+    up_lo, up_hi, down_lo, down_hi = volume
+    for k in range(full_windows + 1):
+        ended = k == full_windows
+        w_end = w_start + (dt.timedelta(minutes=last_minutes, seconds=rng.randint(0, 59)) if ended else WINDOW)
+        up, down = rng.randint(up_lo, up_hi), rng.randint(down_lo, down_hi)
+        cum_up, cum_down = cum_up + up, cum_down + down
+        suffix = "data-session.ended" if ended else "data-session.updated"
+        d = base_data(sim, suffix, w_end, network, f"{serial}/w{k}", rng)
+        d.update(common)
+        if ended:
+            d["data_session_end_time"] = iso(w_end)
+        d.update(
+            {
+                "data_session_update_start_time": iso(w_start),
+                "data_session_update_end_time": iso(w_end),
+                "data_upload": up,
+                "data_download": down,
+                "data_total": up + down,
+                "data_session_data_upload": cum_up,
+                "data_session_data_download": cum_down,
+                "data_session_data_total": cum_up + cum_down,
+            }
+        )
+        event = Event(sim, suffix, w_end, d, usage=(up, down))
+        if k == lose_window:
+            event.lost = True
+            session.lost_window = up + down
+        events.append(event)
+        w_start = w_end
+    session.end = w_start
+    session.windows = full_windows + 1
+    session.total = cum_up + cum_down
+    return events, session
+
+
+def attachment(sim: Sim, suffix: str, t: dt.datetime, network: str, serial: str, rng: random.Random,
+               error: tuple[int, str] | None = None) -> Event:
+    d = base_data(sim, suffix, t, network, serial, rng)
+    if error:
+        d["error"] = {"code": error[0], "message": error[1]}
+    return Event(sim, suffix, t, d)
+
+
+@dataclass
+class Day:
+    events: list[Event] = field(default_factory=list)
+    sessions: list[Session] = field(default_factory=list)
+    gap_session: Session | None = None
+    conflict_of: Event | None = None
+
+
+def generate() -> Day:
+    rng = random.Random(SEED)
+    day = Day()
+
+    def add(events_and_session: tuple[list[Event], Session]) -> Session:
+        events, session = events_and_session
+        day.events.extend(events)
+        day.sessions.append(session)
+        return session
+
+    for sim in SIMS:
+        if sim.fleet == "meters":
+            # Water meters: Cat-M1, a few short sessions of small readings a day.
+            if sim.name == "meter-03":
+                # The seventh kind: a failed attachment before the accepted one.
+                day.events.append(attachment(sim, "attachment.failed", at(0, 5 + sim.index, 12), sim.home,
+                                             "attach-failed", rng, (17, "Network failure")))
+            day.events.append(attachment(sim, "attachment.accepted", at(0, 7 + sim.index, 40), sim.home,
+                                         "attach", rng))
+            for n, (hour, minute) in enumerate([(2, 10), (11, 30), (21, 5)]):
+                start = at(hour, minute + sim.index * 3, rng.randint(0, 59))
+                add(data_session(sim, f"s{n}", start, rng.randint(1, 3), rng.randint(2, 12),
+                                 (2_000, 24_000, 500, 6_000), rng))
+        else:
+            # Asset trackers: 4G, longer sessions with more data, one early in the night.
+            if sim.name == "tracker-02":
+                # Roaming into Canada: Rogers is not in the fleet's Network Access Profile.
+                day.events.append(attachment(sim, "attachment.rejected", at(0, 40, 3), "rogers",
+                                             "attach-rejected", rng,
+                                             (11, "PLMN not allowed")))
+            day.events.append(attachment(sim, "attachment.accepted", at(0, 42 + sim.index, 30), sim.home,
+                                         "attach", rng))
+            early = at(1, 30 + sim.index * 4, rng.randint(0, 59))
+            add(data_session(sim, "night", early, rng.randint(3, 6), rng.randint(3, 13),
+                             (40_000, 400_000, 20_000, 250_000), rng))
+            if sim.name == "tracker-05":
+                # A failed session: the device asked for an APN the fleet does not allow.
+                d = base_data(sim, "data-session.failed", at(12, 48, 7), sim.home, "failed", rng)
+                d.update({"apn": "internet", "error": {"code": 33, "message": "Requested service option not subscribed"}})
+                day.events.append(Event(sim, "data-session.failed", at(12, 48, 7), d))
+            afternoon = at(13, 5 + sim.index * 6, rng.randint(0, 59))
+            lose = 2 if sim.name == "tracker-04" else None
+            session = add(data_session(sim, "afternoon", afternoon, rng.randint(4, 8), rng.randint(1, 14),
+                                       (60_000, 900_000, 30_000, 600_000), rng, lose_window=lose))
+            if lose is not None:
+                day.gap_session = session
+
+    for e in day.events:
+        e.kore_delay = round(rng.uniform(0.2, 1.8), 6)
+        e.twilio_delay = round(rng.uniform(0.5, 3.0), 3)
+    plan_deliveries(day)
+    # The conflicting copy: a tracker-01 window KORE re-sends at the end of the day with a
+    # different byte count. The first copy (delivered earlier by KORE's webhook) is kept.
+    day.conflict_of = next(
+        e for e in day.events
+        if e.sim.name == "tracker-01" and e.suffix == "data-session.updated" and e.kore == "webhook"
+        and e.twilio and e.timestamp.hour >= 13
+    )
+    return day
+
+
+def plan_deliveries(day: Day) -> None:
+    """Who delivers what, the way a migration looks:
+    - meters: KORE through the Kinesis stream, Twilio through the webhook; the Twilio sink
+      for the meters was removed at 20:00 UTC, so later meter events come from KORE only;
+    - trackers: KORE through the webhook, Twilio through its Kinesis sink; KORE's webhook
+      for the trackers was configured at 03:00 UTC, so earlier tracker events come from
+      Twilio only;
+    - everything else arrives from both."""
+    for e in day.events:
+        if e.lost:
+            continue
+        if e.sim.fleet == "meters":
+            e.kore = "kinesis"
+            e.twilio = "webhook" if e.timestamp < TWILIO_SINK_REMOVED_FOR_METERS else None
+        else:
+            e.kore = "webhook" if e.timestamp >= KORE_SINK_ADDED_FOR_TRACKERS else None
+            e.twilio = "kinesis"
+
+
+# --- expected results (from the generator only) -----------------------------------------------
+
+
+def poison_record(day: Day) -> bytes:
+    """A producer that gzipped its payload by mistake: not JSON, not even UTF-8."""
+    return gzip.compress(json.dumps(day.events[0].kore_envelope()).encode(), mtime=0)
+
+
+def quarantine_id(kind: str, path: str, payload: bytes) -> str:
+    """The ledger's quarantine id: the same payload from the same path, the same id."""
+    return hashlib.sha256(kind.encode() + b"\n" + path.encode() + b"\n" + payload).hexdigest()[:32]
+
+
+@dataclass
+class Expected:
+    per_sim: dict[str, dict[str, int]]
+    both: set[str]
+    only_kore: set[str]
+    only_twilio: set[str]
+    gap_session: str
+    gap_missing: int
+
+
+def expected_of(day: Day) -> Expected:
+    per_sim = {
+        s.sim_sid: {"data_upload": 0, "data_download": 0, "data_total": 0, "usage_events": 0} for s in SIMS
+    }
+    both, only_kore, only_twilio = set(), set(), set()
+    for e in day.events:
+        if e.lost:
+            continue
+        if e.usage:
+            row = per_sim[e.sim.sim_sid]
+            row["data_upload"] += e.usage[0]
+            row["data_download"] += e.usage[1]
+            row["data_total"] += e.total
+            row["usage_events"] += 1
+        if e.kore and e.twilio:
+            both.add(e.event_sid)
+        elif e.kore:
+            only_kore.add(e.event_sid)
+        elif e.twilio:
+            only_twilio.add(e.event_sid)
+    per_sim = {k: v for k, v in per_sim.items() if v["usage_events"]}
+    assert day.gap_session is not None
+    return Expected(per_sim, both, only_kore, only_twilio, day.gap_session.sid, day.gap_session.lost_window)
+
+
+# --- sending ----------------------------------------------------------------------------------
+
+
+class Demo:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        env = os.environ
+        self.lambda_url = env["LAMBDA_URL"].rstrip("/")
+        self.public_url = env["WEBHOOK_PUBLIC_URL"].rstrip("/")
+        self.kore_secret = env["KORE_WEBHOOK_SECRETS"].split(",")[0].strip()
+        self.twilio_token = env["TWILIO_AUTH_TOKENS"].split(",")[0].strip()
+        self.stream = env["STREAM_NAME"]
+        self.kinesis_endpoint = env["AWS_ENDPOINT_URL_KINESIS"]
+        # What the webhook answered in this run: events and callbacks.
+        self.counts = {"accepted": 0, "duplicates": 0, "conflicts": 0, "quarantined": 0}
+        self.callback_counts = {"accepted": 0, "duplicates": 0}
+        self.retried_5xx = 0  # requests answered 5xx first, then retried
+        self.last_seq: dict[str, str] = {}  # shard -> highest sequence number we put
+
+    # --- HTTP ---
+
+    def webhook(self, path: str, query: str = "") -> str:
+        return f"{self.lambda_url}/lambda-url/webhook{path}" + (f"?{query}" if query else "")
+
+    def request(self, what: str, method: str, url: str, headers: dict, body: bytes | None) -> tuple[dict, str]:
+        """Sends like KORE and Twilio do: a 5xx is retried with back-off; a 401 means the
+        running stack does not have the demo's secrets. Returns the JSON answer and the
+        statuses seen, e.g. "503 -> 200"."""
+        statuses = []
+        for attempt in range(1, 7):
+            req = urllib.request.Request(url, data=body, headers=headers, method=method)
+            try:
+                with urllib.request.urlopen(req, timeout=60) as resp:
+                    status, text = resp.status, resp.read().decode(errors="replace")
+            except urllib.error.HTTPError as e:
+                status, text = e.code, e.read().decode(errors="replace")
+            except (urllib.error.URLError, OSError) as e:
+                raise SystemExit(f"demo: {what}: {method} {url} failed: {getattr(e, 'reason', e)}")
+            if status == 401:
+                raise SystemExit(
+                    f"demo: {what}: the webhook answered 401 to a correctly signed request: "
+                    "a dev stack with other settings (secrets or WEBHOOK_PUBLIC_URL) is running: "
+                    "scripts/dev down first"
+                )
+            statuses.append(str(status))
+            if status >= 500 and attempt < 6:
+                if attempt == 1:
+                    self.retried_5xx += 1
+                time.sleep(min(2 ** attempt, 20))
+                continue
+            if status != 200:
+                raise SystemExit(f"demo: {what}: HTTP {status}: {text.strip()[:300]}")
+            try:
+                return json.loads(text), " -> ".join(statuses)
+            except ValueError:
+                raise SystemExit(f"demo: {what}: unexpected answer: {text[:300]}")
+        raise AssertionError("unreachable")
+
+    def kore_sign(self, path: str, body: bytes) -> str:
+        signed = f"{self.public_url}{path}"
+        return hashlib.sha256(self.kore_secret.encode() + b"POST" + signed.encode() + body).hexdigest()
+
+    def twilio_sign(self, signed_url: str) -> str:
+        mac = hmac.new(self.twilio_token.encode(), signed_url.encode(), hashlib.sha1)
+        return base64.b64encode(mac.digest()).decode()
+
+    def post_kore(self, what: str, events: list[dict]) -> tuple[dict, str]:
+        body = json.dumps(events, separators=(",", ":")).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "KoreProxy/1.1",
+            "Kore-Signature": self.kore_sign("/events", body),
+        }
+        return self.request(what, "POST", self.webhook("/events"), headers, body)
+
+    def post_twilio(self, what: str, events: list[dict]) -> tuple[dict, str]:
+        body = json.dumps(events, separators=(",", ":")).encode()
+        query = f"bodySHA256={hashlib.sha256(body).hexdigest()}"
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "TwilioProxy/1.1",
+            "X-Twilio-Signature": self.twilio_sign(f"{self.public_url}/events?{query}"),
+        }
+        return self.request(what, "POST", self.webhook("/events", query), headers, body)
+
+    def tally(self, answer: tuple[dict, str], callback: bool = False) -> str:
+        reply, statuses = answer
+        counts = self.callback_counts if callback else self.counts
+        for k in counts:
+            counts[k] += int(reply.get(k, 0))
+        text = statuses + " " + " ".join(
+            f"{k}={reply[k]}" for k in ("accepted", "duplicates", "conflicts", "quarantined") if k in reply)
+        if statuses.startswith("5"):
+            text += ("\n      (503: the 4 s time budget ran out while DynamoDB Local was busy with the stream, so the"
+                     "\n      webhook asked the sender to retry; the retry finds what is already stored as duplicates)")
+        return text
+
+    # --- the traffic ---
+
+    def preflight(self) -> None:
+        """An empty signed batch from each provider: stores nothing, proves the secrets."""
+        self.post_kore("signature check (KORE)", [])
+        self.post_twilio("signature check (Twilio)", [])
+
+    def send_kinesis(self, day: Day, poison: bytes, rng: random.Random) -> None:
+        import boto3
+        import botocore.config
+
+        records: list[tuple[float, str, bytes, str]] = []  # (order, partition key, data, label)
+        for e in day.events:
+            if e.kore == "kinesis":
+                t = (e.timestamp - at(0)).total_seconds() + e.kore_delay + rng.uniform(0, 240)
+                records.append((t, e.sim.sim_sid, json.dumps(e.kore_envelope()).encode(), "kore"))
+            if e.twilio == "kinesis":
+                t = (e.timestamp - at(0)).total_seconds() + e.twilio_delay + rng.uniform(0, 240)
+                records.append((t, e.sim.sim_sid, json.dumps(e.twilio_envelope()).encode(), "twilio"))
+        # Publication order plus jitter: events arrive somewhat out of order.
+        records.sort(key=lambda r: r[0])
+        stream = [(pk, data, label) for _, pk, data, label in records]
+        # Producer retries: every 9th record is put a second time a little later.
+        retries = 0
+        for i in range(len(stream) - 1, -1, -1):
+            if i % 9 == 4:
+                pk, data, label = stream[i]
+                stream.insert(min(i + rng.randint(2, 12), len(stream)), (pk, data, label + "-retry"))
+                retries += 1
+        stream.insert(len(stream) * 2 // 5, ("poison", poison, "poison"))
+
+        kinesis = boto3.client(
+            "kinesis",
+            endpoint_url=self.kinesis_endpoint,
+            region_name=os.environ.get("AWS_REGION", "us-east-1"),
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+            config=botocore.config.Config(retries={"max_attempts": 5, "mode": "standard"}),
+        )
+        for start in range(0, len(stream), 100):
+            chunk = stream[start:start + 100]
+            entries = [{"Data": data, "PartitionKey": pk} for pk, data, _ in chunk]
+            for attempt in range(5):
+                result = kinesis.put_records(StreamName=self.stream, Records=entries)
+                failed = [i for i, r in enumerate(result["Records"]) if "ErrorCode" in r]
+                for r in result["Records"]:
+                    if "SequenceNumber" in r:
+                        shard, seq = r["ShardId"], r["SequenceNumber"]
+                        if int(seq) > int(self.last_seq.get(shard, "0")):
+                            self.last_seq[shard] = seq
+                if not failed:
+                    break
+                # Only the failed entries again, in order (what the producers do).
+                entries = [entries[i] for i in failed]
+                time.sleep(0.5 * (attempt + 1))
+            else:
+                raise SystemExit(f"demo: put_records kept failing on {self.stream}")
+        kore = sum(1 for _, _, label in stream if label == "kore")
+        twilio = sum(1 for _, _, label in stream if label == "twilio")
+        out(f"  Kinesis stream {self.stream}: {len(stream)} records put "
+            f"({kore} KORE, {twilio} Twilio, {retries} producer retries of the same records, "
+            "1 poison record: a gzipped payload)")
+
+    def send_kore_webhook(self, day: Day) -> None:
+        events = sorted((e for e in day.events if e.kore == "webhook"),
+                        key=lambda e: e.timestamp + dt.timedelta(seconds=e.kore_delay))
+        batches = [events[i:i + BATCH_MAX] for i in range(0, len(events), BATCH_MAX)]
+        for n, batch in enumerate(batches, 1):
+            envelopes = [e.kore_envelope() for e in batch]
+            reply = self.post_kore(f"KORE webhook batch {n}/{len(batches)}", envelopes)
+            out(f"  KORE   webhook batch {n}/{len(batches)} ({len(batch):2d} events) -> {self.tally(reply)}")
+            if n == 1:
+                # KORE did not see our 200 in time and delivers the same batch again.
+                reply = self.post_kore(f"KORE webhook batch {n}/{len(batches)} (retry)", envelopes)
+                out(f"  KORE   webhook batch {n}/{len(batches)} again, a sender retry -> {self.tally(reply)}")
+
+    def send_twilio_webhook(self, day: Day) -> None:
+        events = sorted((e for e in day.events if e.twilio == "webhook"),
+                        key=lambda e: e.timestamp + dt.timedelta(seconds=e.twilio_delay))
+        batches = [events[i:i + BATCH_MAX] for i in range(0, len(events), BATCH_MAX)]
+        for n, batch in enumerate(batches, 1):
+            reply = self.post_twilio(f"Twilio webhook batch {n}/{len(batches)}",
+                                     [e.twilio_envelope() for e in batch])
+            out(f"  Twilio webhook batch {n}/{len(batches)} ({len(batch):2d} events) -> {self.tally(reply)}")
+
+    def send_conflict(self, day: Day) -> None:
+        original = day.conflict_of
+        assert original is not None and original.usage
+        data = dict(original.data)
+        data["data_download"] += 2048
+        data["data_total"] += 2048
+        reply = self.post_kore("KORE conflicting copy", [original.kore_envelope(data)])
+        out(f"  KORE   webhook, a late copy of {original.event_sid} ({original.sim.name}) whose data_total says "
+            f"{data['data_total']}, not {original.total} -> {self.tally(reply)}")
+
+    def send_callbacks(self) -> None:
+        tracker = by_name("tracker-06")
+        form = urllib.parse.urlencode([
+            ("ApiVersion", "v1"), ("SimUniqueName", tracker.name), ("SimSid", tracker.sim_sid),
+            ("SimStatus", "inactive"), ("AccountSid", ACCOUNT),
+        ]).encode()
+        token = str(uuid.UUID(hex=hashlib.sha256(f"{NAMESPACE}/kore-sim-status".encode()).hexdigest()[:32]))
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "User-Agent": "KoreProxy/1.1",
+            "Kore-Signature": self.kore_sign("/callbacks/sims", form),
+            "Kore-Idempotency-Token": token,
+        }
+        for attempt in ("", " again (retry)"):
+            reply = self.request("KORE SIM status callback", "POST", self.webhook("/callbacks/sims"), headers, form)
+            out(f"  KORE   callback POST /callbacks/sims ({tracker.name} -> inactive){attempt} -> {self.tally(reply, True)}")
+
+        meter = by_name("meter-02")
+        query = urllib.parse.urlencode([
+            ("Status", "received"), ("ApiVersion", "v1"), ("Command", "leak-alarm;valve=closed"),
+            ("SimUniqueName", meter.name), ("SimSid", meter.sim_sid), ("Direction", "from_sim"),
+            ("CommandSid", sid("HC", meter.name, "leak-alarm")), ("AccountSid", ACCOUNT),
+            ("PayloadType", "text"),
+        ], quote_via=urllib.parse.quote)
+        headers = {
+            "User-Agent": "TwilioProxy/1.1",
+            "X-Twilio-Signature": self.twilio_sign(f"{self.public_url}/callbacks/sms-commands?{query}"),
+            "I-Twilio-Idempotency-Token": f"{ACCOUNT}-{sid('', 'twilio-sms-command')[:32]}",
+        }
+        for attempt in ("", " again (retry)"):
+            reply = self.request("Twilio SMS Command callback", "GET",
+                                 self.webhook("/callbacks/sms-commands", query), headers, None)
+            out(f"  Twilio callback GET /callbacks/sms-commands ({meter.name}, from_sim){attempt} "
+                f"-> {self.tally(reply, True)}")
+
+
+# --- reading back -----------------------------------------------------------------------------
+
+
+class KoreUsage:
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+        env = dict(os.environ)
+        # The local stack only: never a profile or session of the caller's.
+        for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+            env.pop(name, None)
+        env["AWS_EC2_METADATA_DISABLED"] = "true"
+        self.env = env
+
+    def run(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([self.binary, *args], env=self.env, capture_output=True, text=True, timeout=120)
+
+    def json(self, *args: str):
+        result = self.run(*args, "--format", "json")
+        if result.returncode != 0:
+            raise RuntimeError(result.stderr.strip() or f"exit {result.returncode}")
+        return json.loads(result.stdout)
+
+    def show(self, *args: str) -> None:
+        out(f"$ kore-usage {' '.join(args)}")
+        result = self.run(*args)
+        text = result.stdout.rstrip("\n")
+        out(text if text else "(no output)")
+        if result.returncode != 0:
+            out(f"(exit {result.returncode}: {result.stderr.strip()})")
+        out()
+
+
+def rows_of(report: list[dict], ours: set[str]) -> dict[str, dict[str, int]]:
+    keys = ("data_upload", "data_download", "data_total", "usage_events")
+    return {r["sim_sid"]: {k: int(r[k]) for k in keys} for r in report if r["sim_sid"] in ours}
+
+
+class Progress:
+    """How far the local event source mapping got, from its log: the highest checkpoint
+    per shard written after we started putting records."""
+
+    CHECKPOINT = re.compile(r"shard=(\S+) .*next=AFTER_SEQUENCE_NUMBER:(\d+)")
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.offset = log.stat().st_size if log.exists() else 0
+
+    def caught_up(self, last_seq: dict[str, str]) -> bool | None:
+        if not self.log.exists():
+            return None
+        seen: dict[str, int] = {}
+        with self.log.open("rb") as f:
+            f.seek(self.offset)
+            for line in f.read().decode(errors="replace").splitlines():
+                m = self.CHECKPOINT.search(line)
+                if m:
+                    seen[m.group(1)] = max(seen.get(m.group(1), 0), int(m.group(2)))
+        return all(seen.get(shard, 0) >= int(seq) for shard, seq in last_seq.items())
+
+
+class ConsumerLog:
+    """What kinesis-consumer reported per batch ("batch processed" log lines of the stack's
+    cargo lambda watch log) since the demo started sending."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.offset = log.stat().st_size if log.exists() else 0
+
+    def summary(self) -> str | None:
+        if not self.log.exists():
+            return None
+        sums = {"records": 0, "new": 0, "duplicate": 0, "conflict": 0, "quarantined": 0, "failed": 0}
+        batches = 0
+        with self.log.open("rb") as f:
+            f.seek(self.offset)
+            for line in f.read().decode(errors="replace").splitlines():
+                if '"batch processed"' not in line:
+                    continue
+                try:
+                    fields = json.loads(line)["fields"]
+                except (ValueError, KeyError, TypeError):
+                    continue
+                if not fields.get("records"):
+                    continue
+                batches += 1
+                for k in sums:
+                    sums[k] += int(float(fields.get(k, 0) or 0))
+        if not batches:
+            return None
+        return (f"{sums['records']} records in {batches} batches: {sums['new']} new, {sums['duplicate']} duplicates, "
+                f"{sums['conflict']} conflicts, {sums['quarantined']} quarantined, {sums['failed']} failed")
+
+
+def wait_for_ledger(tool: KoreUsage, expected: Expected, poison_id: str, progress: Progress,
+                    last_seq: dict[str, str], dlq: Path, dlq_size: int, timeout: float) -> bool:
+    ours = set(expected.per_sim)
+    our_sids = expected.both | expected.only_kore | expected.only_twilio
+    want_usage = sum(r["usage_events"] for r in expected.per_sim.values())
+    started = time.monotonic()
+    next_note = started + 15
+    state = ""
+    while True:
+        ok = []
+        try:
+            day = rows_of(tool.json("report", "--period", DAY.isoformat(), "--account", ACCOUNT), ours)
+            ok.append(day == expected.per_sim)
+            got_usage = sum(r["usage_events"] for r in day.values())
+            rec = tool.json("reconcile", "--from", RANGE_FROM, "--to", RANGE_TO)
+            only_kore = set(rec["only_kore"]) & our_sids
+            only_twilio = set(rec["only_twilio"]) & our_sids
+            ok.append(only_kore == expected.only_kore and only_twilio == expected.only_twilio
+                      and int(rec["both"]) >= len(expected.both))
+            quarantine = tool.json("quarantine", "list", "--limit", "1000")
+            ok.append(any(q["id"] == poison_id for q in quarantine))
+            stream_done = progress.caught_up(last_seq)
+            ok.append(stream_done is not False)
+            state = (f"usage events {got_usage}/{want_usage}, events both/only KORE/only Twilio "
+                     f"{rec['both']}/{len(only_kore)}/{len(only_twilio)} of "
+                     f"{len(expected.both)}/{len(expected.only_kore)}/{len(expected.only_twilio)}, "
+                     f"poison record {'quarantined' if ok[2] else 'not yet quarantined'}, "
+                     f"stream {'read to our last record' if stream_done else 'still being read' if stream_done is False else '(progress unknown)'}")
+        except (RuntimeError, ValueError, KeyError, subprocess.TimeoutExpired) as e:
+            ok = [False]
+            state = f"kore-usage failed: {e}"
+        if all(ok):
+            out(f"  done after {time.monotonic() - started:.0f}s: {state}")
+            return True
+        if dlq.exists() and dlq.stat().st_size > dlq_size:
+            out(f"  local-esm gave up on records (written to {dlq}); see its log")
+            out(f"  last state: {state}")
+            return False
+        now = time.monotonic()
+        if now - started > timeout:
+            out(f"  timed out after {timeout:.0f}s: {state}")
+            return False
+        if now >= next_note:
+            out(f"  ... {now - started:.0f}s: {state}")
+            next_note = now + 15
+        time.sleep(2)
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="demo_traffic.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--kore-usage", required=True, help="the kore-usage binary")
+    p.add_argument("--esm-log", required=True, type=Path, help="local-esm's log of this stack")
+    p.add_argument("--dlq", required=True, type=Path, help="local-esm's dead-letter file of this stack")
+    p.add_argument("--functions-log", required=True, type=Path, help="cargo lambda watch's log of this stack")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the ledger")
+    args = p.parse_args(argv)
+
+    day = generate()
+    expected = expected_of(day)
+    demo = Demo(args)
+    tool = KoreUsage(args.kore_usage)
+
+    usage = [e for e in day.events if e.usage]
+    kinds: dict[str, int] = {}
+    for e in day.events:
+        kinds[e.suffix] = kinds.get(e.suffix, 0) + 1
+    sessions = len(day.sessions)
+    out(f"The day: {DAY} (UTC), account {ACCOUNT}, {len(SIMS)} Super SIMs in two fleets")
+    out(f"  water meters   {FLEETS['meters']}: meter-01..06, KORE via Kinesis, Twilio via webhook")
+    out(f"  asset trackers {FLEETS['trackers']}: tracker-01..06, KORE via webhook, Twilio via Kinesis")
+    out(f"  {len(day.events)} distinct events: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
+    out(f"  {sessions} data sessions, {len(usage)} usage windows of up to 15 minutes "
+        "(updated/ended, windows adding up to the cumulative totals)")
+    out("  migration: the meters' Twilio sink was removed at 20:00 (later meter events: KORE only); "
+        "the trackers' KORE webhook was set up at 03:00 (earlier tracker events: Twilio only)")
+    out(f"  one window of {by_name('tracker-04').name}'s afternoon session ({human(expected.gap_missing)}) "
+        "is never delivered by anyone: a gap")
+    out()
+
+    poison = poison_record(day)
+    poison_id = quarantine_id("event", "kinesis", poison)
+    out("== Expected, computed by the generator from the events it sends (not from the stack)")
+    rows = []
+    for sim in SIMS:
+        r = expected.per_sim.get(sim.sim_sid)
+        if r:
+            rows.append([sim.sim_sid, sim.name, human(r["data_upload"]), human(r["data_download"]),
+                         human(r["data_total"]), str(r["data_total"]), str(r["usage_events"])])
+    tot = {k: sum(r[k] for r in expected.per_sim.values())
+           for k in ("data_upload", "data_download", "data_total", "usage_events")}
+    rows.append([f"TOTAL ({len(expected.per_sim)} SIMs)", "", human(tot["data_upload"]),
+                 human(tot["data_download"]), human(tot["data_total"]), str(tot["data_total"]),
+                 str(tot["usage_events"])])
+    out(table(["SIM", "NAME", "UPLOAD", "DOWNLOAD", "TOTAL", "BYTES", "EVENTS"], rows, {2, 3, 4, 5, 6}))
+    out(f"  reconciliation: {len(expected.both)} events from both, {len(expected.only_kore)} only from KORE, "
+        f"{len(expected.only_twilio)} only from Twilio")
+    out(f"  quarantine: the poison record (id {poison_id}) and the conflicting copy of "
+        f"{day.conflict_of.event_sid}")
+    out(f"  gap: session {expected.gap_session} of {by_name('tracker-04').sim_sid} misses "
+        f"{human(expected.gap_missing)} ({expected.gap_missing} bytes)")
+    out()
+
+    # An empty signed batch from each provider first: a stack with other secrets fails here,
+    # before anything is sent.
+    demo.preflight()
+    ours = set(expected.per_sim)
+    try:
+        before = rows_of(tool.json("report", "--period", DAY.isoformat(), "--account", ACCOUNT), ours)
+    except (RuntimeError, ValueError, KeyError, subprocess.TimeoutExpired) as e:
+        raise SystemExit(f"demo: kore-usage cannot read the ledger: {e}")
+    rerun = before == expected.per_sim
+    if rerun:
+        out("The ledger already holds this day with exactly the generator's totals (an earlier run of the")
+        out("demo on this stack). The event SIDs are deterministic, so this run re-sends the very same")
+        out("events: every one must be stored as a duplicate, and no total may move.")
+        out()
+    elif before:
+        out(f"The ledger already holds part of this day ({len(before)} of the demo's SIMs; an interrupted earlier")
+        out("run?): what is missing is added now, nothing is counted twice.")
+        out()
+
+    out("== Sending (sequentially; webhook batches of at most 50 events)")
+    dlq_size = args.dlq.stat().st_size if args.dlq.exists() else 0
+    progress = Progress(args.esm_log)
+    consumer = ConsumerLog(args.functions_log)
+    out("  signed empty batches from KORE and Twilio -> 200 (the stack has the demo's secrets)")
+    t0 = time.monotonic()
+    demo.send_kinesis(day, poison, random.Random(SEED + 1))
+    demo.send_kore_webhook(day)
+    demo.send_twilio_webhook(day)
+    demo.send_conflict(day)
+    demo.send_callbacks()
+    c, cb = demo.counts, demo.callback_counts
+    out(f"  sent in {time.monotonic() - t0:.1f}s; the webhook answered for events: {c['accepted']} new, "
+        f"{c['duplicates']} duplicates, {c['conflicts']} conflicts; callbacks: {cb['accepted']} new, "
+        f"{cb['duplicates']} duplicates")
+    out()
+
+    out(f"== Waiting for the stack to store everything (the Kinesis poller is asynchronous; up to {args.timeout:.0f}s)")
+    settled = wait_for_ledger(tool, expected, poison_id, progress, demo.last_seq, args.dlq, dlq_size, args.timeout)
+    if settled:
+        # The consumer's log line for the last batch may trail its answer a little.
+        time.sleep(1)
+    summary = consumer.summary()
+    if summary:
+        out(f"  kinesis-consumer (from its log): {summary}")
+    out()
+
+    out("== What the ledger says")
+    out()
+    tool.show("report", "--period", DAY.isoformat())
+    tool.show("report", "--period", MONTH)
+    tool.show("reconcile", "--from", RANGE_FROM, "--to", RANGE_TO)
+    tool.show("quarantine", "list")
+    tool.show("sessions", "--sim", by_name("tracker-04").sim_sid, "--gaps")
+
+    got_day: dict = {}
+    got_month: dict = {}
+    try:
+        got_day = rows_of(tool.json("report", "--period", DAY.isoformat()), ours)
+        got_month = rows_of(tool.json("report", "--period", MONTH), ours)
+        totals_equal = got_day == expected.per_sim and got_month == expected.per_sim
+        gaps = tool.json("sessions", "--sim", by_name("tracker-04").sim_sid, "--gaps")
+        gap_ok = [(g["session_sid"], g["missing_bytes"]) for g in gaps] == [
+            (expected.gap_session, expected.gap_missing)]
+        rec = tool.json("reconcile", "--from", RANGE_FROM, "--to", RANGE_TO)
+        our_sids = expected.both | expected.only_kore | expected.only_twilio
+        rec_ok = (set(rec["only_kore"]) & our_sids == expected.only_kore
+                  and set(rec["only_twilio"]) & our_sids == expected.only_twilio
+                  and int(rec["both"]) >= len(expected.both))
+    except (RuntimeError, ValueError, KeyError, subprocess.TimeoutExpired) as e:
+        out(f"kore-usage failed: {e}")
+        totals_equal = gap_ok = rec_ok = False
+    if not totals_equal:
+        for label, got in (("day", got_day), ("month", got_month)):
+            for sim_sid, want in expected.per_sim.items():
+                if got.get(sim_sid) != want:
+                    out(f"  {label} {sim_sid}: ledger {got.get(sim_sid)} != generator {want}")
+    out(f"reconciliation matches the generator: {'yes' if rec_ok else 'no'}; "
+        f"the gap is where the generator left it: {'yes' if gap_ok else 'no'}")
+    if rerun:
+        out(f"second run on this stack: new events stored by the webhook {c['accepted']}, new callbacks "
+            f"{cb['accepted']}; totals unchanged: {'yes' if totals_equal else 'no'}")
+    out(f"report totals equal the generator's: {'yes' if totals_equal else 'no'}"
+        + ("" if settled else " (the stack did not settle in time)"))
+    return 0 if totals_equal else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
