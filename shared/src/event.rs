@@ -175,13 +175,21 @@ pub struct DataSession {
 
 /// SHA-256 of the canonical form of `data`: sorted keys, no whitespace. The same event from
 /// Twilio and from KORE hashes the same; a different payload under the same key does not.
+///
+/// `data.event_type` is left out: it is documented both as identical on both paths and as a
+/// copy of the envelope's type, which differs (`com.twilio.…` / `com.kore.…`). Either reading
+/// must count an event once, and the type says nothing about usage.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DataHash([u8; 32]);
 
 impl DataHash {
     pub fn of_data(data: &Map<String, Value>) -> Self {
+        const NOT_HASHED: &str = "event_type";
         let mut canonical = Vec::with_capacity(1024);
-        write_canonical_object(data, &mut canonical);
+        write_canonical_entries(
+            data.iter().filter(|(key, _)| key.as_str() != NOT_HASHED),
+            &mut canonical,
+        );
         DataHash(Sha256::digest(&canonical).into())
     }
 
@@ -631,7 +639,14 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
 }
 
 fn write_canonical_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
-    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    write_canonical_entries(map.iter(), out);
+}
+
+fn write_canonical_entries<'a>(
+    entries: impl Iterator<Item = (&'a String, &'a Value)>,
+    out: &mut Vec<u8>,
+) {
+    let mut entries: Vec<(&String, &Value)> = entries.collect();
     entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     out.push(b'{');
     for (i, (key, value)) in entries.into_iter().enumerate() {
@@ -800,6 +815,21 @@ mod tests {
     fn KORE_BATCH_FIRST() -> String {
         let batch: Vec<Value> = serde_json::from_str(KORE_BATCH).unwrap();
         batch[0].to_string()
+    }
+
+    #[test]
+    fn event_type_copied_into_data_does_not_change_the_hash() {
+        // Twilio's copy may carry its own type in data.event_type, KORE's copy KORE's.
+        let kore = parse_event(&KORE_BATCH_FIRST()).unwrap();
+        let twilio_typed = KORE_BATCH_FIRST().replace(
+            r#""event_type":"com.kore.iot.supersim.connection.data-session.updated""#,
+            r#""event_type":"com.twilio.iot.supersim.connection.data-session.updated""#,
+        );
+        assert_ne!(twilio_typed, KORE_BATCH_FIRST());
+        assert_eq!(
+            parse_event(&twilio_typed).unwrap().data_hash,
+            kore.data_hash
+        );
     }
 
     #[test]
