@@ -25,6 +25,8 @@ pub struct Throttle {
     marker: Arc<String>,
     /// Instead of throttling, hold the request this long before sending it (a stalled server).
     stall: Option<std::time::Duration>,
+    /// Throttle this share of all requests, whatever their body (0.0 to 1.0).
+    share: Option<f64>,
 }
 
 impl Throttle {
@@ -35,6 +37,15 @@ impl Throttle {
             throttled: Arc::default(),
             marker: Arc::new(marker.to_owned()),
             stall: None,
+            share: None,
+        }
+    }
+
+    /// Throttles a random `share` of all requests while active.
+    pub fn random(share: f64) -> Self {
+        Throttle {
+            share: Some(share),
+            ..Self::on_marker("")
         }
     }
 
@@ -70,10 +81,16 @@ struct ThrottlingConnector {
 impl HttpConnector for ThrottlingConnector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
         let hit = self.throttle.active.load(Ordering::SeqCst)
-            && request.body().bytes().is_some_and(|body| {
-                body.windows(self.throttle.marker.len())
-                    .any(|w| w == self.throttle.marker.as_bytes())
-            });
+            && match self.throttle.share {
+                Some(share) => fastrand::f64() < share,
+                // An empty marker matches every request.
+                None => request.body().bytes().is_some_and(|body| {
+                    self.throttle.marker.is_empty()
+                        || body
+                            .windows(self.throttle.marker.len())
+                            .any(|w| w == self.throttle.marker.as_bytes())
+                }),
+            };
         if !hit {
             return self.inner.call(request);
         }

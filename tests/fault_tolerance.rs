@@ -1,0 +1,314 @@
+//! Exact totals under faults. 5,000 events over 100 SIMs, from both providers, through both
+//! paths (the consumer's handler with Kinesis batches, the webhook's with signed batches),
+//! each delivered one to three times in shuffled order, while DynamoDB Local is paused
+//! (SIGSTOP) and resumed and a share of requests is throttled. The test retries as Lambda
+//! (from the lowest failed sequence number) and the senders (on 503) would; afterwards every
+//! rollup equals the independent total, every poison input is quarantined, and nothing is
+//! counted twice. Its own test binary: it pauses the DynamoDB Local the whole run shares.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use integration_tests::faults::{Throttle, throttled_client};
+use integration_tests::*;
+use kinesis_consumer::process_batch;
+use kore_ingest_shared::ledger::quarantine::quarantine_id;
+use kore_ingest_shared::ledger::{LedgerConfig, QuarantineKind, UsageLedger};
+use kore_ingest_shared::metrics::InvocationMetrics;
+use kore_ingest_shared::signature::{kore_signature, twilio_signature, twilio_url_with_body_hash};
+use webhook::{Webhook, WebhookConfig};
+
+const PUBLIC_URL: &str = "https://hooks.example.com";
+const KORE_SECRET: &str = "fault-kore-secret";
+const TWILIO_TOKEN: &str = "fault-twilio-token";
+const EVENTS: u64 = 5_000;
+const SIMS: u64 = 100;
+/// A batch that keeps failing this often means something is wrong, not unlucky.
+const MAX_ATTEMPTS: usize = 60;
+
+/// Pauses DynamoDB Local for `pause` every `every` until dropped, and resumes it however
+/// the test ends. The lock makes "not stopped yet, so pause" one step: once `drop` has run,
+/// no pause can start, and the server cannot stay frozen for the rest of the suite.
+struct Pauser {
+    pid: String,
+    stopped: Arc<Mutex<bool>>,
+}
+
+impl Pauser {
+    fn start(pid: String, every: Duration, pause: Duration) -> Self {
+        let stopped = Arc::new(Mutex::new(false));
+        let (task_pid, task_stopped) = (pid.clone(), stopped.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                {
+                    let stopped = task_stopped.lock().unwrap_or_else(|e| e.into_inner());
+                    if *stopped {
+                        return;
+                    }
+                    signal(&task_pid, "-STOP");
+                }
+                tokio::time::sleep(pause).await;
+                signal(&task_pid, "-CONT");
+            }
+        });
+        Pauser { pid, stopped }
+    }
+}
+
+impl Drop for Pauser {
+    fn drop(&mut self) {
+        let mut stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
+        *stopped = true;
+        signal(&self.pid, "-CONT");
+    }
+}
+
+fn signal(pid: &str, signal: &str) {
+    let _ = Command::new("kill").args([signal, pid]).status();
+}
+
+enum Via {
+    Kinesis,
+    Webhook,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_totals_under_pauses_throttling_and_redelivery() {
+    let table = fresh_ledger("faults").await;
+    let throttle = Throttle::random(0.01);
+    let ledger = UsageLedger::new(
+        throttled_client(&throttle),
+        LedgerConfig::new(table.table_name()),
+    );
+    let webhook = Webhook {
+        ledger: ledger.clone(),
+        config: WebhookConfig::from_vars(|name| match name {
+            "KORE_WEBHOOK_SECRETS" => Some(KORE_SECRET.into()),
+            "TWILIO_AUTH_TOKENS" => Some(TWILIO_TOKEN.into()),
+            "WEBHOOK_PUBLIC_URL" => Some(PUBLIC_URL.into()),
+            "TIME_BUDGET_MS" => Some("3000".into()),
+            _ => None,
+        })
+        .unwrap(),
+    };
+
+    // The unique events and their independent totals.
+    let mut rng = fastrand::Rng::with_seed(8_192_024);
+    let start = Utc.with_ymd_and_hms(2024, 10, 20, 0, 0, 0).unwrap();
+    let unique: Vec<SampleEvent> = (0..EVENTS)
+        .map(|i| {
+            let at = start + chrono::Duration::seconds(rng.i64(0..21 * 24 * 3600));
+            let mut e = SampleEvent::usage_update(
+                &format!("EZfault{i:027}"),
+                &format!("HSfault{:025}", i % SIMS),
+                &at.to_rfc3339(),
+                (rng.u64(0..40_000), rng.u64(0..400_000)),
+            );
+            e.session_sid = format!("PIfault{:025}", i / 8);
+            e
+        })
+        .collect();
+    let mut expected: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    for e in &unique {
+        for period in [
+            e.time.format("%Y-%m-%d").to_string(),
+            e.time.format("%Y-%m").to_string(),
+        ] {
+            let entry = expected.entry((e.sim_sid.clone(), period)).or_default();
+            entry.0 += e.window.0 + e.window.1;
+            entry.1 += 1;
+        }
+    }
+
+    // Every delivery: which copy (KORE or Twilio envelope) through which path, shuffled.
+    let mut kinesis_records: Vec<Vec<u8>> = Vec::new();
+    let mut kore_events: Vec<String> = Vec::new();
+    let mut twilio_events: Vec<String> = Vec::new();
+    let mut deliveries: Vec<(Via, bool, usize)> = Vec::new();
+    for (i, _) in unique.iter().enumerate() {
+        for _ in 0..rng.usize(1..=3) {
+            let via = if rng.bool() {
+                Via::Kinesis
+            } else {
+                Via::Webhook
+            };
+            deliveries.push((via, rng.bool(), i));
+        }
+    }
+    rng.shuffle(&mut deliveries);
+    for (via, from_kore, i) in &deliveries {
+        let json = if *from_kore {
+            unique[*i].kore_json()
+        } else {
+            unique[*i].twilio_json()
+        };
+        match via {
+            Via::Kinesis => kinesis_records.push(json.into_bytes()),
+            Via::Webhook if *from_kore => kore_events.push(json),
+            Via::Webhook => twilio_events.push(json),
+        }
+    }
+    // Poison among them: records that are not JSON, a signed webhook body that is not JSON.
+    let poison_records: Vec<Vec<u8>> = (0..10)
+        .map(|i| format!("poison record {i}").into_bytes())
+        .collect();
+    for (n, poison) in poison_records.iter().enumerate() {
+        kinesis_records.insert(n * 300 + 7, poison.clone());
+    }
+    let poison_body = "[{\"not\": \"json\"".to_owned();
+
+    let pid = std::fs::read_to_string(
+        std::env::var("DYNAMODB_PIDFILE").expect("DYNAMODB_PIDFILE (scripts/test sets it)"),
+    )
+    .expect("DynamoDB Local's pid")
+    .trim()
+    .to_owned();
+    let pauser = Pauser::start(pid, Duration::from_millis(3000), Duration::from_millis(500));
+
+    let kinesis = async {
+        // One shard, batches of 100 records, re-sent from the lowest failed sequence number.
+        let mut retries = 0;
+        for (chunk_index, chunk) in kinesis_records.chunks(100).enumerate() {
+            let numbered: Vec<(u64, Vec<u8>)> = chunk
+                .iter()
+                .enumerate()
+                .map(|(n, data)| ((chunk_index * 100 + n) as u64, data.clone()))
+                .collect();
+            let mut from = 0;
+            for attempt in 0.. {
+                assert!(
+                    attempt < MAX_ATTEMPTS,
+                    "kinesis batch {chunk_index} kept failing"
+                );
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+                let report =
+                    process_batch(&ledger, kinesis_event(&numbered[from..]), Some(deadline))
+                        .await
+                        .expect("a batch with sequence numbers");
+                let Some(failed) = report.response.batch_item_failures.first() else {
+                    break;
+                };
+                retries += 1;
+                let failed = failed.item_identifier.clone().expect("an identifier");
+                from = numbered
+                    .iter()
+                    .position(|(n, _)| sequence_number(*n) == failed)
+                    .expect("a sequence number of this batch");
+            }
+        }
+        retries
+    };
+
+    let senders = async {
+        let mut retries = 0;
+        let mut bodies: Vec<(bool, String)> = Vec::new();
+        for chunk in kore_events.chunks(50) {
+            bodies.push((true, format!("[{}]", chunk.join(","))));
+        }
+        for chunk in twilio_events.chunks(50) {
+            bodies.push((false, format!("[{}]", chunk.join(","))));
+        }
+        bodies.insert(bodies.len() / 2, (true, poison_body.clone()));
+        for (from_kore, body) in &bodies {
+            let (query, headers) = if *from_kore {
+                let signature = kore_signature(
+                    KORE_SECRET.as_bytes(),
+                    "POST",
+                    &format!("{PUBLIC_URL}/events"),
+                    body.as_bytes(),
+                );
+                (
+                    String::new(),
+                    vec![
+                        ("Content-Type".to_owned(), "application/json".to_owned()),
+                        ("Kore-Signature".to_owned(), signature),
+                    ],
+                )
+            } else {
+                let url =
+                    twilio_url_with_body_hash(&format!("{PUBLIC_URL}/events"), body.as_bytes());
+                let signature = twilio_signature(TWILIO_TOKEN.as_bytes(), &url, &[]);
+                let query = url
+                    .split_once('?')
+                    .map(|(_, q)| q.to_owned())
+                    .unwrap_or_default();
+                (
+                    query,
+                    vec![
+                        ("Content-Type".to_owned(), "application/json".to_owned()),
+                        ("X-Twilio-Signature".to_owned(), signature),
+                    ],
+                )
+            };
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            for attempt in 0.. {
+                assert!(attempt < MAX_ATTEMPTS, "a webhook batch kept failing");
+                let request = function_url_request(
+                    "POST",
+                    "/events",
+                    &query,
+                    &headers,
+                    Some(body.as_bytes()),
+                );
+                let mut metrics = InvocationMetrics::new("webhook");
+                let response = webhook.respond(&request, "fault-test", &mut metrics).await;
+                match response.status_code {
+                    200 => break,
+                    400 if body == &poison_body => break,
+                    503 => retries += 1,
+                    other => panic!("unexpected {other}: {:?}", response.body),
+                }
+            }
+        }
+        retries
+    };
+
+    let (kinesis_retries, webhook_retries) = tokio::join!(kinesis, senders);
+    drop(pauser);
+    throttle.stop();
+    eprintln!(
+        "{} deliveries of {EVENTS} events: {} throttled requests, {kinesis_retries} Kinesis re-deliveries, {webhook_retries} webhook retries",
+        deliveries.len(),
+        throttle.throttled()
+    );
+    assert!(
+        throttle.throttled() > 0,
+        "the test must actually inject throttling"
+    );
+    assert!(
+        kinesis_retries + webhook_retries > 0,
+        "faults must actually cause retries"
+    );
+
+    for ((sim, period), (total, events)) in &expected {
+        let rollup = table
+            .sim_usage(sim, period)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("no rollup for {sim} {period}"));
+        assert_eq!(
+            (rollup.usage.total, rollup.usage_events),
+            (*total, *events),
+            "{sim} {period}"
+        );
+    }
+    for poison in &poison_records {
+        let id = quarantine_id(&QuarantineKind::Event, "kinesis", poison);
+        assert!(
+            table.quarantined(&id).await.unwrap().is_some(),
+            "poison record quarantined"
+        );
+    }
+    let id = quarantine_id(&QuarantineKind::Event, "webhook", poison_body.as_bytes());
+    assert!(
+        table.quarantined(&id).await.unwrap().is_some(),
+        "poison body quarantined"
+    );
+}
