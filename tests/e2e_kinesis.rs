@@ -38,7 +38,7 @@ async fn records_on_the_stream_reach_the_ledger_with_exact_rollups() {
 
     stack.put_records(&records).await;
 
-    let expected: u64 = samples.iter().map(|s| s.window.0 + s.window.1).sum();
+    let expected: u64 = window_bytes(&samples);
     let rollup = eventually(300, "all 30 events in the day rollup", || async {
         stack
             .ledger

@@ -86,7 +86,7 @@ async fn storage_down_gets_503_in_time_and_the_retry_after_recovery_is_exact() {
     )
     .await;
     assert_eq!(status, 200, "{text}");
-    let expected: u64 = samples.iter().map(|s| s.window.0 + s.window.1).sum();
+    let expected: u64 = window_bytes(&samples);
     let day = stack
         .ledger
         .sim_usage(&sim, "2024-11-03")

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use integration_tests::stack::{LocalStack, http};
 use integration_tests::*;
-use kore_ingest_shared::signature::{kore_signature, twilio_signature, twilio_url_with_body_hash};
+use kore_ingest_shared::signature::{kore_signature, twilio_signature};
 use serde_json::Value;
 
 fn secrets(var: &str) -> Vec<String> {
@@ -63,7 +63,7 @@ async fn signed_batches_from_kore_then_twilio_are_stored_once() {
     let (status, reply) = post_kore(&stack, &kore[0], &body).await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["accepted"], 50);
-    let expected: u64 = samples.iter().map(|s| s.window.0 + s.window.1).sum();
+    let expected: u64 = window_bytes(&samples);
     let day = stack
         .ledger
         .sim_usage(&sim, "2024-11-03")
@@ -87,9 +87,11 @@ async fn signed_batches_from_kore_then_twilio_are_stored_once() {
             .collect::<Vec<_>>()
             .join(",")
     );
-    let url = twilio_url_with_body_hash(&signed_url("/events"), twilio_body.as_bytes());
-    let query = url.split_once('?').unwrap().1.to_owned();
-    let signature = twilio_signature(secrets("TWILIO_AUTH_TOKENS")[0].as_bytes(), &url, &[]);
+    let (query, signature) = twilio_json_signature(
+        &secrets("TWILIO_AUTH_TOKENS")[0],
+        &signed_url("/events"),
+        twilio_body.as_bytes(),
+    );
     let headers = vec![
         header("Content-Type", "application/json"),
         header("X-Twilio-Signature", &signature),

@@ -18,7 +18,7 @@ use kinesis_consumer::process_batch;
 use kore_ingest_shared::ledger::quarantine::quarantine_id;
 use kore_ingest_shared::ledger::{LedgerConfig, QuarantineKind, UsageLedger};
 use kore_ingest_shared::metrics::InvocationMetrics;
-use kore_ingest_shared::signature::{kore_signature, twilio_signature, twilio_url_with_body_hash};
+use kore_ingest_shared::signature::kore_signature;
 use webhook::{Webhook, WebhookConfig};
 
 const PUBLIC_URL: &str = "https://hooks.example.com";
@@ -229,13 +229,11 @@ async fn exact_totals_under_pauses_throttling_and_redelivery() {
                     ],
                 )
             } else {
-                let url =
-                    twilio_url_with_body_hash(&format!("{PUBLIC_URL}/events"), body.as_bytes());
-                let signature = twilio_signature(TWILIO_TOKEN.as_bytes(), &url, &[]);
-                let query = url
-                    .split_once('?')
-                    .map(|(_, q)| q.to_owned())
-                    .unwrap_or_default();
+                let (query, signature) = twilio_json_signature(
+                    TWILIO_TOKEN,
+                    &format!("{PUBLIC_URL}/events"),
+                    body.as_bytes(),
+                );
                 (
                     query,
                     vec![

@@ -5,7 +5,7 @@ use integration_tests::faults::{Throttle, throttled_client};
 use integration_tests::*;
 use kore_ingest_shared::ledger::{LedgerConfig, UsageLedger};
 use kore_ingest_shared::metrics::InvocationMetrics;
-use kore_ingest_shared::signature::{kore_signature, twilio_signature, twilio_url_with_body_hash};
+use kore_ingest_shared::signature::{kore_signature, twilio_signature};
 use serde_json::Value;
 use webhook::{Webhook, WebhookConfig};
 
@@ -100,7 +100,7 @@ async fn kore_signed_batch_of_50_then_again_then_from_twilio_counts_once() {
         .await
         .unwrap()
         .unwrap();
-    let expected: u64 = samples.iter().map(|s| s.window.0 + s.window.1).sum();
+    let expected: u64 = window_bytes(&samples);
     assert_eq!((day.usage.total, day.usage_events), (expected, 50));
 
     let again = post_kore_events(&webhook, KORE_ACTIVE, &body).await;
@@ -122,10 +122,11 @@ async fn kore_signed_batch_of_50_then_again_then_from_twilio_counts_once() {
             .collect::<Vec<_>>()
             .join(",")
     );
-    let signed_url =
-        twilio_url_with_body_hash(&format!("{PUBLIC_URL}/events"), twilio_body.as_bytes());
-    let query = signed_url.split_once('?').unwrap().1;
-    let signature = twilio_signature(TWILIO_TOKEN.as_bytes(), &signed_url, &[]);
+    let (query, signature) = twilio_json_signature(
+        TWILIO_TOKEN,
+        &format!("{PUBLIC_URL}/events"),
+        twilio_body.as_bytes(),
+    );
     let headers = [
         ("content-type", "application/json"),
         ("x-twilio-signature", signature.as_str()),
@@ -138,7 +139,7 @@ async fn kore_signed_batch_of_50_then_again_then_from_twilio_counts_once() {
         &webhook,
         "POST",
         "/events",
-        query,
+        &query,
         &headers,
         Some(twilio_body.as_bytes()),
     )
@@ -378,7 +379,7 @@ async fn storage_down_gets_503_and_the_retry_after_recovery_is_exact() {
     assert!(accepted > 0 && duplicates > 0, "{}", retried.body);
 
     let day = table.sim_usage(SIM, "2024-11-03").await.unwrap().unwrap();
-    let expected: u64 = samples.iter().map(|s| s.window.0 + s.window.1).sum();
+    let expected: u64 = window_bytes(&samples);
     assert_eq!((day.usage.total, day.usage_events), (expected, 20));
 }
 

@@ -273,3 +273,20 @@ pub fn kore_batch(n: usize, sim_sid: &str, prefix: &str) -> (Vec<SampleEvent>, S
     );
     (samples, body)
 }
+
+/// Bytes (upload + download) the samples' usage windows add up to: the independent total.
+pub fn window_bytes(samples: &[SampleEvent]) -> u64 {
+    samples.iter().map(|s| s.window.0 + s.window.1).sum()
+}
+
+/// How Twilio signs a JSON body sent to `url`: the query it appends (`bodySHA256=...`) and
+/// the `X-Twilio-Signature` over the URL with that query.
+pub fn twilio_json_signature(token: &str, url: &str, body: &[u8]) -> (String, String) {
+    use kore_ingest_shared::signature::{twilio_signature, twilio_url_with_body_hash};
+    let signed_url = twilio_url_with_body_hash(url, body);
+    let query = signed_url
+        .split_once('?')
+        .map(|(_, q)| q.to_owned())
+        .unwrap_or_default();
+    (query, twilio_signature(token.as_bytes(), &signed_url, &[]))
+}
