@@ -11,6 +11,7 @@
 
 pub mod callback;
 pub mod event;
+#[cfg(feature = "ledger")]
 pub mod ledger;
 pub mod metrics;
 pub mod signature;
