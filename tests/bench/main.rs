@@ -58,8 +58,10 @@ fn storage() -> Result<(), String> {
         .map_err(|e| format!("cannot start tokio: {e}"))?;
     runtime.block_on(async {
         let concurrency = LedgerConfig::DEFAULT_MAX_CONCURRENT_WRITES;
-        // DynamoDB Local is Java: its JIT needs a few thousand requests to settle.
+        // DynamoDB Local is Java: its JIT needs a few thousand requests of each kind (puts,
+        // transactions) to settle before anything is timed.
         conditional_puts_per_second(2_000, concurrency).await?;
+        consumer_batch(1_000).await?;
         let ceiling = conditional_puts_per_second(CEILING_PUTS, concurrency).await?;
         row(
             &format!("ceiling: conditional PutItems/s, SDK alone, concurrency {concurrency}"),
