@@ -354,7 +354,8 @@ async fn signed_malformed_body_gets_400_naming_the_reason_and_is_quarantined() {
 async fn storage_down_gets_503_and_the_retry_after_recovery_is_exact() {
     let table = fresh_ledger("wh-down").await;
     // Half the batch cannot be written: the sender must retry, and nothing double counts.
-    // Events 10 to 19 are timed 10:10 to 10:19: their writes carry `T10:1`.
+    // Events of a SIM are committed together, so the half is another SIM's: its events are
+    // timed 10:10 to 10:19, and their writes carry `T10:1`.
     let throttle = Throttle::on_marker("T10:1");
     let webhook = Webhook {
         ledger: UsageLedger::new(
@@ -363,8 +364,28 @@ async fn storage_down_gets_503_and_the_retry_after_recovery_is_exact() {
         ),
         config: config(),
     };
-    let (samples, body) = kore_batch(20, SIM, "D");
-    assert!(body.contains("T10:1"));
+    let other_sim = "HS00000000000000000000000000000077";
+    let (mut samples, _) = kore_batch(10, SIM, "D");
+    let (others, _) = kore_batch(20, other_sim, "E");
+    samples.extend(others.into_iter().skip(10));
+    let body = format!(
+        "[{}]",
+        samples
+            .iter()
+            .map(SampleEvent::kore_json)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    assert!(
+        samples[..10]
+            .iter()
+            .all(|e| !e.kore_json().contains("T10:1"))
+    );
+    assert!(
+        samples[10..]
+            .iter()
+            .all(|e| e.kore_json().contains("T10:1"))
+    );
 
     let down = post_kore_events(&webhook, KORE_ACTIVE, &body).await;
     assert_eq!(down.status, 503, "{}", down.body);
@@ -375,12 +396,15 @@ async fn storage_down_gets_503_and_the_retry_after_recovery_is_exact() {
     assert_eq!(retried.status, 200, "{}", retried.body);
     let accepted = retried.body["accepted"].as_u64().unwrap();
     let duplicates = retried.body["duplicates"].as_u64().unwrap();
-    assert_eq!(accepted + duplicates, 20);
-    assert!(accepted > 0 && duplicates > 0, "{}", retried.body);
+    assert_eq!((accepted, duplicates), (10, 10), "{}", retried.body);
 
-    let day = table.sim_usage(SIM, "2024-11-03").await.unwrap().unwrap();
-    let expected: u64 = window_bytes(&samples);
-    assert_eq!((day.usage.total, day.usage_events), (expected, 20));
+    for (sim, stored) in [(SIM, &samples[..10]), (other_sim, &samples[10..])] {
+        let day = table.sim_usage(sim, "2024-11-03").await.unwrap().unwrap();
+        assert_eq!(
+            (day.usage.total, day.usage_events),
+            (window_bytes(stored), 10)
+        );
+    }
 }
 
 #[tokio::test]

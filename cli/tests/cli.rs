@@ -1022,13 +1022,15 @@ fn throttling_proxy(marker: &'static str) -> String {
 #[tokio::test]
 async fn replay_exits_1_naming_inputs_still_retryable_and_a_second_run_stores_them_once() {
     let ledger = fresh_ledger("cli-replay-retry").await;
+    // A SIM's events are committed together: the throttled one is its SIM's only event.
     let sim = "HS000000000000000000000000000retry";
+    let throttled_sim = "HS00000000000000000000000throttled";
     let events: Vec<SampleEvent> = (1..=5u64)
         .map(|n| {
-            let sid = if n == 3 {
-                "EZthrottledthrottledthrottled003".to_owned()
+            let (sid, sim) = if n == 3 {
+                ("EZthrottledthrottledthrottled003".to_owned(), throttled_sim)
             } else {
-                format!("EZretry{n:025}")
+                (format!("EZretry{n:025}"), sim)
             };
             let at = format!("2024-11-03T10:0{n}:00Z");
             SampleEvent::usage_update(&sid, sim, &at, (n, 100 * n))
@@ -1075,5 +1077,11 @@ async fn replay_exits_1_naming_inputs_still_retryable_and_a_second_run_stores_th
         "{report}"
     );
     let day = ledger.sim_usage(sim, "2024-11-03").await.unwrap().unwrap();
-    assert_eq!((day.usage, day.usage_events), (volume(15, 1_500), 5));
+    assert_eq!((day.usage, day.usage_events), (volume(12, 1_200), 4));
+    let day = ledger
+        .sim_usage(throttled_sim, "2024-11-03")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((day.usage, day.usage_events), (volume(3, 300), 1));
 }

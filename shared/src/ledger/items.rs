@@ -1,5 +1,7 @@
 //! Building the DynamoDB items and update expressions the ledger writes.
 
+use std::collections::BTreeMap;
+
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::{Item, LedgerError, Origin, keys, timestamp};
@@ -114,82 +116,135 @@ pub(crate) struct UpdateSpec {
     pub values: Item,
 }
 
+/// What usage events add to one rollup or session item: byte counts and an event count to
+/// `ADD`, attributes to `SET`. Deltas for the same item merge, so that one transaction can
+/// carry many events of a SIM (a transaction may not touch an item twice).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct UsageDelta {
+    pub key: Item,
+    /// `data` for rollups (`data_upload`...), `window` for session window sums.
+    prefix: &'static str,
+    counter: &'static str,
+    upload: u64,
+    download: u64,
+    total: u64,
+    events: u64,
+    /// Attribute name to value; a later event's value replaces an earlier one's.
+    sets: BTreeMap<&'static str, AttributeValue>,
+}
+
+impl UsageDelta {
+    /// Folds `other` (a delta for the same item) into this one.
+    pub fn merge(&mut self, other: UsageDelta) {
+        self.upload += other.upload;
+        self.download += other.download;
+        self.total += other.total;
+        self.events += other.events;
+        self.sets.extend(other.sets);
+    }
+
+    pub fn into_update(self) -> UpdateSpec {
+        let prefix = self.prefix;
+        let mut values = Item::from([
+            (":up".to_owned(), n(self.upload)),
+            (":down".to_owned(), n(self.download)),
+            (":total".to_owned(), n(self.total)),
+            (":one".to_owned(), n(self.events)),
+        ]);
+        let mut sets = Vec::with_capacity(self.sets.len());
+        for (name, value) in self.sets {
+            sets.push(format!("{name} = :{name}"));
+            values.insert(format!(":{name}"), value);
+        }
+        let mut expression = format!(
+            "ADD {prefix}_upload :up, {prefix}_download :down, {prefix}_total :total, {} :one",
+            self.counter
+        );
+        if !sets.is_empty() {
+            expression.push_str(" SET ");
+            expression.push_str(&sets.join(", "));
+        }
+        UpdateSpec {
+            key: self.key,
+            expression,
+            values,
+        }
+    }
+}
+
+/// Merges deltas of the same item, keeping the order in which items first appear.
+pub(crate) fn merge_deltas(deltas: impl IntoIterator<Item = UsageDelta>) -> Vec<UsageDelta> {
+    let mut merged: Vec<UsageDelta> = Vec::new();
+    for delta in deltas {
+        match merged.iter_mut().find(|m| m.key == delta.key) {
+            Some(existing) => existing.merge(delta),
+            None => merged.push(delta),
+        }
+    }
+    merged
+}
+
 /// The day rollup, the month rollup and the session's window sums for a usage event.
-pub(crate) fn usage_updates(event: &ConnectionEvent) -> Result<Vec<UpdateSpec>, LedgerError> {
+pub(crate) fn usage_deltas(event: &ConnectionEvent) -> Result<Vec<UsageDelta>, LedgerError> {
     let (Some(usage), Some(sim_sid)) = (event.usage, event.sim_sid.as_deref()) else {
         return Err(LedgerError::Invalid(format!(
             "usage event {} has no usage or no sim_sid",
             event.key
         )));
     };
-    let amounts = [
-        (":up", n(usage.upload)),
-        (":down", n(usage.download)),
-        (":total", n(usage.total)),
-        (":one", n(1)),
-        (":sim", s(sim_sid)),
-    ];
-    let mut updates = Vec::with_capacity(3);
+    let delta = |key: Item, prefix, counter, sets| UsageDelta {
+        key,
+        prefix,
+        counter,
+        upload: usage.upload,
+        download: usage.download,
+        total: usage.total,
+        events: 1,
+        sets,
+    };
+    let mut deltas = Vec::with_capacity(3);
     for period in [event.billing_day_string(), event.billing_month_string()] {
-        let mut set = vec![
-            "sim_sid = :sim",
-            "period = :period",
-            "gsi3pk = :g3",
-            "gsi3sk = :sim",
-        ];
-        let mut values: Item = amounts
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.clone()))
-            .collect();
-        values.insert(
-            ":g3".into(),
-            s(keys::period_pk(&period, keys::shard_of(sim_sid))),
-        );
+        let mut sets = BTreeMap::from([
+            ("sim_sid", s(sim_sid)),
+            (
+                "gsi3pk",
+                s(keys::period_pk(&period, keys::shard_of(sim_sid))),
+            ),
+            ("gsi3sk", s(sim_sid)),
+        ]);
         if let Some(account) = event.account_sid.as_deref() {
-            set.extend(["account_sid = :account", "gsi1pk = :g1", "gsi1sk = :sim"]);
-            values.insert(":account".into(), s(account));
-            values.insert(":g1".into(), s(keys::account_period_pk(account, &period)));
+            sets.insert("account_sid", s(account));
+            sets.insert("gsi1pk", s(keys::account_period_pk(account, &period)));
+            sets.insert("gsi1sk", s(sim_sid));
         }
         if let Some(fleet) = event.fleet_sid.as_deref() {
-            set.extend(["fleet_sid = :fleet", "gsi2pk = :g2", "gsi2sk = :sim"]);
-            values.insert(":fleet".into(), s(fleet));
-            values.insert(":g2".into(), s(keys::fleet_period_pk(fleet, &period)));
+            sets.insert("fleet_sid", s(fleet));
+            sets.insert("gsi2pk", s(keys::fleet_period_pk(fleet, &period)));
+            sets.insert("gsi2sk", s(sim_sid));
         }
-        values.insert(":period".into(), s(period.as_str()));
-        updates.push(UpdateSpec {
-            key: key(keys::sim_pk(sim_sid), &keys::rollup_sk(&period)),
-            expression: format!(
-                "ADD data_upload :up, data_download :down, data_total :total, usage_events :one SET {}",
-                set.join(", ")
-            ),
-            values,
-        });
+        let key = key(keys::sim_pk(sim_sid), &keys::rollup_sk(&period));
+        sets.insert("period", s(period));
+        deltas.push(delta(key, "data", "usage_events", sets));
     }
     if let Some(session) = &event.session {
-        let mut set = vec!["sim_sid = :sim", "session_sid = :sid"];
-        let mut values: Item = amounts
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.clone()))
-            .collect();
-        values.insert(":sid".into(), s(session.sid.as_str()));
+        let mut sets = BTreeMap::from([
+            ("sim_sid", s(sim_sid)),
+            ("session_sid", s(session.sid.as_str())),
+        ]);
         if let Some(start) = session.start_time {
-            set.push("start_time = :start");
-            values.insert(":start".into(), s(timestamp(start)));
+            sets.insert("start_time", s(timestamp(start)));
         }
         if let Some(end) = session.end_time {
-            set.push("end_time = :end");
-            values.insert(":end".into(), s(timestamp(end)));
+            sets.insert("end_time", s(timestamp(end)));
         }
-        updates.push(UpdateSpec {
-            key: key(keys::sim_pk(sim_sid), &keys::session_sk(&session.sid)),
-            expression: format!(
-                "ADD window_upload :up, window_download :down, window_total :total, windows_received :one SET {}",
-                set.join(", ")
-            ),
-            values,
-        });
+        deltas.push(delta(
+            key(keys::sim_pk(sim_sid), &keys::session_sk(&session.sid)),
+            "window",
+            "windows_received",
+            sets,
+        ));
     }
-    Ok(updates)
+    Ok(deltas)
 }
 
 /// Sets the session's cumulative totals; the caller adds the condition that they grow.
@@ -210,4 +265,82 @@ pub(crate) fn session_high_water(event: &ConnectionEvent) -> Option<UpdateSpec> 
             (":sid".to_owned(), s(session.sid.as_str())),
         ]),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::parse_event;
+
+    fn usage_event(sid: &str, day: &str, session: &str, up: u64, down: u64) -> ConnectionEvent {
+        parse_event(
+            &serde_json::json!({
+                "type": "com.kore.iot.supersim.connection.data-session.updated",
+                "source": "kore-events",
+                "id": sid,
+                "time": format!("{day}T10:00:00Z"),
+                "data": {
+                    "event_sid": sid,
+                    "sim_sid": "HS1",
+                    "account_sid": "AC1",
+                    "data_session_sid": session,
+                    "data_session_update_end_time": format!("{day}T10:00:00Z"),
+                    "data_upload": up,
+                    "data_download": down,
+                    "data_total": up + down,
+                },
+            })
+            .to_string(),
+        )
+        .expect("a valid usage event")
+    }
+
+    fn added(update: &UpdateSpec, placeholder: &str) -> u64 {
+        number_attr(&update.values, placeholder).expect("a number")
+    }
+
+    #[test]
+    fn deltas_of_one_item_merge_into_one_update_with_the_sums() {
+        let events = [
+            usage_event("EZ1", "2024-11-03", "PI1", 10, 20),
+            usage_event("EZ2", "2024-11-03", "PI1", 1, 2),
+            usage_event("EZ3", "2024-11-04", "PI2", 100, 200),
+        ];
+        let deltas = events.iter().flat_map(|e| usage_deltas(e).expect("deltas"));
+        let updates: Vec<UpdateSpec> = merge_deltas(deltas)
+            .into_iter()
+            .map(UsageDelta::into_update)
+            .collect();
+        // Day 3, the month, session PI1, day 4, session PI2: each item once.
+        assert_eq!(updates.len(), 5);
+        let day3 = &updates[0];
+        assert_eq!(
+            string_attr(&day3.key, "sk"),
+            Some(keys::rollup_sk("2024-11-03").as_str())
+        );
+        assert_eq!(
+            (
+                added(day3, ":up"),
+                added(day3, ":total"),
+                added(day3, ":one")
+            ),
+            (11, 33, 2)
+        );
+        let month = &updates[1];
+        assert_eq!(
+            string_attr(&month.key, "sk"),
+            Some(keys::rollup_sk("2024-11").as_str())
+        );
+        assert_eq!((added(month, ":total"), added(month, ":one")), (333, 3));
+        assert!(month.expression.starts_with(
+            "ADD data_upload :up, data_download :down, data_total :total, usage_events :one SET "
+        ));
+        let session = &updates[2];
+        assert_eq!((added(session, ":down"), added(session, ":one")), (22, 2));
+        assert!(
+            session
+                .expression
+                .contains("window_total :total, windows_received :one")
+        );
+    }
 }

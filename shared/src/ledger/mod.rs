@@ -3,7 +3,8 @@
 //! Every event is one item keyed on its dedupe key, written with a conditional put. A
 //! usage-bearing event is written in one transaction with its SIM's day and month rollups and
 //! its data session's window sums, so a usage count can never be applied twice or lost, even
-//! if the process dies between calls. Copies of an event that arrive again (retries, the
+//! if the process dies between calls. In a batch, a SIM's new usage events share those
+//! transactions, up to 25 events with their merged sums in each ([`group`]). Copies of an event that arrive again (retries, the
 //! other provider) are recognized by the failed condition and only add their delivery to the
 //! event's `deliveries` set; a copy whose `data` differs is a conflict and is quarantined.
 //!
@@ -11,6 +12,7 @@
 //! its reason, and what failed for a passing reason is reported as retryable.
 
 pub mod callbacks;
+mod group;
 mod items;
 pub mod keys;
 pub mod quarantine;
@@ -310,10 +312,11 @@ impl UsageLedger {
         }
     }
 
-    /// Records many inputs with at most `max_concurrent_writes` in flight. Outcomes are in
-    /// input order. Copies of one event are written one after another in input order, so
-    /// the first copy in the stream is the one kept; different events run concurrently.
-    /// Once `deadline` has passed no new write starts: the rest get `Retry`.
+    /// Records many inputs, outcomes in input order. Copies of one event are written one
+    /// after another in input order, so the first copy in the stream is the one kept. The
+    /// first copies of a SIM's usage events are committed together (see [`group`]), and
+    /// up to `max_concurrent_writes` SIMs or other inputs are written at once. Once
+    /// `deadline` has passed no new write starts: the rest get `Retry`.
     pub async fn record_all(
         &self,
         inputs: &[(ParsedItem, Delivery)],
@@ -334,23 +337,52 @@ impl UsageLedger {
             }
         }
 
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; inputs.len()];
-        let mut stream = futures::stream::iter(chains)
-            .map(|chain| async move {
-                let mut results = Vec::with_capacity(chain.len());
-                for index in chain {
-                    let (item, delivery) = &inputs[index];
-                    let outcome = if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-                        Outcome::Retry {
-                            reason: "invocation deadline reached before this write started".into(),
-                        }
-                    } else {
-                        self.record(item, delivery).await
-                    };
-                    results.push((index, outcome));
-                }
-                results
+        // Usage events seen before (re-deliveries, the other provider) take the duplicate
+        // path at once rather than cancel a group's transaction. If the lookup fails, the
+        // transactions' conditions still tell.
+        let usage_heads: Vec<&ConnectionEvent> = chains
+            .iter()
+            .filter_map(|chain| match &inputs[chain[0]].0 {
+                Ok(event) if event.usage.is_some() => Some(event),
+                _ => None,
             })
+            .collect();
+        let stored = self.already_stored(&usage_heads).await.unwrap_or_default();
+
+        // Units that may run concurrently: all chains headed by a new-looking usage event of
+        // one SIM (they share its rollups), or any other chain alone.
+        let mut units: Vec<Unit> = Vec::with_capacity(chains.len());
+        let mut unit_of_sim: HashMap<&str, usize> = HashMap::new();
+        for chain in chains {
+            let sim = match &inputs[chain[0]].0 {
+                Ok(event)
+                    if event.usage.is_some() && !stored.contains(&keys::event_pk(&event.key)) =>
+                {
+                    event.sim_sid.as_deref()
+                }
+                _ => None,
+            };
+            match sim {
+                Some(sim) => match unit_of_sim.get(sim) {
+                    Some(&unit) => units[unit].chains.push(chain),
+                    None => {
+                        unit_of_sim.insert(sim, units.len());
+                        units.push(Unit {
+                            grouped: true,
+                            chains: vec![chain],
+                        });
+                    }
+                },
+                None => units.push(Unit {
+                    grouped: false,
+                    chains: vec![chain],
+                }),
+            }
+        }
+
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; inputs.len()];
+        let mut stream = futures::stream::iter(units)
+            .map(|unit| async move { self.record_unit(inputs, unit, deadline).await })
             .buffer_unordered(self.config.max_concurrent_writes.max(1));
         while let Some(results) = stream.next().await {
             for (index, outcome) in results {
@@ -365,6 +397,47 @@ impl UsageLedger {
                 })
             })
             .collect()
+    }
+
+    /// One unit of [`Self::record_all`]: a SIM's group commits its chains' first elements
+    /// together; then every other element is recorded one at a time, in order.
+    async fn record_unit(
+        &self,
+        inputs: &[(ParsedItem, Delivery)],
+        unit: Unit,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Vec<(usize, Outcome)> {
+        let Unit { grouped, chains } = unit;
+        let heads: Vec<group::Pending<'_>> = chains
+            .iter()
+            .filter_map(|chain| match &inputs[chain[0]] {
+                (Ok(event), delivery) if grouped => Some(group::Pending {
+                    index: chain[0],
+                    event,
+                    delivery,
+                }),
+                _ => None,
+            })
+            .collect();
+        let (mut results, rest_of) = if heads.is_empty() {
+            (Vec::new(), 0)
+        } else {
+            (self.record_usage_group(&heads, deadline).await, 1)
+        };
+        for chain in &chains {
+            for &index in &chain[rest_of..] {
+                let (item, delivery) = &inputs[index];
+                let outcome = if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                    Outcome::Retry {
+                        reason: "invocation deadline reached before this write started".into(),
+                    }
+                } else {
+                    self.record(item, delivery).await
+                };
+                results.push((index, outcome));
+            }
+        }
+        results
     }
 
     /// Stores one event exactly once. See the module documentation.
@@ -503,10 +576,10 @@ impl UsageLedger {
                 )
                 .build(),
         ];
-        for update in items::usage_updates(event)? {
+        for delta in items::usage_deltas(event)? {
             actions.push(
                 TransactWriteItem::builder()
-                    .update(self.update_action(update)?)
+                    .update(self.update_action(delta.into_update())?)
                     .build(),
             );
         }
@@ -679,6 +752,14 @@ impl UsageLedger {
             },
         }
     }
+}
+
+/// Inputs that [`UsageLedger::record_all`] writes in one task: the chains (copies of one key,
+/// in input order) of one SIM's new-looking usage events, committed as a group, or one other
+/// chain.
+struct Unit {
+    grouped: bool,
+    chains: Vec<Vec<usize>>,
 }
 
 /// Exponential back-off with jitter, 25 ms doubling, for transaction conflicts.
