@@ -145,8 +145,9 @@ impl UsageLedger {
                 .filter(|&i| code_of(i) == "ConditionalCheckFailed")
                 .collect();
             if !stored.is_empty() {
-                // DynamoDB Local names only the first failed condition: ask which others
-                // are stored too, rather than send the transaction again for each.
+                // Other members may be stored too without a reason naming them (a first
+                // version that trusted the reasons alone crawled on DynamoDB Local): ask,
+                // rather than send the transaction again for each.
                 let events: Vec<&ConnectionEvent> = members.iter().map(|p| p.event).collect();
                 if let Ok(found) = self.already_stored(&events).await {
                     stored = (0..members.len())
