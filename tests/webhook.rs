@@ -368,14 +368,7 @@ async fn storage_down_gets_503_and_the_retry_after_recovery_is_exact() {
     let (mut samples, _) = kore_batch(10, SIM, "D");
     let (others, _) = kore_batch(20, other_sim, "E");
     samples.extend(others.into_iter().skip(10));
-    let body = format!(
-        "[{}]",
-        samples
-            .iter()
-            .map(SampleEvent::kore_json)
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let body = kore_body(&samples);
     assert!(
         samples[..10]
             .iter()

@@ -263,15 +263,20 @@ pub fn kore_batch(n: usize, sim_sid: &str, prefix: &str) -> (Vec<SampleEvent>, S
             )
         })
         .collect();
-    let body = format!(
+    let body = kore_body(&samples);
+    (samples, body)
+}
+
+/// The samples as one KORE webhook body: a JSON array of KORE CloudEvents.
+pub fn kore_body(samples: &[SampleEvent]) -> String {
+    format!(
         "[{}]",
         samples
             .iter()
             .map(SampleEvent::kore_json)
             .collect::<Vec<_>>()
             .join(",")
-    );
-    (samples, body)
+    )
 }
 
 /// Bytes (upload + download) the samples' usage windows add up to: the independent total.
