@@ -37,22 +37,41 @@ pub fn sentence(message: &str) -> String {
 /// cannot be reached, which credentials are refused.
 pub fn describe(error: &LedgerError, table: &str) -> String {
     match error {
-        LedgerError::Retryable { operation, message }
-        | LedgerError::Rejected { operation, message } => describe_sdk(operation, message, table),
+        LedgerError::Retryable {
+            operation,
+            code,
+            message,
+        }
+        | LedgerError::Rejected {
+            operation,
+            code,
+            message,
+        } => describe_sdk(operation, code.as_deref(), message, table),
         other => other.to_string(),
     }
 }
 
-/// `message` is an SDK error's `DisplayErrorContext`.
-fn describe_sdk(operation: &str, message: &str, table: &str) -> String {
+/// Error codes that mean the caller's credentials or permissions are refused.
+const REFUSED_CODES: [&str; 5] = [
+    "UnrecognizedClientException",
+    "AccessDeniedException",
+    "InvalidSignatureException",
+    "ExpiredTokenException",
+    "MissingAuthenticationTokenException",
+];
+
+/// `message` is an SDK error's `DisplayErrorContext`; `code` the service's error code when it
+/// answered with one (an outcome's reason has only the text, so the text is read too).
+fn describe_sdk(operation: &str, code: Option<&str>, message: &str, table: &str) -> String {
     let chain = error_chain(message);
     let lower = chain.to_ascii_lowercase();
-    let (code, last) = innermost(chain);
+    let (parsed_code, last) = innermost(chain);
+    let code = code.map(str::to_owned).or(parsed_code);
     let endpoint = std::env::var("AWS_ENDPOINT_URL_DYNAMODB")
         .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
         .map(|url| format!(" at {url}"))
         .unwrap_or_default();
-    if lower.contains("resourcenotfoundexception")
+    if code.as_deref() == Some("ResourceNotFoundException")
         || lower.contains("non-existent table")
         || lower.contains("requested resource not found")
     {
@@ -75,9 +94,7 @@ fn describe_sdk(operation: &str, message: &str, table: &str) -> String {
         || lower.contains("io error")
     {
         format!("cannot reach DynamoDB{endpoint}: {last}")
-    } else if lower.contains("unrecognizedclient")
-        || lower.contains("accessdenied")
-        || lower.contains("invalidsignature")
+    } else if code.as_deref().is_some_and(|c| REFUSED_CODES.contains(&c))
         || lower.contains("security token")
     {
         format!("DynamoDB refused the request: {last}")
@@ -153,7 +170,7 @@ pub fn clean_reason(reason: &str, table: &str) -> String {
         .and_then(|rest| rest.split_once(" failed for a passing reason ("))
         .and_then(|(operation, rest)| Some((operation, rest.strip_suffix("); retry")?)));
     if let Some((operation, message)) = sdk {
-        return describe_sdk(operation, message, table);
+        return describe_sdk(operation, None, message, table);
     }
     let chain = error_chain(reason);
     let mut text = chain.to_owned();
@@ -187,6 +204,7 @@ mod tests {
     fn missing_table_reads_as_one_sentence() {
         let error = LedgerError::Rejected {
             operation: "Query",
+            code: Some("ResourceNotFoundException".into()),
             message: "service error: ResourceNotFoundException: Cannot do operations on a non-existent table (ServiceError(ServiceError { source: ResourceNotFoundException(...) }))".into(),
         };
         let text = sentence(&describe(&error, "ledger"));
@@ -199,9 +217,27 @@ mod tests {
     }
 
     #[test]
+    fn refused_credentials_are_told_by_their_code() {
+        let error = LedgerError::Rejected {
+            operation: "Query",
+            code: Some("UnrecognizedClientException".into()),
+            message: "service error: The security token included in the request is invalid".into(),
+        };
+        assert!(describe(&error, "t").starts_with("DynamoDB refused the request"));
+        // The code decides, not a word in the message.
+        let error = LedgerError::Rejected {
+            operation: "Query",
+            code: Some("ValidationException".into()),
+            message: "service error: attribute accessdenied is reserved".into(),
+        };
+        assert!(describe(&error, "t").starts_with("DynamoDB Query failed (ValidationException)"));
+    }
+
+    #[test]
     fn refused_connection_names_no_debug_dump() {
         let error = LedgerError::Retryable {
             operation: "GetItem",
+            code: None,
             message: "dispatch failure: io error: client error (Connect): tcp connect error: Connection refused (os error 111) (DispatchFailure(DispatchFailure { source: ConnectorError { kind: Io, source: hyper_util::client::legacy::Error(Connect, ...) } }))".into(),
         };
         let text = describe(&error, "ledger");
@@ -213,6 +249,7 @@ mod tests {
     fn other_errors_keep_the_innermost_cause() {
         let error = LedgerError::Rejected {
             operation: "Query",
+            code: Some("ValidationException".into()),
             message: "service error: ValidationException: One or more parameter values were invalid (ServiceError(...))".into(),
         };
         assert_eq!(
@@ -226,6 +263,7 @@ mod tests {
     fn unmodelled_errors_give_their_code_and_message() {
         let error = LedgerError::Rejected {
             operation: "Query",
+            code: None,
             message: r#"service error: unhandled error (ValidationException): Error { code: "ValidationException", message: "Invalid table/index name.  Names may contain \"-\".", aws_request_id: "b79d" } (ServiceError(ServiceError { source: Unhandled(...) }))"#.into(),
         };
         assert_eq!(
@@ -234,6 +272,7 @@ mod tests {
         );
         let error = LedgerError::Retryable {
             operation: "Query",
+            code: None,
             message: "dispatch failure: other: missing signing region (DispatchFailure(...))"
                 .into(),
         };
@@ -244,6 +283,7 @@ mod tests {
     fn retry_reasons_read_like_errors() {
         let error = LedgerError::Retryable {
             operation: "TransactWriteItems",
+            code: Some("ThrottlingException".into()),
             message: "service error: ThrottlingException: Rate of requests exceeds the allowed throughput. (ServiceError(ServiceError { source: ThrottlingException(...) }))".into(),
         };
         assert_eq!(

@@ -1,5 +1,6 @@
-//! `kore-usage`: the operator's tool for the usage ledger. Reports per SIM, data sessions and
-//! their gaps, migration reconciliation between KORE and Twilio, replay of CloudEvent
+//! `kore-usage`: the operator's tool for the usage ledger. Usage records as UsageRecords
+//! answers them, rollups rebuilt from the events, reports per SIM, data sessions and their
+//! gaps, migration reconciliation between KORE and Twilio, replay of CloudEvent
 //! archives, and the quarantine (list, show, redrive). Every write goes through the same
 //! shared path as the Lambda functions, so replays and redrives are exactly once too.
 //!
@@ -8,10 +9,12 @@
 mod failure;
 mod output;
 mod quarantine;
+mod rebuild;
 mod reconcile;
 mod replay;
 mod report;
 mod sessions;
+mod usage;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -24,6 +27,9 @@ use failure::Failure;
 
 const EXAMPLES: &str = "\
 Examples:
+  kore-usage usage --start 2024-11-01T00:00:00Z --end 2024-12-01T00:00:00Z --group sim
+  kore-usage usage --start 2024-11-03T00:00:00Z --end 2024-11-04T00:00:00Z --granularity hour --group network
+  kore-usage rebuild --start 2024-11-01T00:00:00Z --end 2024-12-01T00:00:00Z --check
   kore-usage report --period 2024-11 --table kore-usage-ledger
   kore-usage report --period 2024-11-03 --account AC0a1b2c3d4e5f60718293a4b5c6d7e8f9 --format csv
   kore-usage sessions --sim HS11112222333344445555666677778888 --gaps
@@ -53,6 +59,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Usage(usage::Args),
+    Rebuild(rebuild::Args),
     Report(report::Args),
     Sessions(sessions::Args),
     Reconcile(reconcile::Args),
@@ -69,6 +77,8 @@ async fn main() -> ExitCode {
     };
     let ledger = ledger(table).await;
     let result = match cli.command {
+        Command::Usage(args) => usage::run(&ledger, args).await,
+        Command::Rebuild(args) => rebuild::run(&ledger, args).await,
         Command::Report(args) => report::run(&ledger, args).await,
         Command::Sessions(args) => sessions::run(&ledger, args).await,
         Command::Reconcile(args) => reconcile::run(&ledger, args).await,

@@ -6,6 +6,7 @@ use chrono::NaiveDate;
 use clap::ValueEnum;
 use kore_ingest_shared::ledger::UsageLedger;
 use kore_ingest_shared::ledger::reports::UsageRollup;
+use kore_ingest_shared::usage::UsageFilters;
 use serde::Serialize;
 
 use crate::failure::{OrFail, Result};
@@ -20,7 +21,7 @@ Examples:
 
 Without --sim, --account or --fleet every SIM with usage in the period is listed. Given
 together, they narrow each other (e.g. --account with --fleet: the fleet's SIMs of that
-account).";
+account). Usage counts for the account and fleet that each event named when it happened.";
 
 /// Usage per SIM for a month or a day (UTC billing days), from the ledger's rollups.
 #[derive(Debug, clap::Args)]
@@ -101,33 +102,19 @@ impl From<&UsageRollup> for Row {
 
 pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
     let period = args.period.as_str();
-    let mut rollups = if let Some(sim) = &args.sim {
-        ledger
-            .sim_usage(sim, period)
-            .await
-            .or_fail(ledger)?
-            .into_iter()
-            .collect()
-    } else if let Some(account) = &args.account {
-        ledger
-            .account_usage(account, period)
-            .await
-            .or_fail(ledger)?
-    } else if let Some(fleet) = &args.fleet {
-        ledger.fleet_usage(fleet, period).await.or_fail(ledger)?
-    } else {
-        ledger.period_usage(period).await.or_fail(ledger)?
+    // Usage is booked to the account and fleet each event named: a SIM that moved fleet
+    // mid-month shows here only with what it used in that fleet.
+    let filters = UsageFilters {
+        sim_sid: args.sim.clone(),
+        account_sid: args.account.clone(),
+        fleet_sid: args.fleet.clone(),
+        ..UsageFilters::default()
     };
-    let matches = |wanted: &Option<String>, value: Option<&str>| {
-        wanted.as_deref().is_none_or(|wanted| value == Some(wanted))
-    };
-    rollups.retain(|r| {
-        matches(&args.sim, Some(&r.sim_sid))
-            && matches(&args.account, r.account_sid.as_deref())
-            && matches(&args.fleet, r.fleet_sid.as_deref())
-    });
-    let mut rows: Vec<Row> = rollups.iter().map(Row::from).collect();
-    rows.sort_by(|a, b| a.sim_sid.cmp(&b.sim_sid));
+    let rollups = ledger
+        .usage_per_sim(period, filters)
+        .await
+        .or_fail(ledger)?;
+    let rows: Vec<Row> = rollups.iter().map(Row::from).collect();
 
     let text = match args.format {
         ReportFormat::Json => json(&rows)?,

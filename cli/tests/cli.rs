@@ -7,6 +7,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 
 use chrono::{Duration, TimeZone, Utc};
+use integration_tests::faults::cancelled_for_marked_items;
 use integration_tests::*;
 use kore_ingest_shared::callback::CallbackKind;
 use kore_ingest_shared::event::{DataVolume, Provider};
@@ -978,8 +979,8 @@ fn read_http_message(reader: &mut impl BufRead) -> std::io::Result<Option<(Vec<u
 }
 
 /// A loopback proxy in front of DynamoDB Local for a `kore-usage` process: requests whose
-/// body holds `marker` get DynamoDB's `ThrottlingException`, every other request is
-/// forwarded. Returns the proxy's endpoint URL. It serves until the test process ends.
+/// body holds `marker` get DynamoDB's `ThrottlingException` (a transaction: cancelled for the
+/// marked items), every other request is forwarded. Returns the proxy's endpoint URL. It serves until the test process ends.
 fn throttling_proxy(marker: &'static str) -> String {
     let upstream = dynamodb_endpoint()
         .trim_start_matches("http://")
@@ -995,7 +996,15 @@ fn throttling_proxy(marker: &'static str) -> String {
                 let mut reader = BufReader::new(client);
                 while let Some((head, body)) = read_http_message(&mut reader)? {
                     if body.windows(marker.len()).any(|w| w == marker.as_bytes()) {
-                        let reply = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate of requests exceeds the allowed throughput."}"#;
+                        // In a transaction, only the marked item is throttled, as DynamoDB
+                        // throttles a hot item.
+                        let transaction =
+                            String::from_utf8_lossy(&head).contains(".TransactWriteItems");
+                        let reply = if transaction {
+                            cancelled_for_marked_items(&body, marker)
+                        } else {
+                            r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate of requests exceeds the allowed throughput."}"#.to_owned()
+                        };
                         write!(
                             writer,
                             "HTTP/1.1 400 Bad Request\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n{reply}",
@@ -1063,7 +1072,7 @@ async fn replay_exits_1_naming_inputs_still_retryable_and_a_second_run_stores_th
     assert_eq!(total["retries"][0]["source"], format!("{path}:3"));
     assert_one_sentence(&run.stderr);
     assert!(run.stderr.contains(&format!("{path}:3")), "{}", run.stderr);
-    assert!(run.stderr.contains("ThrottlingException"), "{}", run.stderr);
+    assert!(run.stderr.contains("Throttling"), "{}", run.stderr);
 
     let report = ok_json(&ledger, &["replay", path, "--format", "json"]);
     let total = &report["total"];

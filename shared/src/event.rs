@@ -161,6 +161,19 @@ pub struct DataVolume {
     pub total: u64,
 }
 
+/// The network an event names (`data.network`): its SID, name and ISO country. Any of them
+/// may be unknown.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Network {
+    pub sid: Option<String>,
+    pub friendly_name: Option<String>,
+    pub iso_country: Option<String>,
+}
+
+/// The largest byte count one event may report: 2^50 bytes (a petabyte), far above any
+/// real window, low enough that sums over millions of events stay exact in a `u64`.
+pub const MAX_AMOUNT: u64 = 1 << 50;
+
 /// The data session an event belongs to, with whatever times this event reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataSession {
@@ -196,6 +209,20 @@ impl DataHash {
     pub fn to_hex(self) -> String {
         hex::encode(self.0)
     }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        bytes.try_into().ok().map(DataHash)
+    }
+
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(text, &mut bytes).ok()?;
+        Some(DataHash(bytes))
+    }
 }
 
 impl fmt::Debug for DataHash {
@@ -221,9 +248,17 @@ pub struct ConnectionEvent {
     pub sim_sid: Option<String>,
     pub account_sid: Option<String>,
     pub fleet_sid: Option<String>,
+    /// `data.sim_iccid` and `data.sim_unique_name`, as this event names them.
+    pub sim_iccid: Option<String>,
+    pub sim_unique_name: Option<String>,
+    /// `data.network`: the network (and country) this event's usage happened on.
+    pub network: Option<Network>,
     /// The CloudEvent `time`, else `data.timestamp`, in UTC.
     pub event_time: DateTime<Utc>,
-    /// UTC date of `data_session_update_end_time`, else of `timestamp`, else of the event time.
+    /// When the usage happened, for booking: `data_session_update_end_time`, else
+    /// `timestamp`, else the event time (UTC). Usage is booked in this instant's UTC hour.
+    pub booked_at: DateTime<Utc>,
+    /// UTC date of [`Self::booked_at`].
     pub billing_day: NaiveDate,
     /// The usage window: only on `data-session.updated` and `data-session.ended`.
     pub usage: Option<DataVolume>,
@@ -236,6 +271,14 @@ pub struct ConnectionEvent {
 }
 
 impl ConnectionEvent {
+    /// The start of the UTC hour the usage is booked in.
+    pub fn booking_hour(&self) -> DateTime<Utc> {
+        use chrono::{DurationRound, TimeDelta};
+        self.booked_at
+            .duration_trunc(TimeDelta::hours(1))
+            .unwrap_or(self.booked_at)
+    }
+
     /// `YYYY-MM-DD`
     pub fn billing_day_string(&self) -> String {
         self.billing_day.format("%Y-%m-%d").to_string()
@@ -367,6 +410,7 @@ pub fn parse_event(json: &str) -> Result<ConnectionEvent, EventError> {
     let source = optional_string(envelope.source.as_ref(), "source")?;
     let dataschema = optional_string(envelope.dataschema.as_ref(), "dataschema")?;
     let cloud_event_id = optional_string(envelope.id.as_ref(), "id")?;
+    let envelope_data = envelope.data;
     let envelope_time = optional_string(envelope.time.as_ref(), "time")?
         .map(|t| parse_time(&t, "time"))
         .transpose()?;
@@ -375,9 +419,59 @@ pub fn parse_event(json: &str) -> Result<ConnectionEvent, EventError> {
         .ok_or_else(|| EventError::UnknownProvider {
             event_type: event_type.clone(),
         })?;
+    let envelope = EnvelopeFields {
+        provider,
+        event_type,
+        cloud_event_id,
+        source,
+        time: envelope_time,
+        raw: json.to_owned(),
+    };
+    normalize(envelope, data_text(envelope_data)?)
+}
+
+/// An event record read back from the ledger: its type, time and `data` as stored. The
+/// provider is the one that delivered it first. Same rules as [`parse_event`].
+pub fn from_stored(
+    provider: Provider,
+    event_type: &str,
+    event_time: DateTime<Utc>,
+    data: &str,
+) -> Result<ConnectionEvent, EventError> {
+    normalize(
+        EnvelopeFields {
+            provider,
+            event_type: event_type.to_owned(),
+            cloud_event_id: None,
+            source: None,
+            time: Some(event_time),
+            raw: String::new(),
+        },
+        data.to_owned(),
+    )
+}
+
+/// What the envelope contributes to a [`ConnectionEvent`].
+struct EnvelopeFields {
+    provider: Provider,
+    event_type: String,
+    cloud_event_id: Option<String>,
+    source: Option<String>,
+    time: Option<DateTime<Utc>>,
+    raw: String,
+}
+
+fn normalize(envelope: EnvelopeFields, data_text: String) -> Result<ConnectionEvent, EventError> {
+    let EnvelopeFields {
+        provider,
+        event_type,
+        cloud_event_id,
+        source,
+        time: envelope_time,
+        raw,
+    } = envelope;
     let kind = EventKind::classify(&event_type);
 
-    let data_text = data_text(envelope.data)?;
     let data: Map<String, Value> = serde_json::from_str(&data_text)
         .map_err(|e| EventError::invalid("data", format!("not a JSON object: {e}")))?;
     let fields = DataFields(&data);
@@ -398,10 +492,8 @@ pub fn parse_event(json: &str) -> Result<ConnectionEvent, EventError> {
         "data_session_update_end_time",
         "data.data_session_update_end_time",
     )?;
-    let billing_day = update_end_time
-        .or(timestamp)
-        .unwrap_or(event_time)
-        .date_naive();
+    let booked_at = update_end_time.or(timestamp).unwrap_or(event_time);
+    let billing_day = booked_at.date_naive();
 
     let sim_sid = fields.owned_string("sim_sid", "data.sim_sid")?;
     let usage = match &kind {
@@ -445,14 +537,18 @@ pub fn parse_event(json: &str) -> Result<ConnectionEvent, EventError> {
         sim_sid,
         account_sid: fields.owned_string("account_sid", "data.account_sid")?,
         fleet_sid: fields.owned_string("fleet_sid", "data.fleet_sid")?,
+        sim_iccid: fields.owned_string("sim_iccid", "data.sim_iccid")?,
+        sim_unique_name: fields.owned_string("sim_unique_name", "data.sim_unique_name")?,
+        network: fields.network()?,
         event_time,
+        booked_at,
         billing_day,
         usage,
         session,
         data_hash: DataHash::of_data(&data),
         data: data_text,
         event_type,
-        raw: json.to_owned(),
+        raw,
     })
 }
 
@@ -546,18 +642,52 @@ impl<'a> DataFields<'a> {
                 format!("expected a byte count, found {}", json_type_name(value)),
             ));
         };
-        if let Some(bytes) = n.as_u64() {
-            return Ok(Some(bytes));
-        }
-        match n.as_f64() {
-            Some(f) if f < 0.0 => Err(EventError::invalid(field, "must not be negative")),
-            // Byte counts are whole; accept `1024.0` but never round a fraction into a bill.
-            Some(f) if f.fract() == 0.0 && f <= 9_007_199_254_740_992.0 => Ok(Some(f as u64)),
-            _ => Err(EventError::invalid(
+        let bytes = if let Some(bytes) = n.as_u64() {
+            bytes
+        } else {
+            match n.as_f64() {
+                Some(f) if f < 0.0 => {
+                    return Err(EventError::invalid(field, "must not be negative"));
+                }
+                // Byte counts are whole; accept `1024.0` but never round a fraction into a bill.
+                Some(f) if f.fract() == 0.0 && f <= 9_007_199_254_740_992.0 => f as u64,
+                Some(f) if f.fract() == 0.0 => u64::MAX,
+                _ => {
+                    return Err(EventError::invalid(
+                        field,
+                        "must be a whole number of bytes",
+                    ));
+                }
+            }
+        };
+        if bytes > MAX_AMOUNT {
+            return Err(EventError::invalid(
                 field,
-                "must be a whole number of bytes",
-            )),
+                format!("{n} bytes exceeds the 2^50-byte limit of one event"),
+            ));
         }
+        Ok(Some(bytes))
+    }
+
+    /// `data.network`: absent or null is an unknown network; otherwise an object whose
+    /// `sid`, `friendly_name` and `iso_country` are strings when present.
+    fn network(&self) -> Result<Option<Network>, EventError> {
+        let Some(value) = self.present("network") else {
+            return Ok(None);
+        };
+        let Value::Object(network) = value else {
+            return Err(EventError::invalid(
+                "data.network",
+                format!("expected an object, found {}", json_type_name(value)),
+            ));
+        };
+        let inner = DataFields(network);
+        let network = Network {
+            sid: inner.owned_string("sid", "data.network.sid")?,
+            friendly_name: inner.owned_string("friendly_name", "data.network.friendly_name")?,
+            iso_country: inner.owned_string("iso_country", "data.network.iso_country")?,
+        };
+        Ok((network != Network::default()).then_some(network))
     }
 
     /// Missing amounts are zero; a missing total is upload + download.
@@ -566,7 +696,8 @@ impl<'a> DataFields<'a> {
         let download = self.amount(names[1].0, names[1].1)?.unwrap_or(0);
         let total = match self.amount(names[2].0, names[2].1)? {
             Some(total) => total,
-            None => upload.saturating_add(download),
+            // Both are at most 2^50: the sum cannot overflow.
+            None => upload + download,
         };
         Ok(DataVolume {
             upload,
@@ -1112,5 +1243,60 @@ mod tests {
             String::from_utf8(out).unwrap(),
             r#"{"a":1.5,"b":[1,{"x":"é\n","y":null}]}"#
         );
+    }
+
+    #[test]
+    fn usage_is_booked_in_the_utc_hour_of_the_window_end_with_this_events_network() {
+        let event = parse_event(&event_with_data(
+            r#"{"timestamp":"2024-04-01T00:00:05Z","data_session_update_end_time":"2024-03-31T22:59:58+01:00","sim_iccid":"8988","sim_unique_name":"meter-1","network":{"sid":"HW1","friendly_name":"Telekom","iso_country":"DE","mcc":"262"}}"#,
+        ))
+        .unwrap();
+        assert_eq!(event.booking_hour(), utc("2024-03-31T21:00:00Z"));
+        assert_eq!(
+            event.network,
+            Some(Network {
+                sid: Some("HW1".into()),
+                friendly_name: Some("Telekom".into()),
+                iso_country: Some("DE".into()),
+            })
+        );
+        assert_eq!(event.sim_iccid.as_deref(), Some("8988"));
+        assert_eq!(event.sim_unique_name.as_deref(), Some("meter-1"));
+        // No network, or a null one: unknown, never an error.
+        for data in [r#"{}"#, r#"{"network":null}"#, r#"{"network":{}}"#] {
+            assert_eq!(parse_event(&event_with_data(data)).unwrap().network, None);
+        }
+        assert_eq!(
+            parse_event(&event_with_data(r#"{"network":{"sid":7}}"#)).unwrap_err(),
+            EventError::invalid("data.network.sid", "expected a string, found a number")
+        );
+        assert_eq!(
+            parse_event(&event_with_data(r#"{"network":"HW1"}"#)).unwrap_err(),
+            EventError::invalid("data.network", "expected an object, found a string")
+        );
+    }
+
+    #[test]
+    fn amounts_over_two_to_the_fifty_bytes_are_refused_naming_the_field() {
+        let at_limit = format!(r#"{{"data_upload":{MAX_AMOUNT},"data_download":{MAX_AMOUNT}}}"#);
+        let event = parse_event(&event_with_data(&at_limit)).unwrap();
+        assert_eq!(event.usage.unwrap().total, 2 * MAX_AMOUNT);
+        for (data, field) in [
+            (
+                format!(r#"{{"data_download":{}}}"#, MAX_AMOUNT + 1),
+                "data.data_download",
+            ),
+            (r#"{"data_total":1e300}"#.to_owned(), "data.data_total"),
+            (
+                format!(r#"{{"data_session_data_upload":{}}}"#, u64::MAX),
+                "data.data_session_data_upload",
+            ),
+        ] {
+            let error = parse_event(&event_with_data(&data)).unwrap_err();
+            assert!(
+                matches!(&error, EventError::InvalidField { field: f, reason } if *f == field && reason.contains("2^50")),
+                "{data}: {error}"
+            );
+        }
     }
 }

@@ -4,14 +4,18 @@
 //!   bodies, normalized into one typed [`event::ConnectionEvent`].
 //! - [`callback`]: form-urlencoded callbacks (SIM updates, SMS/IP Commands, eSIM profiles).
 //! - [`signature`]: `Kore-Signature` and `X-Twilio-Signature` verification.
+//! - [`delivery`]: how an input arrived and what became of it.
+//! - [`usage`]: the booking rule and usage records as billing asks for them.
 //! - [`ledger`]: the exactly-once usage ledger on DynamoDB.
 //! - [`metrics`]: CloudWatch Embedded Metric Format.
 //!
 //! Nothing here knows about Lambda; the function crates are thin adapters around it.
 
 pub mod callback;
+pub mod delivery;
 pub mod event;
 #[cfg(feature = "ledger")]
 pub mod ledger;
 pub mod metrics;
 pub mod signature;
+pub mod usage;

@@ -102,7 +102,18 @@ impl HttpConnector for ThrottlingConnector {
                 inner.call(request).await
             });
         }
-        let body = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate of requests exceeds the allowed throughput."}"#;
+        // A marked item inside a transaction is throttled the way DynamoDB throttles a hot
+        // item: the transaction is cancelled, and only that item's reason says why.
+        let transaction = request
+            .headers()
+            .get("x-amz-target")
+            .is_some_and(|t| t.ends_with(".TransactWriteItems"));
+        let body = match (transaction, self.throttle.share, request.body().bytes()) {
+            (true, None, Some(body)) if !self.throttle.marker.is_empty() => {
+                cancelled_for_marked_items(body, &self.throttle.marker)
+            }
+            _ => r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate of requests exceeds the allowed throughput."}"#.to_owned(),
+        };
         let mut response = Response::new(
             StatusCode::try_from(400u16).expect("400"),
             SdkBody::from(body),
@@ -112,6 +123,31 @@ impl HttpConnector for ThrottlingConnector {
             .insert("content-type", "application/x-amz-json-1.0");
         HttpConnectorFuture::ready(Ok(response))
     }
+}
+
+/// DynamoDB's answer to a transaction with throttled items: `ThrottlingError` for each
+/// action that mentions `marker`, `None` for the others.
+pub fn cancelled_for_marked_items(body: &[u8], marker: &str) -> String {
+    let request: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let reasons: Vec<serde_json::Value> = request["TransactItems"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|action| {
+            if action.to_string().contains(marker) {
+                serde_json::json!({"Code": "ThrottlingError", "Message": "Throughput exceeds the current capacity of your table or index."})
+            } else {
+                serde_json::json!({"Code": "None"})
+            }
+        })
+        .collect();
+    serde_json::json!({
+        "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+        "Message": "Transaction cancelled, please refer cancellation reasons for specific reasons",
+        "CancellationReasons": reasons,
+    })
+    .to_string()
 }
 
 impl HttpClient for ThrottlingClient {

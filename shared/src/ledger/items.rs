@@ -1,12 +1,18 @@
-//! Building the DynamoDB items and update expressions the ledger writes.
+//! The items the ledger writes and reads back, attribute by attribute. Sizes matter: DynamoDB
+//! bills a write per started kilobyte (twice in a transaction), so the event record and the
+//! rollup are kept under 1 KB in the shape real traffic has, with short attribute names
+//! and nothing that can be derived from the stored `data`.
 
 use std::collections::BTreeMap;
 
+use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, NaiveDate, Timelike, Utc};
 
-use super::{Item, LedgerError, Origin, keys, timestamp};
-use crate::event::{ConnectionEvent, Provider};
-use crate::ledger::Delivery;
+use super::{Item, LedgerError, keys, timestamp};
+use crate::delivery::{Delivery, delivery_tag};
+use crate::event::{ConnectionEvent, DataHash, DataVolume, DedupeKey};
+use crate::usage::{Booking, BookingNames, HourUsage, UsageCell};
 
 pub(crate) fn key(pk: String, sk: &str) -> Item {
     Item::from([
@@ -15,11 +21,11 @@ pub(crate) fn key(pk: String, sk: &str) -> Item {
     ])
 }
 
-fn s(value: impl Into<String>) -> AttributeValue {
+pub(crate) fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }
 
-fn n(value: u64) -> AttributeValue {
+pub(crate) fn n(value: u64) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
@@ -37,76 +43,306 @@ pub(crate) fn number_attr(item: &Item, name: &str) -> Option<u64> {
     }
 }
 
-pub(crate) fn string_set_contains(item: &Item, name: &str, wanted: &str) -> bool {
-    matches!(item.get(name), Some(AttributeValue::Ss(values)) if values.iter().any(|v| v == wanted))
+pub(crate) fn string_set(item: &Item, name: &str) -> Vec<String> {
+    match item.get(name) {
+        Some(AttributeValue::Ss(values)) => values.clone(),
+        _ => Vec::new(),
+    }
 }
 
-/// `provider#path`, e.g. `kore#kinesis`: who delivered an event, and how.
-pub(crate) fn delivery_tag(provider: Provider, origin: &Origin) -> String {
-    format!("{}#{}", provider.as_str(), origin.path())
-}
+// ---- event records ----------------------------------------------------------------------
 
-/// The event record: normalized fields, the untouched `data`, its hash, who delivered it.
+/// Attribute names of an event record. The legacy layout (before compression) used
+/// `data` (text) and `data_hash` (hex); both are still read.
+const DATA_DEFLATE: &str = "z";
+const DATA_HASH: &str = "h";
+const EVENT_TYPE: &str = "ty";
+const EVENT_TIME: &str = "et";
+const RECEIVED_AT: &str = "ra";
+pub(crate) const DELIVERIES: &str = "deliveries";
+const LEGACY_DATA: &str = "data";
+const LEGACY_DATA_HASH: &str = "data_hash";
+const LEGACY_EVENT_TYPE: &str = "event_type";
+const LEGACY_EVENT_TIME: &str = "event_time";
+const LEGACY_RECEIVED_AT: &str = "received_at";
+
+/// What the duplicate check reads of a stored event.
+pub(crate) const DIGEST_PROJECTION: &str = "pk, h, data_hash, deliveries";
+
+/// A stored data object larger than this after inflating is refused as corrupt: nothing
+/// the pipeline accepts is larger (Kinesis records and webhook bodies are at most 1 MB).
+const MAX_DATA_BYTES: usize = 8 * 1024 * 1024;
+
+/// The event record: the `data` object exactly as received (deflated), its hash, the
+/// envelope's type and time, when it first arrived and who delivered it. Everything else
+/// (SIM, amounts, booking) is derived from `data` when needed, which keeps the item, and so
+/// its write, at one kilobyte. Events without usage also carry the time index keys.
 pub(crate) fn event_item(event: &ConnectionEvent, delivery: &Delivery) -> Item {
     let mut item = key(keys::event_pk(&event.key), keys::SINGLE);
-    let day = event.billing_day_string();
-    let event_time = timestamp(event.event_time);
-    let mut put = |name: &str, value: AttributeValue| {
-        item.insert(name.to_owned(), value);
-    };
-    put("event_sid", s(event.key.as_str()));
-    put("kind", s(event.kind.name()));
-    put("event_type", s(event.event_type.as_str()));
-    put("provider", s(event.provider.as_str()));
-    put("path", s(delivery.origin.path()));
-    put("origin", s(delivery.origin.locator()));
-    put(
-        "deliveries",
+    let compressed = miniz_oxide::deflate::compress_to_vec(event.data.as_bytes(), 6);
+    item.insert(
+        DATA_DEFLATE.into(),
+        AttributeValue::B(Blob::new(compressed)),
+    );
+    item.insert(
+        DATA_HASH.into(),
+        AttributeValue::B(Blob::new(event.data_hash.as_bytes().to_vec())),
+    );
+    item.insert(
+        DELIVERIES.into(),
         AttributeValue::Ss(vec![delivery_tag(event.provider, &delivery.origin)]),
     );
-    put("received_at", s(timestamp(delivery.received_at)));
-    put("event_time", s(event_time.as_str()));
-    put("billing_day", s(day.as_str()));
-    put("billing_month", s(event.billing_month_string()));
-    put("data", s(event.data.as_str()));
-    put("data_hash", s(event.data_hash.to_hex()));
-    // The time index is partitioned by the day of `event_time`, which is what it sorts on.
-    let index_day = event.event_time.format("%Y-%m-%d").to_string();
-    put(
-        "gsi1pk",
-        s(keys::events_by_day_pk(
-            &index_day,
-            keys::shard_of(event.key.as_str()),
-        )),
-    );
-    put("gsi1sk", s(format!("{event_time}#{}", event.key)));
-    let optional = [
-        ("sim_sid", event.sim_sid.as_deref()),
-        ("account_sid", event.account_sid.as_deref()),
-        ("fleet_sid", event.fleet_sid.as_deref()),
-        ("cloud_event_id", event.cloud_event_id.as_deref()),
-        ("source", event.source.as_deref()),
-        (
-            "session_sid",
-            event.session.as_ref().map(|s| s.sid.as_str()),
-        ),
-    ];
-    for (name, value) in optional {
-        if let Some(value) = value {
-            put(name, s(value));
+    item.insert(EVENT_TYPE.into(), s(event.event_type.as_str()));
+    let event_time = timestamp(event.event_time);
+    item.insert(RECEIVED_AT.into(), s(timestamp(delivery.received_at)));
+    if event.usage.is_none() {
+        // The time index (gsi1 keys are always projected): how events without usage are
+        // found again by time. Usage events are found through their booking lists instead,
+        // which costs no index write per event.
+        let day = event.event_time.format("%Y-%m-%d").to_string();
+        item.insert(
+            "gsi1pk".into(),
+            s(keys::events_by_day_pk(
+                &day,
+                keys::shard_of(event.key.as_str()),
+            )),
+        );
+        item.insert("gsi1sk".into(), s(format!("{event_time}#{}", event.key)));
+    }
+    item.insert(EVENT_TIME.into(), s(event_time));
+    item
+}
+
+/// The stored hash and deliveries of an event: enough to tell a duplicate from a conflict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredDigest {
+    pub data_hash: Option<DataHash>,
+    pub deliveries: Vec<String>,
+}
+
+impl StoredDigest {
+    pub fn of(item: &Item) -> Self {
+        StoredDigest {
+            data_hash: stored_hash(item),
+            deliveries: string_set(item, DELIVERIES),
         }
     }
-    if let Some(usage) = event.usage {
-        put("data_upload", n(usage.upload));
-        put("data_download", n(usage.download));
-        put("data_total", n(usage.total));
+}
+
+fn stored_hash(item: &Item) -> Option<DataHash> {
+    match (item.get(DATA_HASH), string_attr(item, LEGACY_DATA_HASH)) {
+        (Some(AttributeValue::B(bytes)), _) => DataHash::from_bytes(bytes.as_ref()),
+        (_, Some(hex)) => DataHash::from_hex(hex),
+        _ => None,
     }
-    if let Some(cumulative) = event.session.as_ref().and_then(|s| s.cumulative) {
-        put("cumulative_upload", n(cumulative.upload));
-        put("cumulative_download", n(cumulative.download));
-        put("cumulative_total", n(cumulative.total));
+}
+
+/// An event record read back, in either layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub key: DedupeKey,
+    pub event_type: String,
+    pub event_time: DateTime<Utc>,
+    /// The `data` object exactly as received.
+    pub data: String,
+    pub data_hash: Option<DataHash>,
+    /// `provider#path` tags, e.g. `kore#kinesis`.
+    pub deliveries: Vec<String>,
+    pub received_at: Option<String>,
+}
+
+impl StoredEvent {
+    pub(crate) fn from_item(item: &Item) -> Result<Self, LedgerError> {
+        let pk = string_attr(item, "pk").unwrap_or_default();
+        let corrupt = |reason: &str| LedgerError::CorruptItem {
+            pk: pk.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let sid = pk
+            .strip_prefix(keys::EVENT_PK_PREFIX)
+            .ok_or_else(|| corrupt("not an event record"))?;
+        let key = DedupeKey::new(sid, "pk").map_err(|e| corrupt(&format!("bad event key: {e}")))?;
+        let data = match (item.get(DATA_DEFLATE), string_attr(item, LEGACY_DATA)) {
+            (Some(AttributeValue::B(bytes)), _) => {
+                let raw = miniz_oxide::inflate::decompress_to_vec_with_limit(
+                    bytes.as_ref(),
+                    MAX_DATA_BYTES,
+                )
+                .map_err(|_| corrupt("the deflated data does not inflate"))?;
+                String::from_utf8(raw).map_err(|_| corrupt("the data is not UTF-8"))?
+            }
+            (_, Some(text)) => text.to_owned(),
+            _ => return Err(corrupt("no data")),
+        };
+        let event_type = string_attr(item, EVENT_TYPE)
+            .or_else(|| string_attr(item, LEGACY_EVENT_TYPE))
+            .ok_or_else(|| corrupt("no event type"))?
+            .to_owned();
+        let event_time = string_attr(item, EVENT_TIME)
+            .or_else(|| string_attr(item, LEGACY_EVENT_TIME))
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .ok_or_else(|| corrupt("no event time"))?
+            .with_timezone(&Utc);
+        Ok(StoredEvent {
+            key,
+            event_type,
+            event_time,
+            data,
+            data_hash: stored_hash(item),
+            deliveries: string_set(item, DELIVERIES),
+            received_at: string_attr(item, RECEIVED_AT)
+                .or_else(|| string_attr(item, LEGACY_RECEIVED_AT))
+                .map(str::to_owned),
+        })
     }
-    item
+}
+
+// ---- usage rollups ------------------------------------------------------------------------
+
+const SET_ICCID: &str = "ic";
+const SET_UNIQUE_NAME: &str = "un";
+const SET_NETWORK_NAME: &str = "nn";
+/// Bumped by every write: `kore-usage rebuild` rewrites a rollup only if no commit touched
+/// it since it was read.
+pub(crate) const VERSION: &str = "v";
+
+/// The four counters of an hour: `u07`, `d07`, `t07`, `n07` for 07:00-08:00 UTC.
+fn hour_attrs(hour: u32) -> [String; 4] {
+    ["u", "d", "t", "n"].map(|c| format!("{c}{hour:02}"))
+}
+
+/// A rollup's sort key: the booking, `#`-separated, unknown parts empty. `%` and `#` inside
+/// a value are escaped, so any value round-trips.
+pub(crate) fn booking_sk(booking: &Booking) -> String {
+    let part = |value: Option<&str>| {
+        value
+            .unwrap_or_default()
+            .replace('%', "%25")
+            .replace('#', "%23")
+    };
+    [
+        part(Some(&booking.sim_sid)),
+        part(booking.account_sid.as_deref()),
+        part(booking.fleet_sid.as_deref()),
+        part(booking.network_sid.as_deref()),
+        part(booking.iso_country.as_deref()),
+    ]
+    .join("#")
+}
+
+fn booking_of_sk(sk: &str) -> Option<Booking> {
+    let parts: Vec<Option<String>> = sk
+        .split('#')
+        .map(|p| (!p.is_empty()).then(|| p.replace("%23", "#").replace("%25", "%")))
+        .collect();
+    let [sim, account, fleet, network, country] = <[Option<String>; 5]>::try_from(parts).ok()?;
+    Some(Booking {
+        sim_sid: sim?,
+        account_sid: account,
+        fleet_sid: fleet,
+        network_sid: network,
+        iso_country: country,
+    })
+}
+
+/// The prefix of every rollup sort key of one SIM.
+pub(crate) fn sim_sk_prefix(sim_sid: &str) -> String {
+    format!("{}#", sim_sid.replace('%', "%25").replace('#', "%23"))
+}
+
+/// What a commit adds to one rollup item (one SIM, day and booking): per-hour counts and
+/// the latest names. Deltas of the same item merge (a transaction may touch an item once).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RollupDelta {
+    pub day: NaiveDate,
+    pub booking: Booking,
+    pub hours: BTreeMap<u32, HourUsage>,
+    names: BookingNames,
+    /// When the usage carrying `names` happened: the latest wins.
+    names_at: DateTime<Utc>,
+}
+
+impl RollupDelta {
+    pub fn of(event: &ConnectionEvent) -> Option<Self> {
+        let booking = Booking::of(event)?;
+        let usage = event.usage?;
+        Some(RollupDelta {
+            day: event.billing_day,
+            booking,
+            hours: BTreeMap::from([(event.booking_hour().hour(), HourUsage::window(usage))]),
+            names: BookingNames::of(event),
+            names_at: event.booked_at,
+        })
+    }
+
+    pub fn same_item(&self, other: &RollupDelta) -> bool {
+        self.day == other.day && self.booking == other.booking
+    }
+
+    /// Folds `other` (a delta for the same item) into this one. Counts are checked: each
+    /// event is at most 2^50 bytes, so only an absurd batch could overflow.
+    pub fn merge(&mut self, other: RollupDelta) -> Result<(), LedgerError> {
+        for (hour, usage) in other.hours {
+            let sum = self.hours.entry(hour).or_default();
+            *sum = sum
+                .checked_add(usage)
+                .ok_or_else(|| LedgerError::Invalid("usage counts overflow".into()))?;
+        }
+        if other.names_at >= self.names_at {
+            self.names = other.names;
+            self.names_at = other.names_at;
+        }
+        Ok(())
+    }
+
+    pub fn key(&self) -> Item {
+        key(
+            keys::usage_pk(
+                &self.day.format("%Y-%m-%d").to_string(),
+                keys::usage_shard(&self.booking.sim_sid),
+            ),
+            &booking_sk(&self.booking),
+        )
+    }
+
+    pub fn into_update(self) -> UpdateSpec {
+        let mut values = Item::new();
+        let mut adds = vec![format!("{VERSION} :one")];
+        values.insert(":one".into(), n(1));
+        for (hour, usage) in &self.hours {
+            let counts = [
+                usage.usage.upload,
+                usage.usage.download,
+                usage.usage.total,
+                usage.events,
+            ];
+            for (name, count) in hour_attrs(*hour).into_iter().zip(counts) {
+                adds.push(format!("{name} :{name}"));
+                values.insert(format!(":{name}"), n(count));
+            }
+        }
+        let mut sets = Vec::new();
+        for (name, value) in [
+            (SET_ICCID, &self.names.sim_iccid),
+            (SET_UNIQUE_NAME, &self.names.sim_unique_name),
+            (SET_NETWORK_NAME, &self.names.network_name),
+        ] {
+            if let Some(value) = value {
+                sets.push(format!("{name} = :{name}"));
+                values.insert(format!(":{name}"), s(value.as_str()));
+            }
+        }
+        let mut expression = format!("ADD {}", adds.join(", "));
+        if !sets.is_empty() {
+            expression.push_str(" SET ");
+            expression.push_str(&sets.join(", "));
+        }
+        UpdateSpec {
+            key: self.key(),
+            expression,
+            values,
+        }
+    }
 }
 
 /// One `UpdateItem` (or transaction `Update`) to run.
@@ -116,155 +352,161 @@ pub(crate) struct UpdateSpec {
     pub values: Item,
 }
 
-/// What usage events add to one rollup or session item: byte counts and an event count to
-/// `ADD`, attributes to `SET`. Deltas for the same item merge, so that one transaction can
-/// carry many events of a SIM (a transaction may not touch an item twice).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct UsageDelta {
-    pub key: Item,
-    /// `data` for rollups (`data_upload`...), `window` for session window sums.
-    prefix: &'static str,
-    counter: &'static str,
-    upload: u64,
-    download: u64,
-    total: u64,
-    events: u64,
-    /// Attribute name to value; a later event's value replaces an earlier one's.
-    sets: BTreeMap<&'static str, AttributeValue>,
-}
-
-impl UsageDelta {
-    /// Folds `other` (a delta for the same item) into this one.
-    pub fn merge(&mut self, other: UsageDelta) {
-        self.upload += other.upload;
-        self.download += other.download;
-        self.total += other.total;
-        self.events += other.events;
-        self.sets.extend(other.sets);
-    }
-
-    pub fn into_update(self) -> UpdateSpec {
-        let prefix = self.prefix;
-        let mut values = Item::from([
-            (":up".to_owned(), n(self.upload)),
-            (":down".to_owned(), n(self.download)),
-            (":total".to_owned(), n(self.total)),
-            (":one".to_owned(), n(self.events)),
-        ]);
-        let mut sets = Vec::with_capacity(self.sets.len());
-        for (name, value) in self.sets {
-            sets.push(format!("{name} = :{name}"));
-            values.insert(format!(":{name}"), value);
-        }
-        let mut expression = format!(
-            "ADD {prefix}_upload :up, {prefix}_download :down, {prefix}_total :total, {} :one",
-            self.counter
-        );
-        if !sets.is_empty() {
-            expression.push_str(" SET ");
-            expression.push_str(&sets.join(", "));
-        }
-        UpdateSpec {
-            key: self.key,
-            expression,
-            values,
-        }
-    }
-}
-
 /// Merges deltas of the same item, keeping the order in which items first appear.
-pub(crate) fn merge_deltas(deltas: impl IntoIterator<Item = UsageDelta>) -> Vec<UsageDelta> {
-    let mut merged: Vec<UsageDelta> = Vec::new();
+pub(crate) fn merge_deltas(
+    deltas: impl IntoIterator<Item = RollupDelta>,
+) -> Result<Vec<RollupDelta>, LedgerError> {
+    let mut merged: Vec<RollupDelta> = Vec::new();
     for delta in deltas {
-        match merged.iter_mut().find(|m| m.key == delta.key) {
-            Some(existing) => existing.merge(delta),
+        match merged.iter_mut().find(|m| m.same_item(&delta)) {
+            Some(existing) => existing.merge(delta)?,
             None => merged.push(delta),
         }
     }
-    merged
+    Ok(merged)
 }
 
-/// The day rollup, the month rollup and the session's window sums for a usage event.
-pub(crate) fn usage_deltas(event: &ConnectionEvent) -> Result<Vec<UsageDelta>, LedgerError> {
-    let (Some(usage), Some(sim_sid)) = (event.usage, event.sim_sid.as_deref()) else {
-        return Err(LedgerError::Invalid(format!(
-            "usage event {} has no usage or no sim_sid",
-            event.key
-        )));
-    };
-    let delta = |key: Item, prefix, counter, sets| UsageDelta {
+/// A rollup item read back: its day, booking, version and stored hours.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StoredRollup {
+    pub key: Item,
+    pub day: NaiveDate,
+    pub booking: Booking,
+    pub names: BookingNames,
+    pub hours: BTreeMap<u32, HourUsage>,
+    pub version: Option<u64>,
+}
+
+impl StoredRollup {
+    pub fn from_item(item: &Item) -> Result<Self, LedgerError> {
+        let pk = string_attr(item, "pk").unwrap_or_default();
+        let corrupt = |reason: &str| LedgerError::CorruptItem {
+            pk: pk.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let day = pk
+            .strip_prefix("USAGE#")
+            .and_then(|rest| rest.split('#').next())
+            .and_then(|day| NaiveDate::parse_from_str(day, "%Y-%m-%d").ok())
+            .ok_or_else(|| corrupt("not a usage rollup"))?;
+        let sk = string_attr(item, "sk").unwrap_or_default();
+        let booking = booking_of_sk(sk).ok_or_else(|| corrupt("bad booking sort key"))?;
+        let mut hours = BTreeMap::new();
+        for hour in 0..24 {
+            let [up, down, total, events] = hour_attrs(hour).map(|name| number_attr(item, &name));
+            if let Some(events) = events {
+                hours.insert(
+                    hour,
+                    HourUsage {
+                        usage: DataVolume {
+                            upload: up.unwrap_or(0),
+                            download: down.unwrap_or(0),
+                            total: total.unwrap_or(0),
+                        },
+                        events,
+                    },
+                );
+            }
+        }
+        let text = |name: &str| string_attr(item, name).map(str::to_owned);
+        Ok(StoredRollup {
+            key: key(pk.to_owned(), sk),
+            day,
+            booking,
+            names: BookingNames {
+                sim_iccid: text(SET_ICCID),
+                sim_unique_name: text(SET_UNIQUE_NAME),
+                network_name: text(SET_NETWORK_NAME),
+            },
+            hours,
+            version: number_attr(item, VERSION),
+        })
+    }
+
+    pub fn cells(&self) -> impl Iterator<Item = UsageCell> + '_ {
+        self.hours.iter().filter_map(|(hour, usage)| {
+            let at = self.day.and_hms_opt(*hour, 0, 0)?.and_utc();
+            Some(UsageCell {
+                booking: self.booking.clone(),
+                hour: at,
+                usage: *usage,
+                names: self.names.clone(),
+            })
+        })
+    }
+}
+
+/// The update that makes a rollup's hours `wanted` (hours not listed are removed), with its
+/// names; `kore-usage rebuild` runs it under a condition on the version it read.
+pub(crate) fn rollup_rewrite(
+    key: Item,
+    hours: impl IntoIterator<Item = u32>,
+    wanted: &BTreeMap<u32, HourUsage>,
+    names: &BookingNames,
+) -> UpdateSpec {
+    let mut sets = Vec::new();
+    let mut removes = Vec::new();
+    let mut values = Item::from([(":one".to_owned(), n(1))]);
+    for hour in hours {
+        let names = hour_attrs(hour);
+        match wanted.get(&hour) {
+            Some(usage) => {
+                let counts = [
+                    usage.usage.upload,
+                    usage.usage.download,
+                    usage.usage.total,
+                    usage.events,
+                ];
+                for (name, count) in names.into_iter().zip(counts) {
+                    sets.push(format!("{name} = :{name}"));
+                    values.insert(format!(":{name}"), n(count));
+                }
+            }
+            None => removes.extend(names),
+        }
+    }
+    for (name, value) in [
+        (SET_ICCID, &names.sim_iccid),
+        (SET_UNIQUE_NAME, &names.sim_unique_name),
+        (SET_NETWORK_NAME, &names.network_name),
+    ] {
+        if let Some(value) = value {
+            sets.push(format!("{name} = :{name}"));
+            values.insert(format!(":{name}"), s(value.as_str()));
+        }
+    }
+    let mut expression = format!("ADD {VERSION} :one");
+    if !sets.is_empty() {
+        expression.push_str(" SET ");
+        expression.push_str(&sets.join(", "));
+    }
+    if !removes.is_empty() {
+        expression.push_str(" REMOVE ");
+        expression.push_str(&removes.join(", "));
+    }
+    UpdateSpec {
         key,
-        prefix,
-        counter,
-        upload: usage.upload,
-        download: usage.download,
-        total: usage.total,
-        events: 1,
-        sets,
-    };
-    let mut deltas = Vec::with_capacity(3);
-    for period in [event.billing_day_string(), event.billing_month_string()] {
-        let mut sets = BTreeMap::from([
-            ("sim_sid", s(sim_sid)),
-            (
-                "gsi3pk",
-                s(keys::period_pk(&period, keys::shard_of(sim_sid))),
-            ),
-            ("gsi3sk", s(sim_sid)),
-        ]);
-        if let Some(account) = event.account_sid.as_deref() {
-            sets.insert("account_sid", s(account));
-            sets.insert("gsi1pk", s(keys::account_period_pk(account, &period)));
-            sets.insert("gsi1sk", s(sim_sid));
-        }
-        if let Some(fleet) = event.fleet_sid.as_deref() {
-            sets.insert("fleet_sid", s(fleet));
-            sets.insert("gsi2pk", s(keys::fleet_period_pk(fleet, &period)));
-            sets.insert("gsi2sk", s(sim_sid));
-        }
-        let key = key(keys::sim_pk(sim_sid), &keys::rollup_sk(&period));
-        sets.insert("period", s(period));
-        deltas.push(delta(key, "data", "usage_events", sets));
+        expression,
+        values,
     }
-    if let Some(session) = &event.session {
-        let mut sets = BTreeMap::from([
-            ("sim_sid", s(sim_sid)),
-            ("session_sid", s(session.sid.as_str())),
-        ]);
-        if let Some(start) = session.start_time {
-            sets.insert("start_time", s(timestamp(start)));
-        }
-        if let Some(end) = session.end_time {
-            sets.insert("end_time", s(timestamp(end)));
-        }
-        deltas.push(delta(
-            key(keys::sim_pk(sim_sid), &keys::session_sk(&session.sid)),
-            "window",
-            "windows_received",
-            sets,
-        ));
-    }
-    Ok(deltas)
 }
 
-/// Sets the session's cumulative totals; the caller adds the condition that they grow.
-pub(crate) fn session_high_water(event: &ConnectionEvent) -> Option<UpdateSpec> {
-    let session = event.session.as_ref()?;
-    let cumulative = session.cumulative?;
-    let sim_sid = event.sim_sid.as_deref()?;
-    Some(UpdateSpec {
-        key: key(keys::sim_pk(sim_sid), &keys::session_sk(&session.sid)),
-        expression: "SET cumulative_upload = :up, cumulative_download = :down, \
-                     cumulative_total = :total, sim_sid = :sim, session_sid = :sid"
-            .into(),
-        values: Item::from([
-            (":up".to_owned(), n(cumulative.upload)),
-            (":down".to_owned(), n(cumulative.download)),
-            (":total".to_owned(), n(cumulative.total)),
-            (":sim".to_owned(), s(sim_sid)),
-            (":sid".to_owned(), s(session.sid.as_str())),
-        ]),
-    })
+// ---- booking lists ------------------------------------------------------------------------
+
+pub(crate) const BOOKED_EVENTS: &str = "ev";
+
+/// The booking list of one commit: the events it booked for one SIM and day.
+pub(crate) fn booking_list_item(sim_sid: &str, day: NaiveDate, events: &[&DedupeKey]) -> Item {
+    let first = events[0];
+    let mut item = key(
+        keys::sim_pk(sim_sid),
+        &keys::booked_sk(&day.format("%Y-%m-%d").to_string(), first),
+    );
+    item.insert(
+        BOOKED_EVENTS.into(),
+        AttributeValue::Ss(events.iter().map(|k| k.as_str().to_owned()).collect()),
+    );
+    item
 }
 
 #[cfg(test)]
@@ -272,19 +514,22 @@ mod tests {
     use super::*;
     use crate::event::parse_event;
 
-    fn usage_event(sid: &str, day: &str, session: &str, up: u64, down: u64) -> ConnectionEvent {
+    fn usage_event(sid: &str, end: &str, network: &str, up: u64, down: u64) -> ConnectionEvent {
         parse_event(
             &serde_json::json!({
                 "type": "com.kore.iot.supersim.connection.data-session.updated",
                 "source": "kore-events",
                 "id": sid,
-                "time": format!("{day}T10:00:00Z"),
+                "time": end,
                 "data": {
                     "event_sid": sid,
                     "sim_sid": "HS1",
                     "account_sid": "AC1",
-                    "data_session_sid": session,
-                    "data_session_update_end_time": format!("{day}T10:00:00Z"),
+                    "fleet_sid": "HF#1",
+                    "sim_iccid": "8988",
+                    "network": {"sid": network, "iso_country": "DE", "friendly_name": network},
+                    "data_session_sid": "PI1",
+                    "data_session_update_end_time": end,
                     "data_upload": up,
                     "data_download": down,
                     "data_total": up + down,
@@ -295,52 +540,101 @@ mod tests {
         .expect("a valid usage event")
     }
 
-    fn added(update: &UpdateSpec, placeholder: &str) -> u64 {
-        number_attr(&update.values, placeholder).expect("a number")
+    #[test]
+    fn deltas_of_one_booking_and_day_merge_per_hour() {
+        let events = [
+            usage_event("EZ1", "2024-11-03T10:10:00Z", "HW1", 10, 20),
+            usage_event("EZ2", "2024-11-03T10:50:00Z", "HW1", 1, 2),
+            usage_event("EZ3", "2024-11-03T11:00:00Z", "HW1", 100, 200),
+            usage_event("EZ4", "2024-11-03T11:05:00Z", "HW2", 7, 7),
+            usage_event("EZ5", "2024-11-04T00:05:00Z", "HW1", 5, 5),
+        ];
+        let merged = merge_deltas(events.iter().filter_map(RollupDelta::of)).unwrap();
+        assert_eq!(
+            merged.len(),
+            3,
+            "HW1 on the 3rd, HW2 on the 3rd, HW1 on the 4th"
+        );
+        let first = &merged[0];
+        assert_eq!(first.hours[&10].usage.total, 33);
+        assert_eq!(first.hours[&10].events, 2);
+        assert_eq!(first.hours[&11].usage.upload, 100);
+        let update = merged[0].clone().into_update();
+        assert!(
+            update
+                .expression
+                .starts_with("ADD v :one, u10 :u10, d10 :d10, t10 :t10, n10 :n10, u11")
+        );
+        assert!(update.expression.ends_with(" SET ic = :ic, nn = :nn"));
+        assert_eq!(number_attr(&update.values, ":n10"), Some(2));
     }
 
     #[test]
-    fn deltas_of_one_item_merge_into_one_update_with_the_sums() {
-        let events = [
-            usage_event("EZ1", "2024-11-03", "PI1", 10, 20),
-            usage_event("EZ2", "2024-11-03", "PI1", 1, 2),
-            usage_event("EZ3", "2024-11-04", "PI2", 100, 200),
-        ];
-        let deltas = events.iter().flat_map(|e| usage_deltas(e).expect("deltas"));
-        let updates: Vec<UpdateSpec> = merge_deltas(deltas)
-            .into_iter()
-            .map(UsageDelta::into_update)
-            .collect();
-        // Day 3, the month, session PI1, day 4, session PI2: each item once.
-        assert_eq!(updates.len(), 5);
-        let day3 = &updates[0];
-        assert_eq!(
-            string_attr(&day3.key, "sk"),
-            Some(keys::rollup_sk("2024-11-03").as_str())
+    fn booking_sort_keys_round_trip_any_value() {
+        let booking = Booking {
+            sim_sid: "HS%1".into(),
+            account_sid: Some("AC1".into()),
+            fleet_sid: Some("HF#1".into()),
+            network_sid: None,
+            iso_country: Some("DE".into()),
+        };
+        let sk = booking_sk(&booking);
+        assert_eq!(sk, "HS%251#AC1#HF%231##DE");
+        assert_eq!(booking_of_sk(&sk), Some(booking));
+        assert!(sk.starts_with(&sim_sk_prefix("HS%1")));
+    }
+
+    #[test]
+    fn event_records_round_trip_and_stay_under_a_kilobyte() {
+        let event = usage_event(
+            "EZ00000000000000000000000000000001",
+            "2024-11-03T10:10:00Z",
+            "HW1",
+            10,
+            20,
         );
-        assert_eq!(
-            (
-                added(day3, ":up"),
-                added(day3, ":total"),
-                added(day3, ":one")
-            ),
-            (11, 33, 2)
-        );
-        let month = &updates[1];
-        assert_eq!(
-            string_attr(&month.key, "sk"),
-            Some(keys::rollup_sk("2024-11").as_str())
-        );
-        assert_eq!((added(month, ":total"), added(month, ":one")), (333, 3));
-        assert!(month.expression.starts_with(
-            "ADD data_upload :up, data_download :down, data_total :total, usage_events :one SET "
-        ));
-        let session = &updates[2];
-        assert_eq!((added(session, ":down"), added(session, ":one")), (22, 2));
+        let delivery = crate::delivery::Delivery::now(crate::delivery::Origin::Kinesis {
+            shard_id: "shardId-000000000000".into(),
+            sequence_number: "1".into(),
+        });
+        let item = event_item(&event, &delivery);
         assert!(
-            session
-                .expression
-                .contains("window_total :total, windows_received :one")
+            !item.contains_key("gsi1pk"),
+            "usage events have no index entry"
         );
+        let stored = StoredEvent::from_item(&item).unwrap();
+        assert_eq!(stored.data, event.data);
+        assert_eq!(stored.data_hash, Some(event.data_hash));
+        assert_eq!(stored.deliveries, ["kore#kinesis"]);
+        assert_eq!(
+            super::super::reports::normalized(&stored).unwrap().usage,
+            event.usage
+        );
+
+        // The real Twilio record, as its event record would be stored.
+        let real = crate::event::parse_events(include_bytes!(
+            "../../../tests/fixtures/twilio-kinesis-data-session-updated.json"
+        ))
+        .unwrap()
+        .remove(0)
+        .unwrap();
+        let size = item_size(&event_item(&real, &delivery));
+        assert!(size < 1024, "{size} bytes");
+    }
+
+    /// DynamoDB's item size: attribute names plus values.
+    fn item_size(item: &Item) -> usize {
+        item.iter()
+            .map(|(name, value)| {
+                name.len()
+                    + match value {
+                        AttributeValue::S(s) => s.len(),
+                        AttributeValue::B(b) => b.as_ref().len(),
+                        AttributeValue::N(n) => n.len() / 2 + 1,
+                        AttributeValue::Ss(v) => v.iter().map(String::len).sum(),
+                        _ => 0,
+                    }
+            })
+            .sum()
     }
 }

@@ -1,6 +1,16 @@
-//! Every key the ledger writes, in one place. One table holds all item types; the partition
-//! key spreads writes (one event, one SIM), and the three overloaded indexes serve the
-//! period queries. See the README's "Storage design" for the access patterns.
+//! Every key the ledger writes, in one place. One table holds all item types. See the
+//! README's "Storage design" for the access patterns and the cost of each write.
+//!
+//! - event record: `EVENT#<event_sid>` / `#` (the conditional put that makes it exactly once);
+//! - usage rollup: `USAGE#<day>#<shard>` / `<booking>`, one item per SIM, UTC day and
+//!   booking (account, fleet, network, country), with the day's hours as attributes. The day
+//!   partitions are what period queries read; sharding by SIM keeps each under DynamoDB's
+//!   per-key write limit;
+//! - booking list: `SIM#<sim_sid>` / `BOOKED#<day>#<first event_sid>`, the event sids one
+//!   commit booked for that SIM and day, so a SIM's or a day's events can be found again
+//!   without an index entry per event;
+//! - events without usage: the time index `gsi1` (`EVENTS#<day>#<shard>`), as before;
+//! - callbacks, SIM status and the quarantine keep their own partitions.
 
 use sha2::{Digest, Sha256};
 
@@ -9,29 +19,45 @@ use crate::event::DedupeKey;
 /// Sort key of items that are alone in their partition.
 pub const SINGLE: &str = "#";
 
-/// How many partitions the time-ordered event index and the period index are spread over,
-/// so that a busy hour or month never lands on one index partition.
+/// How many partitions the time-ordered event index is spread over.
 pub const SHARDS: u8 = 8;
 
+/// How many partitions each day's usage rollups are spread over. At a burst of 11,000 new
+/// usage events a second (1,000,000 SIMs, 96 windows a day, ten times the mean), each
+/// partition key takes about 350 WCU/s, well under DynamoDB's 1,000 per key.
+pub const USAGE_SHARDS: u8 = 64;
+
+pub const EVENT_PK_PREFIX: &str = "EVENT#";
+
 pub fn event_pk(key: &DedupeKey) -> String {
-    format!("EVENT#{key}")
+    format!("{EVENT_PK_PREFIX}{key}")
 }
 
 pub fn sim_pk(sim_sid: &str) -> String {
     format!("SIM#{sim_sid}")
 }
 
-/// Period is `YYYY-MM-DD` (a day) or `YYYY-MM` (a month).
-pub fn rollup_sk(period: &str) -> String {
-    format!("USAGE#{period}")
+/// The partition of one day's rollups for the SIMs of one shard.
+pub fn usage_pk(day: &str, shard: u8) -> String {
+    format!("USAGE#{day}#{shard}")
 }
 
-pub fn session_sk(session_sid: &str) -> String {
-    format!("SESSION#{session_sid}")
+/// The shard of a SIM's rollups.
+pub fn usage_shard(sim_sid: &str) -> u8 {
+    (u16::from_be_bytes(first_two(sim_sid)) % u16::from(USAGE_SHARDS)) as u8
 }
 
-pub const SESSION_SK_PREFIX: &str = "SESSION#";
-pub const USAGE_SK_PREFIX: &str = "USAGE#";
+/// Sort key of a booking list: the day, then the first event of the commit (unique).
+pub fn booked_sk(day: &str, first_event: &DedupeKey) -> String {
+    format!("{BOOKED_SK_PREFIX}{day}#{first_event}")
+}
+
+pub const BOOKED_SK_PREFIX: &str = "BOOKED#";
+
+/// Legacy layout (before per-booking rollups): `SIM#<sim>` / `USAGE#<period>` and
+/// `SESSION#<session>` items. Nothing writes them any more; `kore-usage rebuild` replaces
+/// what they held.
+pub const LEGACY_USAGE_SK_PREFIX: &str = "USAGE#";
 pub const SIM_STATUS_SK: &str = "STATUS";
 
 pub fn callback_pk(provider: &str, token: &str) -> String {
@@ -46,18 +72,6 @@ pub fn quarantine_pk(id: &str) -> String {
 /// listing them newest first is what operators need.
 pub const QUARANTINE_INDEX_PK: &str = "QUARANTINE";
 
-pub fn account_period_pk(account_sid: &str, period: &str) -> String {
-    format!("ACCOUNT#{account_sid}#{period}")
-}
-
-pub fn fleet_period_pk(fleet_sid: &str, period: &str) -> String {
-    format!("FLEET#{fleet_sid}#{period}")
-}
-
-pub fn period_pk(period: &str, shard: u8) -> String {
-    format!("PERIOD#{period}#{shard}")
-}
-
 pub fn events_by_day_pk(day: &str, shard: u8) -> String {
     format!("EVENTS#{day}#{shard}")
 }
@@ -65,6 +79,11 @@ pub fn events_by_day_pk(day: &str, shard: u8) -> String {
 /// A stable shard in `0..SHARDS` for any string.
 pub fn shard_of(value: &str) -> u8 {
     Sha256::digest(value.as_bytes())[0] % SHARDS
+}
+
+fn first_two(value: &str) -> [u8; 2] {
+    let digest = Sha256::digest(value.as_bytes());
+    [digest[0], digest[1]]
 }
 
 #[cfg(test)]
@@ -78,5 +97,11 @@ mod tests {
             (0..200).map(|i| shard_of(&format!("HS{i}"))).collect();
         assert_eq!(used.len(), usize::from(SHARDS));
         assert!(used.iter().all(|s| *s < SHARDS));
+
+        let used: std::collections::BTreeSet<u8> = (0..5_000)
+            .map(|i| usage_shard(&format!("HS{i:032}")))
+            .collect();
+        assert_eq!(used.len(), usize::from(USAGE_SHARDS));
+        assert_eq!(usage_shard("HS1"), usage_shard("HS1"));
     }
 }

@@ -1,21 +1,24 @@
 //! The exactly-once usage ledger on DynamoDB.
 //!
-//! Every event is one item keyed on its dedupe key, written with a conditional put. A
-//! usage-bearing event is written in one transaction with its SIM's day and month rollups and
-//! its data session's window sums, so a usage count can never be applied twice or lost, even
-//! if the process dies between calls. In a batch, a SIM's new usage events share those
-//! transactions, up to 25 events with their merged sums in each ([`group`]). Copies of an event that arrive again (retries, the
-//! other provider) are recognized by the failed condition and only add their delivery to the
-//! event's `deliveries` set; a copy whose `data` differs is a conflict and is quarantined.
+//! Every event is one item keyed on its dedupe key, written with a conditional put. A new
+//! usage event is written in one transaction with its share of the usage rollups and the
+//! booking list that lets it be found again, so a usage count can never be applied twice or
+//! lost, even if the process dies between calls. A batch's new usage events share those
+//! transactions ([`plan`], [`commit`]). Copies of an event that arrive again (retries, the
+//! other provider) are found by one batched consistent read before anything is written and
+//! only add their provider and path to the event's `deliveries`; a copy whose `data`
+//! differs is a conflict and is quarantined.
 //!
 //! Nothing received is dropped: what cannot be parsed or stored goes to the quarantine with
 //! its reason, and what failed for a passing reason is reported as retryable.
 
 pub mod callbacks;
-mod group;
+mod commit;
 mod items;
 pub mod keys;
+mod plan;
 pub mod quarantine;
+pub mod rebuild;
 pub mod reports;
 pub mod table;
 
@@ -27,114 +30,37 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, ConsumedCapacity, Put, ReturnConsumedCapacity,
-    ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+    AttributeValue, ConsumedCapacity, KeysAndAttributes, ReturnConsumedCapacity,
+    ReturnValuesOnConditionCheckFailure,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt;
+use tokio::time::Instant;
+use tracing::warn;
 
-use crate::event::{ConnectionEvent, DedupeKey, ParsedItem, Provider};
+pub use crate::delivery::{Delivery, Origin, Outcome, OutcomeCounts};
+use crate::event::{ConnectionEvent, DedupeKey, ParsedItem};
+use items::StoredDigest;
+pub use items::StoredEvent;
+use plan::{Pending, Verdict};
 pub use quarantine::{QuarantineEntry, QuarantineKind, QuarantinedPayload};
 
 pub type Item = HashMap<String, AttributeValue>;
-
-/// How an input reached us. Stored with every event and quarantined payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    Kinesis {
-        shard_id: String,
-        sequence_number: String,
-    },
-    Webhook {
-        request_id: String,
-    },
-    /// `kore-usage replay` or a quarantine redrive by an operator.
-    Replay {
-        source: String,
-    },
-}
-
-impl Origin {
-    /// The delivery path: `kinesis`, `webhook` or `replay`.
-    pub fn path(&self) -> &'static str {
-        match self {
-            Origin::Kinesis { .. } => "kinesis",
-            Origin::Webhook { .. } => "webhook",
-            Origin::Replay { .. } => "replay",
-        }
-    }
-
-    /// Where exactly: `shard/sequence`, the request id, or the replayed source.
-    pub fn locator(&self) -> String {
-        match self {
-            Origin::Kinesis {
-                shard_id,
-                sequence_number,
-            } => format!("{shard_id}/{sequence_number}"),
-            Origin::Webhook { request_id } => request_id.clone(),
-            Origin::Replay { source } => source.clone(),
-        }
-    }
-}
-
-/// One delivery of a payload: where from, and when it was received.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
-    pub origin: Origin,
-    pub received_at: DateTime<Utc>,
-    /// Known from the request (webhook headers) even when the payload cannot be parsed.
-    pub provider_hint: Option<Provider>,
-}
-
-impl Delivery {
-    pub fn now(origin: Origin) -> Self {
-        Delivery {
-            origin,
-            received_at: Utc::now(),
-            provider_hint: None,
-        }
-    }
-}
-
-/// What happened to one input. Every input ends in exactly one of these.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// First time seen: stored, and its usage counted.
-    New,
-    /// Seen before with the same data: nothing counted again. `new_delivery` is true when
-    /// this provider and path had not delivered it before (now recorded).
-    Duplicate { new_delivery: bool },
-    /// Seen before with different data: the first is kept, this copy quarantined.
-    Conflict { quarantine_id: String },
-    /// Unusable input, kept in the quarantine with the reason.
-    Quarantined {
-        quarantine_id: String,
-        reason: String,
-    },
-    /// Not stored for a passing reason (throttling, timeout, server error, deadline): the
-    /// caller must have it delivered again.
-    Retry { reason: String },
-}
-
-impl Outcome {
-    pub fn is_retry(&self) -> bool {
-        matches!(self, Outcome::Retry { .. })
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LedgerError {
     #[error("DynamoDB {operation} failed for a passing reason ({message}); retry")]
     Retryable {
         operation: &'static str,
+        /// The service's error code (`ThrottlingException`...), when it answered with one.
+        code: Option<String>,
         message: String,
     },
     #[error("DynamoDB {operation} rejected the request: {message}")]
     Rejected {
         operation: &'static str,
+        code: Option<String>,
         message: String,
     },
     #[error("table definition: {0}")]
@@ -162,26 +88,47 @@ impl LedgerError {
         matches!(self, LedgerError::Retryable { .. })
     }
 
+    /// The service's error code, if DynamoDB answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            LedgerError::Retryable { code, .. } | LedgerError::Rejected { code, .. } => {
+                code.as_deref()
+            }
+            _ => None,
+        }
+    }
+
     pub(crate) fn from_sdk<E, R>(operation: &'static str, error: SdkError<E, R>) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug,
     {
         let message = aws_sdk_dynamodb::error::DisplayErrorContext(&error).to_string();
-        let retryable = match &error {
+        let (code, retryable) = match &error {
             SdkError::ServiceError(service) => {
-                let code = service.err().code().unwrap_or_default();
-                RETRYABLE_CODES.contains(&code) || code.is_empty()
+                let code = service.err().code().map(str::to_owned);
+                let retryable = code
+                    .as_deref()
+                    .is_none_or(|c| c.is_empty() || RETRYABLE_CODES.contains(&c));
+                (code, retryable)
             }
-            SdkError::ConstructionFailure(_) => false,
+            SdkError::ConstructionFailure(_) => (None, false),
             // Timeouts, connection failures and unreadable responses: the request may or may
             // not have been applied, which the conditional writes make safe to repeat.
-            _ => true,
+            _ => (None, true),
         };
         if retryable {
-            LedgerError::Retryable { operation, message }
+            LedgerError::Retryable {
+                operation,
+                code,
+                message,
+            }
         } else {
-            LedgerError::Rejected { operation, message }
+            LedgerError::Rejected {
+                operation,
+                code,
+                message,
+            }
         }
     }
 }
@@ -231,25 +178,39 @@ pub(crate) enum PutIfAbsent {
     Exists(Option<Item>),
 }
 
+/// Capacity DynamoDB reported, in thousandths of a unit.
+#[derive(Debug, Default)]
+struct Capacity {
+    write: AtomicU64,
+    read: AtomicU64,
+    /// Failed conditions: DynamoDB reports nothing for them, AWS bills them.
+    failed_writes: AtomicU64,
+}
+
 /// The ledger: cheap to clone, build it once per process.
 #[derive(Debug, Clone)]
 pub struct UsageLedger {
     client: Client,
     config: Arc<LedgerConfig>,
-    /// Write capacity DynamoDB reported, in thousandths of a WCU.
-    consumed_milli_wcu: Arc<AtomicU64>,
+    capacity: Arc<Capacity>,
 }
 
 /// Transactions that collide with another writer of the same items are retried this often
 /// before the input is reported as retryable.
 const TRANSACTION_ATTEMPTS: u32 = 6;
 
+pub(crate) const DEADLINE_REASON: &str = "invocation deadline reached before this write started";
+
+fn past(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
+}
+
 impl UsageLedger {
     pub fn new(client: Client, config: LedgerConfig) -> Self {
         UsageLedger {
             client,
             config: Arc::new(config),
-            consumed_milli_wcu: Arc::new(AtomicU64::new(0)),
+            capacity: Arc::default(),
         }
     }
 
@@ -282,112 +243,195 @@ impl UsageLedger {
         &self.config
     }
 
-    /// Write capacity units DynamoDB reported for this ledger's successful writes so far.
-    /// (DynamoDB reports nothing for a write whose condition failed; see the README.)
+    /// Write units so far: what DynamoDB reported for successful writes, plus the one unit
+    /// per failed conditional write (two per action of a cancelled transaction) that AWS
+    /// bills but DynamoDB does not report.
     pub fn consumed_write_units(&self) -> f64 {
-        self.consumed_milli_wcu.load(Ordering::Relaxed) as f64 / 1000.0
+        let c = &self.capacity;
+        (c.write.load(Ordering::Relaxed) + c.failed_writes.load(Ordering::Relaxed)) as f64 / 1000.0
     }
 
+    /// Read units DynamoDB reported so far.
+    pub fn consumed_read_units(&self) -> f64 {
+        self.capacity.read.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+
+    fn add_capacity(&self, capacity: Option<&ConsumedCapacity>, write: bool) {
+        let Some(units) = capacity.and_then(ConsumedCapacity::capacity_units) else {
+            return;
+        };
+        let counter = if write {
+            &self.capacity.write
+        } else {
+            &self.capacity.read
+        };
+        counter.fetch_add((units * 1000.0).round() as u64, Ordering::Relaxed);
+    }
+
+    /// Write capacity of a successful write.
     fn add_consumed(&self, capacity: Option<&ConsumedCapacity>) {
-        if let Some(units) = capacity.and_then(ConsumedCapacity::capacity_units) {
-            self.consumed_milli_wcu
-                .fetch_add((units * 1000.0).round() as u64, Ordering::Relaxed);
-        }
+        self.add_capacity(capacity, true);
+    }
+
+    fn add_failed_writes(&self, units: u64) {
+        self.capacity
+            .failed_writes
+            .fetch_add(units * 1000, Ordering::Relaxed);
     }
 
     /// Records one parsed element: a valid event is stored, a rejected one quarantined.
     pub async fn record(&self, item: &ParsedItem, delivery: &Delivery) -> Outcome {
-        match item {
-            Ok(event) => self.record_event(event, delivery).await,
-            Err(rejected) => {
-                self.quarantine_or_retry(QuarantineEntry {
-                    kind: QuarantineKind::Event,
-                    payload: rejected.raw.as_bytes(),
-                    reason: rejected.error.to_string(),
-                    delivery,
-                    related_event: None,
-                })
-                .await
-            }
-        }
+        let inputs = [(item.clone(), delivery.clone())];
+        self.record_all(&inputs, None).await.remove(0)
     }
 
-    /// Records many inputs, outcomes in input order. Copies of one event are written one
-    /// after another in input order, so the first copy in the stream is the one kept. The
-    /// first copies of a SIM's usage events are committed together (see [`group`]), and
-    /// up to `max_concurrent_writes` SIMs or other inputs are written at once. Once
-    /// `deadline` has passed no new write starts: the rest get `Retry`.
+    /// Stores one event exactly once: a batch of one.
+    pub async fn record_event(&self, event: &ConnectionEvent, delivery: &Delivery) -> Outcome {
+        self.record(&Ok(event.clone()), delivery).await
+    }
+
+    /// Records many inputs; outcomes in input order. The first copy of an event in the
+    /// input is the one stored; the others are duplicates or conflicts of it. Once
+    /// `deadline` has passed no new write starts: what is left gets `Retry`.
     pub async fn record_all(
         &self,
         inputs: &[(ParsedItem, Delivery)],
-        deadline: Option<tokio::time::Instant>,
+        deadline: Option<Instant>,
     ) -> Vec<Outcome> {
-        let mut chains: Vec<Vec<usize>> = Vec::with_capacity(inputs.len());
-        let mut chain_of_key: HashMap<&DedupeKey, usize> = HashMap::with_capacity(inputs.len());
-        for (index, (item, _)) in inputs.iter().enumerate() {
-            match item {
-                Ok(event) => match chain_of_key.get(&event.key) {
-                    Some(&chain) => chains[chain].push(index),
-                    None => {
-                        chain_of_key.insert(&event.key, chains.len());
-                        chains.push(vec![index]);
-                    }
-                },
-                Err(_) => chains.push(vec![index]),
-            }
-        }
-
-        // Usage events seen before (re-deliveries, the other provider) take the duplicate
-        // path at once rather than cancel a group's transaction. If the lookup fails, the
-        // transactions' conditions still tell.
-        let usage_heads: Vec<&ConnectionEvent> = chains
+        let chains = plan::chains(inputs);
+        let heads: Vec<(usize, &ConnectionEvent)> = chains
             .iter()
             .filter_map(|chain| match &inputs[chain[0]].0 {
-                Ok(event) if event.usage.is_some() => Some(event),
-                _ => None,
+                Ok(event) => Some((chain[0], event)),
+                Err(_) => None,
             })
             .collect();
-        let stored = self.already_stored(&usage_heads).await.unwrap_or_default();
+        let rejected: Vec<usize> = chains
+            .iter()
+            .filter(|chain| inputs[chain[0]].0.is_err())
+            .map(|chain| chain[0])
+            .collect();
 
-        // Units that may run concurrently: all chains headed by a new-looking usage event of
-        // one SIM (they share its rollups), or any other chain alone.
-        let mut units: Vec<Unit> = Vec::with_capacity(chains.len());
-        let mut unit_of_sim: HashMap<&str, usize> = HashMap::new();
-        for chain in chains {
-            let sim = match &inputs[chain[0]].0 {
-                Ok(event)
-                    if event.usage.is_some() && !stored.contains(&keys::event_pk(&event.key)) =>
-                {
-                    event.sim_sid.as_deref()
-                }
-                _ => None,
+        // What is stored already, read before anything is written: duplicates then cost no
+        // write and no request of their own. If the read fails, the conditions still tell.
+        let keys: Vec<&DedupeKey> = heads.iter().map(|(_, e)| &e.key).collect();
+        let (stored, quarantined) = tokio::join!(
+            self.stored_digests(&keys),
+            self.quarantine_rejected(inputs, &rejected, deadline)
+        );
+        let mut stored = stored.unwrap_or_else(|error| {
+            warn!(%error, "duplicate pre-check failed; relying on the write conditions");
+            HashMap::new()
+        });
+
+        let mut new_usage = Vec::new();
+        let mut new_plain = Vec::new();
+        for &(index, event) in &heads {
+            if stored.contains_key(&event.key) {
+                continue;
+            }
+            let pending = Pending {
+                index,
+                event,
+                delivery: &inputs[index].1,
             };
-            match sim {
-                Some(sim) => match unit_of_sim.get(sim) {
-                    Some(&unit) => units[unit].chains.push(chain),
-                    None => {
-                        unit_of_sim.insert(sim, units.len());
-                        units.push(Unit {
-                            grouped: true,
-                            chains: vec![chain],
+            if event.usage.is_some() {
+                new_usage.push(pending);
+            } else {
+                new_plain.push(pending);
+            }
+        }
+        let (committed, put) = tokio::join!(
+            self.commit_waves(plan::plan_commits(&new_usage), deadline),
+            self.put_plain_events(&new_plain, deadline)
+        );
+
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; inputs.len()];
+        for (index, outcome) in quarantined {
+            outcomes[index] = Some(outcome);
+        }
+        let mut written: HashMap<usize, commit::Stored> =
+            committed.into_iter().chain(put).collect();
+
+        // Every chain: the head's outcome, then its copies against what is stored.
+        let mut tags: Vec<(usize, String)> = Vec::new();
+        let mut conflicts: Vec<(usize, String)> = Vec::new();
+        let mut refused: Vec<(usize, String)> = Vec::new();
+        for chain in &chains {
+            let head = chain[0];
+            let Ok(event) = &inputs[head].0 else {
+                continue;
+            };
+            let (mut digest, copies) = match written.remove(&head) {
+                Some(commit::Stored::New) => {
+                    outcomes[head] = Some(Outcome::New);
+                    let digest = StoredDigest {
+                        data_hash: Some(event.data_hash),
+                        deliveries: vec![crate::delivery::delivery_tag(
+                            event.provider,
+                            &inputs[head].1.origin,
+                        )],
+                    };
+                    (digest, &chain[1..])
+                }
+                Some(commit::Stored::Existing(digest)) => (digest, &chain[..]),
+                Some(commit::Stored::Failed(outcome)) => {
+                    for &copy in &chain[1..] {
+                        match &outcome {
+                            // Refused for good (the same data would be refused again):
+                            // quarantined too, never retried forever.
+                            Outcome::Quarantined { reason, .. } => refused.push((
+                                copy,
+                                format!(
+                                    "an earlier copy in this batch could not be stored: {reason}"
+                                ),
+                            )),
+                            _ => {
+                                outcomes[copy] = Some(Outcome::Retry {
+                                    reason: "an earlier copy of this event was not stored".into(),
+                                });
+                            }
+                        }
+                    }
+                    outcomes[head] = Some(outcome);
+                    continue;
+                }
+                None => match stored.remove(&event.key) {
+                    Some(digest) => (digest, &chain[..]),
+                    None => continue,
+                },
+            };
+            for &copy in copies {
+                let Ok(copy_event) = &inputs[copy].0 else {
+                    continue;
+                };
+                match plan::classify(&mut digest, copy_event, &inputs[copy].1) {
+                    Verdict::Duplicate { new_tag: None } => {
+                        outcomes[copy] = Some(Outcome::Duplicate {
+                            new_delivery: false,
                         });
                     }
-                },
-                None => units.push(Unit {
-                    grouped: false,
-                    chains: vec![chain],
-                }),
+                    Verdict::Duplicate { new_tag: Some(tag) } => tags.push((copy, tag)),
+                    Verdict::Conflict { stored_hash } => conflicts.push((
+                        copy,
+                        format!(
+                            "conflict: event {} was first stored with data hash {}, this copy's data hashes to {}",
+                            copy_event.key,
+                            stored_hash.map_or_else(|| "(none)".to_owned(), |h| h.to_hex()),
+                            copy_event.data_hash.to_hex()
+                        ),
+                    )),
+                }
             }
         }
 
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; inputs.len()];
-        let mut stream = futures::stream::iter(units)
-            .map(|unit| async move { self.record_unit(inputs, unit, deadline).await })
-            .buffer_unordered(self.config.max_concurrent_writes.max(1));
-        while let Some(results) = stream.next().await {
-            for (index, outcome) in results {
-                outcomes[index] = Some(outcome);
-            }
+        let copies = Copies {
+            tags,
+            conflicts,
+            refused,
+        };
+        for (index, outcome) in self.write_copies(inputs, copies, deadline).await {
+            outcomes[index] = Some(outcome);
         }
         outcomes
             .into_iter()
@@ -399,125 +443,233 @@ impl UsageLedger {
             .collect()
     }
 
-    /// One unit of [`Self::record_all`]: a SIM's group commits its chains' first elements
-    /// together; then every other element is recorded one at a time, in order.
-    async fn record_unit(
+    /// The stored hash and deliveries of each key that exists, by consistent
+    /// `BatchGetItem`s of 100 keys. A key DynamoDB leaves unprocessed counts as not stored:
+    /// the write's condition still catches it.
+    pub(crate) async fn stored_digests(
+        &self,
+        keys: &[&DedupeKey],
+    ) -> Result<HashMap<DedupeKey, StoredDigest>, LedgerError> {
+        let lookups = keys.chunks(100).map(|chunk| async move {
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(
+                    chunk
+                        .iter()
+                        .map(|k| items::key(keys::event_pk(k), keys::SINGLE))
+                        .collect(),
+                ))
+                .consistent_read(true)
+                .projection_expression(items::DIGEST_PROJECTION)
+                .build()
+                .map_err(|e| LedgerError::Invalid(e.to_string()))?;
+            let output = self
+                .client
+                .batch_get_item()
+                .request_items(self.table_name(), request)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await
+                .map_err(|e| LedgerError::from_sdk("BatchGetItem", e))?;
+            for capacity in output.consumed_capacity() {
+                self.add_capacity(Some(capacity), false);
+            }
+            let items = output
+                .responses
+                .and_then(|mut r| r.remove(self.table_name()))
+                .unwrap_or_default();
+            Ok::<_, LedgerError>(items)
+        });
+        let mut stored = HashMap::new();
+        let mut results =
+            futures::stream::iter(lookups.collect::<Vec<_>>()).buffer_unordered(self.concurrency());
+        while let Some(found) = results.next().await {
+            for item in found? {
+                let Some(sid) = items::string_attr(&item, "pk")
+                    .and_then(|pk| pk.strip_prefix(keys::EVENT_PK_PREFIX))
+                else {
+                    continue;
+                };
+                if let Ok(key) = DedupeKey::new(sid, "pk") {
+                    stored.insert(key, StoredDigest::of(&item));
+                }
+            }
+        }
+        Ok(stored)
+    }
+
+    fn concurrency(&self) -> usize {
+        self.config.max_concurrent_writes.max(1)
+    }
+
+    async fn quarantine_rejected(
         &self,
         inputs: &[(ParsedItem, Delivery)],
-        unit: Unit,
-        deadline: Option<tokio::time::Instant>,
+        rejected: &[usize],
+        deadline: Option<Instant>,
     ) -> Vec<(usize, Outcome)> {
-        let Unit { grouped, chains } = unit;
-        let heads: Vec<group::Pending<'_>> = chains
-            .iter()
-            .filter_map(|chain| match &inputs[chain[0]] {
-                (Ok(event), delivery) if grouped => Some(group::Pending {
-                    index: chain[0],
-                    event,
-                    delivery,
-                }),
-                _ => None,
-            })
-            .collect();
-        let (mut results, rest_of) = if heads.is_empty() {
-            (Vec::new(), 0)
-        } else {
-            (self.record_usage_group(&heads, deadline).await, 1)
-        };
-        for chain in &chains {
-            for &index in &chain[rest_of..] {
-                let (item, delivery) = &inputs[index];
-                let outcome = if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-                    Outcome::Retry {
-                        reason: "invocation deadline reached before this write started".into(),
-                    }
-                } else {
-                    self.record(item, delivery).await
-                };
-                results.push((index, outcome));
-            }
-        }
-        results
-    }
-
-    /// Stores one event exactly once. See the module documentation.
-    pub async fn record_event(&self, event: &ConnectionEvent, delivery: &Delivery) -> Outcome {
-        match self.try_record_event(event, delivery).await {
-            Ok(outcome) => outcome,
-            Err(error) if error.is_retryable() => Outcome::Retry {
-                reason: error.to_string(),
-            },
-            // DynamoDB refused the item itself (e.g. over 400 KB): keep it in the quarantine.
-            Err(error) => {
-                self.quarantine_or_retry(QuarantineEntry {
+        let writes = rejected.iter().filter_map(|&index| {
+            let (Err(rejected), delivery) = &inputs[index] else {
+                return None;
+            };
+            Some(async move {
+                let entry = QuarantineEntry {
                     kind: QuarantineKind::Event,
-                    payload: event.raw.as_bytes(),
-                    reason: error.to_string(),
+                    payload: rejected.raw.as_bytes(),
+                    reason: rejected.error.to_string(),
                     delivery,
-                    related_event: Some(&event.key),
-                })
-                .await
+                    related_event: None,
+                };
+                (index, self.quarantine_or_retry(entry, deadline).await)
+            })
+        });
+        futures::stream::iter(writes.collect::<Vec<_>>())
+            .buffer_unordered(self.concurrency())
+            .collect()
+            .await
+    }
+
+    /// New events without usage: one conditional put each (no rollup to share a
+    /// transaction with).
+    async fn put_plain_events(
+        &self,
+        events: &[Pending<'_>],
+        deadline: Option<Instant>,
+    ) -> Vec<(usize, commit::Stored)> {
+        let writes = events.iter().map(|pending| async move {
+            if past(deadline) {
+                let retry = Outcome::Retry {
+                    reason: DEADLINE_REASON.into(),
+                };
+                return (pending.index, commit::Stored::Failed(retry));
+            }
+            let item = items::event_item(pending.event, pending.delivery);
+            let result = match self.put_if_absent(item).await {
+                Ok(PutIfAbsent::Created) => Ok(commit::Stored::New),
+                Ok(PutIfAbsent::Exists(old)) => self
+                    .existing_or_fetch(old, &pending.event.key)
+                    .await
+                    .map(|item| commit::Stored::Existing(StoredDigest::of(&item))),
+                Err(error) => Err(error),
+            };
+            let stored = match result {
+                Ok(stored) => stored,
+                Err(error) => commit::Stored::Failed(self.refused(pending, error, deadline).await),
+            };
+            (pending.index, stored)
+        });
+        futures::stream::iter(writes.collect::<Vec<_>>())
+            .buffer_unordered(self.concurrency())
+            .collect()
+            .await
+    }
+
+    /// A write of one event failed: retry for a passing reason, else the quarantine.
+    pub(crate) async fn refused(
+        &self,
+        pending: &Pending<'_>,
+        error: LedgerError,
+        deadline: Option<Instant>,
+    ) -> Outcome {
+        if error.is_retryable() {
+            return Outcome::Retry {
+                reason: error.to_string(),
+            };
+        }
+        // DynamoDB refused the item itself (e.g. over 400 KB): keep it in the quarantine.
+        self.quarantine_or_retry(
+            QuarantineEntry {
+                kind: QuarantineKind::Event,
+                payload: pending.event.raw.as_bytes(),
+                reason: error.to_string(),
+                delivery: pending.delivery,
+                related_event: Some(&pending.event.key),
+            },
+            deadline,
+        )
+        .await
+    }
+
+    /// Copies of stored events: new deliveries are added (one update per event, all its new
+    /// tags at once); conflicting copies, and copies of an event DynamoDB refused, are
+    /// quarantined.
+    async fn write_copies(
+        &self,
+        inputs: &[(ParsedItem, Delivery)],
+        copies: Copies,
+        deadline: Option<Instant>,
+    ) -> Vec<(usize, Outcome)> {
+        let Copies {
+            tags,
+            conflicts,
+            refused,
+        } = copies;
+        let mut by_key: Vec<(&DedupeKey, Vec<usize>, Vec<String>)> = Vec::new();
+        for (index, tag) in tags {
+            let Ok(event) = &inputs[index].0 else {
+                continue;
+            };
+            match by_key.iter_mut().find(|(key, _, _)| **key == event.key) {
+                Some((_, indexes, tags)) => {
+                    indexes.push(index);
+                    tags.push(tag);
+                }
+                None => by_key.push((&event.key, vec![index], vec![tag])),
             }
         }
-    }
-
-    async fn try_record_event(
-        &self,
-        event: &ConnectionEvent,
-        delivery: &Delivery,
-    ) -> Result<Outcome, LedgerError> {
-        let existing = if event.usage.is_some() {
-            self.put_event_with_usage(event, delivery).await?
-        } else {
-            self.put_event(event, delivery).await?
-        };
-        let Some(existing) = existing else {
-            self.raise_session_high_water(event).await?;
-            return Ok(Outcome::New);
-        };
-        let stored_hash = items::string_attr(&existing, "data_hash");
-        if stored_hash != Some(event.data_hash.to_hex().as_str()) {
-            let quarantine_id = self
-                .quarantine(QuarantineEntry {
-                    kind: QuarantineKind::Conflict,
-                    payload: event.raw.as_bytes(),
-                    reason: format!(
-                        "conflict: event {} was first stored with data hash {}, this copy's data hashes to {}",
-                        event.key,
-                        stored_hash.unwrap_or("(none)"),
-                        event.data_hash.to_hex()
-                    ),
-                    delivery,
-                    related_event: Some(&event.key),
-                })
-                .await?;
-            return Ok(Outcome::Conflict { quarantine_id });
-        }
-        let tag = items::delivery_tag(event.provider, &delivery.origin);
-        let already = items::string_set_contains(&existing, "deliveries", &tag);
-        if !already {
-            self.add_delivery(&event.key, &tag, delivery).await?;
-        }
-        // Idempotent: heals a high-water mark lost to a crash right after the transaction.
-        self.raise_session_high_water(event).await?;
-        Ok(Outcome::Duplicate {
-            new_delivery: !already,
-        })
-    }
-
-    /// A conditional put of an event without usage. Returns the stored item if the key exists.
-    async fn put_event(
-        &self,
-        event: &ConnectionEvent,
-        delivery: &Delivery,
-    ) -> Result<Option<Item>, LedgerError> {
-        match self
-            .put_if_absent(items::event_item(event, delivery))
-            .await?
-        {
-            PutIfAbsent::Created => Ok(None),
-            PutIfAbsent::Exists(old) => self.existing_or_fetch(old, &event.key).await.map(Some),
-        }
+        let additions = by_key.into_iter().map(|(key, indexes, tags)| async move {
+            let outcome = if past(deadline) {
+                Outcome::Retry {
+                    reason: DEADLINE_REASON.into(),
+                }
+            } else {
+                match self.add_deliveries(key, tags).await {
+                    Ok(()) => Outcome::Duplicate { new_delivery: true },
+                    Err(error) => Outcome::Retry {
+                        reason: error.to_string(),
+                    },
+                }
+            };
+            indexes
+                .into_iter()
+                .map(|index| (index, outcome.clone()))
+                .collect::<Vec<_>>()
+        });
+        let to_quarantine = conflicts
+            .into_iter()
+            .map(|(index, reason)| (index, reason, QuarantineKind::Conflict))
+            .chain(
+                refused
+                    .into_iter()
+                    .map(|(index, reason)| (index, reason, QuarantineKind::Event)),
+            );
+        let quarantines = to_quarantine.map(|(index, reason, kind)| async move {
+            let (Ok(event), delivery) = &inputs[index] else {
+                return vec![];
+            };
+            let conflict = kind == QuarantineKind::Conflict;
+            let entry = QuarantineEntry {
+                kind,
+                payload: event.raw.as_bytes(),
+                reason,
+                delivery,
+                related_event: Some(&event.key),
+            };
+            let outcome = match self.quarantine_or_retry(entry, deadline).await {
+                Outcome::Quarantined { quarantine_id, .. } if conflict => {
+                    Outcome::Conflict { quarantine_id }
+                }
+                other => other,
+            };
+            vec![(index, outcome)]
+        });
+        let additions = futures::stream::iter(additions.collect::<Vec<_>>())
+            .buffer_unordered(self.concurrency())
+            .collect::<Vec<_>>();
+        let quarantines = futures::stream::iter(quarantines.collect::<Vec<_>>())
+            .buffer_unordered(self.concurrency())
+            .collect::<Vec<_>>();
+        let (additions, quarantines) = tokio::join!(additions, quarantines);
+        additions.into_iter().chain(quarantines).flatten().collect()
     }
 
     /// A put that only creates: `attribute_not_exists(pk)`, with the existing item returned
@@ -535,7 +687,7 @@ impl UsageLedger {
             .await;
         match result {
             Ok(output) => {
-                self.add_consumed(output.consumed_capacity());
+                self.add_capacity(output.consumed_capacity(), true);
                 Ok(PutIfAbsent::Created)
             }
             Err(SdkError::ServiceError(service))
@@ -544,6 +696,7 @@ impl UsageLedger {
                     PutItemError::ConditionalCheckFailedException(_)
                 ) =>
             {
+                self.add_failed_writes(1);
                 let old = match service.into_err() {
                     PutItemError::ConditionalCheckFailedException(e) => e.item,
                     _ => None,
@@ -552,109 +705,6 @@ impl UsageLedger {
             }
             Err(error) => Err(LedgerError::from_sdk("PutItem", error)),
         }
-    }
-
-    /// The event, its day and month rollups and its session's window sums, in one
-    /// transaction. Returns the stored event if the key exists (nothing was written then).
-    async fn put_event_with_usage(
-        &self,
-        event: &ConnectionEvent,
-        delivery: &Delivery,
-    ) -> Result<Option<Item>, LedgerError> {
-        let mut actions = vec![
-            TransactWriteItem::builder()
-                .put(
-                    Put::builder()
-                        .table_name(self.table_name())
-                        .set_item(Some(items::event_item(event, delivery)))
-                        .condition_expression("attribute_not_exists(pk)")
-                        .return_values_on_condition_check_failure(
-                            ReturnValuesOnConditionCheckFailure::AllOld,
-                        )
-                        .build()
-                        .map_err(|e| LedgerError::Invalid(e.to_string()))?,
-                )
-                .build(),
-        ];
-        for delta in items::usage_deltas(event)? {
-            actions.push(
-                TransactWriteItem::builder()
-                    .update(self.update_action(delta.into_update())?)
-                    .build(),
-            );
-        }
-
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let result = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(actions.clone()))
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .send()
-                .await;
-            let service = match result {
-                Ok(output) => {
-                    for capacity in output.consumed_capacity() {
-                        self.add_consumed(Some(capacity));
-                    }
-                    return Ok(None);
-                }
-                Err(SdkError::ServiceError(service))
-                    if matches!(
-                        service.err(),
-                        TransactWriteItemsError::TransactionCanceledException(_)
-                    ) =>
-                {
-                    service.into_err()
-                }
-                Err(error) => return Err(LedgerError::from_sdk("TransactWriteItems", error)),
-            };
-            let TransactWriteItemsError::TransactionCanceledException(cancelled) = service else {
-                return Err(LedgerError::Invalid("unexpected transaction error".into()));
-            };
-            let reasons = cancelled.cancellation_reasons.unwrap_or_default();
-            let code_of = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("None");
-            if code_of(0) == "ConditionalCheckFailed" {
-                let old = reasons.first().and_then(|r| r.item.clone());
-                return self.existing_or_fetch(old, &event.key).await.map(Some);
-            }
-            let codes: Vec<&str> = (0..reasons.len()).map(code_of).collect();
-            let passing = codes.iter().all(|c| {
-                matches!(
-                    *c,
-                    "None"
-                        | "TransactionConflict"
-                        | "ThrottlingError"
-                        | "ProvisionedThroughputExceeded"
-                )
-            });
-            let message = format!("transaction cancelled: {}", codes.join(", "));
-            if !passing {
-                return Err(LedgerError::Rejected {
-                    operation: "TransactWriteItems",
-                    message,
-                });
-            }
-            if attempt >= TRANSACTION_ATTEMPTS {
-                return Err(LedgerError::Retryable {
-                    operation: "TransactWriteItems",
-                    message,
-                });
-            }
-            tokio::time::sleep(backoff(attempt)).await;
-        }
-    }
-
-    fn update_action(&self, update: items::UpdateSpec) -> Result<Update, LedgerError> {
-        Update::builder()
-            .table_name(self.table_name())
-            .set_key(Some(update.key))
-            .update_expression(update.expression)
-            .set_expression_attribute_values(Some(update.values))
-            .build()
-            .map_err(|e| LedgerError::Invalid(e.to_string()))
     }
 
     /// The old item from the failed condition, or, if DynamoDB did not return it, a
@@ -678,69 +728,38 @@ impl UsageLedger {
             .map_err(|e| LedgerError::from_sdk("GetItem", e))?;
         output.item.ok_or_else(|| LedgerError::Retryable {
             operation: "GetItem",
+            code: None,
             message: format!("event {key} failed its condition but was not found"),
         })
     }
 
-    async fn add_delivery(
-        &self,
-        key: &DedupeKey,
-        tag: &str,
-        delivery: &Delivery,
-    ) -> Result<(), LedgerError> {
+    async fn add_deliveries(&self, key: &DedupeKey, tags: Vec<String>) -> Result<(), LedgerError> {
         let output = self
             .client
             .update_item()
             .table_name(self.table_name())
             .set_key(Some(items::key(keys::event_pk(key), keys::SINGLE)))
-            .update_expression("ADD deliveries :tag SET last_delivered_at = :at")
-            .expression_attribute_values(":tag", AttributeValue::Ss(vec![tag.to_owned()]))
-            .expression_attribute_values(":at", AttributeValue::S(timestamp(delivery.received_at)))
+            .update_expression("ADD #deliveries :tags")
+            .expression_attribute_names("#deliveries", items::DELIVERIES)
+            .expression_attribute_values(":tags", AttributeValue::Ss(tags))
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
             .map_err(|e| LedgerError::from_sdk("UpdateItem", e))?;
-        self.add_consumed(output.consumed_capacity());
+        self.add_capacity(output.consumed_capacity(), true);
         Ok(())
     }
 
-    /// Keeps the highest cumulative session totals seen. A maximum is idempotent, so this
-    /// runs outside the transaction, after it, and again for every duplicate.
-    async fn raise_session_high_water(&self, event: &ConnectionEvent) -> Result<(), LedgerError> {
-        let Some(update) = items::session_high_water(event) else {
-            return Ok(());
-        };
-        let result = self
-            .client
-            .update_item()
-            .table_name(self.table_name())
-            .set_key(Some(update.key))
-            .update_expression(update.expression)
-            .condition_expression(
-                "attribute_not_exists(cumulative_total) OR cumulative_total < :total",
-            )
-            .set_expression_attribute_values(Some(update.values))
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await;
-        match result {
-            Ok(output) => {
-                self.add_consumed(output.consumed_capacity());
-                Ok(())
-            }
-            Err(SdkError::ServiceError(service))
-                if matches!(
-                    service.err(),
-                    UpdateItemError::ConditionalCheckFailedException(_)
-                ) =>
-            {
-                Ok(())
-            }
-            Err(error) => Err(LedgerError::from_sdk("UpdateItem", error)),
+    async fn quarantine_or_retry(
+        &self,
+        entry: QuarantineEntry<'_>,
+        deadline: Option<Instant>,
+    ) -> Outcome {
+        if past(deadline) {
+            return Outcome::Retry {
+                reason: DEADLINE_REASON.into(),
+            };
         }
-    }
-
-    async fn quarantine_or_retry(&self, entry: QuarantineEntry<'_>) -> Outcome {
         let reason = entry.reason.clone();
         match self.quarantine(entry).await {
             Ok(quarantine_id) => Outcome::Quarantined {
@@ -754,24 +773,34 @@ impl UsageLedger {
     }
 }
 
-/// Inputs that [`UsageLedger::record_all`] writes in one task: the chains (copies of one key,
-/// in input order) of one SIM's new-looking usage events, committed as a group, or one other
-/// chain.
-struct Unit {
-    grouped: bool,
-    chains: Vec<Vec<usize>>,
+/// What the copies of stored events need written.
+struct Copies {
+    /// New provider-and-path tags to add to the deliveries.
+    tags: Vec<(usize, String)>,
+    /// Copies with other data, and why.
+    conflicts: Vec<(usize, String)>,
+    /// Copies of an event DynamoDB refused to store, and why.
+    refused: Vec<(usize, String)>,
 }
 
 /// Exponential back-off with jitter, 25 ms doubling, for transaction conflicts.
 fn backoff(attempt: u32) -> Duration {
     let base = 25u64 << attempt.min(6);
-    let jitter = u64::from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0),
-    ) % base.max(1);
-    Duration::from_millis(base + jitter)
+    Duration::from_millis(base + nonce() % base.max(1))
+}
+
+/// A number that differs from call to call (and process to process): jitter, and the
+/// client request tokens of transactions.
+pub(crate) fn nonce() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    nanos
+        ^ u64::from(std::process::id()).rotate_left(32)
+        ^ count.wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// RFC 3339 in UTC with milliseconds: sorts as text.

@@ -1,40 +1,26 @@
-//! The read side: SIM rollups for a period (by SIM, account, fleet or all), data sessions
-//! and their gaps, and which providers delivered the events of a time range. Every read is
+//! The read side: usage records (any range, bucket, grouping and filter) from the day
+//! partitions of the rollups; a SIM's stored events through its booking lists, and its data
+//! sessions from them; which providers delivered the events of a time range. Every read is
 //! a key lookup or a query; nothing scans the table.
 
-use aws_sdk_dynamodb::types::AttributeValue;
-use chrono::{DateTime, Days, Utc};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::items::{key, number_attr, string_attr};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnConsumedCapacity};
+use chrono::{DateTime, Days, NaiveDate, Utc};
+use futures::StreamExt;
+
+use super::items::{self, StoredEvent, StoredRollup, key, string_attr};
 use super::{Item, LedgerError, UsageLedger, keys, timestamp};
-use crate::event::DataVolume;
+use crate::event::{ConnectionEvent, DataVolume, DedupeKey, Provider};
+use crate::usage::{self, GroupBy, GroupValue, UsageCell, UsageFilters, UsageQuery, UsageRecord};
 
-/// One SIM's usage for one period (`YYYY-MM-DD` or `YYYY-MM`).
+/// One SIM's usage for one period (`YYYY-MM-DD` or `YYYY-MM`), whatever it was booked to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageRollup {
     pub sim_sid: String,
     pub period: String,
-    pub account_sid: Option<String>,
-    pub fleet_sid: Option<String>,
     pub usage: DataVolume,
     pub usage_events: u64,
-}
-
-impl UsageRollup {
-    fn from_item(item: &Item) -> Self {
-        UsageRollup {
-            sim_sid: string_attr(item, "sim_sid").unwrap_or_default().to_owned(),
-            period: string_attr(item, "period").unwrap_or_default().to_owned(),
-            account_sid: string_attr(item, "account_sid").map(str::to_owned),
-            fleet_sid: string_attr(item, "fleet_sid").map(str::to_owned),
-            usage: DataVolume {
-                upload: number_attr(item, "data_upload").unwrap_or(0),
-                download: number_attr(item, "data_download").unwrap_or(0),
-                total: number_attr(item, "data_total").unwrap_or(0),
-            },
-            usage_events: number_attr(item, "usage_events").unwrap_or(0),
-        }
-    }
 }
 
 /// A data session: what its windows add up to, and the highest running total reported.
@@ -56,27 +42,6 @@ impl SessionSummary {
         self.cumulative
             .is_some_and(|c| c.total != self.windows.total)
     }
-
-    fn from_item(item: &Item) -> Self {
-        let volume = |prefix: &str| DataVolume {
-            upload: number_attr(item, &format!("{prefix}_upload")).unwrap_or(0),
-            download: number_attr(item, &format!("{prefix}_download")).unwrap_or(0),
-            total: number_attr(item, &format!("{prefix}_total")).unwrap_or(0),
-        };
-        SessionSummary {
-            sim_sid: string_attr(item, "sim_sid").unwrap_or_default().to_owned(),
-            session_sid: string_attr(item, "session_sid")
-                .unwrap_or_default()
-                .to_owned(),
-            start_time: string_attr(item, "start_time").map(str::to_owned),
-            end_time: string_attr(item, "end_time").map(str::to_owned),
-            windows: volume("window"),
-            windows_received: number_attr(item, "windows_received").unwrap_or(0),
-            cumulative: item
-                .contains_key("cumulative_total")
-                .then(|| volume("cumulative")),
-        }
-    }
 }
 
 /// Which provider and path delivered one event.
@@ -96,123 +61,406 @@ impl EventDeliveries {
     }
 }
 
+/// `YYYY-MM-DD` or `YYYY-MM` as `[start, end)`.
+pub fn period_range(period: &str) -> Result<(DateTime<Utc>, DateTime<Utc>), LedgerError> {
+    let bad = || {
+        LedgerError::Invalid(format!(
+            "`{period}` is not a day (YYYY-MM-DD) or a month (YYYY-MM)"
+        ))
+    };
+    let (start, end) = if period.len() == 7 {
+        let start =
+            NaiveDate::parse_from_str(&format!("{period}-01"), "%Y-%m-%d").map_err(|_| bad())?;
+        (
+            start,
+            start
+                .checked_add_months(chrono::Months::new(1))
+                .ok_or_else(bad)?,
+        )
+    } else {
+        let start = NaiveDate::parse_from_str(period, "%Y-%m-%d").map_err(|_| bad())?;
+        (start, start.succ_opt().ok_or_else(bad)?)
+    };
+    let midnight = |d: NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).ok_or_else(bad);
+    Ok((midnight(start)?, midnight(end)?))
+}
+
 impl UsageLedger {
-    async fn query_all(
+    pub(crate) async fn query_all(
         &self,
         index: Option<&str>,
         key_condition: &str,
         values: &[(&str, String)],
+        consistent: bool,
     ) -> Result<Vec<Item>, LedgerError> {
         let mut query = self
             .client
             .query()
             .table_name(self.table_name())
             .set_index_name(index.map(str::to_owned))
-            .key_condition_expression(key_condition);
+            .key_condition_expression(key_condition)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total);
+        if consistent {
+            query = query.consistent_read(true);
+        }
         for (name, value) in values {
             query = query.expression_attribute_values(*name, AttributeValue::S(value.clone()));
         }
-        query
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| LedgerError::from_sdk("Query", e))
+        let mut pages = query.into_paginator().send();
+        let mut items = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| LedgerError::from_sdk("Query", e))?;
+            self.add_capacity(page.consumed_capacity(), false);
+            items.extend(page.items.unwrap_or_default());
+        }
+        Ok(items)
     }
 
-    /// One SIM's rollup for a period, read consistently from the table.
+    /// The rollups of the given days: every SIM's (all shards of each day), or one SIM's.
+    pub(crate) async fn rollups(
+        &self,
+        days: &[NaiveDate],
+        sim: Option<&str>,
+        consistent: bool,
+    ) -> Result<Vec<StoredRollup>, LedgerError> {
+        let mut partitions = Vec::new();
+        for day in days {
+            let day = day.format("%Y-%m-%d").to_string();
+            match sim {
+                Some(sim) => partitions.push((
+                    keys::usage_pk(&day, keys::usage_shard(sim)),
+                    Some(items::sim_sk_prefix(sim)),
+                )),
+                None => partitions.extend(
+                    (0..keys::USAGE_SHARDS).map(|shard| (keys::usage_pk(&day, shard), None)),
+                ),
+            }
+        }
+        let queries = partitions.into_iter().map(|(pk, prefix)| async move {
+            match prefix {
+                Some(prefix) => {
+                    self.query_all(
+                        None,
+                        "pk = :pk AND begins_with(sk, :prefix)",
+                        &[(":pk", pk), (":prefix", prefix)],
+                        consistent,
+                    )
+                    .await
+                }
+                None => {
+                    self.query_all(None, "pk = :pk", &[(":pk", pk)], consistent)
+                        .await
+                }
+            }
+        });
+        let mut results =
+            futures::stream::iter(queries.collect::<Vec<_>>()).buffer_unordered(self.concurrency());
+        let mut rollups = Vec::new();
+        while let Some(items) = results.next().await {
+            for item in items? {
+                rollups.push(StoredRollup::from_item(&item)?);
+            }
+        }
+        Ok(rollups)
+    }
+
+    /// Usage records as UsageRecords answers them: see [`crate::usage`].
+    pub async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRecord>, LedgerError> {
+        let rollups = self
+            .rollups(&query.days(), query.filters.sim_sid.as_deref(), false)
+            .await?;
+        let cells: Vec<UsageCell> = rollups.iter().flat_map(StoredRollup::cells).collect();
+        usage::aggregate(query, cells).map_err(|e| LedgerError::Invalid(e.to_string()))
+    }
+
+    /// Usage per SIM for a day or a month (`YYYY-MM-DD`, `YYYY-MM`), summed over everything
+    /// it was booked to, sorted by SIM.
+    pub async fn usage_per_sim(
+        &self,
+        period: &str,
+        filters: UsageFilters,
+    ) -> Result<Vec<UsageRollup>, LedgerError> {
+        let (start, end) = period_range(period)?;
+        let query = UsageQuery::new(
+            start,
+            end,
+            usage::Granularity::All,
+            Some(GroupBy::Sim),
+            filters,
+        )
+        .map_err(|e| LedgerError::Invalid(e.to_string()))?;
+        let mut per_sim: BTreeMap<String, UsageRollup> = BTreeMap::new();
+        for record in self.usage(&query).await? {
+            let Some(GroupValue::Sim { sim_sid, .. }) = &record.group else {
+                continue;
+            };
+            let entry = per_sim
+                .entry(sim_sid.clone())
+                .or_insert_with(|| UsageRollup {
+                    sim_sid: sim_sid.clone(),
+                    period: period.to_owned(),
+                    usage: DataVolume::default(),
+                    usage_events: 0,
+                });
+            let overflow = || LedgerError::Invalid("usage totals overflow".into());
+            entry.usage = DataVolume {
+                upload: entry
+                    .usage
+                    .upload
+                    .checked_add(record.data_upload)
+                    .ok_or_else(overflow)?,
+                download: entry
+                    .usage
+                    .download
+                    .checked_add(record.data_download)
+                    .ok_or_else(overflow)?,
+                total: entry
+                    .usage
+                    .total
+                    .checked_add(record.data_total)
+                    .ok_or_else(overflow)?,
+            };
+            entry.usage_events = entry
+                .usage_events
+                .checked_add(record.usage_events)
+                .ok_or_else(overflow)?;
+        }
+        Ok(per_sim.into_values().collect())
+    }
+
+    /// One SIM's usage for a period.
     pub async fn sim_usage(
         &self,
         sim_sid: &str,
         period: &str,
     ) -> Result<Option<UsageRollup>, LedgerError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(self.table_name())
-            .set_key(Some(key(keys::sim_pk(sim_sid), &keys::rollup_sk(period))))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| LedgerError::from_sdk("GetItem", e))?;
-        Ok(output.item.as_ref().map(UsageRollup::from_item))
+        let filters = UsageFilters {
+            sim_sid: Some(sim_sid.to_owned()),
+            ..UsageFilters::default()
+        };
+        Ok(self.usage_per_sim(period, filters).await?.pop())
     }
 
-    /// Every SIM's rollup for a period, from the period index (spread over shards).
+    /// Every SIM's usage for a period, sorted by SIM.
     pub async fn period_usage(&self, period: &str) -> Result<Vec<UsageRollup>, LedgerError> {
-        let mut rollups = Vec::new();
-        for shard in 0..keys::SHARDS {
-            let items = self
-                .query_all(
-                    Some("gsi3"),
-                    "gsi3pk = :pk",
-                    &[(":pk", keys::period_pk(period, shard))],
-                )
-                .await?;
-            rollups.extend(items.iter().map(UsageRollup::from_item));
-        }
-        rollups.sort_by(|a, b| a.sim_sid.cmp(&b.sim_sid));
-        Ok(rollups)
+        self.usage_per_sim(period, UsageFilters::default()).await
     }
 
-    /// The rollups of an account's SIMs for a period.
+    /// Per SIM, the usage booked to an account in a period.
     pub async fn account_usage(
         &self,
         account_sid: &str,
         period: &str,
     ) -> Result<Vec<UsageRollup>, LedgerError> {
-        let items = self
-            .query_all(
-                Some("gsi1"),
-                "gsi1pk = :pk",
-                &[(":pk", keys::account_period_pk(account_sid, period))],
-            )
-            .await?;
-        Ok(items.iter().map(UsageRollup::from_item).collect())
+        let filters = UsageFilters {
+            account_sid: Some(account_sid.to_owned()),
+            ..UsageFilters::default()
+        };
+        self.usage_per_sim(period, filters).await
     }
 
-    /// The rollups of a fleet's SIMs for a period.
+    /// Per SIM, the usage booked to a fleet in a period.
     pub async fn fleet_usage(
         &self,
         fleet_sid: &str,
         period: &str,
     ) -> Result<Vec<UsageRollup>, LedgerError> {
-        let items = self
-            .query_all(
-                Some("gsi2"),
-                "gsi2pk = :pk",
-                &[(":pk", keys::fleet_period_pk(fleet_sid, period))],
-            )
-            .await?;
-        Ok(items.iter().map(UsageRollup::from_item).collect())
+        let filters = UsageFilters {
+            fleet_sid: Some(fleet_sid.to_owned()),
+            ..UsageFilters::default()
+        };
+        self.usage_per_sim(period, filters).await
     }
 
-    /// A SIM's data sessions.
+    /// Per SIM and day, the events its booking lists name, for days in `[first, last]`
+    /// (all of the SIM's days when `None`).
+    pub(crate) async fn booked_events(
+        &self,
+        sim_sid: &str,
+        days: Option<(NaiveDate, NaiveDate)>,
+        consistent: bool,
+    ) -> Result<Vec<(NaiveDate, DedupeKey)>, LedgerError> {
+        let pk = keys::sim_pk(sim_sid);
+        let items = match days {
+            Some((first, last)) => {
+                let low = format!("{}{}", keys::BOOKED_SK_PREFIX, first.format("%Y-%m-%d"));
+                // `~` sorts after every character of an event sid.
+                let high = format!("{}{}#~", keys::BOOKED_SK_PREFIX, last.format("%Y-%m-%d"));
+                self.query_all(
+                    None,
+                    "pk = :pk AND sk BETWEEN :low AND :high",
+                    &[(":pk", pk), (":low", low), (":high", high)],
+                    consistent,
+                )
+                .await?
+            }
+            None => {
+                self.query_all(
+                    None,
+                    "pk = :pk AND begins_with(sk, :prefix)",
+                    &[(":pk", pk), (":prefix", keys::BOOKED_SK_PREFIX.to_owned())],
+                    consistent,
+                )
+                .await?
+            }
+        };
+        let mut booked = Vec::new();
+        for item in items {
+            let sk = string_attr(&item, "sk").unwrap_or_default();
+            let day = sk
+                .strip_prefix(keys::BOOKED_SK_PREFIX)
+                .and_then(|rest| rest.get(..10))
+                .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+                .ok_or_else(|| LedgerError::CorruptItem {
+                    pk: keys::sim_pk(sim_sid),
+                    reason: format!("bad booking list key {sk}"),
+                })?;
+            for sid in items::string_set(&item, items::BOOKED_EVENTS) {
+                if let Ok(key) = DedupeKey::new(&sid, "ev") {
+                    booked.push((day, key));
+                }
+            }
+        }
+        Ok(booked)
+    }
+
+    /// Full event records by key, with consistent `BatchGetItem`s (unprocessed keys are asked
+    /// for again). Keys not found are left out.
+    pub async fn stored_events(&self, keys: &[DedupeKey]) -> Result<Vec<StoredEvent>, LedgerError> {
+        let lookups = keys.chunks(100).map(|chunk| async move {
+            let mut pending: Vec<Item> = chunk
+                .iter()
+                .map(|k| key(keys::event_pk(k), keys::SINGLE))
+                .collect();
+            let mut found = Vec::new();
+            let mut rounds = 0;
+            while !pending.is_empty() {
+                rounds += 1;
+                if rounds > 10 {
+                    return Err(LedgerError::Retryable {
+                        operation: "BatchGetItem",
+                        code: None,
+                        message: "keys stayed unprocessed after 10 rounds".into(),
+                    });
+                }
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut pending)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| LedgerError::Invalid(e.to_string()))?;
+                let output = self
+                    .client
+                    .batch_get_item()
+                    .request_items(self.table_name(), request)
+                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                    .send()
+                    .await
+                    .map_err(|e| LedgerError::from_sdk("BatchGetItem", e))?;
+                for capacity in output.consumed_capacity() {
+                    self.add_capacity(Some(capacity), false);
+                }
+                found.extend(
+                    output
+                        .responses
+                        .and_then(|mut r| r.remove(self.table_name()))
+                        .unwrap_or_default(),
+                );
+                if let Some(mut unprocessed) = output.unprocessed_keys
+                    && let Some(left) = unprocessed.remove(self.table_name())
+                {
+                    pending = left.keys;
+                    tokio::time::sleep(std::time::Duration::from_millis(20 * rounds)).await;
+                }
+            }
+            found
+                .iter()
+                .map(StoredEvent::from_item)
+                .collect::<Result<Vec<_>, _>>()
+        });
+        let mut results =
+            futures::stream::iter(lookups.collect::<Vec<_>>()).buffer_unordered(self.concurrency());
+        let mut events = Vec::with_capacity(keys.len());
+        while let Some(found) = results.next().await {
+            events.extend(found?);
+        }
+        Ok(events)
+    }
+
+    /// The usage events booked for one SIM on days in `[first, last]` (all days when
+    /// `None`), normalized again from their stored `data`.
+    pub async fn sim_events(
+        &self,
+        sim_sid: &str,
+        days: Option<(NaiveDate, NaiveDate)>,
+    ) -> Result<Vec<(StoredEvent, ConnectionEvent)>, LedgerError> {
+        let booked = self.booked_events(sim_sid, days, true).await?;
+        let keys: Vec<DedupeKey> = booked.into_iter().map(|(_, key)| key).collect();
+        self.stored_events(&keys)
+            .await?
+            .into_iter()
+            .map(|stored| {
+                let event = normalized(&stored)?;
+                Ok((stored, event))
+            })
+            .collect()
+    }
+
+    /// A SIM's data sessions, from its usage events.
     pub async fn sim_sessions(&self, sim_sid: &str) -> Result<Vec<SessionSummary>, LedgerError> {
-        let items = self
-            .query_all(
-                None,
-                "pk = :pk AND begins_with(sk, :prefix)",
-                &[
-                    (":pk", keys::sim_pk(sim_sid)),
-                    (":prefix", keys::SESSION_SK_PREFIX.to_owned()),
-                ],
-            )
-            .await?;
-        Ok(items.iter().map(SessionSummary::from_item).collect())
+        let mut sessions: BTreeMap<String, SessionSummary> = BTreeMap::new();
+        for (_, event) in self.sim_events(sim_sid, None).await? {
+            let (Some(session), Some(window)) = (&event.session, event.usage) else {
+                continue;
+            };
+            let summary = sessions
+                .entry(session.sid.clone())
+                .or_insert_with(|| SessionSummary {
+                    sim_sid: sim_sid.to_owned(),
+                    session_sid: session.sid.clone(),
+                    start_time: None,
+                    end_time: None,
+                    windows: DataVolume::default(),
+                    windows_received: 0,
+                    cumulative: None,
+                });
+            // Each event is at most 2^50 bytes: a session's sum cannot overflow a u64.
+            summary.windows.upload += window.upload;
+            summary.windows.download += window.download;
+            summary.windows.total += window.total;
+            summary.windows_received += 1;
+            if let Some(start) = session.start_time {
+                summary.start_time.get_or_insert_with(|| timestamp(start));
+            }
+            if let Some(end) = session.end_time {
+                let end = timestamp(end);
+                if summary.end_time.as_ref().is_none_or(|e| *e < end) {
+                    summary.end_time = Some(end);
+                }
+            }
+            if let Some(cumulative) = session.cumulative
+                && summary
+                    .cumulative
+                    .is_none_or(|c| c.total < cumulative.total)
+            {
+                summary.cumulative = Some(cumulative);
+            }
+        }
+        Ok(sessions.into_values().collect())
     }
 
-    /// Events whose time is in `[from, to)`, with who delivered each, from the event index.
+    /// Events whose time is in `[from, to)`, with who delivered each: usage events through
+    /// the booking lists of the SIMs with usage on those days (a window is booked within a
+    /// day of its event's time), the others through the time index.
     pub async fn events_between(
         &self,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<EventDeliveries>, LedgerError> {
         let (low, high) = (timestamp(from), timestamp(to));
-        let mut events = Vec::new();
-        let mut day = from.date_naive();
-        while day <= to.date_naive() {
+        let mut events: HashMap<String, EventDeliveries> = HashMap::new();
+
+        // Events without usage, and usage events written before booking lists existed.
+        for day in day_list(from.date_naive(), to.date_naive()) {
             let day_text = day.format("%Y-%m-%d").to_string();
             for shard in 0..keys::SHARDS {
                 let items = self
@@ -224,28 +472,91 @@ impl UsageLedger {
                             (":low", low.clone()),
                             (":high", high.clone()),
                         ],
+                        false,
                     )
                     .await?;
-                events.extend(items.iter().filter_map(|item| {
-                    let event_time = string_attr(item, "event_time")?;
-                    (event_time < high.as_str()).then(|| EventDeliveries {
-                        event_sid: string_attr(item, "event_sid")
-                            .unwrap_or_default()
-                            .to_owned(),
-                        event_time: event_time.to_owned(),
-                        deliveries: match item.get("deliveries") {
-                            Some(AttributeValue::Ss(tags)) => tags.clone(),
-                            _ => Vec::new(),
+                for item in &items {
+                    let Some((event_time, sid)) =
+                        string_attr(item, "gsi1sk").and_then(|sk| sk.split_once('#'))
+                    else {
+                        continue;
+                    };
+                    if event_time >= high.as_str() {
+                        continue;
+                    }
+                    events.insert(
+                        sid.to_owned(),
+                        EventDeliveries {
+                            event_sid: sid.to_owned(),
+                            event_time: event_time.to_owned(),
+                            deliveries: items::string_set(item, items::DELIVERIES),
                         },
-                    })
-                }));
+                    );
+                }
             }
-            let Some(next) = day.checked_add_days(Days::new(1)) else {
-                break;
-            };
-            day = next;
         }
-        events.sort_by(|a, b| a.event_time.cmp(&b.event_time));
+
+        let first = from
+            .date_naive()
+            .checked_sub_days(Days::new(1))
+            .unwrap_or(from.date_naive());
+        let last = to
+            .date_naive()
+            .checked_add_days(Days::new(1))
+            .unwrap_or(to.date_naive());
+        let days = day_list(first, last);
+        let sims: BTreeSet<String> = self
+            .rollups(&days, None, false)
+            .await?
+            .into_iter()
+            .map(|r| r.booking.sim_sid)
+            .collect();
+        for sim in sims {
+            let booked = self.booked_events(&sim, Some((first, last)), false).await?;
+            let keys: Vec<DedupeKey> = booked.into_iter().map(|(_, key)| key).collect();
+            for stored in self.stored_events(&keys).await? {
+                let event_time = timestamp(stored.event_time);
+                if event_time < low || event_time >= high {
+                    continue;
+                }
+                events.insert(
+                    stored.key.as_str().to_owned(),
+                    EventDeliveries {
+                        event_sid: stored.key.as_str().to_owned(),
+                        event_time,
+                        deliveries: stored.deliveries,
+                    },
+                );
+            }
+        }
+        let mut events: Vec<EventDeliveries> = events.into_values().collect();
+        events.sort_by(|a, b| (&a.event_time, &a.event_sid).cmp(&(&b.event_time, &b.event_sid)));
         Ok(events)
     }
+}
+
+/// A stored event normalized again; the provider is the first of its deliveries (it does
+/// not change what is booked).
+pub(crate) fn normalized(stored: &StoredEvent) -> Result<ConnectionEvent, LedgerError> {
+    let provider = stored
+        .deliveries
+        .iter()
+        .filter_map(|tag| Provider::from_name(tag.split('#').next().unwrap_or_default()))
+        .min()
+        .unwrap_or(Provider::Kore);
+    crate::event::from_stored(
+        provider,
+        &stored.event_type,
+        stored.event_time,
+        &stored.data,
+    )
+    .map_err(|e| LedgerError::CorruptItem {
+        pk: keys::event_pk(&stored.key),
+        reason: format!("stored data no longer parses: {e}"),
+    })
+}
+
+/// Every day from `first` to `last`, both included.
+pub(crate) fn day_list(first: NaiveDate, last: NaiveDate) -> Vec<NaiveDate> {
+    first.iter_days().take_while(|d| *d <= last).collect()
 }
