@@ -1094,3 +1094,419 @@ async fn replay_exits_1_naming_inputs_still_retryable_and_a_second_run_stores_th
         .unwrap();
     assert_eq!((day.usage, day.usage_events), (volume(3, 300), 1));
 }
+
+/// The networks SIMs roam over: SID, name, country. Five networks in three countries.
+const NETWORKS: [(&str, &str, &str); 5] = [
+    ("HWde000000000000000000000000000001", "Telekom.de", "DE"),
+    ("HWde000000000000000000000000000002", "Vodafone.de", "DE"),
+    ("HWfr000000000000000000000000000001", "Orange F", "FR"),
+    ("HWus000000000000000000000000000001", "AT&T", "US"),
+    ("HWus000000000000000000000000000002", "T-Mobile", "US"),
+];
+
+/// 200 SIMs in two accounts, roaming over five networks in three countries (and sometimes
+/// none), a fifth of them moving fleet at 2024-11-01T00:30Z, with usage windows of up to 15
+/// minutes around the end of October: windows cross hours, the day and the month.
+fn roaming_fleet() -> Vec<SampleEvent> {
+    let mut rng = fastrand::Rng::with_seed(20_241_101);
+    let start = Utc.with_ymd_and_hms(2024, 10, 31, 20, 0, 0).unwrap();
+    let moved_at = Utc.with_ymd_and_hms(2024, 11, 1, 0, 30, 0).unwrap();
+    let mut events = Vec::new();
+    for sim in 0..200usize {
+        let account = if sim < 100 { ACCOUNT_A } else { ACCOUNT_B };
+        let fleet = |moved: bool| format!("HF{:032}", sim % 3 + usize::from(moved));
+        for window in 0..12usize {
+            // Ends between 20:00 on the 31st and 04:00 on the 1st; a few outside the queries.
+            let end = start + Duration::seconds(rng.i64(0..8 * 3600));
+            let mut e = SampleEvent::usage_update(
+                &format!("EZ{sim:04}{window:04}{:024x}", rng.u64(..)),
+                &format!("HS{sim:032}"),
+                &end.to_rfc3339(),
+                (rng.u64(0..40_000), rng.u64(0..400_000)),
+            );
+            e.window_start = Some(end - Duration::minutes(15));
+            // Sent up to ten minutes after the window ended: sometimes in the next hour,
+            // day or month, which must not move the usage.
+            e.sent_at = Some(end + Duration::seconds(rng.i64(0..600)));
+            e.account_sid = account.into();
+            let moves = sim % 5 == 0;
+            e.fleet_sid = fleet(moves && end >= moved_at);
+            e.network = match rng.usize(0..12) {
+                0 => None,
+                n => {
+                    let (sid, name, country) = NETWORKS[n % NETWORKS.len()];
+                    Some((sid.into(), name.into(), country.into()))
+                }
+            };
+            e.sim_unique_name = Some(format!("meter-{sim:03}"));
+            e.session_sid = format!("PI{sim:032}");
+            if window == 11 {
+                e.suffix = "data-session.ended";
+            }
+            events.push(e);
+        }
+    }
+    events
+}
+
+/// (bucket start, account, group value)
+type RecordKey = (String, String, String);
+/// (bucket end, upload, download, events, group fields)
+type RecordSum = (String, u64, u64, u64, Value);
+/// A usage filter's arguments, the group it is tried with, and which events it keeps.
+type FilterCase<'a> = (
+    Vec<&'a str>,
+    &'a str,
+    Box<dyn Fn(&SampleEvent) -> bool + 'a>,
+);
+
+/// What `kore-usage usage --format json` must print, computed from the generated events
+/// alone: booked in the UTC hour each window ended, to what the event named.
+fn expected_records(
+    events: &[SampleEvent],
+    (start, end): (&str, &str),
+    granularity: &str,
+    group: Option<&str>,
+    filter: &dyn Fn(&SampleEvent) -> bool,
+) -> Value {
+    let at = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .unwrap()
+            .with_timezone(&Utc)
+    };
+    let (start, end) = (at(start), at(end));
+    let z = |t: chrono::DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let mut records: BTreeMap<RecordKey, RecordSum> = BTreeMap::new();
+    for e in events.iter().filter(|e| filter(e)) {
+        let hour = e.time
+            - Duration::seconds(i64::from(
+                chrono::Timelike::num_seconds_from_midnight(&e.time) % 3600,
+            ));
+        let hour = hour - Duration::nanoseconds(i64::from(chrono::Timelike::nanosecond(&hour)));
+        if hour < start || hour >= end {
+            continue;
+        }
+        let (bucket_start, bucket_end) = match granularity {
+            "hour" => (hour, hour + Duration::hours(1)),
+            "day" => {
+                let day = Utc.from_utc_datetime(&hour.date_naive().and_hms_opt(0, 0, 0).unwrap());
+                (day, day + Duration::days(1))
+            }
+            _ => (start, end),
+        };
+        let network = e.network.clone();
+        let (value, fields) = match group {
+            None => (String::new(), json!({})),
+            Some("sim") => (
+                e.sim_sid.clone(),
+                json!({"sim_sid": e.sim_sid, "sim_iccid": "89883070000012345678", "sim_unique_name": e.sim_unique_name}),
+            ),
+            Some("fleet") => (e.fleet_sid.clone(), json!({"fleet_sid": e.fleet_sid})),
+            Some("network") => (
+                network.as_ref().map(|n| n.0.clone()).unwrap_or_default(),
+                json!({"network_sid": network.as_ref().map(|n| &n.0), "network_name": network.as_ref().map(|n| &n.1)}),
+            ),
+            Some(_) => (
+                network.as_ref().map(|n| n.2.clone()).unwrap_or_default(),
+                json!({"iso_country": network.as_ref().map(|n| &n.2)}),
+            ),
+        };
+        let entry = records
+            .entry((z(bucket_start), e.account_sid.clone(), value))
+            .or_insert_with(|| (z(bucket_end), 0, 0, 0, fields));
+        entry.1 += e.window.0;
+        entry.2 += e.window.1;
+        entry.3 += 1;
+    }
+    Value::Array(
+        records
+            .into_iter()
+            .map(
+                |((start_time, account, _), (end_time, up, down, n, fields))| {
+                    let mut record = json!({
+                        "account_sid": account,
+                        "period": {"start_time": start_time, "end_time": end_time},
+                        "data_upload": up,
+                        "data_download": down,
+                        "data_total": up + down,
+                        "usage_events": n,
+                    });
+                    if let (Value::Object(record), Value::Object(fields)) = (&mut record, fields) {
+                        record.extend(fields);
+                    }
+                    record
+                },
+            )
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn usage_records_equal_an_independent_computation_for_every_granularity_group_and_filter() {
+    let ledger = fresh_ledger("cli-usage").await;
+    let events = roaming_fleet();
+    // SIM 5 moves fleet mid-range (every fifth SIM does).
+    let moving_sim = format!("HS{:032}", 5);
+    // Every event once or twice through each provider, shuffled, in batches of 100.
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut deliveries = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        for copy in 0..rng.usize(1..=3) {
+            deliveries.push(if rng.bool() {
+                (e.kore_json(), webhook(&format!("usage-{i}-{copy}")))
+            } else {
+                (e.twilio_json(), kinesis(i as u64 * 10 + copy as u64))
+            });
+        }
+    }
+    rng.shuffle(&mut deliveries);
+    for batch in deliveries.chunks(100) {
+        store(&ledger, batch).await;
+    }
+
+    let hours = ("2024-10-31T22:00:00Z", "2024-11-01T02:00:00Z");
+    let days = ("2024-10-31T00:00:00Z", "2024-11-02T00:00:00Z");
+    let everything: &dyn Fn(&SampleEvent) -> bool = &|_| true;
+    let mut checked = 0;
+    for granularity in ["hour", "day", "all"] {
+        let range = if granularity == "day" { days } else { hours };
+        for group in [
+            None,
+            Some("sim"),
+            Some("fleet"),
+            Some("network"),
+            Some("iso-country"),
+        ] {
+            let mut args = vec![
+                "usage",
+                "--start",
+                range.0,
+                "--end",
+                range.1,
+                "--granularity",
+                granularity,
+                "--format",
+                "json",
+            ];
+            if let Some(group) = group {
+                args.extend(["--group", group]);
+            }
+            let printed = ok_json(&ledger, &args);
+            let expected = expected_records(&events, range, granularity, group, everything);
+            assert!(expected.as_array().unwrap().len() > 1, "{args:?}");
+            assert_eq!(printed, expected, "{args:?}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 15);
+
+    // Every filter, alone and combined.
+    let filters: [FilterCase<'_>; 6] = [
+        (
+            vec!["--account", ACCOUNT_B],
+            "sim",
+            Box::new(|e| e.account_sid == ACCOUNT_B),
+        ),
+        (
+            vec!["--sim", &moving_sim],
+            "fleet",
+            Box::new(|e| e.sim_sid == moving_sim),
+        ),
+        (
+            vec!["--fleet", "HF00000000000000000000000000000001"],
+            "sim",
+            Box::new(|e| e.fleet_sid == "HF00000000000000000000000000000001"),
+        ),
+        (
+            vec!["--network", NETWORKS[0].0],
+            "iso-country",
+            Box::new(|e| e.network.as_ref().is_some_and(|n| n.0 == NETWORKS[0].0)),
+        ),
+        (
+            vec!["--iso-country", "US"],
+            "network",
+            Box::new(|e| e.network.as_ref().is_some_and(|n| n.2 == "US")),
+        ),
+        (
+            vec!["--account", ACCOUNT_A, "--iso-country", "DE"],
+            "fleet",
+            Box::new(|e| {
+                e.account_sid == ACCOUNT_A && e.network.as_ref().is_some_and(|n| n.2 == "DE")
+            }),
+        ),
+    ];
+    for (filter_args, group, filter) in &filters {
+        for granularity in ["hour", "all"] {
+            let mut args = vec![
+                "usage",
+                "--start",
+                hours.0,
+                "--end",
+                hours.1,
+                "--granularity",
+                granularity,
+                "--group",
+                group,
+                "--format",
+                "json",
+            ];
+            args.extend(filter_args.iter().copied());
+            let printed = ok_json(&ledger, &args);
+            let expected =
+                expected_records(&events, hours, granularity, Some(group), filter.as_ref());
+            assert!(!expected.as_array().unwrap().is_empty(), "{args:?}");
+            assert_eq!(printed, expected, "{args:?}");
+        }
+    }
+
+    // The table and the CSV carry the same numbers; the table ends with the total.
+    let args = [
+        "usage",
+        "--start",
+        hours.0,
+        "--end",
+        hours.1,
+        "--group",
+        "iso-country",
+    ];
+    let json_records = ok_json(&ledger, &[&args[..], &["--format", "json"]].concat());
+    let csv = ok(&ledger, &[&args[..], &["--format", "csv"]].concat());
+    let table = ok(&ledger, &args);
+    let mut csv_lines = csv.lines();
+    assert_eq!(
+        csv_lines.next(),
+        Some(
+            "account_sid,start_time,end_time,iso_country,data_upload,data_download,data_total,usage_events"
+        )
+    );
+    let mut total = 0;
+    for (line, record) in csv_lines.zip(json_records.as_array().unwrap()) {
+        let fields: Vec<&str> = line.split(',').collect();
+        assert_eq!(
+            fields[4..]
+                .iter()
+                .map(|f| f.parse::<u64>().unwrap())
+                .collect::<Vec<_>>(),
+            ["data_upload", "data_download", "data_total", "usage_events"]
+                .map(|k| record[k].as_u64().unwrap())
+        );
+        total += record["data_total"].as_u64().unwrap();
+        assert!(
+            table.contains(&format!("  {}  ", record["data_total"])),
+            "{table}"
+        );
+    }
+    let last = table.lines().last().unwrap();
+    assert!(last.starts_with("TOTAL ("), "{table}");
+    assert!(cells(last).contains(&total.to_string().as_str()), "{last}");
+
+    // The audit: nothing differs; one rollup altered by hand is found, alone, and restored.
+    let check = [
+        "rebuild", "--start", days.0, "--end", days.1, "--check", "--format", "json",
+    ];
+    let report = ok_json(&ledger, &check);
+    assert_eq!(report["differences"], json!([]), "{report}");
+    assert_eq!(
+        report["usage_events"].as_u64(),
+        Some(expected_events(&events, days))
+    );
+
+    let altered_sim = "HS00000000000000000000000000000042";
+    let day = "2024-11-01";
+    let partition = kore_ingest_shared::ledger::keys::usage_pk(
+        day,
+        kore_ingest_shared::ledger::keys::usage_shard(altered_sim),
+    );
+    let rollups = ledger
+        .client()
+        .query()
+        .table_name(ledger.table_name())
+        .key_condition_expression("pk = :pk AND begins_with(sk, :sim)")
+        .expression_attribute_values(
+            ":pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(partition.clone()),
+        )
+        .expression_attribute_values(
+            ":sim",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("{altered_sim}#")),
+        )
+        .send()
+        .await
+        .unwrap();
+    let rollup = &rollups.items()[0];
+    let hour_attr = rollup
+        .keys()
+        .find(|k| k.starts_with('t') && k.len() == 3)
+        .unwrap()
+        .clone();
+    ledger
+        .client()
+        .update_item()
+        .table_name(ledger.table_name())
+        .key("pk", rollup["pk"].clone())
+        .key("sk", rollup["sk"].clone())
+        .update_expression("ADD #t :extra")
+        .expression_attribute_names("#t", &hour_attr)
+        .expression_attribute_values(
+            ":extra",
+            aws_sdk_dynamodb::types::AttributeValue::N("1000".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let run = kore_usage(&ledger, &check);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    let differences = report["differences"].as_array().unwrap();
+    assert_eq!(differences.len(), 1, "{report}");
+    assert_eq!(differences[0]["sim_sid"], altered_sim);
+    assert_eq!(differences[0]["day"], day);
+    assert_eq!(
+        differences[0]["hours"],
+        json!([hour_attr[1..].parse::<u32>().unwrap()])
+    );
+    assert_eq!(
+        differences[0]["stored_total"].as_u64().unwrap(),
+        differences[0]["expected_total"].as_u64().unwrap() + 1000
+    );
+
+    let repaired = ok_json(
+        &ledger,
+        &[
+            "rebuild", "--start", days.0, "--end", days.1, "--format", "json",
+        ],
+    );
+    assert_eq!(repaired["rewritten"].as_u64(), Some(1), "{repaired}");
+    assert_eq!(ok_json(&ledger, &check)["differences"], json!([]));
+    let args = [
+        "usage",
+        "--start",
+        days.0,
+        "--end",
+        days.1,
+        "--granularity",
+        "day",
+        "--group",
+        "sim",
+        "--format",
+        "json",
+    ];
+    assert_eq!(
+        ok_json(&ledger, &args),
+        expected_records(&events, days, "day", Some("sim"), everything)
+    );
+}
+
+/// Usage events booked in `[start, end)`.
+fn expected_events(events: &[SampleEvent], (start, end): (&str, &str)) -> u64 {
+    let at = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .unwrap()
+            .with_timezone(&Utc)
+    };
+    let (start, end) = (at(start), at(end));
+    events
+        .iter()
+        .filter(|e| e.time >= start && e.time < end)
+        .count() as u64
+}

@@ -10,6 +10,8 @@
 //! - `ingest-bench startup BINARY...`: start-to-ready of each function binary: from spawning
 //!   it to its first request for an invocation on a stand-in Runtime API (median of 15).
 
+mod cost;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Command, ExitCode, Stdio};
@@ -17,9 +19,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::StreamExt;
-use integration_tests::{
-    SampleEvent, fresh_ledger, kinesis, kinesis_event, kore_batch, parse_item, webhook,
-};
+use integration_tests::{SampleEvent, fresh_ledger, kinesis_event, kore_batch};
 use kore_ingest_shared::ledger::{LedgerConfig, Outcome};
 use kore_ingest_shared::signature::kore_signature;
 use webhook::{Webhook, WebhookConfig};
@@ -34,11 +34,20 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.split_first() {
         Some((command, rest)) if command == "storage" && rest.is_empty() => storage(),
+        // One part of `storage` alone, to look at it quickly.
+        Some((command, rest)) if command == "cost" && rest.is_empty() => {
+            on_one_thread(cost::cost_rows())
+        }
+        Some((command, rest)) if command == "month" && rest.is_empty() => {
+            on_one_thread(cost::month_query_row())
+        }
         Some((command, binaries)) if command == "startup" && !binaries.is_empty() => {
             startup(binaries)
         }
         _ => {
-            eprintln!("usage: ingest-bench storage | ingest-bench startup BINARY...");
+            eprintln!(
+                "usage: ingest-bench storage | ingest-bench cost | ingest-bench month | ingest-bench startup BINARY..."
+            );
             return ExitCode::from(2);
         }
     };
@@ -52,7 +61,8 @@ fn main() -> ExitCode {
 }
 
 fn storage() -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // The functions run on one thread (Lambda sends one invocation at a time): so does this.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start tokio: {e}"))?;
@@ -90,14 +100,20 @@ fn storage() -> Result<(), String> {
             &format!("p50 {} ms, p99 {} ms", p50.as_millis(), p99.as_millis()),
             "",
         );
-        let (new, duplicate, new_path) = write_units().await?;
-        row(
-            "WCU: new usage event / duplicate / copy from a new provider or path",
-            &format!("{new} / {duplicate} / {new_path}"),
-            "",
-        );
+        cost::cost_rows().await?;
+        cost::month_query_row().await?;
         Ok(())
     })
+}
+
+fn on_one_thread(
+    work: impl std::future::Future<Output = Result<(), String>>,
+) -> Result<(), String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start tokio: {e}"))?
+        .block_on(work)
 }
 
 fn row(what: &str, measured: &str, target: &str) {
@@ -228,40 +244,6 @@ async fn webhook_latency() -> Result<(Duration, Duration), String> {
     latencies.sort();
     let at = |q: f64| latencies[((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1)];
     Ok((at(0.50), at(0.99)))
-}
-
-/// Write units DynamoDB Local reports (`ReturnConsumedCapacity`) for a new usage event, a
-/// duplicate through the same provider and path, and a copy through a new path.
-async fn write_units() -> Result<(f64, f64, f64), String> {
-    let ledger = fresh_ledger("wcu").await;
-    let sample = SampleEvent::usage_update("EZwcu", "HS0", "2024-11-03T10:15:00Z", (10, 20));
-    let item = parse_item(&sample.twilio_json());
-    let mut units = Vec::with_capacity(3);
-    for (delivery, wanted) in [
-        (kinesis(1), "new"),
-        (kinesis(1), "duplicate"),
-        (webhook("wcu"), "duplicate"),
-    ] {
-        let before = ledger.consumed_write_units();
-        expect(ledger.record(&item, &delivery).await, wanted)?;
-        units.push(ledger.consumed_write_units() - before);
-    }
-    let [new, duplicate, new_path] = units[..] else {
-        return Err("three writes, three measurements".into());
-    };
-    Ok((new, duplicate, new_path))
-}
-
-fn expect(outcome: Outcome, wanted: &str) -> Result<(), String> {
-    let matches = match wanted {
-        "new" => matches!(outcome, Outcome::New),
-        _ => matches!(outcome, Outcome::Duplicate { .. }),
-    };
-    if matches {
-        Ok(())
-    } else {
-        Err(format!("expected {wanted}, got {outcome:?}"))
-    }
 }
 
 /// Start-to-ready of each binary, median of 15 starts.

@@ -81,6 +81,13 @@ pub struct SampleEvent {
     pub window: (u64, u64),
     /// Running session totals (upload, download).
     pub cumulative: Option<(u64, u64)>,
+    /// The network: SID, friendly name, ISO country; `None` sends `"network": null`.
+    pub network: Option<(String, String, String)>,
+    pub sim_unique_name: Option<String>,
+    /// `data_session_update_start_time`, when the window should say when it started.
+    pub window_start: Option<DateTime<Utc>>,
+    /// When the event was sent (its `time` and `timestamp`), if not at the window's end.
+    pub sent_at: Option<DateTime<Utc>>,
 }
 
 impl SampleEvent {
@@ -97,6 +104,14 @@ impl SampleEvent {
                 .with_timezone(&Utc),
             window,
             cumulative: None,
+            network: Some((
+                "HWa1b2c3d4e5f60718293a4b5c6d7e8f90".into(),
+                "AT&T".into(),
+                "US".into(),
+            )),
+            sim_unique_name: None,
+            window_start: None,
+            sent_at: None,
         }
     }
 
@@ -104,8 +119,14 @@ impl SampleEvent {
         matches!(self.suffix, "data-session.updated" | "data-session.ended")
     }
 
+    /// The envelope's `time` and `data.timestamp`.
+    fn sent(&self) -> DateTime<Utc> {
+        self.sent_at.unwrap_or(self.time)
+    }
+
     pub fn data(&self) -> Value {
         let at = self.time.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let sent = self.sent().format("%Y-%m-%dT%H:%M:%SZ").to_string();
         let mut data = json!({
             "event_sid": self.event_sid,
             "event_type": format!("com.kore.iot.supersim.connection.{}", self.suffix),
@@ -113,14 +134,23 @@ impl SampleEvent {
             "sim_sid": self.sim_sid,
             "fleet_sid": self.fleet_sid,
             "sim_iccid": "89883070000012345678",
-            "timestamp": at,
-            "network": {"mcc": "310", "mnc": "410", "friendly_name": "AT&T", "iso_country": "US"},
+            "timestamp": sent,
+            "network": self.network.as_ref().map(|(sid, name, country)| json!({
+                "mcc": "310", "mnc": "410", "sid": sid, "friendly_name": name, "iso_country": country,
+            })),
             "rat_type": "4G LTE",
             "data_session_sid": self.session_sid,
             "data_session_start_time": "2024-01-01T00:00:00Z",
         });
+        if let Some(name) = &self.sim_unique_name {
+            data["sim_unique_name"] = json!(name);
+        }
         if self.carries_usage() {
             let (up, down) = self.window;
+            if let Some(start) = self.window_start {
+                data["data_session_update_start_time"] =
+                    json!(start.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+            }
             data["data_session_update_end_time"] = json!(at);
             data["data_upload"] = json!(up);
             data["data_download"] = json!(down);
@@ -144,8 +174,8 @@ impl SampleEvent {
             // Seven fractional digits and a numeric offset (chrono has no `%.7f`).
             "time": format!(
                 "{}.{:07}+00:00",
-                self.time.format("%Y-%m-%dT%H:%M:%S"),
-                self.time.timestamp_subsec_nanos() / 100
+                self.sent().format("%Y-%m-%dT%H:%M:%S"),
+                self.sent().timestamp_subsec_nanos() / 100
             ),
             "dataschema": "https://events-schemas.korewireless.com/SuperSim.ConnectionEvent/2",
             "datacontenttype": "application/json",
@@ -161,7 +191,7 @@ impl SampleEvent {
             "type": format!("com.twilio.iot.supersim.connection.{}", self.suffix),
             "source": format!("/v1/SuperSim/ConnectionEvents/{}", self.event_sid),
             "id": self.event_sid,
-            "time": self.time.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+            "time": self.sent().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
             "dataschema": "https://events-schemas.twilio.com/SuperSim.ConnectionEvent/2",
             "datacontenttype": "application/json",
             "data": serde_json::to_string_pretty(&self.data()).expect("json"),

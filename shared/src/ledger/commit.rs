@@ -301,7 +301,7 @@ impl UsageLedger {
                 puts.push(Some(pending.index));
             }
             for delta in unit.deltas()? {
-                let update = delta.into_update();
+                let update = delta.into_update()?;
                 let update = Update::builder()
                     .table_name(self.table_name())
                     .set_key(Some(update.key))

@@ -205,10 +205,60 @@ const SET_NETWORK_NAME: &str = "nn";
 /// Bumped by every write: `kore-usage rebuild` rewrites a rollup only if no commit touched
 /// it since it was read.
 pub(crate) const VERSION: &str = "v";
+/// The day's totals, kept beside the hours so that whole-day queries (a month by SIM) read
+/// four numbers per item rather than ninety-six.
+const DAY_ATTRS: [&str; 4] = ["du", "dd", "dt", "dn"];
+/// What a whole-day query reads of a rollup.
+pub(crate) const DAY_PROJECTION: &str = "pk, sk, v, du, dd, dt, dn, ic, un, nn";
 
 /// The four counters of an hour: `u07`, `d07`, `t07`, `n07` for 07:00-08:00 UTC.
 fn hour_attrs(hour: u32) -> [String; 4] {
     ["u", "d", "t", "n"].map(|c| format!("{c}{hour:02}"))
+}
+
+fn counts(usage: &HourUsage) -> [u64; 4] {
+    [
+        usage.usage.upload,
+        usage.usage.download,
+        usage.usage.total,
+        usage.events,
+    ]
+}
+
+fn read_counts(item: &Item, names: [&str; 4]) -> Option<HourUsage> {
+    let [up, down, total, events] = names.map(|name| number_attr(item, name));
+    Some(HourUsage {
+        usage: DataVolume {
+            upload: up.unwrap_or(0),
+            download: down.unwrap_or(0),
+            total: total.unwrap_or(0),
+        },
+        events: events?,
+    })
+}
+
+/// The sum of some hours, checked.
+pub(crate) fn day_total<'a>(
+    hours: impl IntoIterator<Item = &'a HourUsage>,
+) -> Result<HourUsage, LedgerError> {
+    hours
+        .into_iter()
+        .try_fold(HourUsage::default(), |sum, hour| sum.checked_add(*hour))
+        .ok_or_else(|| LedgerError::Invalid("usage counts overflow".into()))
+}
+
+/// `SET` clauses for the names that are known.
+fn set_names(names: &BookingNames, sets: &mut Vec<String>, values: &mut Item) {
+    for (name, value) in [
+        (SET_ICCID, &names.sim_iccid),
+        (SET_UNIQUE_NAME, &names.sim_unique_name),
+        (SET_NETWORK_NAME, &names.network_name),
+    ] {
+        if let Some(value) = value {
+            sets.push(format!("{name} = :{name}"));
+            values.insert(format!(":{name}"), s(value.as_str()));
+        }
+    }
 }
 
 /// A rollup's sort key: the booking, `#`-separated, unknown parts empty. `%` and `#` inside
@@ -248,6 +298,17 @@ fn booking_of_sk(sk: &str) -> Option<Booking> {
 /// The prefix of every rollup sort key of one SIM.
 pub(crate) fn sim_sk_prefix(sim_sid: &str) -> String {
     format!("{}#", sim_sid.replace('%', "%25").replace('#', "%23"))
+}
+
+/// The key of a rollup item.
+pub(crate) fn rollup_key(day: NaiveDate, booking: &Booking) -> Item {
+    key(
+        keys::usage_pk(
+            &day.format("%Y-%m-%d").to_string(),
+            keys::usage_shard(&booking.sim_sid),
+        ),
+        &booking_sk(booking),
+    )
 }
 
 /// What a commit adds to one rollup item (one SIM, day and booking): per-hour counts and
@@ -295,53 +356,34 @@ impl RollupDelta {
         Ok(())
     }
 
-    pub fn key(&self) -> Item {
-        key(
-            keys::usage_pk(
-                &self.day.format("%Y-%m-%d").to_string(),
-                keys::usage_shard(&self.booking.sim_sid),
-            ),
-            &booking_sk(&self.booking),
-        )
-    }
-
-    pub fn into_update(self) -> UpdateSpec {
-        let mut values = Item::new();
+    /// `ADD` of the hours, the day's totals and the version; `SET` of the names.
+    pub fn into_update(self) -> Result<UpdateSpec, LedgerError> {
+        let mut values = Item::from([(":one".to_owned(), n(1))]);
         let mut adds = vec![format!("{VERSION} :one")];
-        values.insert(":one".into(), n(1));
-        for (hour, usage) in &self.hours {
-            let counts = [
-                usage.usage.upload,
-                usage.usage.download,
-                usage.usage.total,
-                usage.events,
-            ];
-            for (name, count) in hour_attrs(*hour).into_iter().zip(counts) {
+        let day = day_total(self.hours.values())?;
+        let hour_counts = self
+            .hours
+            .iter()
+            .map(|(hour, usage)| (hour_attrs(*hour), counts(usage)));
+        let day_counts = std::iter::once((DAY_ATTRS.map(str::to_owned), counts(&day)));
+        for (names, counts) in hour_counts.chain(day_counts) {
+            for (name, count) in names.into_iter().zip(counts) {
                 adds.push(format!("{name} :{name}"));
                 values.insert(format!(":{name}"), n(count));
             }
         }
         let mut sets = Vec::new();
-        for (name, value) in [
-            (SET_ICCID, &self.names.sim_iccid),
-            (SET_UNIQUE_NAME, &self.names.sim_unique_name),
-            (SET_NETWORK_NAME, &self.names.network_name),
-        ] {
-            if let Some(value) = value {
-                sets.push(format!("{name} = :{name}"));
-                values.insert(format!(":{name}"), s(value.as_str()));
-            }
-        }
+        set_names(&self.names, &mut sets, &mut values);
         let mut expression = format!("ADD {}", adds.join(", "));
         if !sets.is_empty() {
             expression.push_str(" SET ");
             expression.push_str(&sets.join(", "));
         }
-        UpdateSpec {
-            key: self.key(),
+        Ok(UpdateSpec {
+            key: rollup_key(self.day, &self.booking),
             expression,
             values,
-        }
+        })
     }
 }
 
@@ -366,7 +408,8 @@ pub(crate) fn merge_deltas(
     Ok(merged)
 }
 
-/// A rollup item read back: its day, booking, version and stored hours.
+/// A rollup item read back: its day, booking, version, stored hours and day totals (a
+/// whole-day read projects the day totals only).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct StoredRollup {
     pub key: Item,
@@ -374,6 +417,7 @@ pub(crate) struct StoredRollup {
     pub booking: Booking,
     pub names: BookingNames,
     pub hours: BTreeMap<u32, HourUsage>,
+    pub day_total: Option<HourUsage>,
     pub version: Option<u64>,
 }
 
@@ -391,23 +435,13 @@ impl StoredRollup {
             .ok_or_else(|| corrupt("not a usage rollup"))?;
         let sk = string_attr(item, "sk").unwrap_or_default();
         let booking = booking_of_sk(sk).ok_or_else(|| corrupt("bad booking sort key"))?;
-        let mut hours = BTreeMap::new();
-        for hour in 0..24 {
-            let [up, down, total, events] = hour_attrs(hour).map(|name| number_attr(item, &name));
-            if let Some(events) = events {
-                hours.insert(
-                    hour,
-                    HourUsage {
-                        usage: DataVolume {
-                            upload: up.unwrap_or(0),
-                            download: down.unwrap_or(0),
-                            total: total.unwrap_or(0),
-                        },
-                        events,
-                    },
-                );
-            }
-        }
+        let hours = (0..24)
+            .filter_map(|hour| {
+                let names = hour_attrs(hour);
+                let names = [&names[0], &names[1], &names[2], &names[3]].map(String::as_str);
+                Some((hour, read_counts(item, names)?))
+            })
+            .collect();
         let text = |name: &str| string_attr(item, name).map(str::to_owned);
         Ok(StoredRollup {
             key: key(pk.to_owned(), sk),
@@ -419,10 +453,12 @@ impl StoredRollup {
                 network_name: text(SET_NETWORK_NAME),
             },
             hours,
+            day_total: read_counts(item, DAY_ATTRS),
             version: number_attr(item, VERSION),
         })
     }
 
+    /// The stored hours, one cell each.
     pub fn cells(&self) -> impl Iterator<Item = UsageCell> + '_ {
         self.hours.iter().filter_map(|(hour, usage)| {
             let at = self.day.and_hms_opt(*hour, 0, 0)?.and_utc();
@@ -434,14 +470,54 @@ impl StoredRollup {
             })
         })
     }
+
+    /// The whole day as one cell at midnight: enough for day and range buckets.
+    pub fn day_cell(&self) -> Option<UsageCell> {
+        Some(UsageCell {
+            booking: self.booking.clone(),
+            hour: self.day.and_hms_opt(0, 0, 0)?.and_utc(),
+            usage: self.day_total?,
+            names: self.names.clone(),
+        })
+    }
 }
 
-/// The update that makes a rollup's hours `wanted` (hours not listed are removed), with its
-/// names; `kore-usage rebuild` runs it under a condition on the version it read.
+/// A whole rollup item, as the commits of `hours` would have left it (one commit: version 1).
+/// For tools that load a ledger directly, such as the benchmark's month of 10,000 SIMs.
+pub fn rollup_item(
+    day: NaiveDate,
+    booking: &Booking,
+    hours: &BTreeMap<u32, HourUsage>,
+    names: &BookingNames,
+) -> Result<Item, LedgerError> {
+    let mut item = rollup_key(day, booking);
+    item.insert(VERSION.into(), n(1));
+    let total = day_total(hours.values())?;
+    let hour_counts = hours
+        .iter()
+        .map(|(hour, usage)| (hour_attrs(*hour), counts(usage)));
+    let day_counts = std::iter::once((DAY_ATTRS.map(str::to_owned), counts(&total)));
+    for (names, counts) in hour_counts.chain(day_counts) {
+        for (name, count) in names.into_iter().zip(counts) {
+            item.insert(name, n(count));
+        }
+    }
+    let (mut sets, mut values) = (Vec::new(), Item::new());
+    set_names(names, &mut sets, &mut values);
+    for (name, value) in values {
+        item.insert(name.trim_start_matches(':').to_owned(), value);
+    }
+    Ok(item)
+}
+
+/// The update that makes a rollup's `hours` what `wanted` says (an hour not in `wanted` is
+/// removed) and its day totals `day`, with its names; `kore-usage rebuild` runs it under a
+/// condition on the version it read.
 pub(crate) fn rollup_rewrite(
     key: Item,
     hours: impl IntoIterator<Item = u32>,
     wanted: &BTreeMap<u32, HourUsage>,
+    day: HourUsage,
     names: &BookingNames,
 ) -> UpdateSpec {
     let mut sets = Vec::new();
@@ -451,13 +527,7 @@ pub(crate) fn rollup_rewrite(
         let names = hour_attrs(hour);
         match wanted.get(&hour) {
             Some(usage) => {
-                let counts = [
-                    usage.usage.upload,
-                    usage.usage.download,
-                    usage.usage.total,
-                    usage.events,
-                ];
-                for (name, count) in names.into_iter().zip(counts) {
+                for (name, count) in names.into_iter().zip(counts(usage)) {
                     sets.push(format!("{name} = :{name}"));
                     values.insert(format!(":{name}"), n(count));
                 }
@@ -465,21 +535,12 @@ pub(crate) fn rollup_rewrite(
             None => removes.extend(names),
         }
     }
-    for (name, value) in [
-        (SET_ICCID, &names.sim_iccid),
-        (SET_UNIQUE_NAME, &names.sim_unique_name),
-        (SET_NETWORK_NAME, &names.network_name),
-    ] {
-        if let Some(value) = value {
-            sets.push(format!("{name} = :{name}"));
-            values.insert(format!(":{name}"), s(value.as_str()));
-        }
+    for (name, count) in DAY_ATTRS.into_iter().zip(counts(&day)) {
+        sets.push(format!("{name} = :{name}"));
+        values.insert(format!(":{name}"), n(count));
     }
-    let mut expression = format!("ADD {VERSION} :one");
-    if !sets.is_empty() {
-        expression.push_str(" SET ");
-        expression.push_str(&sets.join(", "));
-    }
+    set_names(names, &mut sets, &mut values);
+    let mut expression = format!("ADD {VERSION} :one SET {}", sets.join(", "));
     if !removes.is_empty() {
         expression.push_str(" REMOVE ");
         expression.push_str(&removes.join(", "));
@@ -559,14 +620,22 @@ mod tests {
         assert_eq!(first.hours[&10].usage.total, 33);
         assert_eq!(first.hours[&10].events, 2);
         assert_eq!(first.hours[&11].usage.upload, 100);
-        let update = merged[0].clone().into_update();
+        let update = merged[0].clone().into_update().unwrap();
         assert!(
             update
                 .expression
                 .starts_with("ADD v :one, u10 :u10, d10 :d10, t10 :t10, n10 :n10, u11")
         );
+        assert!(
+            update
+                .expression
+                .contains(", du :du, dd :dd, dt :dt, dn :dn SET ")
+        );
         assert!(update.expression.ends_with(" SET ic = :ic, nn = :nn"));
         assert_eq!(number_attr(&update.values, ":n10"), Some(2));
+        // The day's totals: both hours.
+        assert_eq!(number_attr(&update.values, ":dt"), Some(333));
+        assert_eq!(number_attr(&update.values, ":dn"), Some(3));
     }
 
     #[test]
@@ -619,6 +688,36 @@ mod tests {
         .remove(0)
         .unwrap();
         let size = item_size(&event_item(&real, &delivery));
+        assert!(size < 1024, "{size} bytes");
+    }
+
+    #[test]
+    fn a_full_day_rollup_stays_under_a_kilobyte() {
+        // Every hour used, large counts, long names: what a busy SIM's day looks like.
+        let booking = Booking {
+            sim_sid: format!("HS{}", "a".repeat(32)),
+            account_sid: Some(format!("AC{}", "b".repeat(32))),
+            fleet_sid: Some(format!("HF{}", "c".repeat(32))),
+            network_sid: Some(format!("HW{}", "d".repeat(32))),
+            iso_country: Some("DE".into()),
+        };
+        let hours: BTreeMap<u32, HourUsage> = (0..24)
+            .map(|h| {
+                let usage = DataVolume {
+                    upload: 9_876_543,
+                    download: 98_765_432,
+                    total: 108_641_975,
+                };
+                (h, HourUsage { usage, events: 12 })
+            })
+            .collect();
+        let names = BookingNames {
+            sim_iccid: Some("89883070000012345678".into()),
+            sim_unique_name: Some("asset-tracker-warehouse-07".into()),
+            network_name: Some("Telekom.de".into()),
+        };
+        let day = NaiveDate::from_ymd_opt(2024, 11, 3).unwrap();
+        let size = item_size(&rollup_item(day, &booking, &hours, &names).unwrap());
         assert!(size < 1024, "{size} bytes");
     }
 

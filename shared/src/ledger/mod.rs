@@ -42,7 +42,7 @@ use tracing::warn;
 pub use crate::delivery::{Delivery, Origin, Outcome, OutcomeCounts};
 use crate::event::{ConnectionEvent, DedupeKey, ParsedItem};
 use items::StoredDigest;
-pub use items::StoredEvent;
+pub use items::{StoredEvent, rollup_item};
 use plan::{Pending, Verdict};
 pub use quarantine::{QuarantineEntry, QuarantineKind, QuarantinedPayload};
 

@@ -12,11 +12,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Days, NaiveDate, Timelike, Utc};
 
-use super::items::{self, StoredRollup, booking_list_item, key, rollup_rewrite, string_attr};
+use super::items::{
+    self, StoredRollup, booking_list_item, day_total, rollup_key, rollup_rewrite, string_attr,
+};
 use super::plan::MAX_EVENTS_PER_UNIT;
 use super::reports::{day_list, normalized};
 use super::{LedgerError, UsageLedger, keys};
@@ -31,6 +34,8 @@ pub struct RollupDifference {
     pub booking: Booking,
     /// Hours (0-23, UTC) that differ.
     pub hours: Vec<u32>,
+    /// The day's totals differ from its hours (what whole-day queries read).
+    pub day_total: bool,
     /// Summed over the range's hours of that day.
     pub stored: HourUsage,
     pub expected: HourUsage,
@@ -114,7 +119,7 @@ impl UsageLedger {
         };
         // Rollups first: a commit after this read changes a version, and loses no count.
         let stored: BTreeMap<RollupKey, StoredRollup> = self
-            .rollups(&days, None, true)
+            .rollups(&days, None, true, false)
             .await?
             .into_iter()
             .map(|r| ((r.day, r.booking.clone()), r))
@@ -170,13 +175,13 @@ impl UsageLedger {
         };
         let mut lost_races = 0;
         let rollup_keys: BTreeSet<&RollupKey> = stored.keys().chain(expected.keys()).collect();
-        for rollup_key in rollup_keys {
+        for key_of_rollup in rollup_keys {
             report.rollups_compared += 1;
-            let (day, booking) = rollup_key;
+            let (day, booking) = key_of_rollup;
             let hours = hours_of(*day, start, end);
-            let stored_rollup = stored.get(rollup_key);
+            let stored_rollup = stored.get(key_of_rollup);
             let stored_hours = stored_rollup.map(|r| &r.hours);
-            let wanted = expected.get(rollup_key);
+            let wanted = expected.get(key_of_rollup);
             let empty = BTreeMap::new();
             let wanted_hours = wanted.map_or(&empty, |w| &w.hours);
             let differing: Vec<u32> = hours
@@ -184,34 +189,48 @@ impl UsageLedger {
                 .copied()
                 .filter(|h| stored_hours.and_then(|s| s.get(h)) != wanted_hours.get(h))
                 .collect();
-            if differing.is_empty() {
+            // The day's totals as they must be: the range's hours from the events, the
+            // others as stored.
+            let day_cells = (0..24).filter_map(|h| {
+                if hours.contains(&h) {
+                    wanted_hours.get(&h)
+                } else {
+                    stored_hours.and_then(|s| s.get(&h))
+                }
+            });
+            let expected_day = day_total(day_cells)?;
+            let stored_day = stored_rollup.and_then(|r| r.day_total);
+            let day_total_differs = stored_day.unwrap_or_default() != expected_day;
+            if differing.is_empty() && !day_total_differs {
                 continue;
             }
             let sum = |cells: Option<&BTreeMap<u32, HourUsage>>| {
-                hours
-                    .iter()
-                    .filter_map(|h| cells.and_then(|c| c.get(h)))
-                    .try_fold(HourUsage::default(), |acc, cell| acc.checked_add(*cell))
-                    .ok_or_else(|| LedgerError::Invalid("usage counts overflow".into()))
+                day_total(hours.iter().filter_map(|h| cells.and_then(|c| c.get(h))))
             };
             report.differences.push(RollupDifference {
                 day: *day,
                 booking: booking.clone(),
                 hours: differing,
+                day_total: day_total_differs,
                 stored: sum(stored_hours)?,
                 expected: sum(Some(wanted_hours))?,
             });
             if check {
                 continue;
             }
-            let names = wanted.map(|w| w.names.clone()).unwrap_or_default();
-            let rollup_item_key =
-                stored_rollup.map_or_else(|| rollup_key_item(*day, booking), |r| r.key.clone());
-            let version = stored_rollup.and_then(|r| r.version);
-            match self
-                .rewrite_rollup(rollup_item_key, &hours, wanted_hours, &names, version)
-                .await?
-            {
+            let names = wanted
+                .map(|w| w.names.clone())
+                .or_else(|| stored_rollup.map(|r| r.names.clone()))
+                .unwrap_or_default();
+            let rewrite = Rewrite {
+                key: stored_rollup.map_or_else(|| rollup_key(*day, booking), |r| r.key.clone()),
+                hours: &hours,
+                wanted: wanted_hours,
+                day: expected_day,
+                names: &names,
+                version: stored_rollup.and_then(|r| r.version),
+            };
+            match self.rewrite_rollup(rewrite).await? {
                 true => report.rewritten += 1,
                 false => lost_races += 1,
             }
@@ -262,42 +281,71 @@ impl UsageLedger {
         Ok(found)
     }
 
-    /// Makes a rollup's hours what the events say, if no commit changed it since it was
-    /// read. False when one did.
-    async fn rewrite_rollup(
-        &self,
-        item_key: super::Item,
-        hours: &[u32],
-        wanted: &BTreeMap<u32, HourUsage>,
-        names: &BookingNames,
-        version: Option<u64>,
-    ) -> Result<bool, LedgerError> {
-        let update = rollup_rewrite(item_key, hours.iter().copied(), wanted, names);
-        let mut request = self
-            .client
-            .update_item()
-            .table_name(self.table_name())
-            .set_key(Some(update.key))
-            .update_expression(update.expression)
-            .set_expression_attribute_values(Some(update.values));
-        request = match version {
-            Some(version) => request
-                .condition_expression("#v = :seen")
-                .expression_attribute_names("#v", items::VERSION)
-                .expression_attribute_values(":seen", AttributeValue::N(version.to_string())),
-            None => request.condition_expression("attribute_not_exists(pk)"),
+    /// Makes a rollup what the events say, if no commit changed it since it was read (false
+    /// when one did). A rollup left without usage is deleted.
+    async fn rewrite_rollup(&self, rewrite: Rewrite<'_>) -> Result<bool, LedgerError> {
+        let condition = |version: Option<u64>| match version {
+            Some(version) => ("#v = :seen", Some(AttributeValue::N(version.to_string()))),
+            None => ("attribute_not_exists(pk)", None),
         };
-        match request.send().await {
-            Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(service))
-                if matches!(
-                    service.err(),
-                    UpdateItemError::ConditionalCheckFailedException(_)
-                ) =>
-            {
-                Ok(false)
+        let (expression, seen) = condition(rewrite.version);
+        if rewrite.day.events == 0 {
+            let mut request = self
+                .client
+                .delete_item()
+                .table_name(self.table_name())
+                .set_key(Some(rewrite.key))
+                .condition_expression(expression);
+            if let Some(seen) = seen {
+                request = request
+                    .expression_attribute_names("#v", items::VERSION)
+                    .expression_attribute_values(":seen", seen);
             }
-            Err(error) => Err(LedgerError::from_sdk("UpdateItem", error)),
+            match request.send().await {
+                Ok(_) => Ok(true),
+                Err(SdkError::ServiceError(service))
+                    if matches!(
+                        service.err(),
+                        DeleteItemError::ConditionalCheckFailedException(_)
+                    ) =>
+                {
+                    Ok(false)
+                }
+                Err(error) => Err(LedgerError::from_sdk("DeleteItem", error)),
+            }
+        } else {
+            let update = rollup_rewrite(
+                rewrite.key,
+                rewrite.hours.iter().copied(),
+                rewrite.wanted,
+                rewrite.day,
+                rewrite.names,
+            );
+            let mut request = self
+                .client
+                .update_item()
+                .table_name(self.table_name())
+                .set_key(Some(update.key))
+                .update_expression(update.expression)
+                .set_expression_attribute_values(Some(update.values))
+                .condition_expression(expression);
+            if let Some(seen) = seen {
+                request = request
+                    .expression_attribute_names("#v", items::VERSION)
+                    .expression_attribute_values(":seen", seen);
+            }
+            match request.send().await {
+                Ok(_) => Ok(true),
+                Err(SdkError::ServiceError(service))
+                    if matches!(
+                        service.err(),
+                        UpdateItemError::ConditionalCheckFailedException(_)
+                    ) =>
+                {
+                    Ok(false)
+                }
+                Err(error) => Err(LedgerError::from_sdk("UpdateItem", error)),
+            }
         }
     }
 
@@ -336,14 +384,16 @@ fn hours_of(day: NaiveDate, start: DateTime<Utc>, end: DateTime<Utc>) -> Vec<u32
         .collect()
 }
 
-fn rollup_key_item(day: NaiveDate, booking: &Booking) -> super::Item {
-    key(
-        keys::usage_pk(
-            &day.format("%Y-%m-%d").to_string(),
-            keys::usage_shard(&booking.sim_sid),
-        ),
-        &items::booking_sk(booking),
-    )
+/// One rollup as a rebuild wants it.
+struct Rewrite<'a> {
+    key: super::Item,
+    /// The range's hours of that day.
+    hours: &'a [u32],
+    wanted: &'a BTreeMap<u32, HourUsage>,
+    day: HourUsage,
+    names: &'a BookingNames,
+    /// The version read; `None`: the rollup did not exist.
+    version: Option<u64>,
 }
 
 #[cfg(test)]

@@ -93,12 +93,26 @@ impl UsageLedger {
         values: &[(&str, String)],
         consistent: bool,
     ) -> Result<Vec<Item>, LedgerError> {
+        self.query_items(index, key_condition, values, consistent, None)
+            .await
+    }
+
+    /// Every item a query finds, page by page; `projection` names the attributes to read.
+    async fn query_items(
+        &self,
+        index: Option<&str>,
+        key_condition: &str,
+        values: &[(&str, String)],
+        consistent: bool,
+        projection: Option<&str>,
+    ) -> Result<Vec<Item>, LedgerError> {
         let mut query = self
             .client
             .query()
             .table_name(self.table_name())
             .set_index_name(index.map(str::to_owned))
             .key_condition_expression(key_condition)
+            .set_projection_expression(projection.map(str::to_owned))
             .return_consumed_capacity(ReturnConsumedCapacity::Total);
         if consistent {
             query = query.consistent_read(true);
@@ -117,11 +131,13 @@ impl UsageLedger {
     }
 
     /// The rollups of the given days: every SIM's (all shards of each day), or one SIM's.
+    /// `day_totals_only` reads each item's day totals and names, not its hours.
     pub(crate) async fn rollups(
         &self,
         days: &[NaiveDate],
         sim: Option<&str>,
         consistent: bool,
+        day_totals_only: bool,
     ) -> Result<Vec<StoredRollup>, LedgerError> {
         let mut partitions = Vec::new();
         for day in days {
@@ -136,22 +152,18 @@ impl UsageLedger {
                 ),
             }
         }
+        let projection = day_totals_only.then_some(items::DAY_PROJECTION);
         let queries = partitions.into_iter().map(|(pk, prefix)| async move {
-            match prefix {
-                Some(prefix) => {
-                    self.query_all(
-                        None,
-                        "pk = :pk AND begins_with(sk, :prefix)",
-                        &[(":pk", pk), (":prefix", prefix)],
-                        consistent,
-                    )
-                    .await
-                }
-                None => {
-                    self.query_all(None, "pk = :pk", &[(":pk", pk)], consistent)
-                        .await
-                }
-            }
+            let (condition, mut values) = match prefix {
+                Some(prefix) => (
+                    "pk = :pk AND begins_with(sk, :prefix)",
+                    vec![(":prefix", prefix)],
+                ),
+                None => ("pk = :pk", vec![]),
+            };
+            values.push((":pk", pk));
+            self.query_items(None, condition, &values, consistent, projection)
+                .await
         });
         let mut results =
             futures::stream::iter(queries.collect::<Vec<_>>()).buffer_unordered(self.concurrency());
@@ -164,12 +176,28 @@ impl UsageLedger {
         Ok(rollups)
     }
 
-    /// Usage records as UsageRecords answers them: see [`crate::usage`].
+    /// Usage records as UsageRecords answers them: see [`crate::usage`]. Days the query
+    /// covers whole (for day and range buckets) are read as day totals, the others hour by
+    /// hour.
     pub async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRecord>, LedgerError> {
-        let rollups = self
-            .rollups(&query.days(), query.filters.sim_sid.as_deref(), false)
-            .await?;
-        let cells: Vec<UsageCell> = rollups.iter().flat_map(StoredRollup::cells).collect();
+        let sim = query.filters.sim_sid.as_deref();
+        let (whole, partial): (Vec<NaiveDate>, Vec<NaiveDate>) =
+            query.days().into_iter().partition(|day| {
+                let start = day.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+                query.granularity != usage::Granularity::Hour
+                    && start.is_some_and(|s| {
+                        query.start() <= s && s + chrono::Duration::days(1) <= query.end()
+                    })
+            });
+        let (whole, partial) = tokio::join!(
+            self.rollups(&whole, sim, false, true),
+            self.rollups(&partial, sim, false, false)
+        );
+        let cells: Vec<UsageCell> = whole?
+            .iter()
+            .filter_map(StoredRollup::day_cell)
+            .chain(partial?.iter().flat_map(StoredRollup::cells))
+            .collect();
         usage::aggregate(query, cells).map_err(|e| LedgerError::Invalid(e.to_string()))
     }
 
@@ -506,7 +534,7 @@ impl UsageLedger {
             .unwrap_or(to.date_naive());
         let days = day_list(first, last);
         let sims: BTreeSet<String> = self
-            .rollups(&days, None, false)
+            .rollups(&days, None, false, true)
             .await?
             .into_iter()
             .map(|r| r.booking.sim_sid)
