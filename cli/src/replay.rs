@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use indicatif::{ProgressBar, ProgressStyle};
 use kore_ingest_shared::event::{ParsedItem, parse_events};
 use kore_ingest_shared::ledger::{
-    Delivery, Origin, Outcome, QuarantineEntry, QuarantineKind, UsageLedger,
+    Delivery, Origin, Outcome, OutcomeCounts, QuarantineEntry, QuarantineKind, UsageLedger,
 };
 use serde::Serialize;
 
@@ -49,11 +49,8 @@ pub struct Args {
 struct Summary {
     file: String,
     inputs: u64,
-    new: u64,
-    duplicate: u64,
-    conflict: u64,
-    quarantined: u64,
-    retry: u64,
+    #[serde(flatten)]
+    counts: OutcomeCounts,
     /// Inputs not stored for a passing reason: where they are in the archive, and why.
     retries: Vec<RetryInput>,
 }
@@ -66,28 +63,18 @@ struct RetryInput {
 
 impl Summary {
     fn count(&mut self, outcome: &Outcome, source: &str, table: &str) {
-        match outcome {
-            Outcome::New => self.new += 1,
-            Outcome::Duplicate { .. } => self.duplicate += 1,
-            Outcome::Conflict { .. } => self.conflict += 1,
-            Outcome::Quarantined { .. } => self.quarantined += 1,
-            Outcome::Retry { reason } => {
-                self.retry += 1;
-                self.retries.push(RetryInput {
-                    source: source.to_owned(),
-                    reason: failure::clean_reason(reason, table),
-                });
-            }
+        self.counts.add(outcome);
+        if let Outcome::Retry { reason } = outcome {
+            self.retries.push(RetryInput {
+                source: source.to_owned(),
+                reason: failure::clean_reason(reason, table),
+            });
         }
     }
 
     fn add(&mut self, other: &Summary) {
         self.inputs += other.inputs;
-        self.new += other.new;
-        self.duplicate += other.duplicate;
-        self.conflict += other.conflict;
-        self.quarantined += other.quarantined;
-        self.retry += other.retry;
+        self.counts.merge(&other.counts);
         self.retries.extend(other.retries.iter().cloned());
     }
 }
@@ -126,7 +113,7 @@ pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
         Format::Table => table(&summaries, &total),
     };
     print(&text)?;
-    if total.retry == 0 {
+    if total.counts.retry == 0 {
         return Ok(ExitCode::SUCCESS);
     }
     const NAMED: usize = 20;
@@ -148,7 +135,7 @@ pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
         .first()
         .map(|r| r.reason.as_str())
         .unwrap_or("unknown");
-    let (inputs, were, need) = if total.retry == 1 {
+    let (inputs, were, need) = if total.counts.retry == 1 {
         ("input", "was", "needs")
     } else {
         ("inputs", "were", "need")
@@ -157,7 +144,7 @@ pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
         "error: {}",
         failure::sentence(&format!(
             "{} {inputs} {were} not stored for a passing reason ({first_reason}) and {need} replaying again: {}{more}",
-            total.retry,
+            total.counts.retry,
             which.join(", ")
         ))
     );
@@ -178,11 +165,11 @@ fn table(summaries: &[Summary], total: &Summary) -> String {
         vec![
             s.file.clone(),
             s.inputs.to_string(),
-            s.new.to_string(),
-            s.duplicate.to_string(),
-            s.conflict.to_string(),
-            s.quarantined.to_string(),
-            s.retry.to_string(),
+            s.counts.new.to_string(),
+            s.counts.duplicate.to_string(),
+            s.counts.conflict.to_string(),
+            s.counts.quarantined.to_string(),
+            s.counts.retry.to_string(),
         ]
     };
     for summary in summaries {

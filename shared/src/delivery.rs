@@ -97,8 +97,8 @@ impl Outcome {
 }
 
 /// How many inputs ended in each [`Outcome`]: the one tally the functions, replay and
-/// redrive report.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// redrive report. Serializes as `new`, `duplicate`, `conflict`, `quarantined`, `retry`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct OutcomeCounts {
     pub new: u64,
     pub duplicate: u64,
@@ -106,6 +106,7 @@ pub struct OutcomeCounts {
     pub quarantined: u64,
     pub retry: u64,
     /// The first retry's reason, to say why a batch must be delivered again.
+    #[serde(skip)]
     pub first_retry_reason: Option<String>,
 }
 
@@ -122,6 +123,18 @@ impl OutcomeCounts {
                     self.first_retry_reason = Some(reason.clone());
                 }
             }
+        }
+    }
+
+    /// Adds another tally to this one.
+    pub fn merge(&mut self, other: &OutcomeCounts) {
+        self.new += other.new;
+        self.duplicate += other.duplicate;
+        self.conflict += other.conflict;
+        self.quarantined += other.quarantined;
+        self.retry += other.retry;
+        if self.first_retry_reason.is_none() {
+            self.first_retry_reason.clone_from(&other.first_retry_reason);
         }
     }
 
