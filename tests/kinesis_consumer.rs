@@ -250,3 +250,35 @@ async fn past_the_deadline_no_write_starts_and_every_record_is_reported() {
         3
     );
 }
+
+/// Issue 13, item 1: a 900 KB binary record (base64 would be 1.2 MB, three times a DynamoDB
+/// item) is quarantined whole, and the shard goes on: the record is not reported for retry.
+#[tokio::test]
+async fn a_900_kb_binary_record_is_quarantined_whole_and_the_shard_goes_on() {
+    let ledger = fresh_ledger("consumer-900kb").await;
+    let mut rng = fastrand::Rng::with_seed(900);
+    let binary: Vec<u8> = (0..900 * 1024).map(|_| rng.u8(..)).collect();
+    assert!(std::str::from_utf8(&binary).is_err());
+    let event = kinesis_event(&[(1, binary.clone()), (2, TWILIO_RECORD.into())]);
+
+    let report = process_batch(&ledger, event, None).await.unwrap();
+
+    assert!(
+        failures(&report.response).is_empty(),
+        "the shard must not stall"
+    );
+    assert_eq!(report.metrics.get("RecordsQuarantined"), 1.0);
+    assert_eq!(report.metrics.get("EventsNew"), 1.0);
+    let id = report
+        .outcomes
+        .iter()
+        .find_map(|(_, o)| match o {
+            Outcome::Quarantined { quarantine_id, .. } => Some(quarantine_id.clone()),
+            _ => None,
+        })
+        .expect("the binary record is quarantined");
+    let kept = ledger.quarantined(&id).await.unwrap().unwrap();
+    assert!(!kept.truncated);
+    assert!(kept.payload == binary, "the exact bytes come back");
+    assert_eq!(ledger.list_quarantine(10).await.unwrap().len(), 1);
+}

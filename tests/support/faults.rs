@@ -27,6 +27,8 @@ pub struct Throttle {
     stall: Option<std::time::Duration>,
     /// Throttle this share of all requests, whatever their body (0.0 to 1.0).
     share: Option<f64>,
+    /// Instead of a `ThrottlingException`, answer with this DynamoDB error body (status 400).
+    response: Option<Arc<String>>,
 }
 
 impl Throttle {
@@ -38,6 +40,26 @@ impl Throttle {
             marker: Arc::new(marker.to_owned()),
             stall: None,
             share: None,
+            response: None,
+        }
+    }
+
+    /// Cancels the transactions whose body contains `marker` while active, with these
+    /// cancellation reason codes (one per action), as DynamoDB does when an action was
+    /// throttled or collided with another transaction.
+    pub fn cancel_transactions_on_marker(marker: &str, codes: &[&str]) -> Self {
+        let reasons: Vec<String> = codes
+            .iter()
+            .map(|code| format!(r#"{{"Code":"{code}"}}"#))
+            .collect();
+        let body = format!(
+            r#"{{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException","Message":"Transaction cancelled, please refer cancellation reasons for specific reasons [{}]","CancellationReasons":[{}]}}"#,
+            codes.join(", "),
+            reasons.join(",")
+        );
+        Throttle {
+            response: Some(Arc::new(body)),
+            ..Self::on_marker(marker)
         }
     }
 
@@ -102,7 +124,11 @@ impl HttpConnector for ThrottlingConnector {
                 inner.call(request).await
             });
         }
-        let body = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate of requests exceeds the allowed throughput."}"#;
+        let throttled = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate of requests exceeds the allowed throughput."}"#;
+        let body = match &self.throttle.response {
+            Some(body) => body.as_str().to_owned(),
+            None => throttled.to_owned(),
+        };
         let mut response = Response::new(
             StatusCode::try_from(400u16).expect("400"),
             SdkBody::from(body),
