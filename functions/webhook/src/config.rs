@@ -15,8 +15,13 @@ pub struct WebhookConfig {
     /// The base URL configured at KORE or Twilio (`WEBHOOK_PUBLIC_URL`); the request path is
     /// appended to it for signing. `None`: derived from the Function URL request.
     pub public_url: Option<String>,
-    /// Accept requests without a signature (`ALLOW_UNSIGNED`, default false).
+    /// Accept requests without a signature (`ALLOW_UNSIGNED`, default false), but only from
+    /// a provider with no secret configured: a configured secret is always required.
     pub allow_unsigned: bool,
+    /// Accept KORE-signed GET callbacks (`ALLOW_KORE_GET_CALLBACKS`, default false). KORE
+    /// drops the query before signing and a GET callback's payload is its query, so such a
+    /// signature covers none of the payload.
+    pub allow_kore_get_callbacks: bool,
     /// Larger bodies get 413 (`MAX_BODY_BYTES`, default 1 MiB).
     pub max_body_bytes: usize,
     /// Everything must be stored within this time or the sender is told to retry (503):
@@ -32,6 +37,7 @@ impl std::fmt::Debug for WebhookConfig {
             .field("twilio_tokens", &self.twilio_tokens.len())
             .field("public_url", &self.public_url)
             .field("allow_unsigned", &self.allow_unsigned)
+            .field("allow_kore_get_callbacks", &self.allow_kore_get_callbacks)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("time_budget", &self.time_budget)
             .finish()
@@ -73,18 +79,19 @@ fn parse_env<T: std::str::FromStr>(
         .transpose()
 }
 
+fn flag(vars: &impl Fn(&str) -> Option<String>, name: &str) -> Result<bool, String> {
+    match vars(name).as_deref().map(str::trim) {
+        None | Some("") | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") => Ok(true),
+        Some(other) => Err(format!("{name} must be true or false, not `{other}`")),
+    }
+}
+
 impl WebhookConfig {
     /// From environment variables (see the README's configuration table).
     pub fn from_vars(vars: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let allow_unsigned = match vars("ALLOW_UNSIGNED").as_deref().map(str::trim) {
-            None | Some("") | Some("false") | Some("0") => false,
-            Some("true") | Some("1") => true,
-            Some(other) => {
-                return Err(format!(
-                    "ALLOW_UNSIGNED must be true or false, not `{other}`"
-                ));
-            }
-        };
+        let allow_unsigned = flag(&vars, "ALLOW_UNSIGNED")?;
+        let allow_kore_get_callbacks = flag(&vars, "ALLOW_KORE_GET_CALLBACKS")?;
         Ok(WebhookConfig {
             kore_secrets: list(&vars("KORE_WEBHOOK_SECRETS").unwrap_or_default()),
             twilio_tokens: list(&vars("TWILIO_AUTH_TOKENS").unwrap_or_default()),
@@ -92,6 +99,7 @@ impl WebhookConfig {
                 .map(|u| u.trim().trim_end_matches('/').to_owned())
                 .filter(|u| !u.is_empty()),
             allow_unsigned,
+            allow_kore_get_callbacks,
             max_body_bytes: parse_env(&vars, "MAX_BODY_BYTES", "a number of bytes")?
                 .unwrap_or(DEFAULT_MAX_BODY_BYTES),
             time_budget: parse_env(&vars, "TIME_BUDGET_MS", "a number of milliseconds")?

@@ -113,6 +113,21 @@ impl Route {
     }
 }
 
+/// Why a request was not authenticated (logged, never answered: a 401 says nothing more).
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    #[error(
+        "a KORE-signed GET callback: KORE does not sign the query, which is its payload (ALLOW_KORE_GET_CALLBACKS is off)"
+    )]
+    KoreGetCallback,
+    #[error(
+        "an empty kore-signature: unsigned requests are accepted only with ALLOW_UNSIGNED and no KORE secret configured"
+    )]
+    Unsigned,
+}
+
 /// A JSON response with the given status.
 fn json_response(status: i64, body: Value) -> LambdaFunctionUrlResponse {
     let mut response = LambdaFunctionUrlResponse::default();
@@ -247,7 +262,7 @@ impl Webhook {
         &self,
         incoming: &Incoming<'_>,
         request: &LambdaFunctionUrlRequest,
-    ) -> Result<Option<Provider>, SignatureError> {
+    ) -> Result<Option<Provider>, Refused> {
         let url = self.signed_url(incoming, request);
         let header = |name: &str| {
             incoming
@@ -256,6 +271,11 @@ impl Webhook {
                 .map(|v| v.to_str().unwrap_or("\u{fffd}"))
         };
         if let Some(signature) = header(KORE_SIGNATURE_HEADER) {
+            // KORE signs the URL without its query, and a GET callback's payload is the query:
+            // the signature would cover none of it.
+            if incoming.method == "GET" && !self.config.allow_kore_get_callbacks {
+                return Err(Refused::KoreGetCallback);
+            }
             let verified = verify_kore_signature(
                 &self.config.kore_secrets,
                 &incoming.method,
@@ -263,10 +283,12 @@ impl Webhook {
                 &incoming.body,
                 Some(signature),
             )?;
-            if verified == Verified::Unsigned && !self.config.allow_unsigned {
-                return Err(SignatureError::Missing {
-                    header: KORE_SIGNATURE_HEADER,
-                });
+            // An empty header is an account without a secret: acceptable only when allowed
+            // and no KORE secret is configured (a configured secret is always required).
+            if verified == Verified::Unsigned
+                && !(self.config.allow_unsigned && self.config.kore_secrets.is_empty())
+            {
+                return Err(Refused::Unsigned);
             }
             return Ok(Some(Provider::Kore));
         }
@@ -285,12 +307,18 @@ impl Webhook {
             )?;
             return Ok(Some(Provider::Twilio));
         }
-        if self.config.allow_unsigned {
+        // No signature header at all: the provider is unknown, so this bypasses no secret
+        // only when none is configured for either.
+        if self.config.allow_unsigned
+            && self.config.kore_secrets.is_empty()
+            && self.config.twilio_tokens.is_empty()
+        {
             Ok(None)
         } else {
             Err(SignatureError::Missing {
                 header: "kore-signature or x-twilio-signature",
-            })
+            }
+            .into())
         }
     }
 
