@@ -8,7 +8,10 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::items::{key, string_attr};
-use super::{Delivery, Item, LedgerError, PutIfAbsent, UsageLedger, keys, timestamp};
+use super::{
+    Delivery, Item, LedgerError, PutIfAbsent, TRANSACTION_ATTEMPTS, UsageLedger, backoff, keys,
+    timestamp,
+};
 use crate::callback::{Callback, CallbackKind, TokenSource};
 
 /// What happened to a callback.
@@ -24,6 +27,18 @@ pub struct SimStatus {
     pub sim_sid: String,
     pub status: String,
     pub updated_at: String,
+}
+
+/// Cancellation reason codes after which the same transaction can succeed.
+fn passing_cancellation(code: &str) -> bool {
+    matches!(
+        code,
+        "None"
+            | "TransactionConflict"
+            | "ThrottlingError"
+            | "ProvisionedThroughputExceeded"
+            | "RequestLimitExceeded"
+    )
 }
 
 fn callback_item(callback: &Callback, payload: &[u8], delivery: &Delivery) -> Item {
@@ -116,32 +131,65 @@ impl UsageLedger {
             .expression_attribute_values(":at", AttributeValue::S(timestamp(delivery.received_at)))
             .build()
             .map_err(invalid)?;
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(put).build())
-            .transact_items(TransactWriteItem::builder().update(update).build())
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await;
-        match result {
-            Ok(output) => {
-                for capacity in output.consumed_capacity() {
-                    self.add_consumed(Some(capacity));
+        let actions = vec![
+            TransactWriteItem::builder().put(put).build(),
+            TransactWriteItem::builder().update(update).build(),
+        ];
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(actions.clone()))
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await;
+            let cancelled = match result {
+                Ok(output) => {
+                    for capacity in output.consumed_capacity() {
+                        self.add_consumed(Some(capacity));
+                    }
+                    return Ok(CallbackOutcome::New);
                 }
-                Ok(CallbackOutcome::New)
+                Err(SdkError::ServiceError(service))
+                    if matches!(
+                        service.err(),
+                        TransactWriteItemsError::TransactionCanceledException(_)
+                    ) =>
+                {
+                    match service.into_err() {
+                        TransactWriteItemsError::TransactionCanceledException(c) => c,
+                        other => {
+                            return Err(LedgerError::Invalid(format!(
+                                "unexpected transaction error: {other}"
+                            )));
+                        }
+                    }
+                }
+                Err(error) => return Err(LedgerError::from_sdk("TransactWriteItems", error)),
+            };
+            let reasons = cancelled.cancellation_reasons.unwrap_or_default();
+            let codes: Vec<&str> = reasons.iter().map(|r| r.code().unwrap_or("None")).collect();
+            if codes.first() == Some(&"ConditionalCheckFailed") {
+                return Ok(CallbackOutcome::Duplicate);
             }
-            Err(SdkError::ServiceError(service))
-                if matches!(
-                    service.err(),
-                    TransactWriteItemsError::TransactionCanceledException(e)
-                        if e.cancellation_reasons().first().and_then(|r| r.code())
-                            == Some("ConditionalCheckFailed")
-                ) =>
-            {
-                Ok(CallbackOutcome::Duplicate)
+            let message = format!("transaction cancelled: {}", codes.join(", "));
+            // Throttling or another writer of the same SIM status: the same transaction can
+            // succeed, so the sender must be asked to retry, never told the payload is bad.
+            if !codes.iter().all(|c| passing_cancellation(c)) {
+                return Err(LedgerError::Rejected {
+                    operation: "TransactWriteItems",
+                    message,
+                });
             }
-            Err(error) => Err(LedgerError::from_sdk("TransactWriteItems", error)),
+            if attempt >= TRANSACTION_ATTEMPTS {
+                return Err(LedgerError::Retryable {
+                    operation: "TransactWriteItems",
+                    message,
+                });
+            }
+            tokio::time::sleep(backoff(attempt)).await;
         }
     }
 
