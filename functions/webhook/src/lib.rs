@@ -128,6 +128,22 @@ enum Refused {
     Unsigned,
 }
 
+/// Why a body is refused before it is looked at.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    TooLarge,
+    UnsupportedType,
+}
+
+fn webhook_delivery(request_id: &str, provider: Option<Provider>) -> Delivery {
+    Delivery {
+        provider_hint: provider,
+        ..Delivery::now(Origin::Webhook {
+            request_id: request_id.to_owned(),
+        })
+    }
+}
+
 /// A JSON response with the given status.
 fn json_response(status: i64, body: Value) -> LambdaFunctionUrlResponse {
     let mut response = LambdaFunctionUrlResponse::default();
@@ -187,9 +203,6 @@ impl Webhook {
         }
 
         let raw_body = request.body.as_deref().unwrap_or_default();
-        if raw_body.len() > self.config.max_body_bytes * 4 / 3 + 4 {
-            return error_response(413, "body too large");
-        }
         let body = if request.is_base64_encoded {
             match BASE64.decode(raw_body) {
                 Ok(bytes) => bytes,
@@ -198,9 +211,6 @@ impl Webhook {
         } else {
             raw_body.as_bytes().to_vec()
         };
-        if body.len() > self.config.max_body_bytes {
-            return error_response(413, "body too large");
-        }
         let incoming = Incoming {
             method,
             route,
@@ -208,8 +218,17 @@ impl Webhook {
             body,
             query: request.raw_query_string.as_deref().unwrap_or_default(),
         };
-        if let Some(response) = unsupported_media_type(&incoming) {
-            return response;
+        let refusal = if incoming.body.len() > self.config.max_body_bytes {
+            Some(Refusal::TooLarge)
+        } else if unsupported_media_type(&incoming) {
+            Some(Refusal::UnsupportedType)
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            return self
+                .refuse(&incoming, request, request_id, refusal, metrics)
+                .await;
         }
 
         let provider = match self.authenticate(&incoming, request) {
@@ -221,16 +240,75 @@ impl Webhook {
                 return error_response(401, "unauthorized");
             }
         };
-        let delivery = Delivery {
-            provider_hint: provider,
-            ..Delivery::now(Origin::Webhook {
-                request_id: request_id.to_owned(),
-            })
-        };
+        let delivery = webhook_delivery(request_id, provider);
         match incoming.route {
             Route::Events => self.events(&incoming, &delivery, deadline, metrics).await,
             Route::Callbacks(kind) => self.callback(&incoming, kind, &delivery, metrics).await,
             Route::Health => error_response(404, "not found"),
+        }
+    }
+
+    /// A body refused for its size or type. Twilio discards a delivery answered with 4xx, so
+    /// an authenticated one is kept in the quarantine first (the start of it, with its full
+    /// size, when it is too large); 503 if even that fails, so that nothing is lost silently.
+    /// An unauthenticated one is answered and forgotten.
+    async fn refuse(
+        &self,
+        incoming: &Incoming<'_>,
+        request: &LambdaFunctionUrlRequest,
+        request_id: &str,
+        refusal: Refusal,
+        metrics: &mut InvocationMetrics,
+    ) -> LambdaFunctionUrlResponse {
+        let (status, error) = match refusal {
+            Refusal::TooLarge => (413, "body too large"),
+            Refusal::UnsupportedType => (415, "unsupported content type"),
+        };
+        let Ok(provider) = self.authenticate(incoming, request) else {
+            return error_response(status, error);
+        };
+        let reason = match refusal {
+            Refusal::TooLarge => format!(
+                "the body of {} bytes is larger than MAX_BODY_BYTES ({}): answered 413, only its first {} bytes are kept",
+                incoming.body.len(),
+                self.config.max_body_bytes,
+                self.config.max_body_bytes
+            ),
+            Refusal::UnsupportedType => format!(
+                "content type `{}` is not accepted on this route: answered 415",
+                content_type(incoming.headers)
+            ),
+        };
+        let kind = match incoming.route {
+            Route::Callbacks(kind) => QuarantineKind::Callback {
+                kind,
+                idempotency_token: None,
+            },
+            _ => QuarantineKind::Event,
+        };
+        let delivery = webhook_delivery(request_id, provider);
+        let entry = QuarantineEntry {
+            kind,
+            payload: &incoming.body,
+            reason: reason.clone(),
+            delivery: &delivery,
+            related_event: None,
+        };
+        match self
+            .ledger
+            .quarantine_truncated(entry, self.config.max_body_bytes)
+            .await
+        {
+            Ok(id) => {
+                warn!(%reason, quarantine_id = %id, "signed body refused; quarantined");
+                metrics.count("RecordsQuarantined", 1);
+                metrics.count("SignedResponses4xx", 1);
+                json_response(status, json!({"error": error, "quarantine_id": id}))
+            }
+            Err(e) => {
+                warn!(error = %e, %reason, "signed body refused and could not be quarantined");
+                error_response(503, "storage unavailable; retry")
+            }
         }
     }
 
@@ -498,6 +576,7 @@ impl Webhook {
         {
             Some(id) => {
                 metrics.count("RecordsQuarantined", 1);
+                metrics.count("SignedResponses4xx", 1);
                 json_response(400, json!({"error": reason, "quarantine_id": id}))
             }
             None => error_response(503, "storage unavailable; retry"),
@@ -545,9 +624,9 @@ fn is_form(headers: &HeaderMap) -> bool {
     content_type(headers) == "application/x-www-form-urlencoded"
 }
 
-/// 415 when a body arrives in a type the route does not take. A missing type is accepted
-/// (the body is parsed as the route expects).
-fn unsupported_media_type(incoming: &Incoming<'_>) -> Option<LambdaFunctionUrlResponse> {
+/// True (answered 415) when a body arrives in a type the route does not take. A missing type
+/// is accepted (the body is parsed as the route expects).
+fn unsupported_media_type(incoming: &Incoming<'_>) -> bool {
     let kind = content_type(incoming.headers);
     let accepted = match incoming.route {
         _ if kind.is_empty() => true,
@@ -562,7 +641,7 @@ fn unsupported_media_type(incoming: &Incoming<'_>) -> Option<LambdaFunctionUrlRe
         }
         Route::Health => true,
     };
-    (!accepted).then(|| error_response(415, "unsupported content type"))
+    !accepted
 }
 
 #[cfg(test)]
