@@ -36,6 +36,7 @@ use lambda_runtime::{Error, LambdaEvent};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
+use config::Secrets;
 pub use config::WebhookConfig;
 
 /// The webhook: the ledger and its configuration, built once per cold start.
@@ -231,7 +232,7 @@ impl Webhook {
                 .await;
         }
 
-        let provider = match self.authenticate(&incoming, request) {
+        let provider = match self.authenticate(&incoming, request).await {
             Ok(provider) => provider,
             Err(reason) => {
                 metrics.count("SignatureRejected", 1);
@@ -264,7 +265,7 @@ impl Webhook {
             Refusal::TooLarge => (413, "body too large"),
             Refusal::UnsupportedType => (415, "unsupported content type"),
         };
-        let Ok(provider) = self.authenticate(incoming, request) else {
+        let Ok(provider) = self.authenticate(incoming, request).await else {
             return error_response(status, error);
         };
         let reason = match refusal {
@@ -334,12 +335,37 @@ impl Webhook {
         }
     }
 
-    /// Which provider signed the request, if the signature is valid. A request with both
-    /// signature headers must satisfy the one it claims first (KORE's).
-    fn authenticate(
+    /// Which provider signed the request, if the signature is valid. When it does not
+    /// match, the secrets may have been rotated: they are read again (rate-limited, see
+    /// [`config::SecretsSource`]) and, if they changed, the request is checked once more.
+    async fn authenticate(
         &self,
         incoming: &Incoming<'_>,
         request: &LambdaFunctionUrlRequest,
+    ) -> Result<Option<Provider>, Refused> {
+        let secrets = self.config.secrets();
+        let result = self.verify(incoming, request, &secrets);
+        let rotated = matches!(
+            result,
+            Err(Refused::Signature(
+                SignatureError::Mismatch { .. } | SignatureError::NoSecrets { .. }
+            ))
+        );
+        if let (true, Some(source)) = (rotated, &self.config.secrets_source)
+            && let Some(newer) = source.newer_than(&secrets).await
+        {
+            return self.verify(incoming, request, &newer);
+        }
+        result
+    }
+
+    /// [`Self::authenticate`] with one set of secrets. A request with both signature headers
+    /// must satisfy the one it claims first (KORE's).
+    fn verify(
+        &self,
+        incoming: &Incoming<'_>,
+        request: &LambdaFunctionUrlRequest,
+        secrets: &Secrets,
     ) -> Result<Option<Provider>, Refused> {
         let url = self.signed_url(incoming, request);
         let header = |name: &str| {
@@ -355,7 +381,7 @@ impl Webhook {
                 return Err(Refused::KoreGetCallback);
             }
             let verified = verify_kore_signature(
-                &self.config.kore_secrets,
+                &secrets.kore,
                 &incoming.method,
                 &url,
                 &incoming.body,
@@ -364,7 +390,7 @@ impl Webhook {
             // An empty header is an account without a secret: acceptable only when allowed
             // and no KORE secret is configured (a configured secret is always required).
             if verified == Verified::Unsigned
-                && !(self.config.allow_unsigned && self.config.kore_secrets.is_empty())
+                && !(self.config.allow_unsigned && secrets.kore.is_empty())
             {
                 return Err(Refused::Unsigned);
             }
@@ -377,7 +403,7 @@ impl Webhook {
                 Vec::new()
             };
             verify_twilio_signature(
-                &self.config.twilio_tokens,
+                &secrets.twilio,
                 &url,
                 &params,
                 &incoming.body,
@@ -387,10 +413,7 @@ impl Webhook {
         }
         // No signature header at all: the provider is unknown, so this bypasses no secret
         // only when none is configured for either.
-        if self.config.allow_unsigned
-            && self.config.kore_secrets.is_empty()
-            && self.config.twilio_tokens.is_empty()
-        {
+        if self.config.allow_unsigned && secrets.kore.is_empty() && secrets.twilio.is_empty() {
             Ok(None)
         } else {
             Err(SignatureError::Missing {
