@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use integration_tests::faults::{Throttle, throttled_client};
+use integration_tests::faults::{
+    KINESIS_CONSUMER, Throttle, WEBHOOK, as_function, throttled_client,
+};
 use integration_tests::*;
 use kinesis_consumer::process_batch;
 use kore_ingest_shared::ledger::quarantine::quarantine_id;
@@ -185,10 +187,12 @@ async fn exact_totals_under_pauses_throttling_and_redelivery() {
                     "kinesis batch {chunk_index} kept failing"
                 );
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-                let report =
-                    process_batch(&ledger, kinesis_event(&numbered[from..]), Some(deadline))
-                        .await
-                        .expect("a batch with sequence numbers");
+                let report = as_function(
+                    KINESIS_CONSUMER,
+                    process_batch(&ledger, kinesis_event(&numbered[from..]), Some(deadline)),
+                )
+                .await
+                .expect("a batch with sequence numbers");
                 let Some(failed) = report.response.batch_item_failures.first() else {
                     break;
                 };
@@ -256,7 +260,11 @@ async fn exact_totals_under_pauses_throttling_and_redelivery() {
                     Some(body.as_bytes()),
                 );
                 let mut metrics = InvocationMetrics::new("webhook");
-                let response = webhook.respond(&request, "fault-test", &mut metrics).await;
+                let response = as_function(
+                    WEBHOOK,
+                    webhook.respond(&request, "fault-test", &mut metrics),
+                )
+                .await;
                 match response.status_code {
                     200 => break,
                     400 if body == &poison_body => break,

@@ -1,7 +1,7 @@
 //! The `kinesis-consumer` handler, called directly with Lambda's own event shape, against
 //! DynamoDB Local.
 
-use integration_tests::faults::{Throttle, throttled_client};
+use integration_tests::faults::{KINESIS_CONSUMER, Throttle, as_function, throttled_client};
 use integration_tests::*;
 use kinesis_consumer::process_batch;
 use kore_ingest_shared::event::EventError;
@@ -9,6 +9,15 @@ use kore_ingest_shared::ledger::{LedgerConfig, Outcome, UsageLedger};
 
 const TWILIO_RECORD: &str = include_str!("fixtures/twilio-kinesis-data-session-updated.json");
 const KORE_BATCH: &str = include_str!("fixtures/kore-webhook-data-session-batch.json");
+
+/// The consumer's handler, its AWS operations recorded as the function's.
+async fn consume(
+    ledger: &UsageLedger,
+    event: aws_lambda_events::event::kinesis::KinesisEvent,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<kinesis_consumer::BatchReport, Box<dyn std::error::Error + Send + Sync>> {
+    as_function(KINESIS_CONSUMER, process_batch(ledger, event, deadline)).await
+}
 
 fn failures(response: &aws_lambda_events::event::streams::KinesisEventResponse) -> Vec<String> {
     response
@@ -30,7 +39,7 @@ async fn new_duplicate_and_conflicting_records_end_as_specified() {
         (4, conflicting.into()),
     ]);
 
-    let report = process_batch(&ledger, event, None).await.unwrap();
+    let report = consume(&ledger, event, None).await.unwrap();
 
     assert!(failures(&report.response).is_empty());
     let outcomes: Vec<&Outcome> = report.outcomes.iter().map(|(_, o)| o).collect();
@@ -84,7 +93,7 @@ async fn poison_records_are_quarantined_and_never_stall_the_shard() {
         (4, TWILIO_RECORD.into()),
     ]);
 
-    let report = process_batch(&ledger, event, None).await.unwrap();
+    let report = consume(&ledger, event, None).await.unwrap();
 
     assert!(
         failures(&report.response).is_empty(),
@@ -118,7 +127,7 @@ async fn poison_records_are_quarantined_and_never_stall_the_shard() {
     assert_eq!(reasons[2].1, EventError::NoDedupeKey.to_string());
 
     // The same batch again (Lambda retrying it for another reason): nothing piles up.
-    let again = process_batch(&ledger, kinesis_event(&[(1, garbage)]), None)
+    let again = consume(&ledger, kinesis_event(&[(1, garbage)]), None)
         .await
         .unwrap();
     assert!(failures(&again.response).is_empty());
@@ -161,7 +170,7 @@ async fn throttled_writes_report_the_lowest_failed_sequence_number_and_redeliver
         })
         .collect();
 
-    let first = process_batch(&ledger, kinesis_event(&records), None)
+    let first = consume(&ledger, kinesis_event(&records), None)
         .await
         .unwrap();
     assert_eq!(failures(&first.response), [sequence_number(3)]);
@@ -188,7 +197,7 @@ async fn throttled_writes_report_the_lowest_failed_sequence_number_and_redeliver
 
     // Lambda re-sends everything from the lowest failed sequence number on.
     throttle.stop();
-    let second = process_batch(&ledger, kinesis_event(&records[2..]), None)
+    let second = consume(&ledger, kinesis_event(&records[2..]), None)
         .await
         .unwrap();
     assert!(failures(&second.response).is_empty());
@@ -227,7 +236,7 @@ async fn past_the_deadline_no_write_starts_and_every_record_is_reported() {
         .collect();
     let past = tokio::time::Instant::now();
 
-    let report = process_batch(&ledger, kinesis_event(&records), Some(past))
+    let report = consume(&ledger, kinesis_event(&records), Some(past))
         .await
         .unwrap();
 
@@ -236,7 +245,7 @@ async fn past_the_deadline_no_write_starts_and_every_record_is_reported() {
     assert_eq!(ledger.sim_usage("HS7", "2024-11-03").await.unwrap(), None);
     assert!(ledger.list_quarantine(10).await.unwrap().is_empty());
 
-    let retried = process_batch(&ledger, kinesis_event(&records), None)
+    let retried = consume(&ledger, kinesis_event(&records), None)
         .await
         .unwrap();
     assert!(failures(&retried.response).is_empty());
@@ -261,7 +270,7 @@ async fn a_900_kb_binary_record_is_quarantined_whole_and_the_shard_goes_on() {
     assert!(std::str::from_utf8(&binary).is_err());
     let event = kinesis_event(&[(1, binary.clone()), (2, TWILIO_RECORD.into())]);
 
-    let report = process_batch(&ledger, event, None).await.unwrap();
+    let report = consume(&ledger, event, None).await.unwrap();
 
     assert!(
         failures(&report.response).is_empty(),

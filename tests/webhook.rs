@@ -1,7 +1,7 @@
 //! The `webhook` function's handler, called with Lambda Function URL events, against
 //! DynamoDB Local.
 
-use integration_tests::faults::{Throttle, throttled_client};
+use integration_tests::faults::{Throttle, WEBHOOK, as_function, throttled_client};
 use integration_tests::*;
 use kore_ingest_shared::ledger::{LedgerConfig, UsageLedger};
 use kore_ingest_shared::metrics::InvocationMetrics;
@@ -62,7 +62,7 @@ async fn send(
 ) -> Reply {
     let request = function_url_request(method, path, query, headers, body);
     let mut metrics = InvocationMetrics::new("webhook");
-    let response = webhook.respond(&request, "req-test", &mut metrics).await;
+    let response = as_function(WEBHOOK, webhook.respond(&request, "req-test", &mut metrics)).await;
     Reply {
         status: response.status_code,
         body: serde_json::from_str(response.body.as_deref().unwrap_or("null")).unwrap(),
