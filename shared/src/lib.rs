@@ -6,6 +6,7 @@
 //! - [`signature`]: `Kore-Signature` and `X-Twilio-Signature` verification.
 //! - [`ledger`]: the exactly-once usage ledger on DynamoDB.
 //! - [`metrics`]: CloudWatch Embedded Metric Format.
+//! - [`spill`]: webhook deliveries handed to the Kinesis stream when storage fails.
 //!
 //! Nothing here knows about Lambda; the function crates are thin adapters around it.
 
@@ -15,3 +16,4 @@ pub mod event;
 pub mod ledger;
 pub mod metrics;
 pub mod signature;
+pub mod spill;

@@ -34,6 +34,11 @@ pub struct WebhookConfig {
     /// a signature fails and the copy is old enough, so that a rotation needs no redeploy.
     /// Its current copy replaces the two lists above.
     pub secrets_source: Option<SecretsSource>,
+    /// The Kinesis stream (a name or an ARN) that a body goes to when storage fails or runs
+    /// out of time, answered 200 (`SPILL_STREAM`; unset or empty: 503 as before).
+    pub spill_stream: Option<String>,
+    /// The client for `spill_stream`: made by [`WebhookConfig::load`]; spilling needs both.
+    pub kinesis: Option<aws_sdk_kinesis::Client>,
 }
 
 impl std::fmt::Debug for WebhookConfig {
@@ -48,6 +53,8 @@ impl std::fmt::Debug for WebhookConfig {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("time_budget", &self.time_budget)
             .field("secrets_source", &self.secrets_source)
+            .field("spill_stream", &self.spill_stream)
+            .field("kinesis", &self.kinesis.is_some())
             .finish()
     }
 }
@@ -230,6 +237,10 @@ impl WebhookConfig {
                 .map(Duration::from_millis)
                 .unwrap_or(DEFAULT_TIME_BUDGET),
             secrets_source: None,
+            spill_stream: vars("SPILL_STREAM")
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty()),
+            kinesis: None,
         })
     }
 
@@ -239,6 +250,9 @@ impl WebhookConfig {
     pub async fn load(aws: &aws_config::SdkConfig) -> Result<Self, String> {
         let vars = |name: &str| std::env::var(name).ok();
         let mut config = Self::from_vars(vars)?;
+        if config.spill_stream.is_some() {
+            config.kinesis = Some(aws_sdk_kinesis::Client::new(aws));
+        }
         if let Some(arn) = vars("WEBHOOK_SECRETS_ARN").filter(|arn| !arn.trim().is_empty()) {
             let min_age = parse_env(&vars, "SECRETS_REFRESH_MIN_MS", "a number of milliseconds")?
                 .map(Duration::from_millis)

@@ -12,6 +12,7 @@
 //! body that cannot be parsed is quarantined before the 400.
 
 pub mod config;
+mod spill;
 
 use std::time::Instant;
 
@@ -22,7 +23,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use http::{HeaderMap, HeaderValue};
 use kore_ingest_shared::callback::{CallbackKind, parse_callback, parse_form};
-use kore_ingest_shared::event::{Provider, parse_events};
+use kore_ingest_shared::event::{ParsedItem, Provider, parse_events};
 use kore_ingest_shared::ledger::callbacks::CallbackOutcome;
 use kore_ingest_shared::ledger::{
     Delivery, Origin, Outcome, QuarantineEntry, QuarantineKind, UsageLedger,
@@ -32,6 +33,7 @@ use kore_ingest_shared::signature::{
     KORE_SIGNATURE_HEADER, SignatureError, TWILIO_SIGNATURE_HEADER, Verified,
     verify_kore_signature, verify_twilio_signature,
 };
+use kore_ingest_shared::spill::SpilledRequest;
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::{Value, json};
 use tracing::{info, warn};
@@ -127,6 +129,19 @@ enum Refused {
         "an empty kore-signature: unsigned requests are accepted only with ALLOW_UNSIGNED and no KORE secret configured"
     )]
     Unsigned,
+}
+
+/// The raw text of a batch element, as received.
+fn raw_of(item: &ParsedItem) -> &str {
+    match item {
+        Ok(event) => &event.raw,
+        Err(rejected) => &rejected.raw,
+    }
+}
+
+/// How much of the time budget a spill to the stream keeps for itself.
+fn spill_reserve(budget: std::time::Duration) -> std::time::Duration {
+    (budget / 4).min(std::time::Duration::from_millis(1000))
 }
 
 /// Why a body is refused before it is looked at.
@@ -448,24 +463,42 @@ impl Webhook {
             .into_iter()
             .map(|item| (item, delivery.clone()))
             .collect();
-        // New writes stop at three quarters of the budget; whatever is still in flight at the
-        // end of it is abandoned (safe: a retry finds it stored or not, never half-applied).
+        // With a stream to spill to, storage gets the budget less the time a spill needs.
         let started = deadline - self.config.time_budget;
-        let no_new_writes = started + self.config.time_budget * 3 / 4;
+        let storage_deadline = match self.spill_target() {
+            Some(_) => deadline - spill_reserve(self.config.time_budget),
+            None => deadline,
+        };
+        // New writes stop at three quarters of storage's time; whatever is still in flight at
+        // the end of it is abandoned (safe: a retry finds it stored or not, never half-applied).
+        let no_new_writes = started + (storage_deadline - started) * 3 / 4;
         let Ok(outcomes) = tokio::time::timeout_at(
-            deadline,
+            storage_deadline,
             self.ledger.record_all(&inputs, Some(no_new_writes)),
         )
         .await
         else {
-            warn!("time budget ran out with writes in flight; asking the sender to retry");
+            warn!("time budget ran out with writes in flight");
             metrics.count("WritesRetryable", 1);
-            return error_response(503, "not everything was stored in time; retry");
+            // Which were stored is unknown: all of them go; the stored ones come back as
+            // duplicates.
+            let all: Vec<&str> = inputs.iter().map(|(item, _)| raw_of(item)).collect();
+            return match self.spill(&all, delivery, deadline, metrics).await {
+                Some(spilled) => json_response(
+                    200,
+                    json!({"accepted": 0, "duplicates": 0, "conflicts": 0, "quarantined": 0, "spilled": spilled}),
+                ),
+                None => error_response(503, "not everything was stored in time; retry"),
+            };
         };
 
         let mut summary = [0u64; 4]; // accepted, duplicates, conflicts, quarantined
         let mut retry = None;
+        let mut unstored: Vec<&str> = Vec::new();
         for (outcome, (item, _)) in outcomes.iter().zip(&inputs) {
+            if outcome.is_retry() {
+                unstored.push(raw_of(item));
+            }
             match outcome {
                 Outcome::New => {
                     summary[0] += 1;
@@ -487,10 +520,23 @@ impl Webhook {
         metrics.count("EventsConflict", summary[2]);
         metrics.count("RecordsQuarantined", summary[3]);
         if let Some(reason) = retry {
-            // The sender retries the whole batch; what was stored becomes duplicates.
-            warn!(%reason, "batch not fully stored; asking the sender to retry");
+            warn!(%reason, "batch not fully stored");
             metrics.count("WritesRetryable", 1);
-            return error_response(503, "not everything was stored; retry");
+            // What was not stored goes to the stream; without one, the sender retries the
+            // whole batch and what was stored becomes duplicates.
+            return match self.spill(&unstored, delivery, deadline, metrics).await {
+                Some(spilled) => json_response(
+                    200,
+                    json!({
+                        "accepted": summary[0],
+                        "duplicates": summary[1],
+                        "conflicts": summary[2],
+                        "quarantined": summary[3],
+                        "spilled": spilled,
+                    }),
+                ),
+                None => error_response(503, "not everything was stored; retry"),
+            };
         }
         info!(
             events = inputs.len(),
@@ -509,6 +555,53 @@ impl Webhook {
                 "quarantined": summary[3],
             }),
         )
+    }
+
+    /// The stream and client to spill to, when both are configured.
+    fn spill_target(&self) -> Option<(&aws_sdk_kinesis::Client, &str)> {
+        Some((
+            self.config.kinesis.as_ref()?,
+            self.config.spill_stream.as_deref()?,
+        ))
+    }
+
+    /// Hands `events` to the stream before `deadline`; how many events went, or `None` (no
+    /// stream configured, or it failed: the sender must retry).
+    async fn spill(
+        &self,
+        events: &[&str],
+        delivery: &Delivery,
+        deadline: tokio::time::Instant,
+        metrics: &mut InvocationMetrics,
+    ) -> Option<usize> {
+        let (client, stream) = self.spill_target()?;
+        let request = SpilledRequest {
+            provider: delivery.provider_hint,
+            request_id: delivery.origin.locator(),
+            received_at: delivery.received_at,
+        };
+        let put = spill::put(client, stream, &request, events);
+        match tokio::time::timeout_at(deadline, put).await {
+            Ok(Ok(records)) => {
+                warn!(
+                    events = events.len(),
+                    records, "storage failed; the events went to the stream for the consumer"
+                );
+                metrics.count("RequestsSpilled", 1);
+                metrics.count("EventsSpilled", events.len() as u64);
+                Some(events.len())
+            }
+            Ok(Err(error)) => {
+                warn!(%error, "could not spill to the stream; asking the sender to retry");
+                metrics.count("SpillFailed", 1);
+                None
+            }
+            Err(_) => {
+                warn!("spilling to the stream ran out of time; asking the sender to retry");
+                metrics.count("SpillFailed", 1);
+                None
+            }
+        }
     }
 
     async fn callback(
