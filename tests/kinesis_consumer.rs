@@ -291,3 +291,47 @@ async fn a_900_kb_binary_record_is_quarantined_whole_and_the_shard_goes_on() {
     assert!(kept.payload == binary, "the exact bytes come back");
     assert_eq!(ledger.list_quarantine(10).await.unwrap().len(), 1);
 }
+
+/// When DynamoDB refuses a copy's write as already stored but does not return the stored
+/// item, the consumer reads it (GetItem) to tell a duplicate from a conflict: the path the
+/// role's GetItem grant is for (tests/iam_grants.rs).
+#[tokio::test]
+async fn a_duplicate_whose_stored_copy_is_not_returned_is_read_and_counted_once() {
+    let ledger = fresh_ledger("consumer-no-old-item").await;
+    let sid = "EZ000000000000000000000000noolditem";
+    let event = SampleEvent::usage_update(
+        sid,
+        "HS0000000000000000000000000noold",
+        "2024-11-03T10:00:00Z",
+        (7, 8),
+    );
+    let records = [(1, event.kore_json().into_bytes())];
+    let first = consume(&ledger, kinesis_event(&records), None)
+        .await
+        .unwrap();
+    assert_eq!(first.metrics.get("EventsNew"), 1.0);
+
+    let no_item = Throttle::cancel_transactions_on_marker(
+        sid,
+        &["ConditionalCheckFailed", "None", "None", "None"],
+    );
+    let without_old = UsageLedger::new(
+        throttled_client(&no_item),
+        LedgerConfig::new(ledger.table_name()),
+    );
+    let again = consume(&without_old, kinesis_event(&records), None)
+        .await
+        .unwrap();
+    assert!(
+        no_item.throttled() > 0,
+        "the transaction was answered without the stored item"
+    );
+    assert!(failures(&again.response).is_empty());
+    assert_eq!(again.metrics.get("EventsDuplicate"), 1.0);
+    let day = ledger
+        .sim_usage("HS0000000000000000000000000noold", "2024-11-03")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((day.usage.total, day.usage_events), (15, 1));
+}

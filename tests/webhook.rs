@@ -805,3 +805,29 @@ async fn a_900_kb_multibyte_body_is_quarantined_whole() {
     assert_eq!(kept.payload.len(), body.len());
     assert!(kept.payload == body.as_bytes(), "the exact bytes come back");
 }
+
+/// As for the consumer: a copy refused as already stored without the stored item is read
+/// (GetItem) and counted as the duplicate it is.
+#[tokio::test]
+async fn a_duplicate_whose_stored_copy_is_not_returned_is_read_and_counted_once() {
+    let webhook = webhook("wh-no-old-item").await;
+    let (_, body) = kore_batch(1, SIM, "NOOLD");
+    let first = post_kore_events(&webhook, KORE_ACTIVE, &body).await;
+    assert_eq!(first.body["accepted"], 1, "{}", first.body);
+
+    let no_item = Throttle::cancel_transactions_on_marker(
+        "EZNOOLD",
+        &["ConditionalCheckFailed", "None", "None", "None"],
+    );
+    let without_old = Webhook {
+        ledger: UsageLedger::new(
+            throttled_client(&no_item),
+            LedgerConfig::new(webhook.ledger.table_name()),
+        ),
+        config: config(),
+    };
+    let again = post_kore_events(&without_old, KORE_ACTIVE, &body).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body["duplicates"], 1, "{}", again.body);
+    assert!(no_item.throttled() > 0);
+}

@@ -33,7 +33,8 @@ pub struct Throttle {
     stall: Option<std::time::Duration>,
     /// Throttle this share of all requests, whatever their body (0.0 to 1.0).
     share: Option<f64>,
-    /// Instead of a `ThrottlingException`, answer with this DynamoDB error body (status 400).
+    /// Instead of a `ThrottlingException`, answer with this DynamoDB error body (status 400);
+    /// it is a transaction's answer, so only transactions get it.
     response: Option<Arc<String>>,
 }
 
@@ -223,10 +224,12 @@ impl HttpConnector for ThrottlingConnector {
                 Some(share) => fastrand::f64() < share,
                 // An empty marker matches every request.
                 None => request.body().bytes().is_some_and(|body| {
-                    self.throttle.marker.is_empty()
-                        || body
-                            .windows(self.throttle.marker.len())
-                            .any(|w| w == self.throttle.marker.as_bytes())
+                    let transaction = body.windows(13).any(|w| w == b"TransactItems");
+                    (self.throttle.response.is_none() || transaction)
+                        && (self.throttle.marker.is_empty()
+                            || body
+                                .windows(self.throttle.marker.len())
+                                .any(|w| w == self.throttle.marker.as_bytes()))
                 }),
             };
         if !hit {
