@@ -1,12 +1,15 @@
 //! End to end: the run's DynamoDB Local is paused (SIGSTOP) under the webhook running in
-//! `cargo lambda watch`: the sender is told to retry (503) within its 5 s, and the same
-//! request after recovery stores everything exactly once. Its own test binary, because it
-//! pauses the DynamoDB Local every test of the run shares (binaries run one at a time).
+//! `cargo lambda watch` with `SPILL_STREAM` set (as the template deploys it): the sender gets
+//! 200 within its 5 s because the body went to the stream, and once DynamoDB is back the
+//! consumer (through the local event source mapping) stores every event exactly once, as
+//! delivered by the webhook; the same request sent again is all duplicates. Its own test
+//! binary, because it pauses the DynamoDB Local every test of the run shares (binaries run
+//! one at a time). Without `SPILL_STREAM` the answer is 503 (tests/webhook.rs).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use integration_tests::stack::{LocalStack, http};
+use integration_tests::stack::{LocalStack, eventually, http};
 use integration_tests::*;
 use kore_ingest_shared::signature::kore_signature;
 
@@ -71,13 +74,29 @@ async fn storage_down_gets_503_in_time_and_the_retry_after_recovery_is_exact() {
     )
     .await;
     let took = started.elapsed();
-    assert_eq!(status, 503, "{text}");
+    assert_eq!(status, 200, "{text}");
+    let reply: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(reply["spilled"], 10, "{text}");
     assert!(
         took < Duration::from_secs(5),
         "answered after {took:?}: senders wait 5 s"
     );
     drop(resume);
 
+    let expected: u64 = window_bytes(&samples);
+    let day = eventually(300, "the spilled events in the day rollup", || async {
+        stack
+            .ledger
+            .sim_usage(&sim, "2024-11-03")
+            .await
+            .ok()
+            .flatten()
+            .filter(|r| r.usage_events >= 10)
+    })
+    .await;
+    assert_eq!((day.usage.total, day.usage_events), (expected, 10));
+
+    // The sender's copy of the same request (had it retried anyway): all duplicates.
     let (status, text) = http(
         "POST",
         stack.webhook_url("/events"),
@@ -86,7 +105,8 @@ async fn storage_down_gets_503_in_time_and_the_retry_after_recovery_is_exact() {
     )
     .await;
     assert_eq!(status, 200, "{text}");
-    let expected: u64 = window_bytes(&samples);
+    let reply: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(reply["duplicates"], 10, "{text}");
     let day = stack
         .ledger
         .sim_usage(&sim, "2024-11-03")
@@ -94,4 +114,21 @@ async fn storage_down_gets_503_in_time_and_the_retry_after_recovery_is_exact() {
         .unwrap()
         .unwrap();
     assert_eq!((day.usage.total, day.usage_events), (expected, 10));
+    let from = chrono::DateTime::parse_from_rfc3339("2024-11-03T00:00:00Z")
+        .unwrap()
+        .to_utc();
+    let ours: Vec<_> = stack
+        .ledger
+        .events_between(from, from + chrono::Duration::days(1))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| samples.iter().any(|s| s.event_sid == e.event_sid))
+        .collect();
+    assert_eq!(ours.len(), 10);
+    assert!(
+        ours.iter()
+            .all(|e| e.deliveries == ["kore#webhook".to_owned()]),
+        "{ours:?}"
+    );
 }

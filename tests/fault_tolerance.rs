@@ -4,7 +4,13 @@
 //! (SIGSTOP) and resumed and a share of requests is throttled. The test retries as Lambda
 //! (from the lowest failed sequence number) and the senders (on 503) would; afterwards every
 //! rollup equals the independent total, every poison input is quarantined, and nothing is
-//! counted twice. Its own test binary: it pauses the DynamoDB Local the whole run shares.
+//! counted twice.
+//!
+//! Then a second phase (issue 13): DynamoDB Local is paused for 20 s while signed webhook
+//! batches keep arriving at a webhook that spills to a (kinesalite) stream. Every request
+//! must get 200, and once DynamoDB is back and the consumer has read the stream, every rollup
+//! of those events must be exact. Its own test binary: it pauses the DynamoDB Local the whole
+//! run shares.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -12,7 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use integration_tests::faults::{Throttle, throttled_client};
+use integration_tests::faults::{
+    KINESIS_CONSUMER, Throttle, WEBHOOK, as_function, throttled_client,
+};
 use integration_tests::*;
 use kinesis_consumer::process_batch;
 use kore_ingest_shared::ledger::quarantine::quarantine_id;
@@ -56,6 +64,17 @@ impl Pauser {
             }
         });
         Pauser { pid, stopped }
+    }
+}
+
+impl Pauser {
+    /// Pauses DynamoDB Local now, until dropped.
+    fn hold(pid: String) -> Self {
+        signal(&pid, "-STOP");
+        Pauser {
+            pid,
+            stopped: Arc::new(Mutex::new(true)),
+        }
     }
 }
 
@@ -185,10 +204,12 @@ async fn exact_totals_under_pauses_throttling_and_redelivery() {
                     "kinesis batch {chunk_index} kept failing"
                 );
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-                let report =
-                    process_batch(&ledger, kinesis_event(&numbered[from..]), Some(deadline))
-                        .await
-                        .expect("a batch with sequence numbers");
+                let report = as_function(
+                    KINESIS_CONSUMER,
+                    process_batch(&ledger, kinesis_event(&numbered[from..]), Some(deadline)),
+                )
+                .await
+                .expect("a batch with sequence numbers");
                 let Some(failed) = report.response.batch_item_failures.first() else {
                     break;
                 };
@@ -256,7 +277,11 @@ async fn exact_totals_under_pauses_throttling_and_redelivery() {
                     Some(body.as_bytes()),
                 );
                 let mut metrics = InvocationMetrics::new("webhook");
-                let response = webhook.respond(&request, "fault-test", &mut metrics).await;
+                let response = as_function(
+                    WEBHOOK,
+                    webhook.respond(&request, "fault-test", &mut metrics),
+                )
+                .await;
                 match response.status_code {
                     200 => break,
                     400 if body == &poison_body => break,
@@ -308,5 +333,262 @@ async fn exact_totals_under_pauses_throttling_and_redelivery() {
     assert!(
         table.quarantined(&id).await.unwrap().is_some(),
         "poison body quarantined"
+    );
+
+    spilled_phase(&ledger, &table).await;
+}
+
+/// The request headers (and query, for Twilio) a signed webhook body is sent with.
+fn signed(from_kore: bool, body: &str) -> (String, Vec<(String, String)>) {
+    let json = ("Content-Type".to_owned(), "application/json".to_owned());
+    if from_kore {
+        let signature = kore_signature(
+            KORE_SECRET.as_bytes(),
+            "POST",
+            &format!("{PUBLIC_URL}/events"),
+            body.as_bytes(),
+        );
+        (
+            String::new(),
+            vec![json, ("Kore-Signature".to_owned(), signature)],
+        )
+    } else {
+        let (query, signature) = twilio_json_signature(
+            TWILIO_TOKEN,
+            &format!("{PUBLIC_URL}/events"),
+            body.as_bytes(),
+        );
+        (
+            query,
+            vec![json, ("X-Twilio-Signature".to_owned(), signature)],
+        )
+    }
+}
+
+/// DynamoDB Local paused for 20 s while 40 signed batches (1,500 events, some from both
+/// providers) arrive at a webhook that spills: all get 200; afterwards the consumer stores
+/// the stream and every rollup of those events is exact.
+async fn spilled_phase(ledger: &UsageLedger, table: &UsageLedger) {
+    const PAUSE: Duration = Duration::from_secs(20);
+    let endpoint = std::env::var("AWS_ENDPOINT_URL_KINESIS")
+        .expect("AWS_ENDPOINT_URL_KINESIS (scripts/test sets it)");
+    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "local", "local", None, None, "tests",
+        ))
+        .endpoint_url(&endpoint)
+        .http_client(integration_tests::faults::recording_http_client())
+        .load()
+        .await;
+    let kinesis = aws_sdk_kinesis::Client::new(&aws);
+    let stream = format!("fault-spill-{}-{}", std::process::id(), fastrand::u32(..));
+    kinesis
+        .create_stream()
+        .stream_name(&stream)
+        .shard_count(1)
+        .send()
+        .await
+        .expect("a stream on kinesalite");
+    let webhook = Webhook {
+        ledger: ledger.clone(),
+        config: WebhookConfig {
+            spill_stream: Some(stream.clone()),
+            kinesis: Some(kinesis.clone()),
+            ..WebhookConfig::from_vars(|name| match name {
+                "KORE_WEBHOOK_SECRETS" => Some(KORE_SECRET.into()),
+                "TWILIO_AUTH_TOKENS" => Some(TWILIO_TOKEN.into()),
+                "WEBHOOK_PUBLIC_URL" => Some(PUBLIC_URL.into()),
+                "TIME_BUDGET_MS" => Some("3000".into()),
+                _ => None,
+            })
+            .unwrap()
+        },
+    };
+
+    let mut rng = fastrand::Rng::with_seed(20_000);
+    let start = Utc.with_ymd_and_hms(2024, 12, 1, 0, 0, 0).unwrap();
+    let unique: Vec<SampleEvent> = (0..1_500u64)
+        .map(|i| {
+            let at = start + chrono::Duration::seconds(rng.i64(0..10 * 24 * 3600));
+            SampleEvent::usage_update(
+                &format!("EZspill{i:027}"),
+                &format!("HSfault{:025}", i % SIMS),
+                &at.to_rfc3339(),
+                (rng.u64(0..40_000), rng.u64(0..400_000)),
+            )
+        })
+        .collect();
+    let mut expected: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    for e in &unique {
+        // December is this phase's alone: its month rollups must be exact too.
+        for period in [
+            e.time.format("%Y-%m-%d").to_string(),
+            e.time.format("%Y-%m").to_string(),
+        ] {
+            let entry = expected.entry((e.sim_sid.clone(), period)).or_default();
+            entry.0 += e.window.0 + e.window.1;
+            entry.1 += 1;
+        }
+    }
+    // KORE delivers every event; Twilio a third of them again.
+    let mut bodies: Vec<(bool, String)> = unique
+        .chunks(50)
+        .map(|c| {
+            (
+                true,
+                format!(
+                    "[{}]",
+                    c.iter()
+                        .map(SampleEvent::kore_json)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+            )
+        })
+        .collect();
+    bodies.extend(
+        unique
+            .iter()
+            .step_by(3)
+            .collect::<Vec<_>>()
+            .chunks(50)
+            .map(|c| {
+                (
+                    false,
+                    format!(
+                        "[{}]",
+                        c.iter()
+                            .map(|e| e.twilio_json())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ),
+                )
+            }),
+    );
+    assert_eq!(bodies.len(), 40);
+
+    let pid = std::fs::read_to_string(
+        std::env::var("DYNAMODB_PIDFILE").expect("DYNAMODB_PIDFILE (scripts/test sets it)"),
+    )
+    .expect("DynamoDB Local's pid")
+    .trim()
+    .to_owned();
+    let paused = Pauser::hold(pid);
+    let started = std::time::Instant::now();
+    let mut spilled = 0;
+    // Waves of eight concurrent requests, as senders deliver, all while it is paused.
+    for wave in bodies.chunks(8) {
+        let replies = futures::future::join_all(wave.iter().map(|(from_kore, body)| {
+            let webhook = &webhook;
+            async move {
+                let (query, headers) = signed(*from_kore, body);
+                let headers: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let request = function_url_request(
+                    "POST",
+                    "/events",
+                    &query,
+                    &headers,
+                    Some(body.as_bytes()),
+                );
+                let mut metrics = InvocationMetrics::new("webhook");
+                let response = as_function(
+                    WEBHOOK,
+                    webhook.respond(&request, "fault-spill", &mut metrics),
+                )
+                .await;
+                (response.status_code, response.body.unwrap_or_default())
+            }
+        }))
+        .await;
+        for (status, body) in replies {
+            assert_eq!(status, 200, "while DynamoDB is paused: {body}");
+            let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
+            spilled += reply["spilled"].as_u64().expect("spilled");
+        }
+    }
+    let answered = started.elapsed();
+    tokio::time::sleep(PAUSE.saturating_sub(started.elapsed())).await;
+    drop(paused);
+    assert_eq!(
+        spilled, 2_000,
+        "every event of every request went to the stream"
+    );
+
+    // DynamoDB is back: the consumer reads the stream, re-sent from the lowest failure.
+    let shard = kinesis
+        .list_shards()
+        .stream_name(&stream)
+        .send()
+        .await
+        .unwrap()
+        .shards()[0]
+        .shard_id()
+        .to_owned();
+    let mut iterator = kinesis
+        .get_shard_iterator()
+        .stream_name(&stream)
+        .shard_id(&shard)
+        .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .unwrap()
+        .shard_iterator;
+    let mut records: Vec<Vec<u8>> = Vec::new();
+    while let Some(current) = iterator.take() {
+        let page = kinesis
+            .get_records()
+            .shard_iterator(current)
+            .send()
+            .await
+            .unwrap();
+        if page.records().is_empty() {
+            break;
+        }
+        records.extend(page.records().iter().map(|r| r.data().as_ref().to_vec()));
+        iterator = page.next_shard_iterator;
+    }
+    assert_eq!(records.len(), 40, "one record per request");
+    let numbered: Vec<(u64, Vec<u8>)> = records
+        .into_iter()
+        .enumerate()
+        .map(|(n, r)| (n as u64, r))
+        .collect();
+    let mut from = 0;
+    for attempt in 0.. {
+        assert!(attempt < MAX_ATTEMPTS, "the spilled records kept failing");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let report = as_function(
+            KINESIS_CONSUMER,
+            process_batch(ledger, kinesis_event(&numbered[from..]), Some(deadline)),
+        )
+        .await
+        .expect("a batch with sequence numbers");
+        let Some(failed) = report.response.batch_item_failures.first() else {
+            break;
+        };
+        let failed = failed.item_identifier.clone().expect("an identifier");
+        from = numbered
+            .iter()
+            .position(|(n, _)| sequence_number(*n) == failed)
+            .expect("ours");
+    }
+    for ((sim, period), (total, events)) in &expected {
+        let rollup = table
+            .sim_usage(sim, period)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("no rollup for {sim} {period} after the spill"));
+        assert_eq!(
+            (rollup.usage.total, rollup.usage_events),
+            (*total, *events),
+            "{sim} {period}"
+        );
+    }
+    eprintln!(
+        "spill phase: 40 requests (2,000 deliveries of 1,500 events) all answered 200 within {answered:?}, DynamoDB Local paused for {PAUSE:?}; every rollup exact after the consumer read the stream"
     );
 }

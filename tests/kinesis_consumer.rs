@@ -1,7 +1,7 @@
 //! The `kinesis-consumer` handler, called directly with Lambda's own event shape, against
 //! DynamoDB Local.
 
-use integration_tests::faults::{Throttle, throttled_client};
+use integration_tests::faults::{KINESIS_CONSUMER, Throttle, as_function, throttled_client};
 use integration_tests::*;
 use kinesis_consumer::process_batch;
 use kore_ingest_shared::event::EventError;
@@ -9,6 +9,15 @@ use kore_ingest_shared::ledger::{LedgerConfig, Outcome, UsageLedger};
 
 const TWILIO_RECORD: &str = include_str!("fixtures/twilio-kinesis-data-session-updated.json");
 const KORE_BATCH: &str = include_str!("fixtures/kore-webhook-data-session-batch.json");
+
+/// The consumer's handler, its AWS operations recorded as the function's.
+async fn consume(
+    ledger: &UsageLedger,
+    event: aws_lambda_events::event::kinesis::KinesisEvent,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<kinesis_consumer::BatchReport, Box<dyn std::error::Error + Send + Sync>> {
+    as_function(KINESIS_CONSUMER, process_batch(ledger, event, deadline)).await
+}
 
 fn failures(response: &aws_lambda_events::event::streams::KinesisEventResponse) -> Vec<String> {
     response
@@ -30,7 +39,7 @@ async fn new_duplicate_and_conflicting_records_end_as_specified() {
         (4, conflicting.into()),
     ]);
 
-    let report = process_batch(&ledger, event, None).await.unwrap();
+    let report = consume(&ledger, event, None).await.unwrap();
 
     assert!(failures(&report.response).is_empty());
     let outcomes: Vec<&Outcome> = report.outcomes.iter().map(|(_, o)| o).collect();
@@ -84,7 +93,7 @@ async fn poison_records_are_quarantined_and_never_stall_the_shard() {
         (4, TWILIO_RECORD.into()),
     ]);
 
-    let report = process_batch(&ledger, event, None).await.unwrap();
+    let report = consume(&ledger, event, None).await.unwrap();
 
     assert!(
         failures(&report.response).is_empty(),
@@ -118,7 +127,7 @@ async fn poison_records_are_quarantined_and_never_stall_the_shard() {
     assert_eq!(reasons[2].1, EventError::NoDedupeKey.to_string());
 
     // The same batch again (Lambda retrying it for another reason): nothing piles up.
-    let again = process_batch(&ledger, kinesis_event(&[(1, garbage)]), None)
+    let again = consume(&ledger, kinesis_event(&[(1, garbage)]), None)
         .await
         .unwrap();
     assert!(failures(&again.response).is_empty());
@@ -161,7 +170,7 @@ async fn throttled_writes_report_the_lowest_failed_sequence_number_and_redeliver
         })
         .collect();
 
-    let first = process_batch(&ledger, kinesis_event(&records), None)
+    let first = consume(&ledger, kinesis_event(&records), None)
         .await
         .unwrap();
     assert_eq!(failures(&first.response), [sequence_number(3)]);
@@ -188,7 +197,7 @@ async fn throttled_writes_report_the_lowest_failed_sequence_number_and_redeliver
 
     // Lambda re-sends everything from the lowest failed sequence number on.
     throttle.stop();
-    let second = process_batch(&ledger, kinesis_event(&records[2..]), None)
+    let second = consume(&ledger, kinesis_event(&records[2..]), None)
         .await
         .unwrap();
     assert!(failures(&second.response).is_empty());
@@ -227,7 +236,7 @@ async fn past_the_deadline_no_write_starts_and_every_record_is_reported() {
         .collect();
     let past = tokio::time::Instant::now();
 
-    let report = process_batch(&ledger, kinesis_event(&records), Some(past))
+    let report = consume(&ledger, kinesis_event(&records), Some(past))
         .await
         .unwrap();
 
@@ -236,7 +245,7 @@ async fn past_the_deadline_no_write_starts_and_every_record_is_reported() {
     assert_eq!(ledger.sim_usage("HS7", "2024-11-03").await.unwrap(), None);
     assert!(ledger.list_quarantine(10).await.unwrap().is_empty());
 
-    let retried = process_batch(&ledger, kinesis_event(&records), None)
+    let retried = consume(&ledger, kinesis_event(&records), None)
         .await
         .unwrap();
     assert!(failures(&retried.response).is_empty());
@@ -249,4 +258,80 @@ async fn past_the_deadline_no_write_starts_and_every_record_is_reported() {
             .usage_events,
         3
     );
+}
+
+/// Issue 13, item 1: a 900 KB binary record (base64 would be 1.2 MB, three times a DynamoDB
+/// item) is quarantined whole, and the shard goes on: the record is not reported for retry.
+#[tokio::test]
+async fn a_900_kb_binary_record_is_quarantined_whole_and_the_shard_goes_on() {
+    let ledger = fresh_ledger("consumer-900kb").await;
+    let mut rng = fastrand::Rng::with_seed(900);
+    let binary: Vec<u8> = (0..900 * 1024).map(|_| rng.u8(..)).collect();
+    assert!(std::str::from_utf8(&binary).is_err());
+    let event = kinesis_event(&[(1, binary.clone()), (2, TWILIO_RECORD.into())]);
+
+    let report = consume(&ledger, event, None).await.unwrap();
+
+    assert!(
+        failures(&report.response).is_empty(),
+        "the shard must not stall"
+    );
+    assert_eq!(report.metrics.get("RecordsQuarantined"), 1.0);
+    assert_eq!(report.metrics.get("EventsNew"), 1.0);
+    let id = report
+        .outcomes
+        .iter()
+        .find_map(|(_, o)| match o {
+            Outcome::Quarantined { quarantine_id, .. } => Some(quarantine_id.clone()),
+            _ => None,
+        })
+        .expect("the binary record is quarantined");
+    let kept = ledger.quarantined(&id).await.unwrap().unwrap();
+    assert!(!kept.truncated);
+    assert!(kept.payload == binary, "the exact bytes come back");
+    assert_eq!(ledger.list_quarantine(10).await.unwrap().len(), 1);
+}
+
+/// When DynamoDB refuses a copy's write as already stored but does not return the stored
+/// item, the consumer reads it (GetItem) to tell a duplicate from a conflict: the path the
+/// role's GetItem grant is for (tests/iam_grants.rs).
+#[tokio::test]
+async fn a_duplicate_whose_stored_copy_is_not_returned_is_read_and_counted_once() {
+    let ledger = fresh_ledger("consumer-no-old-item").await;
+    let sid = "EZ000000000000000000000000noolditem";
+    let event = SampleEvent::usage_update(
+        sid,
+        "HS0000000000000000000000000noold",
+        "2024-11-03T10:00:00Z",
+        (7, 8),
+    );
+    let records = [(1, event.kore_json().into_bytes())];
+    let first = consume(&ledger, kinesis_event(&records), None)
+        .await
+        .unwrap();
+    assert_eq!(first.metrics.get("EventsNew"), 1.0);
+
+    let no_item = Throttle::cancel_transactions_on_marker(
+        sid,
+        &["ConditionalCheckFailed", "None", "None", "None"],
+    );
+    let without_old = UsageLedger::new(
+        throttled_client(&no_item),
+        LedgerConfig::new(ledger.table_name()),
+    );
+    let again = consume(&without_old, kinesis_event(&records), None)
+        .await
+        .unwrap();
+    assert!(
+        no_item.throttled() > 0,
+        "the transaction was answered without the stored item"
+    );
+    assert!(failures(&again.response).is_empty());
+    assert_eq!(again.metrics.get("EventsDuplicate"), 1.0);
+    let day = ledger
+        .sim_usage("HS0000000000000000000000000noold", "2024-11-03")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((day.usage.total, day.usage_events), (15, 1));
 }

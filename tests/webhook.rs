@@ -1,7 +1,7 @@
 //! The `webhook` function's handler, called with Lambda Function URL events, against
 //! DynamoDB Local.
 
-use integration_tests::faults::{Throttle, throttled_client};
+use integration_tests::faults::{Throttle, WEBHOOK, as_function, throttled_client};
 use integration_tests::*;
 use kore_ingest_shared::ledger::{LedgerConfig, UsageLedger};
 use kore_ingest_shared::metrics::InvocationMetrics;
@@ -20,12 +20,22 @@ const SIM: &str = "HS0000000000000000000000000000web";
 /// timing (DynamoDB Local on a loaded 2-core machine can take seconds for 50 transactions);
 /// `stalled_storage_gets_503_within_the_time_budget` sets its own.
 fn config() -> WebhookConfig {
-    WebhookConfig::from_vars(|name| match name {
-        "TIME_BUDGET_MS" => Some("30000".into()),
-        "KORE_WEBHOOK_SECRETS" => Some(format!("{KORE_ACTIVE},{KORE_PENDING}")),
-        "TWILIO_AUTH_TOKENS" => Some(TWILIO_TOKEN.into()),
-        "WEBHOOK_PUBLIC_URL" => Some(PUBLIC_URL.into()),
-        _ => None,
+    config_with(&[])
+}
+
+/// [`config`] with some variables set otherwise (an empty value unsets one).
+fn config_with(vars: &[(&str, &str)]) -> WebhookConfig {
+    WebhookConfig::from_vars(|name| {
+        if let Some((_, value)) = vars.iter().find(|(k, _)| *k == name) {
+            return Some((*value).to_owned()).filter(|v| !v.is_empty());
+        }
+        match name {
+            "TIME_BUDGET_MS" => Some("30000".into()),
+            "KORE_WEBHOOK_SECRETS" => Some(format!("{KORE_ACTIVE},{KORE_PENDING}")),
+            "TWILIO_AUTH_TOKENS" => Some(TWILIO_TOKEN.into()),
+            "WEBHOOK_PUBLIC_URL" => Some(PUBLIC_URL.into()),
+            _ => None,
+        }
     })
     .unwrap()
 }
@@ -52,7 +62,7 @@ async fn send(
 ) -> Reply {
     let request = function_url_request(method, path, query, headers, body);
     let mut metrics = InvocationMetrics::new("webhook");
-    let response = webhook.respond(&request, "req-test", &mut metrics).await;
+    let response = as_function(WEBHOOK, webhook.respond(&request, "req-test", &mut metrics)).await;
     Reply {
         status: response.status_code,
         body: serde_json::from_str(response.body.as_deref().unwrap_or("null")).unwrap(),
@@ -457,8 +467,10 @@ async fn routes_methods_sizes_and_types() {
     );
     let headers = [("Kore-Signature", signature.as_str())];
     let reply = send(&webhook, "POST", "/events", "", &headers, Some(&binary)).await;
-    assert_eq!(reply.status, 400, "{}", reply.body);
-    assert!(reply.body["error"].as_str().unwrap().contains("not UTF-8"));
+    // A KORE-signed body that is not UTF-8 can be a length extension of a captured request:
+    // refused at verification, before any parser (issue 13, item 9).
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    assert!(webhook.ledger.list_quarantine(10).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -484,4 +496,338 @@ async fn stalled_storage_gets_503_within_the_time_budget() {
         took < std::time::Duration::from_millis(2500),
         "answered after {took:?}"
     );
+}
+
+/// Issue 13, item 6: KORE drops the query before signing, and a GET callback's payload is its
+/// query: one captured request would let anyone forge any GET callback on that route.
+#[tokio::test]
+async fn kore_signed_get_callbacks_are_refused_unless_explicitly_allowed() {
+    let webhook = webhook("wh-kore-get").await;
+    let query =
+        "ApiVersion=v1&SimSid=HS000000000000000000000000kore0get&SimStatus=active&AccountSid=AC1";
+    let signature = kore_signature(
+        KORE_ACTIVE.as_bytes(),
+        "GET",
+        &format!("{PUBLIC_URL}/callbacks/sims"),
+        b"",
+    );
+    let token = "RQ0000000000000000000000000000kget";
+    let headers = [
+        ("Kore-Signature", signature.as_str()),
+        ("Kore-Idempotency-Token", token),
+    ];
+    let reply = send(&webhook, "GET", "/callbacks/sims", query, &headers, None).await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    assert!(!webhook.ledger.callback_exists("kore", token).await.unwrap());
+
+    let allowing = Webhook {
+        config: config_with(&[("ALLOW_KORE_GET_CALLBACKS", "true")]),
+        ..webhook
+    };
+    let reply = send(&allowing, "GET", "/callbacks/sims", query, &headers, None).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(
+        allowing
+            .ledger
+            .callback_exists("kore", token)
+            .await
+            .unwrap()
+    );
+}
+
+/// Issue 13, item 7: a Twilio signature over the URL alone (no form, no bodySHA256) does not
+/// cover a body; the body must not be stored.
+#[tokio::test]
+async fn twilio_signature_that_does_not_cover_the_body_gets_401() {
+    let webhook = webhook("wh-twilio-url-only").await;
+    let (_, body) = kore_batch(2, SIM, "T");
+    let signature = twilio_signature(
+        TWILIO_TOKEN.as_bytes(),
+        &format!("{PUBLIC_URL}/events"),
+        &[],
+    );
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("X-Twilio-Signature", signature.as_str()),
+    ];
+    let reply = send(
+        &webhook,
+        "POST",
+        "/events",
+        "",
+        &headers,
+        Some(body.as_bytes()),
+    )
+    .await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    assert_eq!(
+        webhook.ledger.sim_usage(SIM, "2024-11-03").await.unwrap(),
+        None
+    );
+
+    // A callback body without a form content type: the signature covers the URL only.
+    let form = "SimSid=HS000000000000000000000000000forged&SimStatus=inactive";
+    let signature = twilio_signature(
+        TWILIO_TOKEN.as_bytes(),
+        &format!("{PUBLIC_URL}/callbacks/sims"),
+        &[],
+    );
+    let headers = [
+        ("X-Twilio-Signature", signature.as_str()),
+        (
+            "I-Twilio-Idempotency-Token",
+            "1f7e1c2a-3b4d-4e5f-8a9b-0c1d2e3f4a5b",
+        ),
+    ];
+    let reply = send(
+        &webhook,
+        "POST",
+        "/callbacks/sims",
+        "",
+        &headers,
+        Some(form.as_bytes()),
+    )
+    .await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    assert!(
+        !webhook
+            .ledger
+            .callback_exists("twilio", "1f7e1c2a-3b4d-4e5f-8a9b-0c1d2e3f4a5b")
+            .await
+            .unwrap()
+    );
+}
+
+/// Issue 13, item 8: ALLOW_UNSIGNED is for a provider without a secret; it must not let an
+/// unsigned request through when that provider's secret is configured.
+#[tokio::test]
+async fn allow_unsigned_does_not_bypass_configured_secrets() {
+    let webhook = Webhook {
+        config: config_with(&[("ALLOW_UNSIGNED", "true")]),
+        ..webhook("wh-unsigned").await
+    };
+    let (_, body) = kore_batch(2, SIM, "U");
+    let json = ("Content-Type", "application/json");
+    for (case, headers) in [
+        ("empty Kore-Signature", vec![json, ("Kore-Signature", "")]),
+        ("no signature header", vec![json]),
+    ] {
+        let reply = send(
+            &webhook,
+            "POST",
+            "/events",
+            "",
+            &headers,
+            Some(body.as_bytes()),
+        )
+        .await;
+        assert_eq!(reply.status, 401, "{case}: {}", reply.body);
+    }
+    assert_eq!(
+        webhook.ledger.sim_usage(SIM, "2024-11-03").await.unwrap(),
+        None
+    );
+
+    // A KORE account without a secret (none configured) sends an empty header: allowed.
+    let no_kore_secret = Webhook {
+        config: config_with(&[("ALLOW_UNSIGNED", "true"), ("KORE_WEBHOOK_SECRETS", "")]),
+        ..webhook
+    };
+    let headers = [json, ("Kore-Signature", "")];
+    let reply = send(
+        &no_kore_secret,
+        "POST",
+        "/events",
+        "",
+        &headers,
+        Some(body.as_bytes()),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    // Twilio still has a token configured: a request without any signature is refused.
+    let reply = send(
+        &no_kore_secret,
+        "POST",
+        "/events",
+        "",
+        &[json],
+        Some(body.as_bytes()),
+    )
+    .await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+}
+
+/// Issue 13, item 3: Twilio discards a delivery answered with 4xx, so an authenticated body
+/// refused for its size or type is kept in the quarantine (the start of it, with the full
+/// size, when it is too large); an unauthenticated one is not.
+#[tokio::test]
+async fn signed_bodies_refused_with_413_or_415_are_quarantined() {
+    let webhook = Webhook {
+        config: WebhookConfig {
+            max_body_bytes: 1024,
+            ..config()
+        },
+        ..webhook("wh-413").await
+    };
+    let (_, big) = kore_batch(10, SIM, "L");
+    assert!(big.len() > 2048);
+    let unsigned = send(
+        &webhook,
+        "POST",
+        "/events",
+        "",
+        &[("Content-Type", "application/json")],
+        Some(big.as_bytes()),
+    )
+    .await;
+    assert_eq!(unsigned.status, 413);
+    assert!(webhook.ledger.list_quarantine(10).await.unwrap().is_empty());
+
+    let reply = post_kore_events(&webhook, KORE_ACTIVE, &big).await;
+    assert_eq!(reply.status, 413, "{}", reply.body);
+    let listed = webhook.ledger.list_quarantine(10).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let kept = webhook
+        .ledger
+        .quarantined(&listed[0].id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(kept.truncated);
+    assert_eq!(kept.payload, big.as_bytes()[..1024]);
+    assert!(
+        kept.reason.contains(&big.len().to_string()),
+        "{}",
+        kept.reason
+    );
+    assert_eq!(kept.provider.as_deref(), Some("kore"));
+
+    let xml = b"<events><event id=\"EZ1\"/></events>";
+    let signature = kore_signature(
+        KORE_ACTIVE.as_bytes(),
+        "POST",
+        &format!("{PUBLIC_URL}/events"),
+        xml,
+    );
+    let headers = [
+        ("Content-Type", "application/xml"),
+        ("Kore-Signature", signature.as_str()),
+    ];
+    let reply = send(&webhook, "POST", "/events", "", &headers, Some(xml)).await;
+    assert_eq!(reply.status, 415, "{}", reply.body);
+    let listed = webhook.ledger.list_quarantine(10).await.unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let whole = listed
+        .iter()
+        .find(|e| e.reason.contains("application/xml"))
+        .unwrap_or_else(|| panic!("{listed:?}"));
+    let whole = webhook
+        .ledger
+        .quarantined(&whole.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!whole.truncated);
+    assert_eq!(whole.payload, xml);
+}
+
+/// Issue 13, item 4: a callback transaction cancelled for a passing reason (throttling, a
+/// conflicting transaction) is retried and, if that does not help, answered 503 so that the
+/// sender retries, never quarantined as if the payload were bad.
+#[tokio::test]
+async fn a_throttled_callback_transaction_gets_503_and_the_retry_stores_it() {
+    let table = fresh_ledger("wh-callback-cancel").await;
+    let throttle =
+        Throttle::cancel_transactions_on_marker("TransactItems", &["None", "ThrottlingError"]);
+    let webhook = Webhook {
+        ledger: UsageLedger::new(
+            throttled_client(&throttle),
+            LedgerConfig::new(table.table_name()),
+        ),
+        config: config(),
+    };
+    let form = include_str!("fixtures/callback-sim-status.form").trim_end();
+    let signature = kore_signature(
+        KORE_ACTIVE.as_bytes(),
+        "POST",
+        &format!("{PUBLIC_URL}/callbacks/sims"),
+        form.as_bytes(),
+    );
+    let token = "RQ00000000000000000000000000cancel";
+    let headers = [
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Kore-Signature", signature.as_str()),
+        ("Kore-Idempotency-Token", token),
+    ];
+    let reply = send(
+        &webhook,
+        "POST",
+        "/callbacks/sims",
+        "",
+        &headers,
+        Some(form.as_bytes()),
+    )
+    .await;
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert!(throttle.throttled() > 0);
+    assert!(table.list_quarantine(10).await.unwrap().is_empty());
+
+    throttle.stop();
+    let reply = send(
+        &webhook,
+        "POST",
+        "/callbacks/sims",
+        "",
+        &headers,
+        Some(form.as_bytes()),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["accepted"], 1);
+    assert!(table.callback_exists("kore", token).await.unwrap());
+}
+
+/// Issue 13, item 1: a 900 KB signed body of multi-byte text that cannot be parsed is
+/// quarantined whole (it used to be cut inside a character, base64-encoded past DynamoDB's
+/// item limit, and answered 503 forever).
+#[tokio::test]
+async fn a_900_kb_multibyte_body_is_quarantined_whole() {
+    let webhook = webhook("wh-900kb").await;
+    let mut body = String::from("[{\"note\": \"");
+    while body.len() < 900 * 1024 {
+        body.push_str("Grüße aus Zürich — 東京 🚀 ");
+    }
+    let reply = post_kore_events(&webhook, KORE_ACTIVE, &body).await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    let id = reply.body["quarantine_id"].as_str().unwrap();
+    let kept = webhook.ledger.quarantined(id).await.unwrap().unwrap();
+    assert!(!kept.truncated);
+    assert_eq!(kept.payload.len(), body.len());
+    assert!(kept.payload == body.as_bytes(), "the exact bytes come back");
+}
+
+/// As for the consumer: a copy refused as already stored without the stored item is read
+/// (GetItem) and counted as the duplicate it is.
+#[tokio::test]
+async fn a_duplicate_whose_stored_copy_is_not_returned_is_read_and_counted_once() {
+    let webhook = webhook("wh-no-old-item").await;
+    let (_, body) = kore_batch(1, SIM, "NOOLD");
+    let first = post_kore_events(&webhook, KORE_ACTIVE, &body).await;
+    assert_eq!(first.body["accepted"], 1, "{}", first.body);
+
+    let no_item = Throttle::cancel_transactions_on_marker(
+        "EZNOOLD",
+        &["ConditionalCheckFailed", "None", "None", "None"],
+    );
+    let without_old = Webhook {
+        ledger: UsageLedger::new(
+            throttled_client(&no_item),
+            LedgerConfig::new(webhook.ledger.table_name()),
+        ),
+        config: config(),
+    };
+    let again = post_kore_events(&without_old, KORE_ACTIVE, &body).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body["duplicates"], 1, "{}", again.body);
+    assert!(no_item.throttled() > 0);
 }

@@ -27,12 +27,14 @@ Examples:
   kore-usage quarantine list --limit 20 --format json
   kore-usage quarantine show 3f9a0c1d2e4b5a697880011223344556
   kore-usage quarantine redrive 3f9a0c1d2e4b5a697880011223344556
-  kore-usage quarantine redrive            # every quarantined payload
+  kore-usage quarantine redrive --all --dry-run   # what a redrive of everything would do
+  kore-usage quarantine redrive --all             # every quarantined payload
 
 A redrive re-runs each payload through the shared path (events: parse, then the exactly-once
 write; callbacks: parse with the stored provider and idempotency token, then store). It
 removes an entry only when everything in it was stored (new or duplicate); an entry that
-still fails stays, with the reason shown. Running it again changes nothing.";
+still fails stays, with the reason shown. Running it again changes nothing. --dry-run parses
+each payload and says whether it would be redriven or kept, and writes nothing.";
 
 /// Inspect and re-process quarantined payloads.
 #[derive(Debug, Subcommand)]
@@ -58,11 +60,17 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
-    /// Re-process quarantined payloads after a fix; without ids, every listed entry.
+    /// Re-process quarantined payloads after a fix: the ids given, or every entry with --all.
     #[command(after_help = EXAMPLES)]
     Redrive {
-        /// Quarantine ids; none means all.
+        /// Quarantine ids, from `quarantine list`.
         ids: Vec<String>,
+        /// Every quarantined payload (instead of ids).
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// Say what would be redriven or kept, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
@@ -73,7 +81,19 @@ pub async fn run(ledger: &UsageLedger, command: Command) -> Result<ExitCode> {
     match command {
         Command::List { limit, format } => list(ledger, limit, format).await,
         Command::Show { id, format } => show(ledger, &id, format).await,
-        Command::Redrive { ids, format } => redrive(ledger, ids, format).await,
+        Command::Redrive {
+            ids,
+            all,
+            dry_run,
+            format,
+        } => {
+            if ids.is_empty() && !all {
+                return Err(Failure::Usage(
+                    "name the quarantine ids to redrive, or pass --all to redrive every entry (--dry-run shows what it would do)".into(),
+                ));
+            }
+            redrive(ledger, ids, dry_run, format).await
+        }
     }
 }
 
@@ -157,6 +177,9 @@ struct ShowJson<'a> {
     idempotency_token: Option<&'a str>,
     truncated: bool,
     payload_size: usize,
+    /// The original's size, when only its start is kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    original_size: Option<u64>,
     /// `text` or `base64`.
     payload_encoding: &'static str,
     payload: String,
@@ -182,6 +205,7 @@ async fn show(ledger: &UsageLedger, id: &str, format: Format) -> Result<ExitCode
             idempotency_token: entry.idempotency_token.as_deref(),
             truncated: entry.truncated,
             payload_size: entry.payload.len(),
+            original_size: entry.original_size,
             payload_encoding: encoding,
             payload,
         })?,
@@ -208,7 +232,14 @@ async fn show(ledger: &UsageLedger, id: &str, format: Format) -> Result<ExitCode
             let size = entry.payload.len();
             let mut description = format!("{size} bytes, {encoding}");
             if entry.truncated {
-                description.push_str(", truncated: only the start of the original is kept");
+                match entry.original_size {
+                    Some(original) => description.push_str(&format!(
+                        ", truncated: only the start of the original ({original} bytes) is kept"
+                    )),
+                    None => {
+                        description.push_str(", truncated: only the start of the original is kept")
+                    }
+                }
             }
             fields.push(("payload", description));
             let mut out = String::new();
@@ -239,6 +270,12 @@ enum Disposition {
     Retry,
     /// No such entry.
     Missing,
+    /// `--dry-run`: it parses, so a redrive would store it (or find it stored).
+    #[serde(rename = "would-redrive")]
+    WouldRedrive,
+    /// `--dry-run`: a redrive would keep it, with the reason.
+    #[serde(rename = "would-keep")]
+    WouldKeep,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -279,7 +316,12 @@ impl Redriven {
     }
 }
 
-async fn redrive(ledger: &UsageLedger, ids: Vec<String>, format: Format) -> Result<ExitCode> {
+async fn redrive(
+    ledger: &UsageLedger,
+    ids: Vec<String>,
+    dry_run: bool,
+    format: Format,
+) -> Result<ExitCode> {
     let ids = if ids.is_empty() {
         ledger
             .list_quarantine(usize::MAX)
@@ -293,7 +335,11 @@ async fn redrive(ledger: &UsageLedger, ids: Vec<String>, format: Format) -> Resu
     };
     let mut results = Vec::with_capacity(ids.len());
     for id in &ids {
-        results.push(redrive_one(ledger, id).await?);
+        results.push(if dry_run {
+            plan_one(ledger, id).await?
+        } else {
+            redrive_one(ledger, id).await?
+        });
     }
 
     let text = match format {
@@ -315,6 +361,8 @@ async fn redrive(ledger: &UsageLedger, ids: Vec<String>, format: Format) -> Resu
                     Disposition::Kept => "kept",
                     Disposition::Retry => "retry",
                     Disposition::Missing => "not found",
+                    Disposition::WouldRedrive => "would redrive",
+                    Disposition::WouldKeep => "would keep",
                 };
                 table.row(vec![
                     r.id.clone(),
@@ -350,6 +398,65 @@ async fn redrive(ledger: &UsageLedger, ids: Vec<String>, format: Format) -> Resu
         ))
     );
     Ok(ExitCode::from(1))
+}
+
+/// What [`redrive_one`] would do, from parsing alone: nothing is written.
+async fn plan_one(ledger: &UsageLedger, id: &str) -> Result<Redriven> {
+    let Some(entry) = ledger.quarantined(id).await.or_fail(ledger)? else {
+        let mut missing = Redriven::new(id, "-");
+        missing.result = Disposition::Missing;
+        missing.reason = Some("no quarantined payload has this id".into());
+        return Ok(missing);
+    };
+    let mut plan = Redriven::new(id, &entry.kind);
+    let keep = if entry.truncated {
+        Some("only the start of this payload was kept, so it cannot be re-processed".to_owned())
+    } else {
+        match entry.kind.as_str() {
+            "event" | "conflict" => match parse_events(&entry.payload) {
+                Err(error) => Some(format!("still unparseable: {error}")),
+                Ok(items) => {
+                    let bad: Vec<String> = items
+                        .iter()
+                        .filter_map(|item| item.as_ref().err())
+                        .map(|bad| {
+                            format!("element {} is still unparseable: {}", bad.index, bad.error)
+                        })
+                        .collect();
+                    (!bad.is_empty()).then(|| bad.join("; "))
+                }
+            },
+            "callback" => {
+                match (
+                    entry
+                        .callback_kind
+                        .as_deref()
+                        .and_then(CallbackKind::from_path_segment),
+                    callback_headers(&entry),
+                ) {
+                    (None, _) => Some("the callback kind was not recorded".to_owned()),
+                    (_, Err(reason)) => Some(reason),
+                    (Some(kind), Ok(headers)) => parse_callback(kind, &entry.payload, &headers)
+                        .err()
+                        .map(|error| format!("still unparseable: {error}")),
+                }
+            }
+            other => Some(format!("unknown payload kind `{other}`")),
+        }
+    };
+    match keep {
+        Some(reason) => {
+            plan.result = Disposition::WouldKeep;
+            plan.reason = Some(reason);
+        }
+        None => {
+            plan.result = Disposition::WouldRedrive;
+            if entry.kind == "conflict" {
+                plan.reason = Some("a conflicting copy: it is kept if it still conflicts".into());
+            }
+        }
+    }
+    Ok(plan)
 }
 
 async fn redrive_one(ledger: &UsageLedger, id: &str) -> Result<Redriven> {

@@ -693,7 +693,10 @@ async fn quarantine_redrive_stores_a_fixed_payload_once_and_keeps_what_still_fai
     assert!(shown.trim_end().ends_with(form), "{shown}");
 
     // Redrive everything.
-    let results = ok_json(&ledger, &["quarantine", "redrive", "--format", "json"]);
+    let results = ok_json(
+        &ledger,
+        &["quarantine", "redrive", "--all", "--format", "json"],
+    );
     let by_id = |results: &Value, id: &str| -> Value {
         results
             .as_array()
@@ -745,10 +748,13 @@ async fn quarantine_redrive_stores_a_fixed_payload_once_and_keeps_what_still_fai
     );
 
     // Again: nothing changes.
-    let table = ok(&ledger, &["quarantine", "redrive"]);
+    let table = ok(&ledger, &["quarantine", "redrive", "--all"]);
     assert!(table.contains("kept"), "{table}");
     assert!(!table.contains("removed"), "{table}");
-    let again = ok_json(&ledger, &["quarantine", "redrive", "--format", "json"]);
+    let again = ok_json(
+        &ledger,
+        &["quarantine", "redrive", "--all", "--format", "json"],
+    );
     assert!(
         again
             .as_array()
@@ -1509,4 +1515,174 @@ fn expected_events(events: &[SampleEvent], (start, end): (&str, &str)) -> u64 {
         .iter()
         .filter(|e| e.time >= start && e.time < end)
         .count() as u64
+}
+
+/// Issue 13, item 13: `quarantine redrive` without ids used to process and delete the whole
+/// quarantine. It now needs `--all`, and `--dry-run` shows what would happen without
+/// writing anything.
+#[tokio::test]
+async fn redrive_of_everything_needs_all_and_dry_run_changes_nothing() {
+    let ledger = fresh_ledger("cli-redrive-all").await;
+    let sim = "HS00000000000000000000000redriveall";
+    let event = SampleEvent::usage_update(
+        "EZ0000000000000000000000redriveall",
+        sim,
+        "2024-11-03T10:00:00Z",
+        (5, 6),
+    );
+    let payload = event.kore_json();
+    let id = ledger
+        .quarantine(QuarantineEntry {
+            kind: QuarantineKind::Event,
+            payload: payload.as_bytes(),
+            reason: "a parser bug, fixed since".into(),
+            delivery: &kinesis(1),
+            related_event: None,
+        })
+        .await
+        .unwrap();
+
+    let run = kore_usage(&ledger, &["quarantine", "redrive"]);
+    assert_eq!(
+        run.code, 2,
+        "stdout: {}\nstderr: {}",
+        run.stdout, run.stderr
+    );
+    assert!(run.stderr.contains("--all"), "{}", run.stderr);
+    assert!(ledger.quarantined(&id).await.unwrap().is_some());
+    assert_eq!(ledger.sim_usage(sim, "2024-11-03").await.unwrap(), None);
+    let run = kore_usage(&ledger, &["quarantine", "redrive", "--all", &id]);
+    assert_eq!(run.code, 2, "ids and --all together: {}", run.stderr);
+
+    for args in [
+        &[
+            "quarantine",
+            "redrive",
+            "--all",
+            "--dry-run",
+            "--format",
+            "json",
+        ][..],
+        &[
+            "quarantine",
+            "redrive",
+            "--dry-run",
+            "--format",
+            "json",
+            id.as_str(),
+        ][..],
+    ] {
+        let planned = ok_json(&ledger, args);
+        assert_eq!(planned.as_array().unwrap().len(), 1, "{planned}");
+        assert_eq!(planned[0]["id"], id.as_str(), "{planned}");
+        assert_eq!(planned[0]["result"], "would-redrive", "{planned}");
+        assert_eq!(planned[0]["new"], 0, "{planned}");
+    }
+    let table = ok(&ledger, &["quarantine", "redrive", "--all", "--dry-run"]);
+    assert!(table.contains("would redrive"), "{table}");
+    assert!(ledger.quarantined(&id).await.unwrap().is_some());
+    assert_eq!(ledger.sim_usage(sim, "2024-11-03").await.unwrap(), None);
+
+    let done = ok_json(
+        &ledger,
+        &["quarantine", "redrive", "--all", "--format", "json"],
+    );
+    assert_eq!(done[0]["result"], "removed", "{done}");
+    assert_eq!(
+        ledger
+            .sim_usage(sim, "2024-11-03")
+            .await
+            .unwrap()
+            .unwrap()
+            .usage_events,
+        1
+    );
+}
+
+/// Issue 13, item 1: payloads as large as the pipeline accepts are quarantined whole, and
+/// `quarantine show` gives back exactly the bytes received: a 900 KB binary Kinesis record
+/// (through the consumer's handler) and a 900 KB multi-byte text body (through the
+/// webhook's), both of which used to fail the quarantine write forever.
+#[tokio::test]
+async fn quarantine_show_returns_900_kb_payloads_byte_for_byte() {
+    use base64::Engine;
+    let ledger = fresh_ledger("cli-900kb").await;
+    let mut rng = fastrand::Rng::with_seed(9);
+    let binary: Vec<u8> = (0..900 * 1024).map(|_| rng.u8(..)).collect();
+    let report =
+        kinesis_consumer::process_batch(&ledger, kinesis_event(&[(1, binary.clone())]), None)
+            .await
+            .unwrap();
+    assert!(
+        report.response.batch_item_failures.is_empty(),
+        "the shard must not stall"
+    );
+    let binary_id = kore_ingest_shared::ledger::quarantine::quarantine_id(
+        &QuarantineKind::Event,
+        "kinesis",
+        &binary,
+    );
+
+    let mut text = String::from("{\"specversion\": \"1.0\", \"note\": \"");
+    while text.len() < 900 * 1024 {
+        text.push_str("ÄÖÜ äöü ß — 日本語 😀 ");
+    }
+    let secret = "cli-900kb-secret";
+    let hook = webhook::Webhook {
+        ledger: ledger.clone(),
+        config: webhook::WebhookConfig::from_vars(|name| match name {
+            "KORE_WEBHOOK_SECRETS" => Some(secret.into()),
+            "WEBHOOK_PUBLIC_URL" => Some("https://hooks.example.com".into()),
+            "TIME_BUDGET_MS" => Some("30000".into()),
+            _ => None,
+        })
+        .unwrap(),
+    };
+    let signature = kore_ingest_shared::signature::kore_signature(
+        secret.as_bytes(),
+        "POST",
+        "https://hooks.example.com/events",
+        text.as_bytes(),
+    );
+    let request = function_url_request(
+        "POST",
+        "/events",
+        "",
+        &[
+            ("Content-Type", "application/json"),
+            ("Kore-Signature", &signature),
+        ],
+        Some(text.as_bytes()),
+    );
+    let mut metrics = kore_ingest_shared::metrics::InvocationMetrics::new("webhook");
+    let response = hook.respond(&request, "req-900kb", &mut metrics).await;
+    assert_eq!(response.status_code, 400, "{:?}", response.body);
+    let text_id = kore_ingest_shared::ledger::quarantine::quarantine_id(
+        &QuarantineKind::Event,
+        "webhook",
+        text.as_bytes(),
+    );
+
+    let shown = ok_json(
+        &ledger,
+        &["quarantine", "show", &binary_id, "--format", "json"],
+    );
+    assert_eq!(shown["payload_encoding"], "base64");
+    assert_eq!(shown["truncated"], false);
+    assert_eq!(shown["payload_size"], binary.len());
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(shown["payload"].as_str().unwrap())
+        .unwrap();
+    assert!(decoded == binary, "binary payload differs");
+
+    let shown = ok_json(
+        &ledger,
+        &["quarantine", "show", &text_id, "--format", "json"],
+    );
+    assert_eq!(shown["payload_encoding"], "text");
+    assert_eq!(shown["truncated"], false);
+    assert!(
+        shown["payload"].as_str().unwrap() == text,
+        "text payload differs"
+    );
 }

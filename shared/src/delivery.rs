@@ -134,7 +134,8 @@ impl OutcomeCounts {
         self.quarantined += other.quarantined;
         self.retry += other.retry;
         if self.first_retry_reason.is_none() {
-            self.first_retry_reason.clone_from(&other.first_retry_reason);
+            self.first_retry_reason
+                .clone_from(&other.first_retry_reason);
         }
     }
 

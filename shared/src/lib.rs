@@ -8,6 +8,7 @@
 //! - [`usage`]: the booking rule and usage records as billing asks for them.
 //! - [`ledger`]: the exactly-once usage ledger on DynamoDB.
 //! - [`metrics`]: CloudWatch Embedded Metric Format.
+//! - [`spill`]: webhook deliveries handed to the Kinesis stream when storage fails.
 //!
 //! Nothing here knows about Lambda; the function crates are thin adapters around it.
 
@@ -18,4 +19,5 @@ pub mod event;
 pub mod ledger;
 pub mod metrics;
 pub mod signature;
+pub mod spill;
 pub mod usage;

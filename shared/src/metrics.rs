@@ -16,17 +16,29 @@ pub fn take_cold_start() -> bool {
     COLD_START.swap(false, Ordering::Relaxed)
 }
 
+/// The `Stack` dimension's value when `STACK_NAME` is not set (a local run).
+pub const LOCAL_STACK: &str = "local";
+
 /// Counters for one invocation of one function.
 #[derive(Debug, Clone)]
 pub struct InvocationMetrics {
     function: &'static str,
+    /// Every metric also carries the stack's name, so that two stacks in one account keep
+    /// apart metrics (and alarms) of the same name.
+    stack: String,
     values: BTreeMap<&'static str, (f64, &'static str)>,
 }
 
 impl InvocationMetrics {
+    /// Metrics of `function` in the stack named by `STACK_NAME` (the template sets it).
     pub fn new(function: &'static str) -> Self {
+        let stack = std::env::var("STACK_NAME")
+            .ok()
+            .filter(|name| !name.trim().is_empty())
+            .unwrap_or_else(|| LOCAL_STACK.to_owned());
         InvocationMetrics {
             function,
+            stack,
             values: BTreeMap::new(),
         }
     }
@@ -54,7 +66,7 @@ impl InvocationMetrics {
         self.values.get(name).map(|(v, _)| *v).unwrap_or(0.0)
     }
 
-    /// The EMF document: metrics under [`NAMESPACE`], dimension `Function`.
+    /// The EMF document: metrics under [`NAMESPACE`], dimensions `Function` and `Stack`.
     pub fn to_emf(&self, timestamp_ms: i64) -> Value {
         let definitions: Vec<Value> = self
             .values
@@ -66,11 +78,12 @@ impl InvocationMetrics {
                 "Timestamp": timestamp_ms,
                 "CloudWatchMetrics": [{
                     "Namespace": NAMESPACE,
-                    "Dimensions": [["Function"]],
+                    "Dimensions": [["Function", "Stack"]],
                     "Metrics": definitions,
                 }],
             },
             "Function": self.function,
+            "Stack": self.stack,
         });
         for (name, (value, _)) in &self.values {
             document[*name] = json!(value);

@@ -7,7 +7,9 @@
 //!   configured callback URL without its query or fragment. One documented example hashes the
 //!   minified JSON instead of the raw body, so that is tried as a fallback. Rotation switches
 //!   secrets instantly, so a list of secrets is accepted. An empty header means the account has
-//!   no secret at all; that is reported as [`Verified::Unsigned`] and the caller decides.
+//!   no secret at all; that is reported as [`Verified::Unsigned`] and the caller decides. A
+//!   plain SHA-256 can be extended by anyone who saw one signed request, so a body that is not
+//!   UTF-8 (as every such extension is) is refused.
 //! - **Twilio** signs the full URL (query included) plus the sorted form parameters with
 //!   HMAC-SHA1 keyed by the Auth Token. JSON bodies are covered indirectly through a
 //!   `bodySHA256` query parameter. Twilio is inconsistent about default ports, so the URL is
@@ -51,6 +53,14 @@ pub enum SignatureError {
     NoSecrets { header: &'static str },
     #[error("bodySHA256 in the URL does not match the body")]
     BodyHashMismatch,
+    /// KORE signs with a plain SHA-256, which an attacker can extend from one captured
+    /// request; the bytes such an extension needs are never valid UTF-8, and KORE only sends
+    /// JSON and form text.
+    #[error("{header} covers a body that is not UTF-8")]
+    BodyNotUtf8 { header: &'static str },
+    /// Without `bodySHA256` and form parameters, Twilio's signature covers the URL alone.
+    #[error("x-twilio-signature does not cover the body (no form parameters, no bodySHA256)")]
+    BodyNotCovered,
 }
 
 /// Header carrying KORE's signature (lowercase, as HTTP/2 and Lambda deliver header names).
@@ -84,7 +94,8 @@ const TWILIO_SIGNATURE_B64_LEN: usize = 28;
 /// # Errors
 /// [`SignatureError::Missing`] without the header, [`SignatureError::NoSecrets`] when a
 /// signature arrives but `secrets` is empty, [`SignatureError::Malformed`] unless it is 64 hex
-/// characters, [`SignatureError::Mismatch`] when no secret and body variant reproduces it.
+/// characters, [`SignatureError::BodyNotUtf8`] for a body that is not UTF-8 (see the
+/// variant), [`SignatureError::Mismatch`] when no secret and body variant reproduces it.
 pub fn verify_kore_signature<S: AsRef<[u8]>>(
     secrets: &[S],
     method: &str,
@@ -101,6 +112,11 @@ pub fn verify_kore_signature<S: AsRef<[u8]>>(
         return Err(SignatureError::NoSecrets { header });
     }
     let expected = decode_kore_header(signature)?;
+    // Checked before any hashing: a length-extended body always carries SHA-256 padding
+    // (0x80 then zeros), which is not UTF-8.
+    if std::str::from_utf8(body).is_err() {
+        return Err(SignatureError::BodyNotUtf8 { header });
+    }
     let method = uppercase_method(method);
     let url = kore_signed_url(url);
 
@@ -241,8 +257,9 @@ fn minify_json(body: &[u8]) -> Option<Vec<u8>> {
 /// # Errors
 /// [`SignatureError::Missing`] for an absent or empty header, [`SignatureError::NoSecrets`]
 /// when `tokens` is empty, [`SignatureError::Malformed`] unless it is base64 of 20 bytes,
-/// [`SignatureError::BodyHashMismatch`] when `bodySHA256` does not match `body`, and
-/// [`SignatureError::Mismatch`] when no token and URL variant reproduces it.
+/// [`SignatureError::BodyHashMismatch`] when `bodySHA256` does not match `body`,
+/// [`SignatureError::BodyNotCovered`] for a non-empty `body` with neither `bodySHA256` nor
+/// form parameters, and [`SignatureError::Mismatch`] when no token and URL variant reproduces it.
 pub fn verify_twilio_signature<S: AsRef<[u8]>>(
     tokens: &[S],
     url: &str,
@@ -267,6 +284,10 @@ pub fn verify_twilio_signature<S: AsRef<[u8]>>(
             return Err(SignatureError::BodyHashMismatch);
         }
         &[]
+    } else if form_params.is_empty() && !body.is_empty() {
+        // The signature would cover the URL only: anyone holding one signed URL could post
+        // any body with it.
+        return Err(SignatureError::BodyNotCovered);
     } else {
         sorted = sorted_params(form_params);
         &sorted
@@ -524,6 +545,24 @@ mod tests {
 
     /// Body `{"a":1}` posted to `https://h.example/cb…`, used by several KORE tests.
     const KORE_JSON: &[u8] = br#"{"a":1}"#;
+
+    /// Issue 13, item 9: KORE's plain SHA-256 lets anyone who saw one signed request append
+    /// bytes to its body (length extension). The glue padding is never UTF-8 (it starts with
+    /// 0x80), so a signed body that is not UTF-8 is refused before any parser sees it.
+    #[test]
+    fn kore_refuses_a_signed_body_that_is_not_utf8() {
+        let url = "https://h.example/events";
+        let mut extended = br#"[{"a":1}]"#.to_vec();
+        extended.extend_from_slice(&[0x80, 0, 0, 0, 0, 0, 0, 0x01, 0x38]);
+        extended.extend_from_slice(br#",{"forged":true}]"#);
+        let signature = kore_signature(b"s3cr3t", "POST", url, &extended);
+        let result = verify_kore_signature(&["s3cr3t"], "POST", url, &extended, Some(&signature));
+        assert!(result.is_err(), "{result:?}");
+        assert_eq!(
+            result.map_err(|e| e.to_string()),
+            Err("kore-signature covers a body that is not UTF-8".to_owned())
+        );
+    }
 
     #[test]
     fn kore_vector_verifies() {
@@ -802,6 +841,22 @@ mod tests {
                 TWILIO_JSON_BODY,
                 Some(TWILIO_JSON_SIG)
             ),
+            Ok(Verified::Signed)
+        );
+    }
+
+    /// Issue 13, item 7: without `bodySHA256` and without form parameters, Twilio's signature
+    /// covers the URL alone, so a body next to it would be unauthenticated: refused.
+    #[test]
+    fn twilio_refuses_a_body_the_signature_does_not_cover() {
+        let url = "https://h.example/events";
+        let signature = twilio_signature(b"12345", url, &[]);
+        let result =
+            verify_twilio_signature(&["12345"], url, &[], br#"[{"forged":1}]"#, Some(&signature));
+        assert!(result.is_err(), "{result:?}");
+        // No body (a GET callback, whose parameters are in the signed URL): still fine.
+        assert_eq!(
+            verify_twilio_signature(&["12345"], url, &[], b"", Some(&signature)),
             Ok(Verified::Signed)
         );
     }

@@ -1,6 +1,12 @@
-//! Fault injection on top of the real DynamoDB Local: an HTTP client that forwards every
-//! request to the server, except those whose body contains a marker while the fault is on,
-//! which get DynamoDB's own `ThrottlingException` response without reaching the server.
+//! The HTTP layer between the SDK and the local servers.
+//!
+//! - Fault injection on top of the real DynamoDB Local: an HTTP client that forwards every
+//!   request to the server, except those whose body contains a marker while the fault is on,
+//!   which get DynamoDB's own `ThrottlingException` response without reaching the server.
+//! - Recording: every AWS request a function's handler makes while a test runs it inside
+//!   [`as_function`] is written, as the IAM actions it needs, to `AWS_OPERATIONS_LOG` (set by
+//!   `scripts/test`); `tests/iam_grants.rs` compares that with the roles in `template.yaml`.
+//!   The tests' own reads (checking what was stored) run outside and are not recorded.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -27,6 +33,9 @@ pub struct Throttle {
     stall: Option<std::time::Duration>,
     /// Throttle this share of all requests, whatever their body (0.0 to 1.0).
     share: Option<f64>,
+    /// Instead of a `ThrottlingException`, answer with this DynamoDB error body (status 400);
+    /// it is a transaction's answer, so only transactions get it.
+    response: Option<Arc<String>>,
 }
 
 impl Throttle {
@@ -38,6 +47,26 @@ impl Throttle {
             marker: Arc::new(marker.to_owned()),
             stall: None,
             share: None,
+            response: None,
+        }
+    }
+
+    /// Cancels the transactions whose body contains `marker` while active, with these
+    /// cancellation reason codes (one per action), as DynamoDB does when an action was
+    /// throttled or collided with another transaction.
+    pub fn cancel_transactions_on_marker(marker: &str, codes: &[&str]) -> Self {
+        let reasons: Vec<String> = codes
+            .iter()
+            .map(|code| format!(r#"{{"Code":"{code}"}}"#))
+            .collect();
+        let body = format!(
+            r#"{{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException","Message":"Transaction cancelled, please refer cancellation reasons for specific reasons [{}]","CancellationReasons":[{}]}}"#,
+            codes.join(", "),
+            reasons.join(",")
+        );
+        Throttle {
+            response: Some(Arc::new(body)),
+            ..Self::on_marker(marker)
         }
     }
 
@@ -66,6 +95,25 @@ impl Throttle {
     }
 }
 
+/// The functions whose operations are recorded, named as `template.yaml`'s functions run.
+pub const KINESIS_CONSUMER: &str = "kinesis-consumer";
+pub const WEBHOOK: &str = "webhook";
+
+tokio::task_local! {
+    /// The function whose handler the current task is running (see [`as_function`]).
+    static FUNCTION: &'static str;
+}
+
+/// Runs `work` (a call of a function's handler, or its start-up) as `function`: the AWS
+/// requests it makes through this layer are recorded as that function's. The SDK sends a
+/// request from the task that awaits it, so the task-local name reaches the connector.
+pub async fn as_function<T>(
+    function: &'static str,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    FUNCTION.scope(function, work).await
+}
+
 #[derive(Debug, Clone)]
 struct ThrottlingClient {
     inner: SharedHttpClient,
@@ -78,17 +126,110 @@ struct ThrottlingConnector {
     throttle: Throttle,
 }
 
+/// The IAM actions an AWS request needs, with what they act on (`table`, `index` or `-`).
+/// A transaction needs no action of its own but one per kind of item it holds.
+pub fn iam_actions(request: &HttpRequest) -> Vec<(String, &'static str)> {
+    let target = request
+        .headers()
+        .get("x-amz-target")
+        .map(str::to_owned)
+        .or_else(|| {
+            // RPC v2 (CBOR): /service/<Service>/operation/<Operation>
+            let uri = request.uri().to_owned();
+            let rest = uri.split("/service/").nth(1)?;
+            let (service, operation) = rest.split_once("/operation/")?;
+            Some(format!("{service}.{operation}"))
+        });
+    let Some((service, operation)) = target
+        .as_deref()
+        .and_then(|target| target.split_once('.'))
+        .map(|(service, operation)| (service.to_ascii_lowercase(), operation.to_owned()))
+    else {
+        return vec![("unknown:unknown".into(), "-")];
+    };
+    let prefix = if service.starts_with("dynamodb") {
+        "dynamodb"
+    } else if service.starts_with("kinesis") {
+        "kinesis"
+    } else {
+        service.as_str()
+    };
+    let body: serde_json::Value = request
+        .body()
+        .bytes()
+        .and_then(|b| serde_json::from_slice(b).ok())
+        .unwrap_or_default();
+    match (prefix, operation.as_str()) {
+        ("dynamodb", "TransactWriteItems" | "TransactGetItems") => {
+            let mut actions: Vec<(String, &'static str)> = Vec::new();
+            for item in body["TransactItems"].as_array().into_iter().flatten() {
+                for (kind, action) in [
+                    ("Put", "PutItem"),
+                    ("Update", "UpdateItem"),
+                    ("Delete", "DeleteItem"),
+                    ("ConditionCheck", "ConditionCheckItem"),
+                    ("Get", "GetItem"),
+                ] {
+                    let action = format!("dynamodb:{action}");
+                    if !item[kind].is_null() && !actions.iter().any(|(a, _)| *a == action) {
+                        actions.push((action, "table"));
+                    }
+                }
+            }
+            actions
+        }
+        ("dynamodb", "Query" | "Scan") if body["IndexName"].is_string() => {
+            vec![(format!("dynamodb:{operation}"), "index")]
+        }
+        ("dynamodb", _) => vec![(format!("dynamodb:{operation}"), "table")],
+        (prefix, _) => vec![(format!("{prefix}:{operation}"), "-")],
+    }
+}
+
+/// Appends `function`'s actions for `request` to `AWS_OPERATIONS_LOG`, each line once per
+/// process: `function<TAB>action<TAB>resource`.
+fn record(function: &str, request: &HttpRequest) {
+    use std::collections::HashSet;
+    use std::io::Write;
+    use std::sync::{Mutex, OnceLock};
+    static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    let Ok(path) = std::env::var("AWS_OPERATIONS_LOG") else {
+        return;
+    };
+    let mut seen = SEEN
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    for (action, resource) in iam_actions(request) {
+        let line = format!("{function}\t{action}\t{resource}\n");
+        if seen.insert(line.clone()) {
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .unwrap_or_else(|e| panic!("AWS_OPERATIONS_LOG {path}: {e}"));
+            file.write_all(line.as_bytes())
+                .unwrap_or_else(|e| panic!("AWS_OPERATIONS_LOG {path}: {e}"));
+        }
+    }
+}
+
 impl HttpConnector for ThrottlingConnector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        if let Ok(function) = FUNCTION.try_with(|f| *f) {
+            record(function, &request);
+        }
         let hit = self.throttle.active.load(Ordering::SeqCst)
             && match self.throttle.share {
                 Some(share) => fastrand::f64() < share,
                 // An empty marker matches every request.
                 None => request.body().bytes().is_some_and(|body| {
-                    self.throttle.marker.is_empty()
-                        || body
-                            .windows(self.throttle.marker.len())
-                            .any(|w| w == self.throttle.marker.as_bytes())
+                    let transaction = body.windows(13).any(|w| w == b"TransactItems");
+                    (self.throttle.response.is_none() || transaction)
+                        && (self.throttle.marker.is_empty()
+                            || body
+                                .windows(self.throttle.marker.len())
+                                .any(|w| w == self.throttle.marker.as_bytes()))
                 }),
             };
         if !hit {
@@ -108,11 +249,14 @@ impl HttpConnector for ThrottlingConnector {
             .headers()
             .get("x-amz-target")
             .is_some_and(|t| t.ends_with(".TransactWriteItems"));
-        let body = match (transaction, self.throttle.share, request.body().bytes()) {
-            (true, None, Some(body)) if !self.throttle.marker.is_empty() => {
-                cancelled_for_marked_items(body, &self.throttle.marker)
-            }
-            _ => r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate of requests exceeds the allowed throughput."}"#.to_owned(),
+        let throttled = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate of requests exceeds the allowed throughput."}"#;
+        let body = match (&self.throttle.response, transaction, self.throttle.share) {
+            (Some(body), _, _) => body.as_str().to_owned(),
+            (None, true, None) if !self.throttle.marker.is_empty() => cancelled_for_marked_items(
+                request.body().bytes().unwrap_or_default(),
+                &self.throttle.marker,
+            ),
+            _ => throttled.to_owned(),
         };
         let mut response = Response::new(
             StatusCode::try_from(400u16).expect("400"),
@@ -179,4 +323,14 @@ pub fn throttled_client(throttle: &Throttle) -> Client {
         .http_client(http)
         .build();
     Client::from_conf(config)
+}
+
+/// An HTTP client for any AWS SDK that only records (inside [`as_function`]).
+pub fn recording_http_client() -> SharedHttpClient {
+    let throttle = Throttle::on_marker("");
+    throttle.stop();
+    SharedHttpClient::new(ThrottlingClient {
+        inner: aws_smithy_http_client::Builder::new().build_http(),
+        throttle,
+    })
 }

@@ -22,12 +22,15 @@ pub fn dynamodb_endpoint() -> String {
     })
 }
 
+/// A client of the run's DynamoDB Local. Its requests go through the recording layer of
+/// [`faults`]: inside [`faults::as_function`] they are recorded as that function's.
 pub fn local_client() -> Client {
     let config = aws_sdk_dynamodb::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(dynamodb_endpoint())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("local", "local", None, None, "tests"))
+        .http_client(faults::recording_http_client())
         .build();
     Client::from_conf(config)
 }

@@ -7,17 +7,20 @@
 //!   number (never an empty one), and Lambda re-sends from there; the ledger makes the
 //!   re-sent records that were already stored harmless duplicates;
 //! - near the invocation deadline no new write starts: the records not yet written are
-//!   reported as failures instead of letting a timeout fail the whole batch.
+//!   reported as failures instead of letting a timeout fail the whole batch;
+//! - a record the webhook spilled to the stream (its storage failed) is stored as the webhook
+//!   delivery it is: same provider, request id and path, so `deliveries` says `webhook`.
 
 use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::event::streams::KinesisEventResponse;
-use kore_ingest_shared::event::{EventError, ParsedItem, parse_events};
+use kore_ingest_shared::event::{ParsedItem, parse_events};
 use kore_ingest_shared::ledger::{
     Delivery, Origin, Outcome, QuarantineEntry, QuarantineKind, UsageLedger,
 };
 use kore_ingest_shared::metrics::{InvocationMetrics, take_cold_start};
+use kore_ingest_shared::spill;
 use lambda_runtime::{Error, LambdaEvent};
 use tracing::{info, warn};
 
@@ -70,8 +73,28 @@ pub fn writes_deadline(invocation_deadline: SystemTime, margin: Duration) -> tok
 struct PoisonRecord<'a> {
     record: usize,
     bytes: &'a [u8],
-    error: EventError,
+    reason: String,
     delivery: Delivery,
+}
+
+/// The delivery a record stands for and the payload to parse: a spilled webhook request's,
+/// or the record's own.
+fn unwrap_record(record: &KinesisEventRecord) -> Result<(Delivery, &[u8]), String> {
+    let bytes = record.kinesis.data.0.as_slice();
+    match spill::decode(bytes) {
+        None => Ok((Delivery::now(origin_of(record)), bytes)),
+        Some(Ok((request, events))) => Ok((
+            Delivery {
+                origin: Origin::Webhook {
+                    request_id: request.request_id,
+                },
+                received_at: request.received_at,
+                provider_hint: request.provider,
+            },
+            events.as_bytes(),
+        )),
+        Some(Err(error)) => Err(error.to_string()),
+    }
 }
 
 /// Processes one batch. Errs only when a failed record has no sequence number to report,
@@ -92,8 +115,21 @@ pub async fn process_batch(
     let mut owners: Vec<usize> = Vec::with_capacity(records.len());
     let mut poison = Vec::new();
     for (index, record) in records.iter().enumerate() {
-        let delivery = Delivery::now(origin_of(record));
-        let bytes = record.kinesis.data.0.as_slice();
+        let (delivery, bytes) = match unwrap_record(record) {
+            Ok(unwrapped) => unwrapped,
+            Err(reason) => {
+                poison.push(PoisonRecord {
+                    record: index,
+                    bytes: record.kinesis.data.0.as_slice(),
+                    reason,
+                    delivery: Delivery::now(origin_of(record)),
+                });
+                continue;
+            }
+        };
+        if matches!(delivery.origin, Origin::Webhook { .. }) {
+            metrics.count("RecordsSpilledIn", 1);
+        }
         match parse_events(bytes) {
             Ok(items) => {
                 if items.is_empty() {
@@ -107,7 +143,7 @@ pub async fn process_batch(
             Err(error) => poison.push(PoisonRecord {
                 record: index,
                 bytes,
-                error,
+                reason: error.to_string(),
                 delivery,
             }),
         }
@@ -183,7 +219,7 @@ async fn quarantine_all(
             let reason = "invocation deadline reached before this write started".into();
             return (p.record, Outcome::Retry { reason });
         }
-        let reason = p.error.to_string();
+        let reason = p.reason.clone();
         let entry = QuarantineEntry {
             kind: QuarantineKind::Event,
             payload: p.bytes,

@@ -12,6 +12,7 @@
 //! body that cannot be parsed is quarantined before the 400.
 
 pub mod config;
+mod spill;
 
 use std::time::Instant;
 
@@ -22,7 +23,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use http::{HeaderMap, HeaderValue};
 use kore_ingest_shared::callback::{CallbackKind, parse_callback, parse_form};
-use kore_ingest_shared::event::{Provider, parse_events};
+use kore_ingest_shared::event::{ParsedItem, Provider, parse_events};
 use kore_ingest_shared::ledger::callbacks::CallbackOutcome;
 use kore_ingest_shared::ledger::{
     Delivery, Origin, Outcome, QuarantineEntry, QuarantineKind, UsageLedger,
@@ -32,10 +33,12 @@ use kore_ingest_shared::signature::{
     KORE_SIGNATURE_HEADER, SignatureError, TWILIO_SIGNATURE_HEADER, Verified,
     verify_kore_signature, verify_twilio_signature,
 };
+use kore_ingest_shared::spill::SpilledRequest;
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
+use config::Secrets;
 pub use config::WebhookConfig;
 
 /// The webhook: the ledger and its configuration, built once per cold start.
@@ -113,6 +116,50 @@ impl Route {
     }
 }
 
+/// Why a request was not authenticated (logged, never answered: a 401 says nothing more).
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    #[error(
+        "a KORE-signed GET callback: KORE does not sign the query, which is its payload (ALLOW_KORE_GET_CALLBACKS is off)"
+    )]
+    KoreGetCallback,
+    #[error(
+        "an empty kore-signature: unsigned requests are accepted only with ALLOW_UNSIGNED and no KORE secret configured"
+    )]
+    Unsigned,
+}
+
+/// The raw text of a batch element, as received.
+fn raw_of(item: &ParsedItem) -> &str {
+    match item {
+        Ok(event) => &event.raw,
+        Err(rejected) => &rejected.raw,
+    }
+}
+
+/// How much of the time budget a spill to the stream keeps for itself.
+fn spill_reserve(budget: std::time::Duration) -> std::time::Duration {
+    (budget / 4).min(std::time::Duration::from_millis(1000))
+}
+
+/// Why a body is refused before it is looked at.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    TooLarge,
+    UnsupportedType,
+}
+
+fn webhook_delivery(request_id: &str, provider: Option<Provider>) -> Delivery {
+    Delivery {
+        provider_hint: provider,
+        ..Delivery::now(Origin::Webhook {
+            request_id: request_id.to_owned(),
+        })
+    }
+}
+
 /// A JSON response with the given status.
 fn json_response(status: i64, body: Value) -> LambdaFunctionUrlResponse {
     let mut response = LambdaFunctionUrlResponse::default();
@@ -172,9 +219,6 @@ impl Webhook {
         }
 
         let raw_body = request.body.as_deref().unwrap_or_default();
-        if raw_body.len() > self.config.max_body_bytes * 4 / 3 + 4 {
-            return error_response(413, "body too large");
-        }
         let body = if request.is_base64_encoded {
             match BASE64.decode(raw_body) {
                 Ok(bytes) => bytes,
@@ -183,9 +227,6 @@ impl Webhook {
         } else {
             raw_body.as_bytes().to_vec()
         };
-        if body.len() > self.config.max_body_bytes {
-            return error_response(413, "body too large");
-        }
         let incoming = Incoming {
             method,
             route,
@@ -193,11 +234,20 @@ impl Webhook {
             body,
             query: request.raw_query_string.as_deref().unwrap_or_default(),
         };
-        if let Some(response) = unsupported_media_type(&incoming) {
-            return response;
+        let refusal = if incoming.body.len() > self.config.max_body_bytes {
+            Some(Refusal::TooLarge)
+        } else if unsupported_media_type(&incoming) {
+            Some(Refusal::UnsupportedType)
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            return self
+                .refuse(&incoming, request, request_id, refusal, metrics)
+                .await;
         }
 
-        let provider = match self.authenticate(&incoming, request) {
+        let provider = match self.authenticate(&incoming, request).await {
             Ok(provider) => provider,
             Err(reason) => {
                 metrics.count("SignatureRejected", 1);
@@ -206,16 +256,75 @@ impl Webhook {
                 return error_response(401, "unauthorized");
             }
         };
-        let delivery = Delivery {
-            provider_hint: provider,
-            ..Delivery::now(Origin::Webhook {
-                request_id: request_id.to_owned(),
-            })
-        };
+        let delivery = webhook_delivery(request_id, provider);
         match incoming.route {
             Route::Events => self.events(&incoming, &delivery, deadline, metrics).await,
             Route::Callbacks(kind) => self.callback(&incoming, kind, &delivery, metrics).await,
             Route::Health => error_response(404, "not found"),
+        }
+    }
+
+    /// A body refused for its size or type. Twilio discards a delivery answered with 4xx, so
+    /// an authenticated one is kept in the quarantine first (the start of it, with its full
+    /// size, when it is too large); 503 if even that fails, so that nothing is lost silently.
+    /// An unauthenticated one is answered and forgotten.
+    async fn refuse(
+        &self,
+        incoming: &Incoming<'_>,
+        request: &LambdaFunctionUrlRequest,
+        request_id: &str,
+        refusal: Refusal,
+        metrics: &mut InvocationMetrics,
+    ) -> LambdaFunctionUrlResponse {
+        let (status, error) = match refusal {
+            Refusal::TooLarge => (413, "body too large"),
+            Refusal::UnsupportedType => (415, "unsupported content type"),
+        };
+        let Ok(provider) = self.authenticate(incoming, request).await else {
+            return error_response(status, error);
+        };
+        let reason = match refusal {
+            Refusal::TooLarge => format!(
+                "the body of {} bytes is larger than MAX_BODY_BYTES ({}): answered 413, only its first {} bytes are kept",
+                incoming.body.len(),
+                self.config.max_body_bytes,
+                self.config.max_body_bytes
+            ),
+            Refusal::UnsupportedType => format!(
+                "content type `{}` is not accepted on this route: answered 415",
+                content_type(incoming.headers)
+            ),
+        };
+        let kind = match incoming.route {
+            Route::Callbacks(kind) => QuarantineKind::Callback {
+                kind,
+                idempotency_token: None,
+            },
+            _ => QuarantineKind::Event,
+        };
+        let delivery = webhook_delivery(request_id, provider);
+        let entry = QuarantineEntry {
+            kind,
+            payload: &incoming.body,
+            reason: reason.clone(),
+            delivery: &delivery,
+            related_event: None,
+        };
+        match self
+            .ledger
+            .quarantine_truncated(entry, self.config.max_body_bytes)
+            .await
+        {
+            Ok(id) => {
+                warn!(%reason, quarantine_id = %id, "signed body refused; quarantined");
+                metrics.count("RecordsQuarantined", 1);
+                metrics.count("SignedResponses4xx", 1);
+                json_response(status, json!({"error": error, "quarantine_id": id}))
+            }
+            Err(e) => {
+                warn!(error = %e, %reason, "signed body refused and could not be quarantined");
+                error_response(503, "storage unavailable; retry")
+            }
         }
     }
 
@@ -241,13 +350,38 @@ impl Webhook {
         }
     }
 
-    /// Which provider signed the request, if the signature is valid. A request with both
-    /// signature headers must satisfy the one it claims first (KORE's).
-    fn authenticate(
+    /// Which provider signed the request, if the signature is valid. When it does not
+    /// match, the secrets may have been rotated: they are read again (rate-limited, see
+    /// [`config::SecretsSource`]) and, if they changed, the request is checked once more.
+    async fn authenticate(
         &self,
         incoming: &Incoming<'_>,
         request: &LambdaFunctionUrlRequest,
-    ) -> Result<Option<Provider>, SignatureError> {
+    ) -> Result<Option<Provider>, Refused> {
+        let secrets = self.config.secrets();
+        let result = self.verify(incoming, request, &secrets);
+        let rotated = matches!(
+            result,
+            Err(Refused::Signature(
+                SignatureError::Mismatch { .. } | SignatureError::NoSecrets { .. }
+            ))
+        );
+        if let (true, Some(source)) = (rotated, &self.config.secrets_source)
+            && let Some(newer) = source.newer_than(&secrets).await
+        {
+            return self.verify(incoming, request, &newer);
+        }
+        result
+    }
+
+    /// [`Self::authenticate`] with one set of secrets. A request with both signature headers
+    /// must satisfy the one it claims first (KORE's).
+    fn verify(
+        &self,
+        incoming: &Incoming<'_>,
+        request: &LambdaFunctionUrlRequest,
+        secrets: &Secrets,
+    ) -> Result<Option<Provider>, Refused> {
         let url = self.signed_url(incoming, request);
         let header = |name: &str| {
             incoming
@@ -256,17 +390,24 @@ impl Webhook {
                 .map(|v| v.to_str().unwrap_or("\u{fffd}"))
         };
         if let Some(signature) = header(KORE_SIGNATURE_HEADER) {
+            // KORE signs the URL without its query, and a GET callback's payload is the query:
+            // the signature would cover none of it.
+            if incoming.method == "GET" && !self.config.allow_kore_get_callbacks {
+                return Err(Refused::KoreGetCallback);
+            }
             let verified = verify_kore_signature(
-                &self.config.kore_secrets,
+                &secrets.kore,
                 &incoming.method,
                 &url,
                 &incoming.body,
                 Some(signature),
             )?;
-            if verified == Verified::Unsigned && !self.config.allow_unsigned {
-                return Err(SignatureError::Missing {
-                    header: KORE_SIGNATURE_HEADER,
-                });
+            // An empty header is an account without a secret: acceptable only when allowed
+            // and no KORE secret is configured (a configured secret is always required).
+            if verified == Verified::Unsigned
+                && !(self.config.allow_unsigned && secrets.kore.is_empty())
+            {
+                return Err(Refused::Unsigned);
             }
             return Ok(Some(Provider::Kore));
         }
@@ -277,7 +418,7 @@ impl Webhook {
                 Vec::new()
             };
             verify_twilio_signature(
-                &self.config.twilio_tokens,
+                &secrets.twilio,
                 &url,
                 &params,
                 &incoming.body,
@@ -285,12 +426,15 @@ impl Webhook {
             )?;
             return Ok(Some(Provider::Twilio));
         }
-        if self.config.allow_unsigned {
+        // No signature header at all: the provider is unknown, so this bypasses no secret
+        // only when none is configured for either.
+        if self.config.allow_unsigned && secrets.kore.is_empty() && secrets.twilio.is_empty() {
             Ok(None)
         } else {
             Err(SignatureError::Missing {
                 header: "kore-signature or x-twilio-signature",
-            })
+            }
+            .into())
         }
     }
 
@@ -319,24 +463,42 @@ impl Webhook {
             .into_iter()
             .map(|item| (item, delivery.clone()))
             .collect();
-        // New writes stop at three quarters of the budget; whatever is still in flight at the
-        // end of it is abandoned (safe: a retry finds it stored or not, never half-applied).
+        // With a stream to spill to, storage gets the budget less the time a spill needs.
         let started = deadline - self.config.time_budget;
-        let no_new_writes = started + self.config.time_budget * 3 / 4;
+        let storage_deadline = match self.spill_target() {
+            Some(_) => deadline - spill_reserve(self.config.time_budget),
+            None => deadline,
+        };
+        // New writes stop at three quarters of storage's time; whatever is still in flight at
+        // the end of it is abandoned (safe: a retry finds it stored or not, never half-applied).
+        let no_new_writes = started + (storage_deadline - started) * 3 / 4;
         let Ok(outcomes) = tokio::time::timeout_at(
-            deadline,
+            storage_deadline,
             self.ledger.record_all(&inputs, Some(no_new_writes)),
         )
         .await
         else {
-            warn!("time budget ran out with writes in flight; asking the sender to retry");
+            warn!("time budget ran out with writes in flight");
             metrics.count("WritesRetryable", 1);
-            return error_response(503, "not everything was stored in time; retry");
+            // Which were stored is unknown: all of them go; the stored ones come back as
+            // duplicates.
+            let all: Vec<&str> = inputs.iter().map(|(item, _)| raw_of(item)).collect();
+            return match self.spill(&all, delivery, deadline, metrics).await {
+                Some(spilled) => json_response(
+                    200,
+                    json!({"accepted": 0, "duplicates": 0, "conflicts": 0, "quarantined": 0, "spilled": spilled}),
+                ),
+                None => error_response(503, "not everything was stored in time; retry"),
+            };
         };
 
         let mut summary = [0u64; 4]; // accepted, duplicates, conflicts, quarantined
         let mut retry = None;
+        let mut unstored: Vec<&str> = Vec::new();
         for (outcome, (item, _)) in outcomes.iter().zip(&inputs) {
+            if outcome.is_retry() {
+                unstored.push(raw_of(item));
+            }
             match outcome {
                 Outcome::New => {
                     summary[0] += 1;
@@ -358,10 +520,23 @@ impl Webhook {
         metrics.count("EventsConflict", summary[2]);
         metrics.count("RecordsQuarantined", summary[3]);
         if let Some(reason) = retry {
-            // The sender retries the whole batch; what was stored becomes duplicates.
-            warn!(%reason, "batch not fully stored; asking the sender to retry");
+            warn!(%reason, "batch not fully stored");
             metrics.count("WritesRetryable", 1);
-            return error_response(503, "not everything was stored; retry");
+            // What was not stored goes to the stream; without one, the sender retries the
+            // whole batch and what was stored becomes duplicates.
+            return match self.spill(&unstored, delivery, deadline, metrics).await {
+                Some(spilled) => json_response(
+                    200,
+                    json!({
+                        "accepted": summary[0],
+                        "duplicates": summary[1],
+                        "conflicts": summary[2],
+                        "quarantined": summary[3],
+                        "spilled": spilled,
+                    }),
+                ),
+                None => error_response(503, "not everything was stored; retry"),
+            };
         }
         info!(
             events = inputs.len(),
@@ -380,6 +555,53 @@ impl Webhook {
                 "quarantined": summary[3],
             }),
         )
+    }
+
+    /// The stream and client to spill to, when both are configured.
+    fn spill_target(&self) -> Option<(&aws_sdk_kinesis::Client, &str)> {
+        Some((
+            self.config.kinesis.as_ref()?,
+            self.config.spill_stream.as_deref()?,
+        ))
+    }
+
+    /// Hands `events` to the stream before `deadline`; how many events went, or `None` (no
+    /// stream configured, or it failed: the sender must retry).
+    async fn spill(
+        &self,
+        events: &[&str],
+        delivery: &Delivery,
+        deadline: tokio::time::Instant,
+        metrics: &mut InvocationMetrics,
+    ) -> Option<usize> {
+        let (client, stream) = self.spill_target()?;
+        let request = SpilledRequest {
+            provider: delivery.provider_hint,
+            request_id: delivery.origin.locator(),
+            received_at: delivery.received_at,
+        };
+        let put = spill::put(client, stream, &request, events);
+        match tokio::time::timeout_at(deadline, put).await {
+            Ok(Ok(records)) => {
+                warn!(
+                    events = events.len(),
+                    records, "storage failed; the events went to the stream for the consumer"
+                );
+                metrics.count("RequestsSpilled", 1);
+                metrics.count("EventsSpilled", events.len() as u64);
+                Some(events.len())
+            }
+            Ok(Err(error)) => {
+                warn!(%error, "could not spill to the stream; asking the sender to retry");
+                metrics.count("SpillFailed", 1);
+                None
+            }
+            Err(_) => {
+                warn!("spilling to the stream ran out of time; asking the sender to retry");
+                metrics.count("SpillFailed", 1);
+                None
+            }
+        }
     }
 
     async fn callback(
@@ -470,6 +692,7 @@ impl Webhook {
         {
             Some(id) => {
                 metrics.count("RecordsQuarantined", 1);
+                metrics.count("SignedResponses4xx", 1);
                 json_response(400, json!({"error": reason, "quarantine_id": id}))
             }
             None => error_response(503, "storage unavailable; retry"),
@@ -517,9 +740,9 @@ fn is_form(headers: &HeaderMap) -> bool {
     content_type(headers) == "application/x-www-form-urlencoded"
 }
 
-/// 415 when a body arrives in a type the route does not take. A missing type is accepted
-/// (the body is parsed as the route expects).
-fn unsupported_media_type(incoming: &Incoming<'_>) -> Option<LambdaFunctionUrlResponse> {
+/// True (answered 415) when a body arrives in a type the route does not take. A missing type
+/// is accepted (the body is parsed as the route expects).
+fn unsupported_media_type(incoming: &Incoming<'_>) -> bool {
     let kind = content_type(incoming.headers);
     let accepted = match incoming.route {
         _ if kind.is_empty() => true,
@@ -534,7 +757,7 @@ fn unsupported_media_type(incoming: &Incoming<'_>) -> Option<LambdaFunctionUrlRe
         }
         Route::Health => true,
     };
-    (!accepted).then(|| error_response(415, "unsupported content type"))
+    !accepted
 }
 
 #[cfg(test)]

@@ -1,14 +1,14 @@
 //! Callbacks: one item per provider and idempotency token, written with a conditional put;
 //! a SIM update's status also becomes the SIM's latest status, in the same transaction.
 
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, ReturnConsumedCapacity, TransactWriteItem, Update,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 
+use super::commit::{CancelCode, Sent};
 use super::items::{key, string_attr};
-use super::{Delivery, Item, LedgerError, PutIfAbsent, UsageLedger, keys, timestamp};
+use super::{
+    Delivery, Item, LedgerError, PutIfAbsent, TRANSACTION_ATTEMPTS, UsageLedger, backoff, keys,
+    timestamp,
+};
 use crate::callback::{Callback, CallbackKind, TokenSource};
 
 /// What happened to a callback.
@@ -116,32 +116,50 @@ impl UsageLedger {
             .expression_attribute_values(":at", AttributeValue::S(timestamp(delivery.received_at)))
             .build()
             .map_err(invalid)?;
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(put).build())
-            .transact_items(TransactWriteItem::builder().update(update).build())
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await;
-        match result {
-            Ok(output) => {
-                for capacity in output.consumed_capacity() {
-                    self.add_consumed(Some(capacity));
-                }
-                Ok(CallbackOutcome::New)
+        let actions = vec![
+            TransactWriteItem::builder().put(put).build(),
+            TransactWriteItem::builder().update(update).build(),
+        ];
+        // The one transaction path's send (capacity, client request token) and its
+        // cancellation codes; a callback is one put and one update, never split.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let reasons = match self.send(actions.clone()).await {
+                Sent::Committed => return Ok(CallbackOutcome::New),
+                Sent::Failed(error) => return Err(error),
+                Sent::Cancelled(reasons) => reasons,
+            };
+            let codes: Vec<CancelCode> = reasons.iter().map(|r| CancelCode::of(Some(r))).collect();
+            if codes.first() == Some(&CancelCode::ConditionalCheckFailed) {
+                return Ok(CallbackOutcome::Duplicate);
             }
-            Err(SdkError::ServiceError(service))
-                if matches!(
-                    service.err(),
-                    TransactWriteItemsError::TransactionCanceledException(e)
-                        if e.cancellation_reasons().first().and_then(|r| r.code())
-                            == Some("ConditionalCheckFailed")
-                ) =>
-            {
-                Ok(CallbackOutcome::Duplicate)
+            let message = format!(
+                "transaction cancelled: {}",
+                codes
+                    .iter()
+                    .map(CancelCode::name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let code = Some("TransactionCanceledException".to_owned());
+            // Throttling or another writer of the same SIM status: the same transaction can
+            // succeed, so the sender must be asked to retry, never told the payload is bad.
+            if !codes.iter().all(CancelCode::passing) {
+                return Err(LedgerError::Rejected {
+                    operation: "TransactWriteItems",
+                    code,
+                    message,
+                });
             }
-            Err(error) => Err(LedgerError::from_sdk("TransactWriteItems", error)),
+            if attempt >= TRANSACTION_ATTEMPTS {
+                return Err(LedgerError::Retryable {
+                    operation: "TransactWriteItems",
+                    code,
+                    message,
+                });
+            }
+            tokio::time::sleep(backoff(attempt)).await;
         }
     }
 

@@ -37,43 +37,46 @@ pub(super) enum Stored {
 /// Why DynamoDB cancelled one action of a transaction: the reason codes it documents, kept
 /// as values.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum CancelCode {
+pub(super) enum CancelCode {
     /// This action was fine; another one failed.
     None,
     ConditionalCheckFailed,
     TransactionConflict,
     ThrottlingError,
     ProvisionedThroughputExceeded,
+    RequestLimitExceeded,
     Other(String),
 }
 
 impl CancelCode {
-    fn of(reason: Option<&CancellationReason>) -> Self {
+    pub(super) fn of(reason: Option<&CancellationReason>) -> Self {
         match reason.and_then(CancellationReason::code) {
             None | Some("None") => CancelCode::None,
             Some("ConditionalCheckFailed") => CancelCode::ConditionalCheckFailed,
             Some("TransactionConflict") => CancelCode::TransactionConflict,
             Some("ThrottlingError") => CancelCode::ThrottlingError,
             Some("ProvisionedThroughputExceeded") => CancelCode::ProvisionedThroughputExceeded,
+            Some("RequestLimitExceeded") => CancelCode::RequestLimitExceeded,
             Some(other) => CancelCode::Other(other.to_owned()),
         }
     }
 
     /// The same transaction can succeed later.
-    fn passing(&self) -> bool {
+    pub(super) fn passing(&self) -> bool {
         !matches!(
             self,
             CancelCode::ConditionalCheckFailed | CancelCode::Other(_)
         )
     }
 
-    fn name(&self) -> &str {
+    pub(super) fn name(&self) -> &str {
         match self {
             CancelCode::None => "None",
             CancelCode::ConditionalCheckFailed => "ConditionalCheckFailed",
             CancelCode::TransactionConflict => "TransactionConflict",
             CancelCode::ThrottlingError => "ThrottlingError",
             CancelCode::ProvisionedThroughputExceeded => "ProvisionedThroughputExceeded",
+            CancelCode::RequestLimitExceeded => "RequestLimitExceeded",
             CancelCode::Other(code) => code,
         }
     }
@@ -83,7 +86,7 @@ impl CancelCode {
 type Transaction = (Vec<TransactWriteItem>, Vec<Option<usize>>, Vec<usize>);
 
 /// How one transaction ended.
-enum Sent {
+pub(super) enum Sent {
     Committed,
     /// Cancelled: the reason of every action, in order.
     Cancelled(Vec<CancellationReason>),
@@ -332,7 +335,7 @@ impl UsageLedger {
     /// Sends one transaction. Its client request token makes the SDK's own retries of it
     /// idempotent: a retry of a commit that succeeded succeeds again instead of failing its
     /// conditions and reporting the events as duplicates.
-    async fn send(&self, actions: Vec<TransactWriteItem>) -> Sent {
+    pub(super) async fn send(&self, actions: Vec<TransactWriteItem>) -> Sent {
         let count = actions.len() as u64;
         let token = hex::encode(&Sha256::digest(nonce().to_be_bytes())[..16]);
         let result = self

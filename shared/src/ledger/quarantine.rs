@@ -1,20 +1,35 @@
 //! The quarantine: every payload that could not become a record, kept raw with the reason
 //! and where it came from, listable and re-drivable. Quarantining the same payload from the
 //! same path again is a no-op, so retries never pile up copies.
+//!
+//! A payload is kept whole whatever its size (Kinesis records up to 1 MB, webhook bodies up
+//! to `MAX_BODY_BYTES`): one that fits is stored in the entry's item (text, or base64 when it
+//! is not UTF-8); a larger one as raw bytes in parts, one item each under the entry's
+//! partition (`PART#00000`, ...), written before the entry's item, so that an entry that
+//! exists always has all its parts.
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity, ReturnValue};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use sha2::{Digest, Sha256};
 
-use super::items::{key, string_attr};
+use super::items::{key, number_attr, string_attr};
 use super::{Delivery, Item, LedgerError, UsageLedger, keys, timestamp};
 use crate::callback::CallbackKind;
 use crate::event::DedupeKey;
 
-/// DynamoDB items hold 400 KB; past this a payload is stored truncated, with its full size
-/// and SHA-256 (real events are about 1.5 KB).
-const MAX_STORED_PAYLOAD: usize = 350_000;
+/// DynamoDB items hold 400 KB: a payload whose stored form (text, or base64) is longer than
+/// this goes into parts (real events are about 1.5 KB, so almost every entry is one item).
+const MAX_INLINE_PAYLOAD: usize = 350_000;
+/// Raw bytes per part item: under 400 KB with the keys and the attribute name.
+const PART_BYTES: usize = 350_000;
+/// Sort keys of the parts, under the entry's partition key.
+const PART_SK_PREFIX: &str = "PART#";
+
+fn part_sk(index: usize) -> String {
+    format!("{PART_SK_PREFIX}{index:05}")
+}
 
 /// What the quarantined payload was meant to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +71,10 @@ pub struct QuarantinedPayload {
     pub id: String,
     pub kind: String,
     pub payload: Vec<u8>,
+    /// Only the start of the original is kept (a body refused as too large).
     pub truncated: bool,
+    /// The original's size in bytes, when only its start is kept.
+    pub original_size: Option<u64>,
     pub reason: String,
     pub path: String,
     pub origin: String,
@@ -90,12 +108,26 @@ pub fn quarantine_id(kind: &QuarantineKind, path: &str, payload: &[u8]) -> Strin
 }
 
 impl UsageLedger {
-    /// Stores the payload in the quarantine and returns its id.
+    /// Stores the payload, whole, in the quarantine and returns its id.
     pub async fn quarantine(&self, entry: QuarantineEntry<'_>) -> Result<String, LedgerError> {
+        let keep = entry.payload.len();
+        self.quarantine_truncated(entry, keep).await
+    }
+
+    /// Stores only the first `keep` bytes of the payload, with its full size and SHA-256
+    /// (for a body refused because it is larger than the function accepts); the id is that
+    /// of the whole payload. With `keep` at least the payload's length, the same as
+    /// [`Self::quarantine`].
+    pub async fn quarantine_truncated(
+        &self,
+        entry: QuarantineEntry<'_>,
+        keep: usize,
+    ) -> Result<String, LedgerError> {
         let path = entry.delivery.origin.path();
         let id = quarantine_id(&entry.kind, path, entry.payload);
         let received_at = timestamp(entry.delivery.received_at);
-        let mut item = key(keys::quarantine_pk(&id), keys::SINGLE);
+        let pk = keys::quarantine_pk(&id);
+        let mut item = key(pk.clone(), keys::SINGLE);
         let mut put = |name: &str, value: String| {
             item.insert(name.to_owned(), AttributeValue::S(value));
         };
@@ -123,7 +155,7 @@ impl UsageLedger {
                 put("idempotency_token", token.clone());
             }
         }
-        let stored = &entry.payload[..entry.payload.len().min(MAX_STORED_PAYLOAD)];
+        let stored = &entry.payload[..entry.payload.len().min(keep)];
         if stored.len() < entry.payload.len() {
             put("payload_sha256", hex::encode(Sha256::digest(entry.payload)));
             item.insert(
@@ -132,17 +164,96 @@ impl UsageLedger {
             );
             item.insert("payload_truncated".into(), AttributeValue::Bool(true));
         }
-        match std::str::from_utf8(stored) {
-            Ok(text) => item.insert("payload".into(), AttributeValue::S(text.to_owned())),
-            Err(_) => item.insert(
-                "payload_base64".into(),
-                AttributeValue::S(BASE64.encode(stored)),
-            ),
+        let inline = match std::str::from_utf8(stored) {
+            Ok(text) if text.len() <= MAX_INLINE_PAYLOAD => {
+                Some(("payload", AttributeValue::S(text.to_owned())))
+            }
+            Err(_) if stored.len().div_ceil(3) * 4 <= MAX_INLINE_PAYLOAD => {
+                Some(("payload_base64", AttributeValue::S(BASE64.encode(stored))))
+            }
+            _ => None,
         };
+        match inline {
+            Some((name, value)) => {
+                item.insert(name.into(), value);
+            }
+            None => {
+                let parts: Vec<&[u8]> = stored.chunks(PART_BYTES).collect();
+                item.insert(
+                    "payload_parts".into(),
+                    AttributeValue::N(parts.len().to_string()),
+                );
+                item.insert(
+                    "payload_stored_size".into(),
+                    AttributeValue::N(stored.len().to_string()),
+                );
+                item.insert(
+                    "payload_stored_sha256".into(),
+                    AttributeValue::S(hex::encode(Sha256::digest(stored))),
+                );
+                // Parts first: an entry that exists always has its parts. Writing them again
+                // (a retry) writes the same bytes, since the id is a hash of them.
+                futures::future::try_join_all(
+                    parts
+                        .iter()
+                        .enumerate()
+                        .map(|(index, part)| self.put_part(&pk, index, part)),
+                )
+                .await?;
+            }
+        }
 
         // Already quarantined (`Exists`): the first copy, with its origin, is kept.
         self.put_if_absent(item).await?;
         Ok(id)
+    }
+
+    async fn put_part(&self, pk: &str, index: usize, bytes: &[u8]) -> Result<(), LedgerError> {
+        let mut item = key(pk.to_owned(), &part_sk(index));
+        item.insert(
+            "payload_part".into(),
+            AttributeValue::B(Blob::new(bytes.to_vec())),
+        );
+        let output = self
+            .client
+            .put_item()
+            .table_name(self.table_name())
+            .set_item(Some(item))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(|e| LedgerError::from_sdk("PutItem", e))?;
+        self.add_consumed(output.consumed_capacity());
+        Ok(())
+    }
+
+    /// The parts of a parted entry, joined in order.
+    async fn read_parts(&self, pk: &str) -> Result<Vec<u8>, LedgerError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(self.table_name())
+            .key_condition_expression("pk = :pk AND begins_with(sk, :part)")
+            .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()))
+            .expression_attribute_values(":part", AttributeValue::S(PART_SK_PREFIX.to_owned()))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
+        let mut payload = Vec::new();
+        while let Some(item) = pages.next().await {
+            let item = item.map_err(|e| LedgerError::from_sdk("Query", e))?;
+            match item.get("payload_part") {
+                Some(AttributeValue::B(bytes)) => payload.extend_from_slice(bytes.as_ref()),
+                _ => {
+                    return Err(LedgerError::CorruptItem {
+                        pk: pk.to_owned(),
+                        reason: "a payload part holds no bytes".into(),
+                    });
+                }
+            }
+        }
+        Ok(payload)
     }
 
     /// The quarantine, newest first, at most `limit` entries.
@@ -207,22 +318,33 @@ impl UsageLedger {
         let payload = match (
             string_attr(&item, "payload"),
             string_attr(&item, "payload_base64"),
+            number_attr(&item, "payload_parts"),
         ) {
-            (Some(text), _) => text.as_bytes().to_vec(),
-            (None, Some(encoded)) => BASE64
+            (Some(text), _, _) => text.as_bytes().to_vec(),
+            (None, Some(encoded), _) => BASE64
                 .decode(encoded)
                 .map_err(|_| corrupt("payload_base64 is not base64"))?,
-            (None, None) => return Err(corrupt("no payload")),
+            (None, None, Some(_)) => {
+                let payload = self.read_parts(&pk).await?;
+                let expected = string_attr(&item, "payload_stored_sha256").unwrap_or_default();
+                if hex::encode(Sha256::digest(&payload)) != expected {
+                    return Err(corrupt("the payload's parts do not add up to it"));
+                }
+                payload
+            }
+            (None, None, None) => return Err(corrupt("no payload")),
         };
+        let truncated = matches!(
+            item.get("payload_truncated"),
+            Some(AttributeValue::Bool(true))
+        );
         let text = |name: &str| string_attr(&item, name).map(str::to_owned);
         Ok(Some(QuarantinedPayload {
             id: id.to_owned(),
             kind: text("payload_kind").unwrap_or_default(),
             payload,
-            truncated: matches!(
-                item.get("payload_truncated"),
-                Some(AttributeValue::Bool(true))
-            ),
+            truncated,
+            original_size: number_attr(&item, "payload_size").filter(|_| truncated),
             reason: text("reason").unwrap_or_default(),
             path: text("path").unwrap_or_default(),
             origin: text("origin").unwrap_or_default(),
@@ -234,15 +356,33 @@ impl UsageLedger {
         }))
     }
 
-    /// Removes a quarantined payload (after a successful redrive).
+    /// Removes a quarantined payload (after a successful redrive): the entry first, so that
+    /// it is gone at once, then its parts.
     pub async fn delete_quarantined(&self, id: &str) -> Result<(), LedgerError> {
-        self.client
+        let pk = keys::quarantine_pk(id);
+        let output = self
+            .client
             .delete_item()
             .table_name(self.table_name())
-            .set_key(Some(key(keys::quarantine_pk(id), keys::SINGLE)))
+            .set_key(Some(key(pk.clone(), keys::SINGLE)))
+            .return_values(ReturnValue::AllOld)
             .send()
             .await
             .map_err(|e| LedgerError::from_sdk("DeleteItem", e))?;
+        let parts = output
+            .attributes
+            .as_ref()
+            .and_then(|old| number_attr(old, "payload_parts"))
+            .unwrap_or(0);
+        for index in 0..parts as usize {
+            self.client
+                .delete_item()
+                .table_name(self.table_name())
+                .set_key(Some(key(pk.clone(), &part_sk(index))))
+                .send()
+                .await
+                .map_err(|e| LedgerError::from_sdk("DeleteItem", e))?;
+        }
         Ok(())
     }
 }

@@ -1,0 +1,191 @@
+//! What `template.yaml` must hold that the local stack cannot show (issue 13, items 2, 3 and
+//! 11): alarms that two stacks in one account do not share, a webhook that cannot starve the
+//! consumer, alarms for silence, throttling, spilled and refused deliveries, and an
+//! encrypted table.
+
+use serde_norway::Value;
+
+fn template() -> Value {
+    serde_norway::from_str(include_str!("../template.yaml")).expect("template.yaml is YAML")
+}
+
+/// `!Ref name` (serde_norway keeps CloudFormation's short forms as tagged values).
+fn is_ref(value: &Value, name: &str) -> bool {
+    match value {
+        Value::Tagged(tagged) => tagged.tag == "Ref" && tagged.value.as_str() == Some(name),
+        Value::Mapping(map) => map.get("Ref").and_then(Value::as_str) == Some(name),
+        _ => false,
+    }
+}
+
+fn alarms(template: &Value) -> Vec<(String, Value)> {
+    template["Resources"]
+        .as_mapping()
+        .expect("Resources")
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some("AWS::CloudWatch::Alarm"))
+        .map(|(name, r)| (name.as_str().unwrap_or_default().to_owned(), r.clone()))
+        .collect()
+}
+
+/// Every metric an alarm watches: (namespace, metric name, dimensions).
+fn watched(alarm: &Value) -> Vec<(String, String, Value)> {
+    let properties = &alarm["Properties"];
+    let mut metrics = Vec::new();
+    if let Some(namespace) = properties["Namespace"].as_str() {
+        metrics.push((
+            namespace.to_owned(),
+            properties["MetricName"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            properties["Dimensions"].clone(),
+        ));
+    }
+    for query in properties["Metrics"].as_sequence().into_iter().flatten() {
+        let metric = &query["MetricStat"]["Metric"];
+        if let Some(namespace) = metric["Namespace"].as_str() {
+            metrics.push((
+                namespace.to_owned(),
+                metric["MetricName"].as_str().unwrap_or_default().to_owned(),
+                metric["Dimensions"].clone(),
+            ));
+        }
+    }
+    metrics
+}
+
+fn dimension<'a>(dimensions: &'a Value, name: &str) -> Option<&'a Value> {
+    dimensions
+        .as_sequence()?
+        .iter()
+        .find(|d| d["Name"].as_str() == Some(name))
+        .map(|d| &d["Value"])
+}
+
+fn function_env(template: &Value, function: &str, name: &str) -> Value {
+    let own = &template["Resources"][function]["Properties"]["Environment"]["Variables"][name];
+    if !own.is_null() {
+        return own.clone();
+    }
+    template["Globals"]["Function"]["Environment"]["Variables"][name].clone()
+}
+
+#[test]
+fn every_alarm_on_our_metrics_is_scoped_to_this_stack() {
+    let template = template();
+    for function in ["KinesisConsumerFunction", "WebhookFunction"] {
+        assert!(
+            is_ref(
+                &function_env(&template, function, "STACK_NAME"),
+                "AWS::StackName"
+            ),
+            "{function} gets STACK_NAME"
+        );
+    }
+    let mut ours = 0;
+    for (name, alarm) in alarms(&template) {
+        for (namespace, metric, dimensions) in watched(&alarm) {
+            if namespace != "KoreIngest" {
+                continue;
+            }
+            ours += 1;
+            let stack = dimension(&dimensions, "Stack")
+                .unwrap_or_else(|| panic!("{name} watches {metric} of every stack"));
+            assert!(is_ref(stack, "AWS::StackName"), "{name}: {stack:?}");
+        }
+    }
+    assert!(ours > 0);
+}
+
+#[test]
+fn the_webhook_has_reserved_concurrency() {
+    let template = template();
+    let properties = &template["Resources"]["WebhookFunction"]["Properties"];
+    assert!(
+        !properties["ReservedConcurrentExecutions"].is_null(),
+        "a public URL must not take the concurrency the consumer needs"
+    );
+}
+
+#[test]
+fn signature_rejections_alarm_from_the_first_one() {
+    let template = template();
+    let default = &template["Parameters"]["SignatureRejectedAlarmThreshold"]["Default"];
+    assert_eq!(default.as_u64(), Some(0), "{default:?}");
+    let alarm = &template["Resources"]["SignatureRejectedAlarm"]["Properties"];
+    assert_eq!(alarm["ComparisonOperator"], "GreaterThanThreshold");
+}
+
+#[test]
+fn silence_on_either_path_alarms_and_missing_data_counts_as_silence() {
+    let template = template();
+    for function in ["kinesis-consumer", "webhook"] {
+        let heartbeat = alarms(&template).into_iter().find(|(_, alarm)| {
+            watched(alarm)
+                .iter()
+                .any(|(namespace, metric, dimensions)| {
+                    namespace == "KoreIngest"
+                        && metric == "EventsNew"
+                        && dimension(dimensions, "Function").and_then(Value::as_str)
+                            == Some(function)
+                })
+                && alarm["Properties"]["ComparisonOperator"] == "LessThanThreshold"
+        });
+        let (name, alarm) =
+            heartbeat.unwrap_or_else(|| panic!("no heartbeat alarm for {function}"));
+        assert_eq!(
+            alarm["Properties"]["TreatMissingData"], "breaching",
+            "{name}: no data at all is the silence it is for"
+        );
+    }
+}
+
+#[test]
+fn dynamodb_throttling_alarms() {
+    let template = template();
+    let throttles: Vec<String> = alarms(&template)
+        .iter()
+        .flat_map(|(_, alarm)| watched(alarm))
+        .filter(|(namespace, metric, _)| namespace == "AWS/DynamoDB" && metric.contains("Throttle"))
+        .map(|(_, metric, _)| metric)
+        .collect();
+    for metric in ["ReadThrottleEvents", "WriteThrottleEvents"] {
+        assert!(
+            throttles.iter().any(|m| m == metric),
+            "{metric} in {throttles:?}"
+        );
+    }
+}
+
+#[test]
+fn spilled_and_refused_deliveries_alarm() {
+    let template = template();
+    let metrics: Vec<String> = alarms(&template)
+        .iter()
+        .flat_map(|(_, alarm)| watched(alarm))
+        .filter(|(namespace, _, _)| namespace == "KoreIngest")
+        .map(|(_, metric, _)| metric)
+        .collect();
+    for metric in ["RequestsSpilled", "SignedResponses4xx"] {
+        assert!(
+            metrics.iter().any(|m| m == metric),
+            "{metric} in {metrics:?}"
+        );
+    }
+    assert!(!function_env(&template, "WebhookFunction", "SPILL_STREAM").is_null());
+}
+
+#[test]
+fn the_table_is_encrypted_with_an_optional_customer_key() {
+    let template = template();
+    let sse = &template["Resources"]["UsageTable"]["Properties"]["SSESpecification"];
+    assert_eq!(sse["SSEEnabled"].as_bool(), Some(true), "{sse:?}");
+    assert_eq!(sse["SSEType"], "KMS");
+    assert!(!sse["KMSMasterKeyId"].is_null(), "{sse:?}");
+    assert_eq!(
+        template["Parameters"]["TableKmsKeyArn"]["Default"].as_str(),
+        Some(""),
+        "empty: the AWS managed key"
+    );
+}
