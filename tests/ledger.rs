@@ -497,3 +497,101 @@ async fn first_copy_in_a_batch_wins_whatever_the_concurrency() {
     let day = ledger.sim_usage(SIM, "2024-11-03").await.unwrap().unwrap();
     assert_eq!(day.usage, volume(5, 5));
 }
+
+/// A transaction held past the deadline (a stalled server): once the deadline has passed, no
+/// further write starts, neither the retry of what the transaction could not store nor the
+/// delivery a copy would add. Here the duplicate check fails, so a stored event's copy
+/// shares the transaction with a new event and cancels it.
+#[tokio::test]
+async fn no_write_starts_after_the_deadline_even_after_a_stalled_transaction() {
+    use integration_tests::script::{Script, Step, dynamodb_error, scripted_client};
+    use kore_ingest_shared::ledger::LedgerConfig;
+
+    let table = fresh_ledger("deadline-stall").await;
+    let stored = SampleEvent::usage_update("EZstored", SIM, "2024-11-03T10:00:00Z", (1, 2));
+    assert_eq!(
+        table
+            .record_event(&parse_one(&stored.twilio_json()), &kinesis(1))
+            .await,
+        Outcome::New
+    );
+    let script = Script::new(|operation, nth| match (operation, nth) {
+        ("BatchGetItem", _) => Step::Fail(400, dynamodb_error("ThrottlingException", "slow down")),
+        ("TransactWriteItems", 1) => Step::Hold(std::time::Duration::from_millis(800)),
+        _ => Step::Pass,
+    });
+    let ledger = kore_ingest_shared::ledger::UsageLedger::new(
+        scripted_client(&script, false),
+        LedgerConfig::new(table.table_name()),
+    );
+    let new = SampleEvent::usage_update("EZnew", SIM, "2024-11-03T10:05:00Z", (10, 20));
+    let inputs = vec![
+        (parse_item(&new.kore_json()), webhook("late-1")),
+        // The stored event again, through a new path: a copy that would add a delivery.
+        (parse_item(&stored.kore_json()), webhook("late-1")),
+    ];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(300);
+    let outcomes = ledger.record_all(&inputs, Some(deadline)).await;
+    assert!(outcomes.iter().all(Outcome::is_retry), "{outcomes:?}");
+    let late: Vec<_> = script
+        .log()
+        .into_iter()
+        .filter(|(at, operation)| *at >= deadline && operation != "GetItem")
+        .collect();
+    assert!(
+        late.is_empty(),
+        "writes started after the deadline: {late:?}"
+    );
+    // Nothing of the new event was stored, and the copy added no delivery.
+    assert_eq!(
+        table
+            .sim_usage(SIM, "2024-11-03")
+            .await
+            .unwrap()
+            .unwrap()
+            .usage_events,
+        1
+    );
+    let from = Utc.with_ymd_and_hms(2024, 11, 3, 0, 0, 0).unwrap();
+    let events = table
+        .events_between(from, from + Duration::days(1))
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].deliveries, ["twilio#kinesis"]);
+}
+
+/// A commit whose answer is lost (the server applied it, the client saw a 500) is retried
+/// by the SDK with the same client request token, so it succeeds again: the event is New,
+/// stored once, not reported as a duplicate of itself.
+#[tokio::test]
+async fn an_sdk_retry_of_a_commit_that_succeeded_reports_new() {
+    use integration_tests::script::{Script, Step, dynamodb_error, scripted_client};
+    use kore_ingest_shared::ledger::LedgerConfig;
+
+    let table = fresh_ledger("lost-answer").await;
+    let script = Script::new(|operation, nth| match (operation, nth) {
+        ("TransactWriteItems", 1) => Step::ApplyThenFail(
+            500,
+            dynamodb_error("InternalServerError", "the answer was lost"),
+        ),
+        _ => Step::Pass,
+    });
+    let ledger = kore_ingest_shared::ledger::UsageLedger::new(
+        scripted_client(&script, true),
+        LedgerConfig::new(table.table_name()),
+    );
+    let sample = SampleEvent::usage_update("EZlost", SIM, "2024-11-03T10:00:00Z", (5, 6));
+    let outcome = ledger
+        .record_event(&parse_one(&sample.kore_json()), &kinesis(1))
+        .await;
+    assert_eq!(outcome, Outcome::New);
+    let sent = script
+        .log()
+        .iter()
+        .filter(|(_, operation)| operation == "TransactWriteItems")
+        .count();
+    assert_eq!(sent, 2, "the SDK retried the commit once");
+    let day = table.sim_usage(SIM, "2024-11-03").await.unwrap().unwrap();
+    assert_eq!((day.usage.total, day.usage_events), (11, 1));
+}

@@ -14,7 +14,7 @@ use kore_ingest_shared::callback::{
 use kore_ingest_shared::event::{Provider, parse_events};
 use kore_ingest_shared::ledger::quarantine::quarantine_id;
 use kore_ingest_shared::ledger::{
-    Delivery, Origin, Outcome, QuarantineKind, QuarantinedPayload, UsageLedger,
+    Delivery, Origin, Outcome, OutcomeCounts, QuarantineKind, QuarantinedPayload, UsageLedger,
 };
 use serde::Serialize;
 
@@ -528,14 +528,13 @@ async fn redrive_events(
         }
     }
     let outcomes = ledger.record_all(&inputs, None).await;
+    let counts: OutcomeCounts = outcomes.iter().collect();
+    (result.new, result.duplicate, result.conflict) =
+        (counts.new, counts.duplicate, counts.conflict);
     let mut reasons = rejected;
-    let mut retry = None;
     for outcome in &outcomes {
         match outcome {
-            Outcome::New => result.new += 1,
-            Outcome::Duplicate { .. } => result.duplicate += 1,
             Outcome::Conflict { quarantine_id } => {
-                result.conflict += 1;
                 if fresh_copies.contains(quarantine_id) {
                     ledger
                         .delete_quarantined(quarantine_id)
@@ -559,13 +558,11 @@ async fn redrive_events(
                 quarantine_id,
                 reason,
             } => reasons.push(format!("{reason} (quarantined as {quarantine_id})")),
-            Outcome::Retry { reason } => {
-                retry = Some(failure::clean_reason(reason, ledger.table_name()))
-            }
+            _ => {}
         }
     }
-    if let Some(reason) = retry {
-        return Ok(result.retry(reason));
+    if let Some(reason) = &counts.first_retry_reason {
+        return Ok(result.retry(failure::clean_reason(reason, ledger.table_name())));
     }
     if reasons.is_empty() {
         result.result = Disposition::Removed;

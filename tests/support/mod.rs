@@ -9,6 +9,7 @@ use kore_ingest_shared::ledger::{Delivery, LedgerConfig, Origin, UsageLedger, ta
 use serde_json::{Value, json};
 
 pub mod faults;
+pub mod script;
 pub mod stack;
 
 /// The DynamoDB endpoint of this test run. Tests fail loudly without one: a storage test

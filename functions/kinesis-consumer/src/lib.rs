@@ -17,7 +17,7 @@ use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use kore_ingest_shared::event::{ParsedItem, parse_events};
 use kore_ingest_shared::ledger::{
-    Delivery, Origin, Outcome, QuarantineEntry, QuarantineKind, UsageLedger,
+    Delivery, Origin, Outcome, OutcomeCounts, QuarantineEntry, QuarantineKind, UsageLedger,
 };
 use kore_ingest_shared::metrics::{InvocationMetrics, take_cold_start};
 use kore_ingest_shared::spill;
@@ -156,8 +156,11 @@ pub async fn process_batch(
 
     let mut outcomes: Vec<(usize, Outcome)> = owners.into_iter().zip(event_outcomes).collect();
     outcomes.extend(poison_outcomes);
+    let counts: OutcomeCounts = outcomes.iter().map(|(_, outcome)| outcome).collect();
+    for (name, n) in counts.metrics() {
+        metrics.count(name, n);
+    }
     for (i, (record, outcome)) in outcomes.iter().enumerate() {
-        count_outcome(&mut metrics, outcome);
         if let (Outcome::New, Some((Ok(event), _))) = (outcome, inputs.get(i)) {
             metrics.bytes("UsageBytes", event.usage.map_or(0, |u| u.total));
         }
@@ -239,17 +242,6 @@ async fn quarantine_all(
         (p.record, outcome)
     });
     futures::future::join_all(writes).await
-}
-
-fn count_outcome(metrics: &mut InvocationMetrics, outcome: &Outcome) {
-    let name = match outcome {
-        Outcome::New => "EventsNew",
-        Outcome::Duplicate { .. } => "EventsDuplicate",
-        Outcome::Conflict { .. } => "EventsConflict",
-        Outcome::Quarantined { .. } => "RecordsQuarantined",
-        Outcome::Retry { .. } => "WritesRetryable",
-    };
-    metrics.count(name, 1);
 }
 
 /// Where a record came from: its shard (the part of `eventID` before `:`) and sequence number.

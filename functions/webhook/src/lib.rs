@@ -26,7 +26,7 @@ use kore_ingest_shared::callback::{CallbackKind, parse_callback, parse_form};
 use kore_ingest_shared::event::{ParsedItem, Provider, parse_events};
 use kore_ingest_shared::ledger::callbacks::CallbackOutcome;
 use kore_ingest_shared::ledger::{
-    Delivery, Origin, Outcome, QuarantineEntry, QuarantineKind, UsageLedger,
+    Delivery, Origin, Outcome, OutcomeCounts, QuarantineEntry, QuarantineKind, UsageLedger,
 };
 use kore_ingest_shared::metrics::{InvocationMetrics, take_cold_start};
 use kore_ingest_shared::signature::{
@@ -492,69 +492,58 @@ impl Webhook {
             };
         };
 
-        let mut summary = [0u64; 4]; // accepted, duplicates, conflicts, quarantined
-        let mut retry = None;
+        let counts: OutcomeCounts = outcomes.iter().collect();
         let mut unstored: Vec<&str> = Vec::new();
         for (outcome, (item, _)) in outcomes.iter().zip(&inputs) {
-            if outcome.is_retry() {
-                unstored.push(raw_of(item));
-            }
-            match outcome {
-                Outcome::New => {
-                    summary[0] += 1;
-                    if let Ok(event) = item {
-                        metrics.bytes("UsageBytes", event.usage.map_or(0, |u| u.total));
-                    }
+            match (outcome, item) {
+                (Outcome::New, Ok(event)) => {
+                    metrics.bytes("UsageBytes", event.usage.map_or(0, |u| u.total));
                 }
-                Outcome::Duplicate { .. } => summary[1] += 1,
-                Outcome::Conflict { .. } => summary[2] += 1,
-                Outcome::Quarantined { reason, .. } => {
+                (Outcome::Quarantined { reason, .. }, _) => {
                     warn!(%reason, "batch element quarantined");
-                    summary[3] += 1
                 }
-                Outcome::Retry { reason } => retry = Some(reason.clone()),
+                (Outcome::Retry { .. }, _) => unstored.push(raw_of(item)),
+                _ => {}
             }
         }
-        metrics.count("EventsNew", summary[0]);
-        metrics.count("EventsDuplicate", summary[1]);
-        metrics.count("EventsConflict", summary[2]);
-        metrics.count("RecordsQuarantined", summary[3]);
-        if let Some(reason) = retry {
+        // Retries are counted per request here: the sender retries (or the stream takes) the
+        // request, not single events.
+        for (name, n) in counts.metrics() {
+            if name != "WritesRetryable" {
+                metrics.count(name, n);
+            }
+        }
+        let summary = |spilled: Option<usize>| {
+            let mut body = json!({
+                "accepted": counts.new,
+                "duplicates": counts.duplicate,
+                "conflicts": counts.conflict,
+                "quarantined": counts.quarantined,
+            });
+            if let Some(spilled) = spilled {
+                body["spilled"] = json!(spilled);
+            }
+            body
+        };
+        if let Some(reason) = &counts.first_retry_reason {
             warn!(%reason, "batch not fully stored");
             metrics.count("WritesRetryable", 1);
             // What was not stored goes to the stream; without one, the sender retries the
             // whole batch and what was stored becomes duplicates.
             return match self.spill(&unstored, delivery, deadline, metrics).await {
-                Some(spilled) => json_response(
-                    200,
-                    json!({
-                        "accepted": summary[0],
-                        "duplicates": summary[1],
-                        "conflicts": summary[2],
-                        "quarantined": summary[3],
-                        "spilled": spilled,
-                    }),
-                ),
+                Some(spilled) => json_response(200, summary(Some(spilled))),
                 None => error_response(503, "not everything was stored; retry"),
             };
         }
         info!(
             events = inputs.len(),
-            accepted = summary[0],
-            duplicates = summary[1],
-            conflicts = summary[2],
-            quarantined = summary[3],
+            accepted = counts.new,
+            duplicates = counts.duplicate,
+            conflicts = counts.conflict,
+            quarantined = counts.quarantined,
             "batch stored"
         );
-        json_response(
-            200,
-            json!({
-                "accepted": summary[0],
-                "duplicates": summary[1],
-                "conflicts": summary[2],
-                "quarantined": summary[3],
-            }),
-        )
+        json_response(200, summary(None))
     }
 
     /// The stream and client to spill to, when both are configured.

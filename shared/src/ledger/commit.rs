@@ -14,14 +14,12 @@ use aws_sdk_dynamodb::types::{
     TransactWriteItem, Update,
 };
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::items::{self, StoredDigest};
 use super::plan::{Unit, Waves};
 use super::{
-    DEADLINE_REASON, Item, LedgerError, Outcome, TRANSACTION_ATTEMPTS, UsageLedger, backoff, nonce,
-    past,
+    DEADLINE_REASON, Item, LedgerError, Outcome, TRANSACTION_ATTEMPTS, UsageLedger, backoff, past,
 };
 
 /// What became of one new event's write.
@@ -332,17 +330,16 @@ impl UsageLedger {
         Ok((actions, puts, unit_of))
     }
 
-    /// Sends one transaction. Its client request token makes the SDK's own retries of it
-    /// idempotent: a retry of a commit that succeeded succeeds again instead of failing its
-    /// conditions and reporting the events as duplicates.
+    /// Sends one transaction. The SDK gives every `TransactWriteItems` a client request
+    /// token of its own and keeps it across its retries, so a retry of a commit that
+    /// succeeded succeeds again instead of failing its conditions and reporting the events
+    /// as duplicates of themselves (`an_sdk_retry_of_a_commit_that_succeeded_reports_new`).
     pub(super) async fn send(&self, actions: Vec<TransactWriteItem>) -> Sent {
         let count = actions.len() as u64;
-        let token = hex::encode(&Sha256::digest(nonce().to_be_bytes())[..16]);
         let result = self
             .client
             .transact_write_items()
             .set_transact_items(Some(actions))
-            .client_request_token(token)
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;

@@ -789,9 +789,8 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(base + nonce() % base.max(1))
 }
 
-/// A number that differs from call to call (and process to process): jitter, and the
-/// client request tokens of transactions.
-pub(crate) fn nonce() -> u64 {
+/// A number that differs from call to call (and process to process), for jitter.
+fn nonce() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
