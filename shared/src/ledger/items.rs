@@ -152,7 +152,13 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
-    pub(crate) fn from_item(item: &Item) -> Result<Self, LedgerError> {
+    /// The event normalized again from its stored `data` (kind, SIM, usage, booking...).
+    pub fn event(&self) -> Result<ConnectionEvent, LedgerError> {
+        super::reports::normalized(self)
+    }
+
+    /// An event record as DynamoDB returns it (a read, or a stream's new image).
+    pub fn from_item(item: &Item) -> Result<Self, LedgerError> {
         let pk = string_attr(item, "pk").unwrap_or_default();
         let corrupt = |reason: &str| LedgerError::CorruptItem {
             pk: pk.to_owned(),
