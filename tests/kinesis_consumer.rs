@@ -2,6 +2,7 @@
 //! DynamoDB Local.
 
 use integration_tests::faults::{KINESIS_CONSUMER, Throttle, as_function, throttled_client};
+use integration_tests::script::{Script, Step, dynamodb_error, scripted_client};
 use integration_tests::*;
 use kinesis_consumer::process_batch;
 use kore_ingest_shared::event::EventError;
@@ -293,7 +294,7 @@ async fn a_900_kb_binary_record_is_quarantined_whole_and_the_shard_goes_on() {
 }
 
 /// When DynamoDB refuses a copy's write as already stored but does not return the stored
-/// item, the consumer reads it (GetItem) to tell a duplicate from a conflict: the path the
+/// item (the duplicate check having missed it), the consumer reads it (GetItem) to tell a duplicate from a conflict: the path the
 /// role's GetItem grant is for (tests/iam_grants.rs).
 #[tokio::test]
 async fn a_duplicate_whose_stored_copy_is_not_returned_is_read_and_counted_once() {
@@ -311,20 +312,30 @@ async fn a_duplicate_whose_stored_copy_is_not_returned_is_read_and_counted_once(
         .unwrap();
     assert_eq!(first.metrics.get("EventsNew"), 1.0);
 
-    let no_item = Throttle::cancel_transactions_on_marker(
-        sid,
-        &["ConditionalCheckFailed", "None", "None", "None"],
-    );
+    // The duplicate check misses it (throttled), and the transaction's cancellation names
+    // the condition without the stored item.
+    let script = Script::new(|operation, _| {
+        match operation {
+        "BatchGetItem" => Step::Fail(400, dynamodb_error("ThrottlingException", "slow down")),
+        "TransactWriteItems" => Step::Fail(
+            400,
+            r#"{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException","Message":"Transaction cancelled","CancellationReasons":[{"Code":"ConditionalCheckFailed"},{"Code":"None"},{"Code":"None"}]}"#.to_owned(),
+        ),
+        _ => Step::Pass,
+    }
+    });
     let without_old = UsageLedger::new(
-        throttled_client(&no_item),
+        scripted_client(&script, false),
         LedgerConfig::new(ledger.table_name()),
     );
     let again = consume(&without_old, kinesis_event(&records), None)
         .await
         .unwrap();
-    assert!(
-        no_item.throttled() > 0,
-        "the transaction was answered without the stored item"
+    let log: Vec<String> = script.log().into_iter().map(|(_, op)| op).collect();
+    assert_eq!(
+        log,
+        ["BatchGetItem", "TransactWriteItems", "GetItem"],
+        "read back once"
     );
     assert!(failures(&again.response).is_empty());
     assert_eq!(again.metrics.get("EventsDuplicate"), 1.0);

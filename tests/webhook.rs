@@ -2,6 +2,7 @@
 //! DynamoDB Local.
 
 use integration_tests::faults::{Throttle, WEBHOOK, as_function, throttled_client};
+use integration_tests::script::{Script, Step, dynamodb_error, scripted_client};
 use integration_tests::*;
 use kore_ingest_shared::ledger::{LedgerConfig, UsageLedger};
 use kore_ingest_shared::metrics::InvocationMetrics;
@@ -815,13 +816,21 @@ async fn a_duplicate_whose_stored_copy_is_not_returned_is_read_and_counted_once(
     let first = post_kore_events(&webhook, KORE_ACTIVE, &body).await;
     assert_eq!(first.body["accepted"], 1, "{}", first.body);
 
-    let no_item = Throttle::cancel_transactions_on_marker(
-        "EZNOOLD",
-        &["ConditionalCheckFailed", "None", "None", "None"],
-    );
+    // The duplicate check misses it (throttled), and the transaction's cancellation names
+    // the condition without the stored item.
+    let script = Script::new(|operation, _| {
+        match operation {
+        "BatchGetItem" => Step::Fail(400, dynamodb_error("ThrottlingException", "slow down")),
+        "TransactWriteItems" => Step::Fail(
+            400,
+            r#"{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException","Message":"Transaction cancelled","CancellationReasons":[{"Code":"ConditionalCheckFailed"},{"Code":"None"},{"Code":"None"}]}"#.to_owned(),
+        ),
+        _ => Step::Pass,
+    }
+    });
     let without_old = Webhook {
         ledger: UsageLedger::new(
-            throttled_client(&no_item),
+            scripted_client(&script, false),
             LedgerConfig::new(webhook.ledger.table_name()),
         ),
         config: config(),
@@ -829,5 +838,10 @@ async fn a_duplicate_whose_stored_copy_is_not_returned_is_read_and_counted_once(
     let again = post_kore_events(&without_old, KORE_ACTIVE, &body).await;
     assert_eq!(again.status, 200, "{}", again.body);
     assert_eq!(again.body["duplicates"], 1, "{}", again.body);
-    assert!(no_item.throttled() > 0);
+    let log: Vec<String> = script.log().into_iter().map(|(_, op)| op).collect();
+    assert_eq!(
+        log,
+        ["BatchGetItem", "TransactWriteItems", "GetItem"],
+        "read back once"
+    );
 }

@@ -188,6 +188,13 @@ pub fn iam_actions(request: &HttpRequest) -> Vec<(String, &'static str)> {
 
 /// Appends `function`'s actions for `request` to `AWS_OPERATIONS_LOG`, each line once per
 /// process: `function<TAB>action<TAB>resource`.
+/// Records `request` as the current function's, when a test runs one (see [`as_function`]).
+pub fn record_if_in_function(request: &HttpRequest) {
+    if let Ok(function) = FUNCTION.try_with(|f| *f) {
+        record(function, request);
+    }
+}
+
 fn record(function: &str, request: &HttpRequest) {
     use std::collections::HashSet;
     use std::io::Write;

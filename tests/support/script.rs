@@ -108,6 +108,7 @@ impl HttpConnector for ScriptedConnector {
         if let Ok(mut log) = self.script.log.lock() {
             log.push((Instant::now(), operation.clone()));
         }
+        super::faults::record_if_in_function(&request);
         let inner = self.inner.clone();
         match (self.script.rules)(&operation, nth) {
             Step::Pass => inner.call(request),
