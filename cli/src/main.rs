@@ -6,6 +6,9 @@
 //!
 //! Exit codes: 0 success, 1 failure (one plain sentence on stderr), 2 wrong usage.
 
+mod close;
+mod compare;
+mod evidence;
 mod failure;
 mod output;
 mod quarantine;
@@ -30,6 +33,10 @@ Examples:
   kore-usage usage --start 2024-11-01T00:00:00Z --end 2024-12-01T00:00:00Z --group sim
   kore-usage usage --start 2024-11-03T00:00:00Z --end 2024-11-04T00:00:00Z --granularity hour --group network
   kore-usage rebuild --start 2024-11-01T00:00:00Z --end 2024-12-01T00:00:00Z --check
+  kore-usage close --start 2024-11-01T00:00:00Z --end 2024-12-01T00:00:00Z
+  kore-usage usage --start 2024-11-01T00:00:00Z --end 2024-12-01T00:00:00Z --closed --group sim
+  kore-usage evidence --sim HS11112222333344445555666677778888 --start 2024-11-01T00:00:00Z --end 2024-12-01T00:00:00Z
+  kore-usage compare --usage-records november.json
   kore-usage report --period 2024-11 --table kore-usage-ledger
   kore-usage report --period 2024-11-03 --account AC0a1b2c3d4e5f60718293a4b5c6d7e8f9 --format csv
   kore-usage sessions --sim HS11112222333344445555666677778888 --gaps
@@ -61,6 +68,12 @@ struct Cli {
 enum Command {
     Usage(usage::Args),
     Rebuild(rebuild::Args),
+    Close(close::CloseArgs),
+    Adjustments(close::AdjustmentsArgs),
+    VerifyClose(close::VerifyArgs),
+    Evidence(evidence::EvidenceArgs),
+    Export(evidence::ExportArgs),
+    Compare(compare::Args),
     Report(report::Args),
     Sessions(sessions::Args),
     Reconcile(reconcile::Args),
@@ -79,6 +92,12 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Usage(args) => usage::run(&ledger, args).await,
         Command::Rebuild(args) => rebuild::run(&ledger, args).await,
+        Command::Close(args) => close::close(&ledger, args).await,
+        Command::Adjustments(args) => close::adjustments(&ledger, args).await,
+        Command::VerifyClose(args) => close::verify(&ledger, args).await,
+        Command::Evidence(args) => evidence::evidence(&ledger, args).await,
+        Command::Export(args) => evidence::export(&ledger, args).await,
+        Command::Compare(args) => compare::run(&ledger, args).await,
         Command::Report(args) => report::run(&ledger, args).await,
         Command::Sessions(args) => sessions::run(&ledger, args).await,
         Command::Reconcile(args) => reconcile::run(&ledger, args).await,

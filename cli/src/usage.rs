@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 use clap::ValueEnum;
 use kore_ingest_shared::ledger::UsageLedger;
+use kore_ingest_shared::ledger::closes::{parse_canonical, sha256_hex, snapshot_cells};
 use kore_ingest_shared::usage::{
-    Granularity, GroupBy, GroupValue, UsageFilters, UsageQuery, UsageRecord, z_time,
+    Granularity, GroupBy, GroupValue, UsageFilters, UsageQuery, UsageRecord, aggregate, z_time,
 };
 
 use crate::failure::{Failure, OrFail, Result};
@@ -64,6 +65,11 @@ pub struct Args {
     /// Output format: a table with a total line, or the records as JSON or CSV.
     #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
     pub format: ReportFormat,
+    /// Answer from the snapshot of the period closed from --start to --end (see
+    /// `kore-usage close`), so an invoice comes out byte for byte as it did; the whole period
+    /// is one bucket.
+    #[arg(long)]
+    pub closed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -119,7 +125,11 @@ impl Args {
 
 pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
     let query = args.query().map_err(Failure::Usage)?;
-    let records = ledger.usage(&query).await.or_fail(ledger)?;
+    let records = if args.closed {
+        closed_records(ledger, &args, &query).await?
+    } else {
+        ledger.usage(&query).await.or_fail(ledger)?
+    };
     let text = match args.format {
         ReportFormat::Json => json(&records)?,
         ReportFormat::Csv => csv(args.group, &records),
@@ -132,6 +142,29 @@ pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
     };
     print(&text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The records of a closed period, from its snapshot (checked against its hash first).
+async fn closed_records(
+    ledger: &UsageLedger,
+    args: &Args,
+    query: &UsageQuery,
+) -> Result<Vec<UsageRecord>> {
+    if query.granularity != Granularity::All {
+        return Err(Failure::Usage(
+            "--closed answers for the whole closed period: use --granularity all".into(),
+        ));
+    }
+    let close = crate::close::closed(ledger, args.account.as_deref(), args.start, args.end).await?;
+    let text = ledger.snapshot_text(&close).await.or_fail(ledger)?;
+    if close.snapshot_sha256.as_deref() != Some(sha256_hex(&text).as_str()) {
+        return Err(Failure::Failed(
+            "the closed period's snapshot no longer matches its SHA-256: run verify-close".into(),
+        ));
+    }
+    let lines = parse_canonical(&text)
+        .map_err(|reason| Failure::Failed(format!("the snapshot cannot be read: {reason}")))?;
+    aggregate(query, snapshot_cells(&close, &lines)).map_err(|e| Failure::Failed(e.to_string()))
 }
 
 /// The grouping dimension's columns (CSV names) and each record's cells for them.

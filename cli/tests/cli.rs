@@ -1686,3 +1686,460 @@ async fn quarantine_show_returns_900_kb_payloads_byte_for_byte() {
         "text payload differs"
     );
 }
+
+/// Usage events for `sims` SIMs (two accounts) on both sides of a month's end, each with its
+/// session's running totals: `per_sim` windows of 15 minutes ending from `first_end` on.
+fn month_end_traffic(
+    prefix: &str,
+    sims: usize,
+    per_sim: usize,
+    first_end: &str,
+) -> Vec<SampleEvent> {
+    let first = chrono::DateTime::parse_from_rfc3339(first_end)
+        .unwrap()
+        .with_timezone(&Utc);
+    let mut events = Vec::new();
+    for sim in 0..sims {
+        let (mut up_sum, mut down_sum) = (0, 0);
+        for window in 0..per_sim {
+            let end = first + Duration::minutes(15 * window as i64 + sim as i64 % 7);
+            let window_bytes = (100 + sim as u64 * 10 + window as u64, 1_000 + window as u64);
+            up_sum += window_bytes.0;
+            down_sum += window_bytes.1;
+            let mut e = SampleEvent::usage_update(
+                &format!("EZ{prefix}{sim:04}{window:04}{:020}", 0),
+                &format!("HS{prefix}{sim:030}"),
+                &end.to_rfc3339(),
+                window_bytes,
+            );
+            e.window_start = Some(end - Duration::minutes(15));
+            e.account_sid = if sim % 2 == 0 { ACCOUNT_A } else { ACCOUNT_B }.into();
+            e.session_sid = format!("PI{prefix}{sim:030}");
+            e.cumulative = Some((up_sum, down_sum));
+            events.push(e);
+        }
+    }
+    events
+}
+
+async fn deliver_both_providers(ledger: &UsageLedger, events: &[SampleEvent], tag: &str) {
+    let mut deliveries = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        deliveries.push((e.kore_json(), webhook(&format!("{tag}-{i}"))));
+        deliveries.push((e.twilio_json(), kinesis(i as u64)));
+    }
+    for batch in deliveries.chunks(100) {
+        store(ledger, batch).await;
+    }
+}
+
+#[tokio::test]
+async fn a_closed_period_stays_as_invoiced_while_late_usage_becomes_adjustments() {
+    let ledger = fresh_ledger("cli-close").await;
+    let (start, end) = ("2024-11-01T00:00:00Z", "2024-11-02T00:00:00Z");
+    // Usage on the day before, the day itself and the day after.
+    let on_time = month_end_traffic("ct", 12, 100, "2024-10-31T12:00:00Z");
+    deliver_both_providers(&ledger, &on_time, "on-time").await;
+
+    let close_args = [
+        "close", "--start", start, "--end", end, "--force", "--settle", "0s", "--format", "json",
+    ];
+    let closed = ok_json(&ledger, &close_args);
+    assert_eq!(closed["state"], "closed", "{closed}");
+    assert!(closed["lines"].as_u64().unwrap() >= 12, "{closed}");
+
+    // Twice, or overlapping, is refused, saying when it was closed.
+    let again = kore_usage(&ledger, &close_args);
+    assert_eq!(again.code, 1, "{}", again.stderr);
+    assert_one_sentence(&again.stderr);
+    assert!(
+        again.stderr.contains("already closed at 20"),
+        "{}",
+        again.stderr
+    );
+    let overlapping = kore_usage(
+        &ledger,
+        &[
+            "close",
+            "--start",
+            "2024-10-31T00:00:00Z",
+            "--end",
+            "2024-11-02T00:00:00Z",
+            "--account",
+            ACCOUNT_A,
+            "--force",
+            "--settle",
+            "0s",
+        ],
+    );
+    assert_eq!(overlapping.code, 1, "{}", overlapping.stderr);
+    assert!(
+        overlapping.stderr.contains("overlaps"),
+        "{}",
+        overlapping.stderr
+    );
+    // Before its end plus the grace, only with --force.
+    let today = Utc::now()
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    let recent = [
+        "close",
+        "--start",
+        &z(today - Duration::days(1)),
+        "--end",
+        &z(today),
+        "--settle",
+        "0s",
+    ];
+    let early = kore_usage(&ledger, &recent);
+    assert_eq!(early.code, 1, "{}", early.stderr);
+    assert!(early.stderr.contains("--force"), "{}", early.stderr);
+
+    let invoice_args = [
+        "usage", "--start", start, "--end", end, "--closed", "--group", "sim", "--format", "json",
+    ];
+    let invoice = ok(&ledger, &invoice_args);
+
+    // Late usage: new windows booked into the closed day from both providers, and the
+    // on-time events once more (duplicates, never adjustments).
+    let late = month_end_traffic("lt", 5, 3, "2024-11-01T20:00:00Z");
+    let late_ledger = UsageLedger::new(
+        local_client(),
+        kore_ingest_shared::ledger::LedgerConfig::new(ledger.table_name()),
+    );
+    deliver_both_providers(&late_ledger, &late, "late").await;
+    deliver_both_providers(&late_ledger, &on_time[..200], "again").await;
+
+    // The invoice comes out byte for byte as it did.
+    assert_eq!(ok(&ledger, &invoice_args), invoice);
+    // The adjustments are exactly the late events.
+    let adjustments = ok_json(
+        &ledger,
+        &[
+            "adjustments",
+            "--start",
+            start,
+            "--end",
+            end,
+            "--format",
+            "json",
+        ],
+    );
+    let mut listed: Vec<&str> = adjustments
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["event_sid"].as_str().unwrap())
+        .collect();
+    listed.sort();
+    let mut expected: Vec<&str> = late.iter().map(|e| e.event_sid.as_str()).collect();
+    expected.sort();
+    assert_eq!(listed, expected);
+    // Live usage = snapshot + adjustments, SIM by SIM.
+    let live = ok_json(
+        &ledger,
+        &[
+            "usage", "--start", start, "--end", end, "--group", "sim", "--format", "json",
+        ],
+    );
+    let mut sums: BTreeMap<String, u64> = BTreeMap::new();
+    let invoice: Value = serde_json::from_str(&invoice).unwrap();
+    for record in invoice.as_array().unwrap() {
+        *sums
+            .entry(record["sim_sid"].as_str().unwrap().to_owned())
+            .or_default() += record["data_total"].as_u64().unwrap();
+    }
+    for adjustment in adjustments.as_array().unwrap() {
+        *sums
+            .entry(adjustment["sim_sid"].as_str().unwrap().to_owned())
+            .or_default() += adjustment["data_total"].as_u64().unwrap();
+    }
+    let live_sums: BTreeMap<String, u64> = live
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["sim_sid"].as_str().unwrap().to_owned(),
+                r["data_total"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(live_sums, sums);
+    let verify = ["verify-close", "--start", start, "--end", end];
+    assert!(ok(&ledger, &verify).contains("holds"));
+
+    // One snapshot part altered by hand: the hash no longer holds.
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let part_key = [
+        ("pk", AttributeValue::S(format!("CLOSE#*#{start}#{end}"))),
+        ("sk", AttributeValue::S("PART#00000".into())),
+    ];
+    let mut get = ledger.client().get_item().table_name(ledger.table_name());
+    for (name, value) in part_key.clone() {
+        get = get.key(name, value);
+    }
+    let mut part = get.send().await.unwrap().item.unwrap();
+    let Some(AttributeValue::B(deflated)) = part.get("z") else {
+        panic!("a deflated part");
+    };
+    let text =
+        String::from_utf8(miniz_oxide::inflate::decompress_to_vec(deflated.as_ref()).unwrap())
+            .unwrap();
+    // One more byte uploaded on the first line.
+    let first_line_end = text.find('\n').unwrap();
+    let mut fields: Vec<String> = text[..first_line_end]
+        .split('\t')
+        .map(str::to_owned)
+        .collect();
+    fields[5] = (fields[5].parse::<u64>().unwrap() + 1).to_string();
+    let altered = fields.join("\t") + &text[first_line_end..];
+    assert_ne!(altered, text);
+    part.insert(
+        "z".into(),
+        AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(
+            miniz_oxide::deflate::compress_to_vec(altered.as_bytes(), 6),
+        )),
+    );
+    ledger
+        .client()
+        .put_item()
+        .table_name(ledger.table_name())
+        .set_item(Some(part))
+        .send()
+        .await
+        .unwrap();
+    let failed = kore_usage(&ledger, &verify);
+    assert_eq!(failed.code, 1, "{}", failed.stdout);
+    assert!(failed.stdout.contains("hashes to"), "{}", failed.stdout);
+}
+
+fn z(at: chrono::DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+#[tokio::test]
+async fn evidence_totals_equal_usage_for_fifty_sims_across_a_month_boundary() {
+    let ledger = fresh_ledger("cli-evidence").await;
+    let events = month_end_traffic("ev", 50, 12, "2024-10-31T22:00:00Z");
+    deliver_both_providers(&ledger, &events, "ev").await;
+    let (start, end) = ("2024-10-31T23:00:00Z", "2024-11-01T01:00:00Z");
+    let usage = ok_json(
+        &ledger,
+        &[
+            "usage", "--start", start, "--end", end, "--group", "sim", "--format", "json",
+        ],
+    );
+    let by_sim: BTreeMap<&str, (u64, u64)> = usage
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["sim_sid"].as_str().unwrap(),
+                (
+                    r["data_total"].as_u64().unwrap(),
+                    r["usage_events"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(by_sim.len(), 50);
+    for (sim, (total, count)) in &by_sim {
+        let evidence = ok_json(
+            &ledger,
+            &["evidence", "--sim", sim, "--start", start, "--end", end],
+        );
+        assert_eq!(
+            evidence["total"]["data_total"].as_u64(),
+            Some(*total),
+            "{sim}"
+        );
+        assert_eq!(
+            evidence["total"]["usage_events"].as_u64(),
+            Some(*count),
+            "{sim}"
+        );
+        let rows = evidence["events"].as_array().unwrap();
+        assert_eq!(rows.len() as u64, *count);
+        let first = &rows[0];
+        assert_eq!(
+            first["deliveries"].as_array().unwrap().len(),
+            2,
+            "both providers: {first}"
+        );
+        assert_eq!(
+            first["data_session_sid"]
+                .as_str()
+                .map(|s| s.starts_with("PIev")),
+            Some(true)
+        );
+        assert_eq!(first["data_sha256"].as_str().map(str::len), Some(64));
+    }
+    // The independent count: windows ending in the range.
+    let at = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .unwrap()
+            .with_timezone(&Utc)
+    };
+    let independent: u64 = events
+        .iter()
+        .filter(|e| e.time >= at(start) && e.time < at(end))
+        .map(|e| e.window.0 + e.window.1)
+        .sum();
+    assert_eq!(by_sim.values().map(|(t, _)| t).sum::<u64>(), independent);
+    // The CSV carries the same rows and total.
+    let csv = ok(
+        &ledger,
+        &[
+            "evidence",
+            "--sim",
+            by_sim.keys().next().unwrap(),
+            "--start",
+            start,
+            "--end",
+            end,
+            "--format",
+            "csv",
+        ],
+    );
+    assert!(csv.lines().last().unwrap().starts_with("TOTAL,"), "{csv}");
+
+    // export: every event of the range, one line each.
+    let exported = ok(
+        &ledger,
+        &[
+            "export", "--start", start, "--end", end, "--format", "jsonl",
+        ],
+    );
+    let lines: Vec<Value> = exported
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let in_range = events
+        .iter()
+        .filter(|e| e.time >= at(start) && e.time < at(end))
+        .count();
+    assert_eq!(lines.len(), in_range);
+    assert!(lines.iter().all(|l| l["data"]["sim_sid"] == l["sim_sid"]));
+}
+
+/// UsageRecords pages built from independent totals, with a lost window, a late settlement
+/// and one unexplained difference planted: each is told apart, and only the unexplained one
+/// makes the exit code 1.
+#[tokio::test]
+async fn compare_explains_a_lost_window_and_a_late_settlement_and_flags_the_rest() {
+    let ledger = fresh_ledger("cli-compare").await;
+    // Two days of windows for six SIMs.
+    let events = month_end_traffic("cp", 6, 192, "2024-11-01T00:05:00Z");
+    // SIM 1's window 40 never reaches the ledger; its session's running totals show it.
+    let lost = events
+        .iter()
+        .position(|e| e.sim_sid.ends_with("000001") && e.event_sid.contains("0001004"))
+        .unwrap();
+    let delivered: Vec<SampleEvent> = events
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != lost)
+        .map(|(_, e)| e.clone())
+        .collect();
+    deliver_both_providers(&ledger, &delivered, "cp").await;
+
+    // Independent daily totals per SIM, as the provider would report them.
+    let mut daily: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for e in &events {
+        *daily
+            .entry((e.sim_sid.clone(), e.time.format("%Y-%m-%d").to_string()))
+            .or_default() += e.window.0 + e.window.1;
+    }
+    let lost_day = events[lost].time.format("%Y-%m-%d").to_string();
+    let last_day = daily.keys().map(|(_, d)| d.clone()).max().unwrap();
+    let settling_sim = format!("HScp{:030}", 2);
+    let odd_sim = format!("HScp{:030}", 3);
+    let page = |with_unexplained: bool| {
+        let records: Vec<Value> = daily
+            .iter()
+            .map(|((sim, day), total)| {
+                let mut total = *total;
+                if *sim == settling_sim && *day == last_day {
+                    total /= 2; // not settled yet at the provider
+                }
+                if with_unexplained && *sim == odd_sim && *day == lost_day {
+                    total += 12_345;
+                }
+                let start = format!("{day}T00:00:00Z");
+                let end = z(chrono::DateTime::parse_from_rfc3339(&start).unwrap().with_timezone(&Utc) + Duration::days(1));
+                json!({
+                    "account_sid": ACCOUNT_A, "sim_sid": sim, "fleet_sid": null, "network_sid": null,
+                    "iso_country": null, "period": {"start_time": start, "end_time": end},
+                    "data_upload": 0, "data_download": 0, "data_total": total,
+                    "data_total_billed": 0, "billed_unit": "USD",
+                })
+            })
+            .collect();
+        let mut file = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
+        let page = json!({"usage_records": records, "meta": {"page": 0, "page_size": 50, "key": "usage_records"}});
+        write!(file, "{page}").unwrap();
+        file
+    };
+    let as_of = format!("{last_day}T12:00:00Z");
+    let with_all = page(true);
+    let run = kore_usage(
+        &ledger,
+        &[
+            "compare",
+            "--usage-records",
+            with_all.path().to_str().unwrap(),
+            "--as-of",
+            &as_of,
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    let causes: BTreeMap<String, &str> = report["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                format!(
+                    "{} {}",
+                    d["sim_sid"].as_str().unwrap(),
+                    &d["start_time"].as_str().unwrap()[..10]
+                ),
+                d["cause"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        causes,
+        BTreeMap::from([
+            (
+                format!("{} {lost_day}", events[lost].sim_sid),
+                "session-gap"
+            ),
+            (format!("{settling_sim} {last_day}"), "settlement"),
+            (format!("{odd_sim} {lost_day}"), "unexplained"),
+        ]),
+        "{report}"
+    );
+    assert_eq!(report["unexplained"], 1);
+
+    let without = page(false);
+    let run = kore_usage(
+        &ledger,
+        &[
+            "compare",
+            "--usage-records",
+            without.path().to_str().unwrap(),
+            "--as-of",
+            &as_of,
+        ],
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("0 unexplained"), "{}", run.stdout);
+}

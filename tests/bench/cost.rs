@@ -534,3 +534,83 @@ pub async fn month_query_row() -> Result<(), String> {
     );
     Ok(())
 }
+
+/// `kore-usage export` of 100,000 events, and of a tenth of them, as a child process: its
+/// peak resident memory (the kernel's count, `ru_maxrss`) must not grow with the events.
+pub async fn export_memory_row(kore_usage: &str) -> Result<(), String> {
+    const SIMS: usize = 1_000;
+    const WINDOWS: usize = 100;
+    let (ledger, _) = counted_ledger("export").await?;
+    let fleet = fleet_windows("x", SIMS, WINDOWS);
+    let loaded = Instant::now();
+    for batch in fleet.chunks(BATCH) {
+        let inputs: Vec<_> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                (
+                    integration_tests::parse_item(&e.twilio_json()),
+                    integration_tests::kinesis(i as u64),
+                )
+            })
+            .collect();
+        let outcomes = ledger.record_all(&inputs, None).await;
+        if let Some(o) = outcomes.iter().find(|o| !matches!(o, Outcome::New)) {
+            return Err(format!("loading the export's events: {o:?}"));
+        }
+    }
+    let load_time = loaded.elapsed();
+    // The windows end from 06:01 on 3 November, 15 minutes apart: 100 windows reach into
+    // the 4th. A tenth of the range holds a tenth of the events.
+    let measure = |start: &str, end: &str| -> Result<(u64, usize, Duration), String> {
+        let started = Instant::now();
+        let output = std::process::Command::new(kore_usage)
+            .args([
+                "--table",
+                ledger.table_name(),
+                "export",
+                "--start",
+                start,
+                "--end",
+                end,
+                "--format",
+                "jsonl",
+            ])
+            .output()
+            .map_err(|e| format!("cannot run {kore_usage}: {e}"))?;
+        let elapsed = started.elapsed();
+        if !output.status.success() {
+            return Err(format!(
+                "export failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        let lines = output.stdout.iter().filter(|b| **b == b'\n').count();
+        // SAFETY: getrusage only writes the struct it is given.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+        Ok((usage.ru_maxrss as u64, lines, elapsed))
+    };
+    // The small run first: RUSAGE_CHILDREN keeps the largest child so far.
+    let (small_kib, small_lines, _) = measure("2024-11-03T06:00:00Z", "2024-11-03T08:00:00Z")?;
+    let (large_kib, large_lines, large_time) =
+        measure("2024-11-03T00:00:00Z", "2024-11-05T00:00:00Z")?;
+    if large_lines != SIMS * WINDOWS {
+        return Err(format!(
+            "export wrote {large_lines} lines, not {}",
+            SIMS * WINDOWS
+        ));
+    }
+    row(
+        "kore-usage export: peak RSS for 100,000 events (and for 8,000)",
+        &format!(
+            "{:.1} MiB ({:.1} MiB for {small_lines} events); {:.1} s; events loaded in {:.0} s",
+            large_kib as f64 / 1024.0,
+            small_kib as f64 / 1024.0,
+            large_time.as_secs_f64(),
+            load_time.as_secs_f64()
+        ),
+        "bounded",
+    );
+    Ok(())
+}

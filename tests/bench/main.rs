@@ -41,12 +41,15 @@ fn main() -> ExitCode {
         Some((command, rest)) if command == "month" && rest.is_empty() => {
             on_one_thread(cost::month_query_row())
         }
+        Some((command, [kore_usage])) if command == "export" => {
+            on_one_thread(cost::export_memory_row(kore_usage))
+        }
         Some((command, binaries)) if command == "startup" && !binaries.is_empty() => {
             startup(binaries)
         }
         _ => {
             eprintln!(
-                "usage: ingest-bench storage | ingest-bench cost | ingest-bench month | ingest-bench startup BINARY..."
+                "usage: ingest-bench storage | ingest-bench cost | ingest-bench month | ingest-bench export KORE_USAGE | ingest-bench startup BINARY..."
             );
             return ExitCode::from(2);
         }

@@ -16,11 +16,13 @@ use aws_sdk_dynamodb::types::{
 use futures::StreamExt;
 use tokio::time::Instant;
 
+use super::closes;
 use super::items::{self, StoredDigest};
 use super::plan::{Unit, Waves};
 use super::{
     DEADLINE_REASON, Item, LedgerError, Outcome, TRANSACTION_ATTEMPTS, UsageLedger, backoff, past,
 };
+use crate::usage::Booking;
 
 /// What became of one new event's write.
 #[derive(Debug, Clone)]
@@ -300,6 +302,24 @@ impl UsageLedger {
                     .map_err(invalid)?;
                 actions.push(TransactWriteItem::builder().put(put).build());
                 puts.push(Some(pending.index));
+            }
+            for pending in unit.events.iter().filter(|p| p.close.is_some()) {
+                let (Some(close), Some(booking)) = (pending.close, Booking::of(pending.event))
+                else {
+                    continue;
+                };
+                let adjustment = Put::builder()
+                    .table_name(self.table_name())
+                    .set_item(Some(closes::adjustment_item(
+                        close,
+                        pending.event,
+                        &booking,
+                        pending.delivery.received_at,
+                    )))
+                    .build()
+                    .map_err(invalid)?;
+                actions.push(TransactWriteItem::builder().put(adjustment).build());
+                puts.push(None);
             }
             for delta in unit.deltas()? {
                 let update = delta.into_update()?;

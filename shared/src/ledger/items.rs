@@ -214,8 +214,11 @@ pub(crate) const VERSION: &str = "v";
 /// The day's totals, kept beside the hours so that whole-day queries (a month by SIM) read
 /// four numbers per item rather than ninety-six.
 const DAY_ATTRS: [&str; 4] = ["du", "dd", "dt", "dn"];
+/// The day's late usage: what was booked into a closed period after it was closed (see
+/// [`super::closes`]); the rest of the day is what the close's snapshot holds.
+const LATE_ATTRS: [&str; 4] = ["xu", "xd", "xt", "xn"];
 /// What a whole-day query reads of a rollup.
-pub(crate) const DAY_PROJECTION: &str = "pk, sk, v, du, dd, dt, dn, ic, un, nn";
+pub(crate) const DAY_PROJECTION: &str = "pk, sk, v, du, dd, dt, dn, xu, xd, xt, xn, ic, un, nn";
 
 /// The four counters of an hour: `u07`, `d07`, `t07`, `n07` for 07:00-08:00 UTC.
 fn hour_attrs(hour: u32) -> [String; 4] {
@@ -286,7 +289,7 @@ pub(crate) fn booking_sk(booking: &Booking) -> String {
     .join("#")
 }
 
-fn booking_of_sk(sk: &str) -> Option<Booking> {
+pub(crate) fn booking_of_sk(sk: &str) -> Option<Booking> {
     let parts: Vec<Option<String>> = sk
         .split('#')
         .map(|p| (!p.is_empty()).then(|| p.replace("%23", "#").replace("%25", "%")))
@@ -324,19 +327,23 @@ pub(crate) struct RollupDelta {
     pub day: NaiveDate,
     pub booking: Booking,
     pub hours: BTreeMap<u32, HourUsage>,
+    /// The part of it booked into a closed period.
+    pub late: HourUsage,
     names: BookingNames,
     /// When the usage carrying `names` happened: the latest wins.
     names_at: DateTime<Utc>,
 }
 
 impl RollupDelta {
-    pub fn of(event: &ConnectionEvent) -> Option<Self> {
+    /// The delta of one usage event; `late` when it falls into a closed period.
+    pub fn of(event: &ConnectionEvent, late: bool) -> Option<Self> {
         let booking = Booking::of(event)?;
-        let usage = event.usage?;
+        let usage = HourUsage::window(event.usage?);
         Some(RollupDelta {
             day: event.billing_day,
             booking,
-            hours: BTreeMap::from([(event.booking_hour().hour(), HourUsage::window(usage))]),
+            hours: BTreeMap::from([(event.booking_hour().hour(), usage)]),
+            late: if late { usage } else { HourUsage::default() },
             names: BookingNames::of(event),
             names_at: event.booked_at,
         })
@@ -349,12 +356,12 @@ impl RollupDelta {
     /// Folds `other` (a delta for the same item) into this one. Counts are checked: each
     /// event is at most 2^50 bytes, so only an absurd batch could overflow.
     pub fn merge(&mut self, other: RollupDelta) -> Result<(), LedgerError> {
+        let overflow = || LedgerError::Invalid("usage counts overflow".into());
         for (hour, usage) in other.hours {
             let sum = self.hours.entry(hour).or_default();
-            *sum = sum
-                .checked_add(usage)
-                .ok_or_else(|| LedgerError::Invalid("usage counts overflow".into()))?;
+            *sum = sum.checked_add(usage).ok_or_else(overflow)?;
         }
+        self.late = self.late.checked_add(other.late).ok_or_else(overflow)?;
         if other.names_at >= self.names_at {
             self.names = other.names;
             self.names_at = other.names_at;
@@ -372,7 +379,9 @@ impl RollupDelta {
             .iter()
             .map(|(hour, usage)| (hour_attrs(*hour), counts(usage)));
         let day_counts = std::iter::once((DAY_ATTRS.map(str::to_owned), counts(&day)));
-        for (names, counts) in hour_counts.chain(day_counts) {
+        let late_counts =
+            (self.late.events > 0).then(|| (LATE_ATTRS.map(str::to_owned), counts(&self.late)));
+        for (names, counts) in hour_counts.chain(day_counts).chain(late_counts) {
             for (name, count) in names.into_iter().zip(counts) {
                 adds.push(format!("{name} :{name}"));
                 values.insert(format!(":{name}"), n(count));
@@ -424,6 +433,8 @@ pub(crate) struct StoredRollup {
     pub names: BookingNames,
     pub hours: BTreeMap<u32, HourUsage>,
     pub day_total: Option<HourUsage>,
+    /// Late usage booked into a closed period.
+    pub late: Option<HourUsage>,
     pub version: Option<u64>,
 }
 
@@ -460,6 +471,7 @@ impl StoredRollup {
             },
             hours,
             day_total: read_counts(item, DAY_ATTRS),
+            late: read_counts(item, LATE_ATTRS),
             version: number_attr(item, VERSION),
         })
     }
@@ -616,7 +628,7 @@ mod tests {
             usage_event("EZ4", "2024-11-03T11:05:00Z", "HW2", 7, 7),
             usage_event("EZ5", "2024-11-04T00:05:00Z", "HW1", 5, 5),
         ];
-        let merged = merge_deltas(events.iter().filter_map(RollupDelta::of)).unwrap();
+        let merged = merge_deltas(events.iter().filter_map(|e| RollupDelta::of(e, false))).unwrap();
         assert_eq!(
             merged.len(),
             3,

@@ -13,6 +13,7 @@
 //! its reason, and what failed for a passing reason is reported as retryable.
 
 pub mod callbacks;
+pub mod closes;
 mod commit;
 mod items;
 pub mod keys;
@@ -139,19 +140,24 @@ pub struct LedgerConfig {
     pub table_name: String,
     /// How many writes one batch runs at once (`MAX_CONCURRENT_WRITES`).
     pub max_concurrent_writes: usize,
+    /// How long a process trusts its copy of the closed periods (`CLOSED_PERIODS_TTL_MS`).
+    pub closed_periods_ttl: Duration,
 }
 
 impl LedgerConfig {
     pub const DEFAULT_MAX_CONCURRENT_WRITES: usize = 32;
+    pub const DEFAULT_CLOSED_PERIODS_TTL: Duration = Duration::from_secs(30);
 
     pub fn new(table_name: impl Into<String>) -> Self {
         LedgerConfig {
             table_name: table_name.into(),
             max_concurrent_writes: Self::DEFAULT_MAX_CONCURRENT_WRITES,
+            closed_periods_ttl: Self::DEFAULT_CLOSED_PERIODS_TTL,
         }
     }
 
-    /// `TABLE_NAME` (required) and `MAX_CONCURRENT_WRITES` (default 32, 1 to 1000).
+    /// `TABLE_NAME` (required), `MAX_CONCURRENT_WRITES` (default 32, 1 to 1000) and
+    /// `CLOSED_PERIODS_TTL_MS` (default 30000, at most 300000).
     pub fn from_env() -> Result<Self, String> {
         let table_name = std::env::var("TABLE_NAME")
             .map_err(|_| "TABLE_NAME is not set: name the DynamoDB table".to_owned())?;
@@ -164,6 +170,18 @@ impl LedgerConfig {
                 .ok_or_else(|| {
                     format!(
                         "MAX_CONCURRENT_WRITES must be a whole number from 1 to 1000, not `{value}`"
+                    )
+                })?;
+        }
+        if let Ok(value) = std::env::var("CLOSED_PERIODS_TTL_MS") {
+            config.closed_periods_ttl = value
+                .parse::<u64>()
+                .ok()
+                .filter(|ms| *ms <= 300_000)
+                .map(Duration::from_millis)
+                .ok_or_else(|| {
+                    format!(
+                        "CLOSED_PERIODS_TTL_MS must be a whole number of milliseconds up to 300000, not `{value}`"
                     )
                 })?;
         }
@@ -193,6 +211,7 @@ pub struct UsageLedger {
     client: Client,
     config: Arc<LedgerConfig>,
     capacity: Arc<Capacity>,
+    closes_cache: Arc<closes::ClosesCache>,
 }
 
 /// Transactions that collide with another writer of the same items are retried this often
@@ -211,6 +230,7 @@ impl UsageLedger {
             client,
             config: Arc::new(config),
             capacity: Arc::default(),
+            closes_cache: Arc::default(),
         }
     }
 
@@ -324,21 +344,45 @@ impl UsageLedger {
             HashMap::new()
         });
 
+        // Usage booked into a closed period is also an adjustment of it: the functions learn
+        // the closes from a copy at most `closed_periods_ttl` old. Without it, no usage event
+        // can be written (it might belong to a close).
+        let needs_closes = heads
+            .iter()
+            .any(|(_, e)| e.usage.is_some() && !stored.contains_key(&e.key));
+        let closes = match needs_closes {
+            true => Some(self.cached_closes().await),
+            false => None,
+        };
         let mut new_usage = Vec::new();
         let mut new_plain = Vec::new();
+        let mut unknown_closes: Vec<(usize, commit::Stored)> = Vec::new();
         for &(index, event) in &heads {
             if stored.contains_key(&event.key) {
                 continue;
             }
-            let pending = Pending {
+            let mut pending = Pending {
                 index,
                 event,
                 delivery: &inputs[index].1,
+                close: None,
             };
-            if event.usage.is_some() {
-                new_usage.push(pending);
-            } else {
+            if event.usage.is_none() {
                 new_plain.push(pending);
+                continue;
+            }
+            match &closes {
+                Some(Ok(closes)) => {
+                    pending.close = closes
+                        .iter()
+                        .find(|c| c.covers(event.account_sid.as_deref(), event.billing_day));
+                    new_usage.push(pending);
+                }
+                Some(Err(error)) => {
+                    let reason = format!("the closed periods could not be read: {error}");
+                    unknown_closes.push((index, commit::Stored::Failed(Outcome::Retry { reason })));
+                }
+                None => {}
             }
         }
         let (committed, put) = tokio::join!(

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 
 use chrono::NaiveDate;
 
+use super::closes::Close;
 use super::items::{RollupDelta, StoredDigest, merge_deltas};
 use super::{Delivery, LedgerError};
 use crate::delivery::delivery_tag;
@@ -53,6 +54,9 @@ pub(crate) struct Pending<'a> {
     pub index: usize,
     pub event: &'a ConnectionEvent,
     pub delivery: &'a Delivery,
+    /// The closed period the usage falls into, if any: the event is then also written as
+    /// an adjustment of it.
+    pub close: Option<&'a Close>,
 }
 
 /// New usage events of one SIM and booking day, stored together or not at all.
@@ -66,7 +70,11 @@ pub(crate) struct Unit<'a> {
 impl<'a> Unit<'a> {
     /// The merged rollup counts of the unit's events, one per booking.
     pub fn deltas(&self) -> Result<Vec<RollupDelta>, LedgerError> {
-        merge_deltas(self.events.iter().filter_map(|p| RollupDelta::of(p.event)))
+        merge_deltas(
+            self.events
+                .iter()
+                .filter_map(|p| RollupDelta::of(p.event, p.close.is_some())),
+        )
     }
 
     /// Puts, rollup updates and the booking list.
@@ -237,6 +245,7 @@ mod tests {
                 index,
                 event,
                 delivery: &d,
+                close: None,
             })
             .collect();
         let waves = plan_commits(&pending);
@@ -267,6 +276,7 @@ mod tests {
                 index,
                 event,
                 delivery: &d,
+                close: None,
             })
             .collect();
         let waves = plan_commits(&pending);

@@ -433,6 +433,56 @@ impl UsageLedger {
             .collect()
     }
 
+    /// The SIMs with usage booked on a day.
+    pub async fn sims_with_usage(&self, day: NaiveDate) -> Result<BTreeSet<String>, LedgerError> {
+        Ok(self
+            .rollups(&[day], None, false, true)
+            .await?
+            .into_iter()
+            .map(|r| r.booking.sim_sid)
+            .collect())
+    }
+
+    /// The events without usage whose time is on `day` and in `[from, to)`, from the time
+    /// index (usage events are found through their SIM's booking lists instead).
+    pub async fn events_without_usage(
+        &self,
+        day: NaiveDate,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(StoredEvent, ConnectionEvent)>, LedgerError> {
+        let day_text = day.format("%Y-%m-%d").to_string();
+        let mut keys = Vec::new();
+        for shard in 0..keys::SHARDS {
+            let items = self
+                .query_all(
+                    Some("gsi1"),
+                    "gsi1pk = :pk AND gsi1sk BETWEEN :low AND :high",
+                    &[
+                        (":pk", keys::events_by_day_pk(&day_text, shard)),
+                        (":low", timestamp(from)),
+                        (":high", timestamp(to)),
+                    ],
+                    false,
+                )
+                .await?;
+            keys.extend(items.iter().filter_map(|item| {
+                let (event_time, sid) = string_attr(item, "gsi1sk")?.split_once('#')?;
+                (event_time < timestamp(to).as_str())
+                    .then(|| DedupeKey::new(sid, "gsi1sk").ok())
+                    .flatten()
+            }));
+        }
+        let mut events = Vec::new();
+        for stored in self.stored_events(&keys).await? {
+            let event = normalized(&stored)?;
+            if event.usage.is_none() {
+                events.push((stored, event));
+            }
+        }
+        Ok(events)
+    }
+
     /// A SIM's data sessions, from its usage events.
     pub async fn sim_sessions(&self, sim_sid: &str) -> Result<Vec<SessionSummary>, LedgerError> {
         let mut sessions: BTreeMap<String, SessionSummary> = BTreeMap::new();

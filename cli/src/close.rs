@@ -1,0 +1,426 @@
+//! `kore-usage close`, `adjustments` and `verify-close`: an invoiced period frozen once, the
+//! usage that arrives late listed as adjustments of it, and the proof that the two still
+//! add up to what the ledger holds.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kore_ingest_shared::ledger::LedgerConfig;
+use kore_ingest_shared::ledger::UsageLedger;
+use kore_ingest_shared::ledger::closes::{
+    Adjustment, Close, CloseError, CloseState, is_whole_day, settle_time,
+};
+use kore_ingest_shared::usage::z_time;
+use serde::Serialize;
+
+use crate::failure::{Failure, OrFail, Result, describe};
+use crate::output::{Align, Format, Table, csv_field, json, print};
+use crate::report::ReportFormat;
+use crate::usage::parse_z_time;
+
+const CLOSE_EXAMPLES: &str = "\
+Examples:
+  kore-usage close --start 2024-11-01T00:00:00Z --end 2024-12-01T00:00:00Z
+  kore-usage close --start 2024-11-01T00:00:00Z --end 2024-12-01T00:00:00Z \\
+      --account AC0a1b2c3d4e5f60718293a4b5c6d7e8f9 --grace 72h
+
+A period is whole UTC days, for one account or for every account. Usage keeps arriving for
+up to 48 hours after a period ends, so close refuses before --end plus --grace unless
+--force. It registers the period, waits --settle for every function to learn of it, then
+stores the snapshot: one line per account, SIM, fleet, network and country, with a SHA-256
+over its canonical form. Usage booked into the period after that is stored and counted as
+always, and also recorded as an adjustment of the period. Closing a period twice, or one
+that overlaps a closed period of the same account, is refused. A close interrupted before its
+snapshot is finished by running the same command again.";
+
+/// Freeze a period's usage for invoicing; late usage becomes adjustments of it.
+#[derive(Debug, clap::Args)]
+#[command(after_help = CLOSE_EXAMPLES)]
+pub struct CloseArgs {
+    /// First day of the period (midnight UTC, included), e.g. 2024-11-01T00:00:00Z.
+    #[arg(long, value_name = "TIME", value_parser = parse_z_time)]
+    pub start: DateTime<Utc>,
+    /// End of the period (midnight UTC, excluded).
+    #[arg(long, value_name = "TIME", value_parser = parse_z_time)]
+    pub end: DateTime<Utc>,
+    /// Only this account (AC...); without it, every account.
+    #[arg(long, value_name = "AC..")]
+    pub account: Option<String>,
+    /// How long after --end usage is still expected (e.g. 48h, 2d, 30m).
+    #[arg(long, value_name = "DURATION", default_value = "48h", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// Close before --end plus --grace.
+    #[arg(long)]
+    pub force: bool,
+    /// How long to wait for the functions to learn of the close before the snapshot is read
+    /// (default: their CLOSED_PERIODS_TTL_MS plus 30 s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub settle: Option<Duration>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// `30s`, `90m`, `48h`, `2d`.
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    const HELP: &str = "must be a whole number with a unit: s, m, h or d (e.g. 48h)";
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| HELP.to_owned())?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| HELP.to_owned())?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(HELP.to_owned()),
+    };
+    number
+        .checked_mul(seconds)
+        .map(Duration::from_secs)
+        .ok_or_else(|| HELP.to_owned())
+}
+
+fn whole_days(start: DateTime<Utc>, end: DateTime<Utc>) -> Result<()> {
+    if !is_whole_day(start) || !is_whole_day(end) {
+        return Err(Failure::Usage(
+            "--start and --end must be at midnight UTC: a closed period is whole days".into(),
+        ));
+    }
+    if start >= end {
+        return Err(Failure::Usage("--start must be earlier than --end".into()));
+    }
+    Ok(())
+}
+
+/// The JSON keys are a contract.
+#[derive(Debug, Serialize)]
+struct CloseJson<'a> {
+    account_sid: Option<&'a str>,
+    start_time: String,
+    end_time: String,
+    state: &'static str,
+    closed_at: &'a str,
+    snapshot_at: Option<&'a str>,
+    snapshot_sha256: Option<&'a str>,
+    lines: u64,
+}
+
+impl<'a> From<&'a Close> for CloseJson<'a> {
+    fn from(close: &'a Close) -> Self {
+        CloseJson {
+            account_sid: close.account_sid.as_deref(),
+            start_time: z_time(close.start),
+            end_time: z_time(close.end),
+            state: match close.state {
+                CloseState::Settling => "settling",
+                CloseState::Closed => "closed",
+            },
+            closed_at: &close.closed_at,
+            snapshot_at: close.snapshot_at.as_deref(),
+            snapshot_sha256: close.snapshot_sha256.as_deref(),
+            lines: close.lines,
+        }
+    }
+}
+
+pub async fn close(ledger: &UsageLedger, args: CloseArgs) -> Result<ExitCode> {
+    whole_days(args.start, args.end)?;
+    let settles_at = args.end + chrono::Duration::from_std(args.grace).unwrap_or_default();
+    if Utc::now() < settles_at && !args.force {
+        return Err(Failure::Failed(format!(
+            "the period ends at {} and usage keeps arriving for {}: close it after {}, or pass --force",
+            z_time(args.end),
+            humane(args.grace),
+            z_time(settles_at)
+        )));
+    }
+    let registered = ledger
+        .register_close(args.account.as_deref(), args.start, args.end)
+        .await
+        .map_err(|e| match e {
+            CloseError::Ledger(error) => Failure::Failed(describe(&error, ledger.table_name())),
+            refused => Failure::Failed(refused.to_string()),
+        })?;
+    let settle = args
+        .settle
+        .unwrap_or_else(|| settle_time(LedgerConfig::DEFAULT_CLOSED_PERIODS_TTL));
+    if !settle.is_zero() {
+        eprintln!(
+            "close: waiting {} for every function to learn of the close before the snapshot",
+            humane(settle)
+        );
+        tokio::time::sleep(settle).await;
+    }
+    let closed = ledger.store_snapshot(&registered).await.or_fail(ledger)?;
+    let text = match args.format {
+        Format::Json => json(&CloseJson::from(&closed))?,
+        Format::Table => format!(
+            "Closed {} from {} to {}: {} lines, snapshot SHA-256 {}.\n",
+            closed.account_sid.as_deref().unwrap_or("every account"),
+            z_time(closed.start),
+            z_time(closed.end),
+            closed.lines,
+            closed.snapshot_sha256.as_deref().unwrap_or_default()
+        ),
+    };
+    print(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn humane(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    match seconds {
+        s if s % 86_400 == 0 && s > 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 && s > 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 && s > 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+const ADJUSTMENTS_EXAMPLES: &str = "\
+Examples:
+  kore-usage adjustments --start 2024-11-01T00:00:00Z --end 2024-12-01T00:00:00Z
+  kore-usage adjustments --start 2024-11-01T00:00:00Z --end 2024-12-01T00:00:00Z --format csv
+
+Every usage event booked into a closed period after it was closed, with when it arrived:
+what to invoice as a correction of that period.";
+
+/// List the late usage booked into closed periods.
+#[derive(Debug, clap::Args)]
+#[command(after_help = ADJUSTMENTS_EXAMPLES)]
+pub struct AdjustmentsArgs {
+    /// Start of the range, included (UTC, Z form, a whole hour).
+    #[arg(long, value_name = "TIME", value_parser = parse_z_time)]
+    pub start: DateTime<Utc>,
+    /// End of the range, excluded.
+    #[arg(long, value_name = "TIME", value_parser = parse_z_time)]
+    pub end: DateTime<Utc>,
+    /// Only this account's adjustments.
+    #[arg(long, value_name = "AC..")]
+    pub account: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+}
+
+/// The JSON keys are a contract.
+#[derive(Debug, Serialize)]
+struct AdjustmentJson<'a> {
+    period_start: String,
+    period_end: String,
+    event_sid: &'a str,
+    account_sid: Option<&'a str>,
+    sim_sid: &'a str,
+    fleet_sid: Option<&'a str>,
+    network_sid: Option<&'a str>,
+    iso_country: Option<&'a str>,
+    booked_hour: String,
+    data_upload: u64,
+    data_download: u64,
+    data_total: u64,
+    received_at: &'a str,
+}
+
+pub async fn adjustments(ledger: &UsageLedger, args: AdjustmentsArgs) -> Result<ExitCode> {
+    if args.start >= args.end {
+        return Err(Failure::Usage("--start must be earlier than --end".into()));
+    }
+    let closes: Vec<Close> = ledger
+        .closes()
+        .await
+        .or_fail(ledger)?
+        .into_iter()
+        .filter(|c| c.overlaps(args.account.as_deref(), args.start, args.end))
+        .collect();
+    let mut rows: Vec<(Close, Adjustment)> = Vec::new();
+    for close in closes {
+        for adjustment in ledger.adjustments(&close).await.or_fail(ledger)? {
+            let in_range =
+                args.start <= adjustment.booked_hour && adjustment.booked_hour < args.end;
+            let account = args
+                .account
+                .as_deref()
+                .is_none_or(|a| adjustment.booking.account_sid.as_deref() == Some(a));
+            if in_range && account {
+                rows.push((close.clone(), adjustment));
+            }
+        }
+    }
+    rows.sort_by(|a, b| {
+        (&a.1.received_at, &a.1.event_sid).cmp(&(&b.1.received_at, &b.1.event_sid))
+    });
+    let records: Vec<AdjustmentJson<'_>> = rows
+        .iter()
+        .map(|(close, a)| AdjustmentJson {
+            period_start: z_time(close.start),
+            period_end: z_time(close.end),
+            event_sid: &a.event_sid,
+            account_sid: a.booking.account_sid.as_deref(),
+            sim_sid: &a.booking.sim_sid,
+            fleet_sid: a.booking.fleet_sid.as_deref(),
+            network_sid: a.booking.network_sid.as_deref(),
+            iso_country: a.booking.iso_country.as_deref(),
+            booked_hour: z_time(a.booked_hour),
+            data_upload: a.usage.upload,
+            data_download: a.usage.download,
+            data_total: a.usage.total,
+            received_at: &a.received_at,
+        })
+        .collect();
+    let text = match args.format {
+        ReportFormat::Json => json(&records)?,
+        ReportFormat::Csv => {
+            let mut out = String::from(
+                "period_start,period_end,event_sid,account_sid,sim_sid,fleet_sid,network_sid,iso_country,booked_hour,data_upload,data_download,data_total,received_at\n",
+            );
+            for r in &records {
+                let text = [
+                    r.period_start.clone(),
+                    r.period_end.clone(),
+                    r.event_sid.to_owned(),
+                    r.account_sid.unwrap_or_default().to_owned(),
+                    r.sim_sid.to_owned(),
+                    r.fleet_sid.unwrap_or_default().to_owned(),
+                    r.network_sid.unwrap_or_default().to_owned(),
+                    r.iso_country.unwrap_or_default().to_owned(),
+                    r.booked_hour.clone(),
+                ];
+                let mut cells: Vec<String> = text.iter().map(|c| csv_field(c)).collect();
+                cells.extend([r.data_upload, r.data_download, r.data_total].map(|n| n.to_string()));
+                cells.push(csv_field(r.received_at));
+                out.push_str(&cells.join(","));
+                out.push('\n');
+            }
+            out
+        }
+        ReportFormat::Table if records.is_empty() => "No adjustments.\n".to_owned(),
+        ReportFormat::Table => {
+            let mut table = Table::new(&[
+                ("PERIOD", Align::Left),
+                ("EVENT", Align::Left),
+                ("SIM", Align::Left),
+                ("BOOKED", Align::Left),
+                ("TOTAL", Align::Right),
+                ("RECEIVED", Align::Left),
+            ]);
+            let mut total = 0u64;
+            for r in &records {
+                total = total.saturating_add(r.data_total);
+                table.row(vec![
+                    format!("{}..{}", r.period_start, r.period_end),
+                    r.event_sid.to_owned(),
+                    r.sim_sid.to_owned(),
+                    r.booked_hour.clone(),
+                    r.data_total.to_string(),
+                    r.received_at.to_owned(),
+                ]);
+            }
+            table.footer(vec![
+                format!("TOTAL ({} adjustments)", records.len()),
+                String::new(),
+                String::new(),
+                String::new(),
+                total.to_string(),
+            ]);
+            table.render()
+        }
+    };
+    print(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+const VERIFY_EXAMPLES: &str = "\
+Examples:
+  kore-usage verify-close --start 2024-11-01T00:00:00Z --end 2024-12-01T00:00:00Z
+  kore-usage verify-close --start 2024-11-01T00:00:00Z --end 2024-12-01T00:00:00Z --account AC..
+
+Recomputes the snapshot's SHA-256 and checks, booking by booking, that the snapshot plus the
+adjustments equal the live rollups. Exit 1 if anything differs.";
+
+/// Check a closed period: its snapshot's hash, and snapshot + adjustments = live usage.
+#[derive(Debug, clap::Args)]
+#[command(after_help = VERIFY_EXAMPLES)]
+pub struct VerifyArgs {
+    #[arg(long, value_name = "TIME", value_parser = parse_z_time)]
+    pub start: DateTime<Utc>,
+    #[arg(long, value_name = "TIME", value_parser = parse_z_time)]
+    pub end: DateTime<Utc>,
+    /// The account the period was closed for (without it: the close of every account).
+    #[arg(long, value_name = "AC..")]
+    pub account: Option<String>,
+}
+
+pub async fn verify(ledger: &UsageLedger, args: VerifyArgs) -> Result<ExitCode> {
+    whole_days(args.start, args.end)?;
+    let close = closed(ledger, args.account.as_deref(), args.start, args.end).await?;
+    let problems = ledger.verify_close(&close).await.or_fail(ledger)?;
+    let mut text = String::new();
+    for problem in &problems {
+        text.push_str(problem);
+        text.push('\n');
+    }
+    if problems.is_empty() {
+        text.push_str(&format!(
+            "The close of {} from {} to {} holds: its snapshot hashes to {}, and snapshot plus adjustments equal the live usage.\n",
+            close.account_sid.as_deref().unwrap_or("every account"),
+            z_time(close.start),
+            z_time(close.end),
+            close.snapshot_sha256.as_deref().unwrap_or_default()
+        ));
+    }
+    print(&text)?;
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The finished close of exactly this period, or why there is none.
+pub async fn closed(
+    ledger: &UsageLedger,
+    account: Option<&str>,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<Close> {
+    let close = ledger
+        .find_close(account, start, end)
+        .await
+        .or_fail(ledger)?
+        .ok_or_else(|| {
+            Failure::Failed(format!(
+                "no period from {} to {} was closed{}",
+                z_time(start),
+                z_time(end),
+                account.map(|a| format!(" for {a}")).unwrap_or_default()
+            ))
+        })?;
+    if close.state != CloseState::Closed {
+        return Err(Failure::Failed(format!(
+            "the close from {} to {} has no snapshot yet: run the same close again to finish it",
+            z_time(start),
+            z_time(end)
+        )));
+    }
+    Ok(close)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_have_a_unit() {
+        assert_eq!(parse_duration("48h"), Ok(Duration::from_secs(48 * 3600)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(2 * 86_400)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        for bad in ["48", "h", "1.5h", "-1h", "1w", ""] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(humane(Duration::from_secs(48 * 3600)), "2d");
+        assert_eq!(humane(Duration::from_secs(90)), "90s");
+    }
+}

@@ -1,0 +1,360 @@
+//! `kore-usage compare`: the ledger against the provider's UsageRecords, SIM by SIM and
+//! bucket by bucket, with the likely cause of each difference.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kore_ingest_shared::event::ConnectionEvent;
+use kore_ingest_shared::ledger::UsageLedger;
+use kore_ingest_shared::ledger::reports::SessionSummary;
+use kore_ingest_shared::usage::{
+    Granularity, GroupBy, GroupValue, UsageFilters, UsageQuery, days_between, z_time,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::close::parse_duration;
+use crate::failure::{Failure, OrFail, Result};
+use crate::output::{Align, Format, Table, json, print};
+
+const EXAMPLES: &str = "\
+Examples:
+  kore-usage compare --usage-records november-page-1.json november-page-2.json
+  kore-usage compare --usage-records records.json --as-of 2024-12-02T12:00:00Z --format json
+
+Reads the JSON the KORE or Twilio UsageRecords API returns (`usage_records`, grouped by SIM,
+hourly or daily; any number of pages) and compares each record with the ledger. A difference
+is explained as: a window the ledger never received (one of the SIM's sessions has a gap),
+the provider's settlement delay (the provider shows less, and the bucket ended less than
+--settlement before --as-of), or a window that crossed the bucket's boundary (its bytes are
+the difference). Anything else is unexplained, and the exit code is then 1.";
+
+/// Compare the ledger with the provider's UsageRecords, and explain each difference.
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXAMPLES)]
+pub struct Args {
+    /// UsageRecords pages, as the API returned them.
+    #[arg(long = "usage-records", value_name = "FILE", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+    /// When the provider's figures were taken (default: now).
+    #[arg(long, value_name = "TIME", value_parser = crate::usage::parse_z_time)]
+    pub as_of: Option<DateTime<Utc>>,
+    /// How long the provider may take to show usage (UsageRecords: typically 48 hours).
+    #[arg(long, value_name = "DURATION", default_value = "48h", value_parser = parse_duration)]
+    pub settlement: Duration,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+#[derive(Debug, Deserialize)]
+struct Page {
+    usage_records: Vec<ProviderRecord>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ProviderRecord {
+    sim_sid: Option<String>,
+    period: ProviderPeriod,
+    #[serde(default)]
+    data_total: Option<u64>,
+    #[serde(default)]
+    data_upload: Option<u64>,
+    #[serde(default)]
+    data_download: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ProviderPeriod {
+    start_time: String,
+    end_time: String,
+}
+
+/// One compared bucket. The JSON keys are a contract.
+#[derive(Debug, Clone, Serialize)]
+struct Comparison {
+    sim_sid: String,
+    start_time: String,
+    end_time: String,
+    ledger_total: u64,
+    provider_total: u64,
+    difference: i128,
+    /// `match`, `session-gap`, `settlement`, `boundary` or `unexplained`.
+    cause: &'static str,
+    detail: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    records: usize,
+    matching: usize,
+    explained: usize,
+    unexplained: usize,
+    differences: Vec<Comparison>,
+}
+
+fn parse_time(text: &str, file: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| Failure::Failed(format!("{file}: `{text}` is not an RFC 3339 time")))
+}
+
+/// Provider records: (SIM, start, end) -> bytes.
+type Buckets = BTreeMap<(String, DateTime<Utc>, DateTime<Utc>), u64>;
+
+fn read_pages(files: &[PathBuf]) -> Result<Buckets> {
+    let mut buckets = Buckets::new();
+    for path in files {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Failure::Failed(format!("cannot read {name}: {e}")))?;
+        let page: Page = serde_json::from_str(&text)
+            .map_err(|e| Failure::Failed(format!("{name} is not a UsageRecords page: {e}")))?;
+        for record in page.usage_records {
+            let sim = record.sim_sid.ok_or_else(|| {
+                Failure::Failed(format!(
+                    "{name}: a record without sim_sid (fetch the records with Group=sim)"
+                ))
+            })?;
+            let start = parse_time(&record.period.start_time, &name)?;
+            let end = parse_time(&record.period.end_time, &name)?;
+            let total = record.data_total.unwrap_or_else(|| {
+                record.data_upload.unwrap_or(0) + record.data_download.unwrap_or(0)
+            });
+            *buckets.entry((sim, start, end)).or_default() += total;
+        }
+    }
+    Ok(buckets)
+}
+
+pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
+    let provider = read_pages(&args.files)?;
+    let as_of = args.as_of.unwrap_or_else(Utc::now);
+    let settlement = chrono::Duration::from_std(args.settlement).unwrap_or_default();
+
+    // The ledger's figure for every bucket, one query per bucket length.
+    let mut ledger_totals: BTreeMap<(String, DateTime<Utc>, DateTime<Utc>), u64> = BTreeMap::new();
+    let mut by_length: BTreeMap<i64, (DateTime<Utc>, DateTime<Utc>)> = BTreeMap::new();
+    for (_, start, end) in provider.keys() {
+        let span = by_length
+            .entry((*end - *start).num_seconds())
+            .or_insert((*start, *end));
+        span.0 = span.0.min(*start);
+        span.1 = span.1.max(*end);
+    }
+    for (length, (start, end)) in by_length {
+        let granularity = match length {
+            3600 => Granularity::Hour,
+            86_400 => Granularity::Day,
+            _ => {
+                return Err(Failure::Failed(format!(
+                    "buckets of {length} s: compare takes hourly or daily UsageRecords"
+                )));
+            }
+        };
+        let query = UsageQuery::new(
+            start,
+            end,
+            granularity,
+            Some(GroupBy::Sim),
+            UsageFilters::default(),
+        )
+        .map_err(|e| Failure::Failed(format!("the records' periods: {e}")))?;
+        for record in ledger.usage(&query).await.or_fail(ledger)? {
+            let Some(GroupValue::Sim { sim_sid, .. }) = record.group else {
+                continue;
+            };
+            *ledger_totals
+                .entry((sim_sid, record.period.start_time, record.period.end_time))
+                .or_default() += record.data_total;
+        }
+    }
+
+    let mut comparisons = Vec::new();
+    let mut matching = 0;
+    let mut evidence: BTreeMap<String, (Vec<ConnectionEvent>, Vec<SessionSummary>)> =
+        BTreeMap::new();
+    for ((sim, start, end), provider_total) in &provider {
+        let ledger_total = ledger_totals
+            .get(&(sim.clone(), *start, *end))
+            .copied()
+            .unwrap_or(0);
+        let difference = i128::from(*provider_total) - i128::from(ledger_total);
+        if difference == 0 {
+            matching += 1;
+            continue;
+        }
+        if !evidence.contains_key(sim) {
+            let days = days_between(*start - (*end - *start), *end + (*end - *start));
+            let range = days.first().copied().zip(days.last().copied());
+            let events = ledger
+                .sim_events(sim, range)
+                .await
+                .or_fail(ledger)?
+                .into_iter()
+                .map(|(_, e)| e)
+                .collect();
+            let sessions = ledger.sim_sessions(sim).await.or_fail(ledger)?;
+            evidence.insert(sim.clone(), (events, sessions));
+        }
+        let (events, sessions) = &evidence[sim];
+        let (cause, detail) = explain(
+            difference,
+            (*start, *end),
+            events,
+            sessions,
+            as_of,
+            settlement,
+        );
+        comparisons.push(Comparison {
+            sim_sid: sim.clone(),
+            start_time: z_time(*start),
+            end_time: z_time(*end),
+            ledger_total,
+            provider_total: *provider_total,
+            difference,
+            cause,
+            detail,
+        });
+    }
+    let unexplained = comparisons
+        .iter()
+        .filter(|c| c.cause == "unexplained")
+        .count();
+    let summary = Summary {
+        records: provider.len(),
+        matching,
+        explained: comparisons.len() - unexplained,
+        unexplained,
+        differences: comparisons,
+    };
+    let text = match args.format {
+        Format::Json => json(&summary)?,
+        Format::Table => table(&summary),
+    };
+    print(&text)?;
+    Ok(if unexplained > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The likely cause of a difference (provider minus ledger) in one SIM's bucket.
+fn explain(
+    difference: i128,
+    (start, end): (DateTime<Utc>, DateTime<Utc>),
+    events: &[ConnectionEvent],
+    sessions: &[SessionSummary],
+    as_of: DateTime<Utc>,
+    settlement: chrono::Duration,
+) -> (&'static str, Option<String>) {
+    if difference < 0 && end > as_of - settlement {
+        return (
+            "settlement",
+            Some(format!(
+                "the bucket ended {} before the provider's figures were taken; the provider may not show all of it yet",
+                humane(as_of - end)
+            )),
+        );
+    }
+    // A window whose bytes are the difference and that started in one bucket and ended
+    // in the other: booked here by its end, maybe by its start there.
+    let crossing = events.iter().find(|e| {
+        let (Some(usage), Some(window_start)) = (
+            e.usage,
+            e.session.as_ref().and_then(|s| s.update_start_time),
+        ) else {
+            return false;
+        };
+        let crosses = (window_start < start && start <= e.booked_at && e.booked_at < end)
+            || (start <= window_start && window_start < end && e.booked_at >= end);
+        crosses && i128::from(usage.total) == difference.abs()
+    });
+    if let Some(e) = crossing {
+        return (
+            "boundary",
+            Some(format!(
+                "window {} ran across the bucket's boundary ({} B)",
+                e.key,
+                e.usage.map_or(0, |u| u.total)
+            )),
+        );
+    }
+    if difference > 0 {
+        let active: Vec<&str> = events
+            .iter()
+            .filter(|e| start <= e.booked_at && e.booked_at < end)
+            .filter_map(|e| e.session.as_ref().map(|s| s.sid.as_str()))
+            .collect();
+        let gap = sessions.iter().find(|s| {
+            let missing = s
+                .cumulative
+                .map_or(0, |c| i128::from(c.total) - i128::from(s.windows.total));
+            s.has_gap() && active.contains(&s.session_sid.as_str()) && missing >= difference
+        });
+        if let Some(session) = gap {
+            let missing = session
+                .cumulative
+                .map_or(0, |c| c.total.saturating_sub(session.windows.total));
+            return (
+                "session-gap",
+                Some(format!(
+                    "session {} reports {missing} B more than the windows the ledger received: a window never arrived",
+                    session.session_sid
+                )),
+            );
+        }
+    }
+    ("unexplained", None)
+}
+
+fn humane(span: chrono::Duration) -> String {
+    let hours = span.num_hours();
+    if hours >= 1 {
+        format!("{hours} h")
+    } else {
+        format!("{} min", span.num_minutes().max(0))
+    }
+}
+
+fn table(summary: &Summary) -> String {
+    let mut out = String::new();
+    if !summary.differences.is_empty() {
+        let mut table = Table::new(&[
+            ("SIM", Align::Left),
+            ("START", Align::Left),
+            ("END", Align::Left),
+            ("LEDGER", Align::Right),
+            ("PROVIDER", Align::Right),
+            ("DIFFERENCE", Align::Right),
+            ("CAUSE", Align::Left),
+        ]);
+        for c in &summary.differences {
+            table.row(vec![
+                c.sim_sid.clone(),
+                c.start_time.clone(),
+                c.end_time.clone(),
+                c.ledger_total.to_string(),
+                c.provider_total.to_string(),
+                c.difference.to_string(),
+                c.cause.to_owned(),
+            ]);
+        }
+        out.push_str(&table.render());
+        for c in summary.differences.iter().filter(|c| c.detail.is_some()) {
+            out.push_str(&format!(
+                "{} {}: {}\n",
+                c.sim_sid,
+                c.start_time,
+                c.detail.as_deref().unwrap_or_default()
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "{} records compared: {} match, {} differ with a likely cause, {} unexplained.\n",
+        summary.records, summary.matching, summary.explained, summary.unexplained
+    ));
+    out
+}

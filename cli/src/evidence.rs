@@ -1,0 +1,387 @@
+//! `kore-usage evidence` (every usage event behind a SIM's usage, for a dispute) and
+//! `kore-usage export` (every event of a range with its normalized fields, streamed, for a
+//! billing system or Athena).
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+use clap::ValueEnum;
+use kore_ingest_shared::event::{ConnectionEvent, DataVolume};
+use kore_ingest_shared::ledger::{StoredEvent, UsageLedger};
+use kore_ingest_shared::usage::{Booking, days_between, z_time};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::failure::{Failure, OrFail, Result};
+use crate::output::{csv_field, json, print};
+use crate::usage::parse_z_time;
+
+const EVIDENCE_EXAMPLES: &str = "\
+Examples:
+  kore-usage evidence --sim HS11112222333344445555666677778888 \\
+      --start 2024-11-01T00:00:00Z --end 2024-12-01T00:00:00Z
+  kore-usage evidence --sim HS11112222333344445555666677778888 \\
+      --start 2024-11-03T00:00:00Z --end 2024-11-04T00:00:00Z --format csv
+
+Every usage event counted for the SIM in the range (booked by the hour its window ended), with
+its window, bytes, booking, session, who delivered it and the hash of its stored data. The
+total equals `kore-usage usage --sim` over the same range.";
+
+/// Every usage event counted for a SIM in a range: the evidence behind an invoice line.
+#[derive(Debug, clap::Args)]
+#[command(after_help = EVIDENCE_EXAMPLES)]
+pub struct EvidenceArgs {
+    #[arg(long, value_name = "HS..")]
+    pub sim: String,
+    /// Start of the range, included (UTC, Z form, a whole hour).
+    #[arg(long, value_name = "TIME", value_parser = parse_z_time)]
+    pub start: DateTime<Utc>,
+    /// End of the range, excluded.
+    #[arg(long, value_name = "TIME", value_parser = parse_z_time)]
+    pub end: DateTime<Utc>,
+    #[arg(long, value_enum, default_value_t = EvidenceFormat::Json)]
+    pub format: EvidenceFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EvidenceFormat {
+    Json,
+    Csv,
+}
+
+/// One counted event. The JSON keys are a contract.
+#[derive(Debug, Serialize)]
+struct EvidenceRow {
+    event_sid: String,
+    window_start: Option<String>,
+    window_end: String,
+    data_upload: u64,
+    data_download: u64,
+    data_total: u64,
+    account_sid: Option<String>,
+    fleet_sid: Option<String>,
+    network_sid: Option<String>,
+    iso_country: Option<String>,
+    data_session_sid: Option<String>,
+    deliveries: Vec<String>,
+    data_sha256: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Total {
+    data_upload: u64,
+    data_download: u64,
+    data_total: u64,
+    usage_events: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Evidence {
+    sim_sid: String,
+    start_time: String,
+    end_time: String,
+    events: Vec<EvidenceRow>,
+    total: Total,
+}
+
+fn range_check(start: DateTime<Utc>, end: DateTime<Utc>) -> Result<()> {
+    if start >= end {
+        return Err(Failure::Usage("--start must be earlier than --end".into()));
+    }
+    if !kore_ingest_shared::usage::is_whole_hour(start)
+        || !kore_ingest_shared::usage::is_whole_hour(end)
+    {
+        return Err(Failure::Usage(
+            "--start and --end must be on whole hours, e.g. 2024-11-01T00:00:00Z".into(),
+        ));
+    }
+    Ok(())
+}
+
+pub async fn evidence(ledger: &UsageLedger, args: EvidenceArgs) -> Result<ExitCode> {
+    range_check(args.start, args.end)?;
+    let days = days_between(args.start, args.end);
+    let range = days.first().copied().zip(days.last().copied());
+    let mut counted: Vec<(StoredEvent, ConnectionEvent)> = ledger
+        .sim_events(&args.sim, range)
+        .await
+        .or_fail(ledger)?
+        .into_iter()
+        .filter(|(_, e)| {
+            let hour = e.booking_hour();
+            e.usage.is_some() && args.start <= hour && hour < args.end
+        })
+        .collect();
+    counted.sort_by(|a, b| (a.1.booked_at, &a.1.key).cmp(&(b.1.booked_at, &b.1.key)));
+    let mut total = Total::default();
+    let overflow = || Failure::Failed("the totals overflow a 64-bit count".into());
+    let mut events = Vec::with_capacity(counted.len());
+    for (stored, event) in counted {
+        let usage = event.usage.unwrap_or_default();
+        total.data_upload = total
+            .data_upload
+            .checked_add(usage.upload)
+            .ok_or_else(overflow)?;
+        total.data_download = total
+            .data_download
+            .checked_add(usage.download)
+            .ok_or_else(overflow)?;
+        total.data_total = total
+            .data_total
+            .checked_add(usage.total)
+            .ok_or_else(overflow)?;
+        total.usage_events += 1;
+        events.push(row(&stored, &event, usage));
+    }
+    let evidence = Evidence {
+        sim_sid: args.sim.clone(),
+        start_time: z_time(args.start),
+        end_time: z_time(args.end),
+        events,
+        total,
+    };
+    let text = match args.format {
+        EvidenceFormat::Json => json(&evidence)?,
+        EvidenceFormat::Csv => {
+            let mut out = String::from(CSV_HEADER);
+            for r in &evidence.events {
+                out.push_str(&csv_row(r));
+            }
+            let t = &evidence.total;
+            out.push_str(&format!(
+                "TOTAL,,,{},{},{},,,,,,{} events,\n",
+                t.data_upload, t.data_download, t.data_total, t.usage_events
+            ));
+            out
+        }
+    };
+    print(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+const CSV_HEADER: &str = "event_sid,window_start,window_end,data_upload,data_download,data_total,account_sid,fleet_sid,network_sid,iso_country,data_session_sid,deliveries,data_sha256\n";
+
+fn row(stored: &StoredEvent, event: &ConnectionEvent, usage: DataVolume) -> EvidenceRow {
+    let booking = Booking::of(event);
+    let session = event.session.as_ref();
+    EvidenceRow {
+        event_sid: event.key.as_str().to_owned(),
+        window_start: session.and_then(|s| s.update_start_time).map(z_time),
+        window_end: z_time(event.booked_at),
+        data_upload: usage.upload,
+        data_download: usage.download,
+        data_total: usage.total,
+        account_sid: event.account_sid.clone(),
+        fleet_sid: event.fleet_sid.clone(),
+        network_sid: booking.as_ref().and_then(|b| b.network_sid.clone()),
+        iso_country: booking.and_then(|b| b.iso_country),
+        data_session_sid: session.map(|s| s.sid.clone()),
+        deliveries: stored.deliveries.clone(),
+        data_sha256: stored.data_hash.map(|h| h.to_hex()),
+    }
+}
+
+fn csv_row(r: &EvidenceRow) -> String {
+    let text = |v: &Option<String>| csv_field(v.as_deref().unwrap_or_default());
+    let mut deliveries = r.deliveries.clone();
+    deliveries.sort();
+    format!(
+        "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+        csv_field(&r.event_sid),
+        text(&r.window_start),
+        csv_field(&r.window_end),
+        r.data_upload,
+        r.data_download,
+        r.data_total,
+        text(&r.account_sid),
+        text(&r.fleet_sid),
+        text(&r.network_sid),
+        text(&r.iso_country),
+        text(&r.data_session_sid),
+        csv_field(&deliveries.join(" ")),
+        text(&r.data_sha256),
+    )
+}
+
+const EXPORT_EXAMPLES: &str = "\
+Examples:
+  kore-usage export --start 2024-11-01T00:00:00Z --end 2024-12-01T00:00:00Z --format jsonl > november.jsonl
+  kore-usage export --start 2024-11-03T00:00:00Z --end 2024-11-04T00:00:00Z --format csv
+
+Every event of the range, one line each, written as it is read (memory does not grow with
+the range): usage events booked in the range, SIM by SIM and day by day, then the events
+without usage whose time is in the range. JSON lines carry the stored `data` too.";
+
+/// Every event of a range with its normalized fields, streamed, for loading elsewhere.
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXPORT_EXAMPLES)]
+pub struct ExportArgs {
+    #[arg(long, value_name = "TIME", value_parser = parse_z_time)]
+    pub start: DateTime<Utc>,
+    #[arg(long, value_name = "TIME", value_parser = parse_z_time)]
+    pub end: DateTime<Utc>,
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Jsonl,
+    Csv,
+}
+
+/// One exported event. The JSON keys are a contract.
+#[derive(Debug, Serialize)]
+struct ExportRow<'a> {
+    event_sid: &'a str,
+    event_type: &'a str,
+    kind: &'a str,
+    event_time: String,
+    booked_hour: Option<String>,
+    account_sid: Option<&'a str>,
+    sim_sid: Option<&'a str>,
+    fleet_sid: Option<&'a str>,
+    network_sid: Option<&'a str>,
+    network_name: Option<&'a str>,
+    iso_country: Option<&'a str>,
+    data_session_sid: Option<&'a str>,
+    window_start: Option<String>,
+    window_end: Option<String>,
+    data_upload: Option<u64>,
+    data_download: Option<u64>,
+    data_total: Option<u64>,
+    deliveries: &'a [String],
+    received_at: Option<&'a str>,
+    data_sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a RawValue>,
+}
+
+const EXPORT_CSV_HEADER: &str = "event_sid,event_type,kind,event_time,booked_hour,account_sid,sim_sid,fleet_sid,network_sid,network_name,iso_country,data_session_sid,window_start,window_end,data_upload,data_download,data_total,deliveries,received_at,data_sha256\n";
+
+fn export_line(
+    stored: &StoredEvent,
+    event: &ConnectionEvent,
+    format: ExportFormat,
+) -> Result<String> {
+    let network = event.network.as_ref();
+    let session = event.session.as_ref();
+    let data: Option<&RawValue> = match format {
+        ExportFormat::Jsonl => serde_json::from_str(&stored.data).ok(),
+        ExportFormat::Csv => None,
+    };
+    let row = ExportRow {
+        event_sid: event.key.as_str(),
+        event_type: &event.event_type,
+        kind: event.kind.name(),
+        event_time: z_time(event.event_time),
+        booked_hour: event.usage.map(|_| z_time(event.booking_hour())),
+        account_sid: event.account_sid.as_deref(),
+        sim_sid: event.sim_sid.as_deref(),
+        fleet_sid: event.fleet_sid.as_deref(),
+        network_sid: network.and_then(|n| n.sid.as_deref()),
+        network_name: network.and_then(|n| n.friendly_name.as_deref()),
+        iso_country: network.and_then(|n| n.iso_country.as_deref()),
+        data_session_sid: session.map(|s| s.sid.as_str()),
+        window_start: session.and_then(|s| s.update_start_time).map(z_time),
+        window_end: event.usage.map(|_| z_time(event.booked_at)),
+        data_upload: event.usage.map(|u| u.upload),
+        data_download: event.usage.map(|u| u.download),
+        data_total: event.usage.map(|u| u.total),
+        deliveries: &stored.deliveries,
+        received_at: stored.received_at.as_deref(),
+        data_sha256: stored.data_hash.map(|h| h.to_hex()),
+        data,
+    };
+    Ok(match format {
+        ExportFormat::Jsonl => {
+            serde_json::to_string(&row)
+                .map_err(|e| Failure::Failed(format!("cannot write JSON: {e}")))?
+                + "\n"
+        }
+        ExportFormat::Csv => {
+            let text = |v: Option<&str>| csv_field(v.unwrap_or_default());
+            let number = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
+            [
+                text(Some(row.event_sid)),
+                text(Some(row.event_type)),
+                text(Some(row.kind)),
+                text(Some(&row.event_time)),
+                text(row.booked_hour.as_deref()),
+                text(row.account_sid),
+                text(row.sim_sid),
+                text(row.fleet_sid),
+                text(row.network_sid),
+                text(row.network_name),
+                text(row.iso_country),
+                text(row.data_session_sid),
+                text(row.window_start.as_deref()),
+                text(row.window_end.as_deref()),
+                number(row.data_upload),
+                number(row.data_download),
+                number(row.data_total),
+                csv_field(&row.deliveries.join(" ")),
+                text(row.received_at),
+                text(row.data_sha256.as_deref()),
+            ]
+            .join(",")
+                + "\n"
+        }
+    })
+}
+
+pub async fn export(ledger: &UsageLedger, args: ExportArgs) -> Result<ExitCode> {
+    range_check(args.start, args.end)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let write = |out: &mut std::io::BufWriter<std::io::StdoutLock<'_>>, text: &str| match out
+        .write_all(text.as_bytes())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(Failure::Failed(format!(
+            "cannot write to standard output: {e}"
+        ))),
+        Ok(()) => Ok(true),
+    };
+    if args.format == ExportFormat::Csv && !write(&mut out, EXPORT_CSV_HEADER)? {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Day by day, SIM by SIM: only one SIM's day of events is held at a time.
+    for day in days_between(args.start, args.end) {
+        for sim in ledger.sims_with_usage(day).await.or_fail(ledger)? {
+            let mut events = ledger
+                .sim_events(&sim, Some((day, day)))
+                .await
+                .or_fail(ledger)?;
+            events.sort_by(|a, b| (a.1.booked_at, &a.1.key).cmp(&(b.1.booked_at, &b.1.key)));
+            for (stored, event) in &events {
+                let hour = event.booking_hour();
+                if hour < args.start || hour >= args.end {
+                    continue;
+                }
+                if !write(&mut out, &export_line(stored, event, args.format)?)? {
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+        }
+    }
+    for day in days_between(args.start, args.end) {
+        let mut events = ledger
+            .events_without_usage(day, args.start, args.end)
+            .await
+            .or_fail(ledger)?;
+        events.sort_by(|a, b| (a.1.event_time, &a.1.key).cmp(&(b.1.event_time, &b.1.key)));
+        for (stored, event) in &events {
+            if !write(&mut out, &export_line(stored, event, args.format)?)? {
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    }
+    match out.flush() {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::Failed(format!(
+            "cannot write to standard output: {e}"
+        ))),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
