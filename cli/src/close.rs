@@ -8,16 +8,14 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use kore_ingest_shared::ledger::LedgerConfig;
 use kore_ingest_shared::ledger::UsageLedger;
-use kore_ingest_shared::ledger::closes::{
-    Adjustment, Close, CloseError, CloseState, is_whole_day, settle_time,
-};
+use kore_ingest_shared::ledger::closes::{Adjustment, Close, CloseError, CloseState, settle_time};
 use kore_ingest_shared::usage::z_time;
 use serde::Serialize;
 
 use crate::failure::{Failure, OrFail, Result, describe};
 use crate::output::{Align, Format, Table, csv_field, json, print};
 use crate::report::ReportFormat;
-use crate::usage::parse_z_time;
+use crate::usage::TimeRange;
 
 const CLOSE_EXAMPLES: &str = "\
 Examples:
@@ -38,12 +36,8 @@ snapshot is finished by running the same command again.";
 #[derive(Debug, clap::Args)]
 #[command(after_help = CLOSE_EXAMPLES)]
 pub struct CloseArgs {
-    /// First day of the period (midnight UTC, included), e.g. 2024-11-01T00:00:00Z.
-    #[arg(long, value_name = "TIME", value_parser = parse_z_time)]
-    pub start: DateTime<Utc>,
-    /// End of the period (midnight UTC, excluded).
-    #[arg(long, value_name = "TIME", value_parser = parse_z_time)]
-    pub end: DateTime<Utc>,
+    #[command(flatten)]
+    pub range: TimeRange,
     /// Only this account (AC...); without it, every account.
     #[arg(long, value_name = "AC..")]
     pub account: Option<String>,
@@ -83,18 +77,6 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
         .ok_or_else(|| HELP.to_owned())
 }
 
-fn whole_days(start: DateTime<Utc>, end: DateTime<Utc>) -> Result<()> {
-    if !is_whole_day(start) || !is_whole_day(end) {
-        return Err(Failure::Usage(
-            "--start and --end must be at midnight UTC: a closed period is whole days".into(),
-        ));
-    }
-    if start >= end {
-        return Err(Failure::Usage("--start must be earlier than --end".into()));
-    }
-    Ok(())
-}
-
 /// The JSON keys are a contract.
 #[derive(Debug, Serialize)]
 struct CloseJson<'a> {
@@ -127,18 +109,18 @@ impl<'a> From<&'a Close> for CloseJson<'a> {
 }
 
 pub async fn close(ledger: &UsageLedger, args: CloseArgs) -> Result<ExitCode> {
-    whole_days(args.start, args.end)?;
-    let settles_at = args.end + chrono::Duration::from_std(args.grace).unwrap_or_default();
+    args.range.whole_days()?;
+    let settles_at = args.range.end + chrono::Duration::from_std(args.grace).unwrap_or_default();
     if Utc::now() < settles_at && !args.force {
         return Err(Failure::Failed(format!(
             "the period ends at {} and usage keeps arriving for {}: close it after {}, or pass --force",
-            z_time(args.end),
+            z_time(args.range.end),
             humane(args.grace),
             z_time(settles_at)
         )));
     }
     let registered = ledger
-        .register_close(args.account.as_deref(), args.start, args.end)
+        .register_close(args.account.as_deref(), args.range.start, args.range.end)
         .await
         .map_err(|e| match e {
             CloseError::Ledger(error) => Failure::Failed(describe(&error, ledger.table_name())),
@@ -192,12 +174,8 @@ what to invoice as a correction of that period.";
 #[derive(Debug, clap::Args)]
 #[command(after_help = ADJUSTMENTS_EXAMPLES)]
 pub struct AdjustmentsArgs {
-    /// Start of the range, included (UTC, Z form, a whole hour).
-    #[arg(long, value_name = "TIME", value_parser = parse_z_time)]
-    pub start: DateTime<Utc>,
-    /// End of the range, excluded.
-    #[arg(long, value_name = "TIME", value_parser = parse_z_time)]
-    pub end: DateTime<Utc>,
+    #[command(flatten)]
+    pub range: TimeRange,
     /// Only this account's adjustments.
     #[arg(long, value_name = "AC..")]
     pub account: Option<String>,
@@ -225,21 +203,19 @@ struct AdjustmentJson<'a> {
 }
 
 pub async fn adjustments(ledger: &UsageLedger, args: AdjustmentsArgs) -> Result<ExitCode> {
-    if args.start >= args.end {
-        return Err(Failure::Usage("--start must be earlier than --end".into()));
-    }
+    args.range.whole_hours()?;
     let closes: Vec<Close> = ledger
         .closes()
         .await
         .or_fail(ledger)?
         .into_iter()
-        .filter(|c| c.overlaps(args.account.as_deref(), args.start, args.end))
+        .filter(|c| c.overlaps(args.account.as_deref(), args.range.start, args.range.end))
         .collect();
     let mut rows: Vec<(Close, Adjustment)> = Vec::new();
     for close in closes {
         for adjustment in ledger.adjustments(&close).await.or_fail(ledger)? {
-            let in_range =
-                args.start <= adjustment.booked_hour && adjustment.booked_hour < args.end;
+            let in_range = args.range.start <= adjustment.booked_hour
+                && adjustment.booked_hour < args.range.end;
             let account = args
                 .account
                 .as_deref()
@@ -344,18 +320,22 @@ adjustments equal the live rollups. Exit 1 if anything differs.";
 #[derive(Debug, clap::Args)]
 #[command(after_help = VERIFY_EXAMPLES)]
 pub struct VerifyArgs {
-    #[arg(long, value_name = "TIME", value_parser = parse_z_time)]
-    pub start: DateTime<Utc>,
-    #[arg(long, value_name = "TIME", value_parser = parse_z_time)]
-    pub end: DateTime<Utc>,
+    #[command(flatten)]
+    pub range: TimeRange,
     /// The account the period was closed for (without it: the close of every account).
     #[arg(long, value_name = "AC..")]
     pub account: Option<String>,
 }
 
 pub async fn verify(ledger: &UsageLedger, args: VerifyArgs) -> Result<ExitCode> {
-    whole_days(args.start, args.end)?;
-    let close = closed(ledger, args.account.as_deref(), args.start, args.end).await?;
+    args.range.whole_days()?;
+    let close = closed(
+        ledger,
+        args.account.as_deref(),
+        args.range.start,
+        args.range.end,
+    )
+    .await?;
     let problems = ledger.verify_close(&close).await.or_fail(ledger)?;
     let mut text = String::new();
     for problem in &problems {

@@ -5,17 +5,15 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use chrono::{DateTime, Utc};
 use clap::ValueEnum;
 use kore_ingest_shared::event::{ConnectionEvent, DataVolume};
 use kore_ingest_shared::ledger::{StoredEvent, UsageLedger};
 use kore_ingest_shared::usage::{Booking, days_between, z_time};
 use serde::Serialize;
-use serde_json::value::RawValue;
 
 use crate::failure::{Failure, OrFail, Result};
 use crate::output::{csv_field, json, print};
-use crate::usage::parse_z_time;
+use crate::usage::TimeRange;
 
 const EVIDENCE_EXAMPLES: &str = "\
 Examples:
@@ -34,12 +32,8 @@ total equals `kore-usage usage --sim` over the same range.";
 pub struct EvidenceArgs {
     #[arg(long, value_name = "HS..")]
     pub sim: String,
-    /// Start of the range, included (UTC, Z form, a whole hour).
-    #[arg(long, value_name = "TIME", value_parser = parse_z_time)]
-    pub start: DateTime<Utc>,
-    /// End of the range, excluded.
-    #[arg(long, value_name = "TIME", value_parser = parse_z_time)]
-    pub end: DateTime<Utc>,
+    #[command(flatten)]
+    pub range: TimeRange,
     #[arg(long, value_enum, default_value_t = EvidenceFormat::Json)]
     pub format: EvidenceFormat,
 }
@@ -85,23 +79,9 @@ struct Evidence {
     total: Total,
 }
 
-fn range_check(start: DateTime<Utc>, end: DateTime<Utc>) -> Result<()> {
-    if start >= end {
-        return Err(Failure::Usage("--start must be earlier than --end".into()));
-    }
-    if !kore_ingest_shared::usage::is_whole_hour(start)
-        || !kore_ingest_shared::usage::is_whole_hour(end)
-    {
-        return Err(Failure::Usage(
-            "--start and --end must be on whole hours, e.g. 2024-11-01T00:00:00Z".into(),
-        ));
-    }
-    Ok(())
-}
-
 pub async fn evidence(ledger: &UsageLedger, args: EvidenceArgs) -> Result<ExitCode> {
-    range_check(args.start, args.end)?;
-    let days = days_between(args.start, args.end);
+    args.range.whole_hours()?;
+    let days = days_between(args.range.start, args.range.end);
     let range = days.first().copied().zip(days.last().copied());
     let mut counted: Vec<(StoredEvent, ConnectionEvent)> = ledger
         .sim_events(&args.sim, range)
@@ -110,7 +90,7 @@ pub async fn evidence(ledger: &UsageLedger, args: EvidenceArgs) -> Result<ExitCo
         .into_iter()
         .filter(|(_, e)| {
             let hour = e.booking_hour();
-            e.usage.is_some() && args.start <= hour && hour < args.end
+            e.usage.is_some() && args.range.start <= hour && hour < args.range.end
         })
         .collect();
     counted.sort_by(|a, b| (a.1.booked_at, &a.1.key).cmp(&(b.1.booked_at, &b.1.key)));
@@ -136,8 +116,8 @@ pub async fn evidence(ledger: &UsageLedger, args: EvidenceArgs) -> Result<ExitCo
     }
     let evidence = Evidence {
         sim_sid: args.sim.clone(),
-        start_time: z_time(args.start),
-        end_time: z_time(args.end),
+        start_time: z_time(args.range.start),
+        end_time: z_time(args.range.end),
         events,
         total,
     };
@@ -217,10 +197,8 @@ without usage whose time is in the range. JSON lines carry the stored `data` too
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXPORT_EXAMPLES)]
 pub struct ExportArgs {
-    #[arg(long, value_name = "TIME", value_parser = parse_z_time)]
-    pub start: DateTime<Utc>,
-    #[arg(long, value_name = "TIME", value_parser = parse_z_time)]
-    pub end: DateTime<Utc>,
+    #[command(flatten)]
+    pub range: TimeRange,
     #[arg(long, value_enum)]
     pub format: ExportFormat,
 }
@@ -255,7 +233,7 @@ struct ExportRow<'a> {
     received_at: Option<&'a str>,
     data_sha256: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<&'a RawValue>,
+    data: Option<serde_json::Value>,
 }
 
 const EXPORT_CSV_HEADER: &str = "event_sid,event_type,kind,event_time,booked_hour,account_sid,sim_sid,fleet_sid,network_sid,network_name,iso_country,data_session_sid,window_start,window_end,data_upload,data_download,data_total,deliveries,received_at,data_sha256\n";
@@ -267,7 +245,9 @@ fn export_line(
 ) -> Result<String> {
     let network = event.network.as_ref();
     let session = event.session.as_ref();
-    let data: Option<&RawValue> = match format {
+    // The stored data as one JSON value on the line (it may have arrived pretty-printed;
+    // `data_sha256` is over its canonical form, whatever the spacing).
+    let data = match format {
         ExportFormat::Jsonl => serde_json::from_str(&stored.data).ok(),
         ExportFormat::Csv => None,
     };
@@ -332,7 +312,7 @@ fn export_line(
 }
 
 pub async fn export(ledger: &UsageLedger, args: ExportArgs) -> Result<ExitCode> {
-    range_check(args.start, args.end)?;
+    args.range.whole_hours()?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let write = |out: &mut std::io::BufWriter<std::io::StdoutLock<'_>>, text: &str| match out
@@ -348,7 +328,7 @@ pub async fn export(ledger: &UsageLedger, args: ExportArgs) -> Result<ExitCode> 
         return Ok(ExitCode::SUCCESS);
     }
     // Day by day, SIM by SIM: only one SIM's day of events is held at a time.
-    for day in days_between(args.start, args.end) {
+    for day in days_between(args.range.start, args.range.end) {
         for sim in ledger.sims_with_usage(day).await.or_fail(ledger)? {
             let mut events = ledger
                 .sim_events(&sim, Some((day, day)))
@@ -357,7 +337,7 @@ pub async fn export(ledger: &UsageLedger, args: ExportArgs) -> Result<ExitCode> 
             events.sort_by(|a, b| (a.1.booked_at, &a.1.key).cmp(&(b.1.booked_at, &b.1.key)));
             for (stored, event) in &events {
                 let hour = event.booking_hour();
-                if hour < args.start || hour >= args.end {
+                if hour < args.range.start || hour >= args.range.end {
                     continue;
                 }
                 if !write(&mut out, &export_line(stored, event, args.format)?)? {
@@ -366,9 +346,9 @@ pub async fn export(ledger: &UsageLedger, args: ExportArgs) -> Result<ExitCode> 
             }
         }
     }
-    for day in days_between(args.start, args.end) {
+    for day in days_between(args.range.start, args.range.end) {
         let mut events = ledger
-            .events_without_usage(day, args.start, args.end)
+            .events_without_usage(day, args.range.start, args.range.end)
             .await
             .or_fail(ledger)?;
         events.sort_by(|a, b| (a.1.event_time, &a.1.key).cmp(&(b.1.event_time, &b.1.key)));

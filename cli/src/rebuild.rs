@@ -2,14 +2,13 @@
 
 use std::process::ExitCode;
 
-use chrono::{DateTime, Utc};
 use kore_ingest_shared::ledger::UsageLedger;
 use kore_ingest_shared::ledger::rebuild::{RebuildReport, RollupDifference};
 use serde::Serialize;
 
-use crate::failure::{Failure, OrFail, Result};
+use crate::failure::{OrFail, Result};
 use crate::output::{Align, Format, Table, json, print};
-use crate::usage::parse_z_time;
+use crate::usage::TimeRange;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -26,12 +25,8 @@ written before per-booking rollups is migrated: run it over every period to be q
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct Args {
-    /// Start of the range, included: a whole hour, UTC, e.g. 2024-11-01T00:00:00Z.
-    #[arg(long, value_name = "TIME", value_parser = parse_z_time)]
-    pub start: DateTime<Utc>,
-    /// End of the range, excluded: a whole hour, UTC.
-    #[arg(long, value_name = "TIME", value_parser = parse_z_time)]
-    pub end: DateTime<Utc>,
+    #[command(flatten)]
+    pub range: TimeRange,
     /// Change nothing; list the rollups that differ from their events (exit 1 if any).
     #[arg(long)]
     pub check: bool,
@@ -85,18 +80,9 @@ struct Summary<'a> {
 }
 
 pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
-    if args.start >= args.end {
-        return Err(Failure::Usage("--start must be earlier than --end".into()));
-    }
-    if !kore_ingest_shared::usage::is_whole_hour(args.start)
-        || !kore_ingest_shared::usage::is_whole_hour(args.end)
-    {
-        return Err(Failure::Usage(
-            "--start and --end must be on whole hours, e.g. 2024-11-01T00:00:00Z".into(),
-        ));
-    }
+    args.range.whole_hours()?;
     let report = ledger
-        .rebuild(args.start, args.end, args.check)
+        .rebuild(args.range.start, args.range.end, args.check)
         .await
         .or_fail(ledger)?;
     let text = match args.format {

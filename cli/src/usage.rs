@@ -6,9 +6,12 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 use clap::ValueEnum;
 use kore_ingest_shared::ledger::UsageLedger;
-use kore_ingest_shared::ledger::closes::{parse_canonical, sha256_hex, snapshot_cells};
+use kore_ingest_shared::ledger::closes::{
+    is_whole_day, parse_canonical, sha256_hex, snapshot_cells,
+};
 use kore_ingest_shared::usage::{
-    Granularity, GroupBy, GroupValue, UsageFilters, UsageQuery, UsageRecord, aggregate, z_time,
+    Granularity, GroupBy, GroupValue, UsageFilters, UsageQuery, UsageRecord, aggregate,
+    is_whole_hour, z_time,
 };
 
 use crate::failure::{Failure, OrFail, Result};
@@ -35,12 +38,8 @@ hours (on whole days for --granularity day). Filters combine.";
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct Args {
-    /// Start of the range, included: a whole hour, UTC, e.g. 2024-11-01T00:00:00Z.
-    #[arg(long, value_name = "TIME", value_parser = parse_z_time)]
-    pub start: DateTime<Utc>,
-    /// End of the range, excluded: a whole hour, UTC.
-    #[arg(long, value_name = "TIME", value_parser = parse_z_time)]
-    pub end: DateTime<Utc>,
+    #[command(flatten)]
+    pub range: TimeRange,
     /// Time buckets: hours, days, or one bucket from --start to --end.
     #[arg(long, value_enum, default_value_t = GranularityArg::All)]
     pub granularity: GranularityArg,
@@ -87,6 +86,46 @@ pub enum GroupArg {
     IsoCountry,
 }
 
+/// `--start` (included) and `--end` (excluded): UTC times in the `Z` form.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TimeRange {
+    /// Start of the range, included: UTC in the Z form, e.g. 2024-11-01T00:00:00Z.
+    #[arg(long, value_name = "TIME", value_parser = parse_z_time)]
+    pub start: DateTime<Utc>,
+    /// End of the range, excluded: UTC in the Z form.
+    #[arg(long, value_name = "TIME", value_parser = parse_z_time)]
+    pub end: DateTime<Utc>,
+}
+
+impl TimeRange {
+    /// A range on whole hours, or wrong usage.
+    pub fn whole_hours(&self) -> Result<()> {
+        if !is_whole_hour(self.start) || !is_whole_hour(self.end) {
+            return Err(Failure::Usage(
+                "--start and --end must be on whole hours, e.g. 2024-11-01T00:00:00Z".into(),
+            ));
+        }
+        self.ordered()
+    }
+
+    /// A range of whole UTC days, or wrong usage.
+    pub fn whole_days(&self) -> Result<()> {
+        if !is_whole_day(self.start) || !is_whole_day(self.end) {
+            return Err(Failure::Usage(
+                "--start and --end must be at midnight UTC: a closed period is whole days".into(),
+            ));
+        }
+        self.ordered()
+    }
+
+    pub fn ordered(&self) -> Result<()> {
+        if self.start >= self.end {
+            return Err(Failure::Usage("--start must be earlier than --end".into()));
+        }
+        Ok(())
+    }
+}
+
 /// A UTC time in the `Z` form, as UsageRecords takes it.
 pub fn parse_z_time(text: &str) -> std::result::Result<DateTime<Utc>, String> {
     const HELP: &str = "must be a UTC time in the Z form, e.g. 2024-11-01T00:00:00Z";
@@ -118,8 +157,14 @@ impl Args {
             network_sid: self.network.clone(),
             iso_country: self.iso_country.clone(),
         };
-        UsageQuery::new(self.start, self.end, granularity, group, filters)
-            .map_err(|e| e.to_string())
+        UsageQuery::new(
+            self.range.start,
+            self.range.end,
+            granularity,
+            group,
+            filters,
+        )
+        .map_err(|e| e.to_string())
     }
 }
 
@@ -155,7 +200,13 @@ async fn closed_records(
             "--closed answers for the whole closed period: use --granularity all".into(),
         ));
     }
-    let close = crate::close::closed(ledger, args.account.as_deref(), args.start, args.end).await?;
+    let close = crate::close::closed(
+        ledger,
+        args.account.as_deref(),
+        args.range.start,
+        args.range.end,
+    )
+    .await?;
     let text = ledger.snapshot_text(&close).await.or_fail(ledger)?;
     if close.snapshot_sha256.as_deref() != Some(sha256_hex(&text).as_str()) {
         return Err(Failure::Failed(

@@ -1725,8 +1725,14 @@ fn month_end_traffic(
 async fn deliver_both_providers(ledger: &UsageLedger, events: &[SampleEvent], tag: &str) {
     let mut deliveries = Vec::new();
     for (i, e) in events.iter().enumerate() {
-        deliveries.push((e.kore_json(), webhook(&format!("{tag}-{i}"))));
-        deliveries.push((e.twilio_json(), kinesis(i as u64)));
+        let kore = (e.kore_json(), webhook(&format!("{tag}-{i}")));
+        // Twilio's copy (data pretty-printed in a string) first for every other event.
+        let twilio = (e.twilio_json(), kinesis(i as u64));
+        if i % 2 == 0 {
+            deliveries.extend([kore, twilio]);
+        } else {
+            deliveries.extend([twilio, kore]);
+        }
     }
     for batch in deliveries.chunks(100) {
         store(ledger, batch).await;

@@ -134,14 +134,7 @@ impl UsageLedger {
             if codes.first() == Some(&CancelCode::ConditionalCheckFailed) {
                 return Ok(CallbackOutcome::Duplicate);
             }
-            let message = format!(
-                "transaction cancelled: {}",
-                codes
-                    .iter()
-                    .map(CancelCode::name)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+            let message = CancelCode::message(&codes);
             let code = Some("TransactionCanceledException".to_owned());
             // Throttling or another writer of the same SIM status: the same transaction can
             // succeed, so the sender must be asked to retry, never told the payload is bad.

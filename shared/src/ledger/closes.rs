@@ -15,14 +15,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, NaiveDate, Timelike, Utc};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
+use super::access::condition_failed;
 use super::items::{self, key, number_attr, string_attr};
 use super::{Item, LedgerError, UsageLedger, timestamp};
 use crate::event::DataVolume;
@@ -456,18 +455,11 @@ impl UsageLedger {
         match result {
             Ok(_) => Ok(close),
             // Another close of the same period got there first.
-            Err(SdkError::ServiceError(service))
-                if matches!(
-                    service.err(),
-                    PutItemError::ConditionalCheckFailedException(_)
-                ) =>
-            {
-                Err(CloseError::AlreadyClosed {
-                    start: z_time(start),
-                    end: z_time(end),
-                    closed_at: "just now, by another close".into(),
-                })
-            }
+            Err(error) if condition_failed(&error) => Err(CloseError::AlreadyClosed {
+                start: z_time(start),
+                end: z_time(end),
+                closed_at: "just now, by another close".into(),
+            }),
             Err(error) => Err(LedgerError::from_sdk("PutItem", error).into()),
         }
     }
@@ -576,15 +568,7 @@ impl UsageLedger {
     pub async fn snapshot_text(&self, close: &Close) -> Result<String, LedgerError> {
         let id = close.id();
         let items = self
-            .query_all(
-                None,
-                "pk = :pk AND begins_with(sk, :prefix)",
-                &[
-                    (":pk", close_pk(&id)),
-                    (":prefix", PART_SK_PREFIX.to_owned()),
-                ],
-                true,
-            )
+            .query_prefix(close_pk(&id), PART_SK_PREFIX, true, None)
             .await?;
         let mut text = String::new();
         for item in items {
@@ -614,15 +598,7 @@ impl UsageLedger {
     pub async fn adjustments(&self, close: &Close) -> Result<Vec<Adjustment>, LedgerError> {
         let id = close.id();
         let items = self
-            .query_all(
-                None,
-                "pk = :pk AND begins_with(sk, :prefix)",
-                &[
-                    (":pk", close_pk(&id)),
-                    (":prefix", ADJUSTMENT_SK_PREFIX.to_owned()),
-                ],
-                true,
-            )
+            .query_prefix(close_pk(&id), ADJUSTMENT_SK_PREFIX, true, None)
             .await?;
         items.iter().map(|item| adjustment_of(&id, item)).collect()
     }

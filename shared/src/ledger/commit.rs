@@ -69,6 +69,12 @@ impl CancelCode {
         )
     }
 
+    /// `transaction cancelled: None, ThrottlingError`: every action's code, in order.
+    pub(super) fn message(codes: &[CancelCode]) -> String {
+        let names: Vec<&str> = codes.iter().map(CancelCode::name).collect();
+        format!("transaction cancelled: {}", names.join(", "))
+    }
+
     pub(super) fn name(&self) -> &str {
         match self {
             CancelCode::None => "None",
@@ -168,14 +174,7 @@ impl UsageLedger {
                             units = units.iter().filter_map(|u| u.without(&indexes)).collect();
                             continue;
                         }
-                        let message = format!(
-                            "transaction cancelled: {}",
-                            codes
-                                .iter()
-                                .map(CancelCode::name)
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        );
+                        let message = CancelCode::message(&codes);
                         if !codes.iter().all(CancelCode::passing) {
                             let error = LedgerError::Rejected {
                                 operation: "TransactWriteItems",

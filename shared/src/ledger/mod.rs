@@ -12,6 +12,7 @@
 //! Nothing received is dropped: what cannot be parsed or stored goes to the quarantine with
 //! its reason, and what failed for a passing reason is reported as retryable.
 
+mod access;
 pub mod callbacks;
 pub mod closes;
 mod commit;
@@ -32,8 +33,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, ConsumedCapacity, KeysAndAttributes, ReturnConsumedCapacity,
-    ReturnValuesOnConditionCheckFailure,
+    AttributeValue, ConsumedCapacity, ReturnConsumedCapacity, ReturnValuesOnConditionCheckFailure,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt;
@@ -487,55 +487,23 @@ impl UsageLedger {
             .collect()
     }
 
-    /// The stored hash and deliveries of each key that exists, by consistent
-    /// `BatchGetItem`s of 100 keys. A key DynamoDB leaves unprocessed counts as not stored:
-    /// the write's condition still catches it.
+    /// The stored hash and deliveries of each key that exists (consistent batched reads).
     pub(crate) async fn stored_digests(
         &self,
         keys: &[&DedupeKey],
     ) -> Result<HashMap<DedupeKey, StoredDigest>, LedgerError> {
-        let lookups = keys.chunks(100).map(|chunk| async move {
-            let request = KeysAndAttributes::builder()
-                .set_keys(Some(
-                    chunk
-                        .iter()
-                        .map(|k| items::key(keys::event_pk(k), keys::SINGLE))
-                        .collect(),
-                ))
-                .consistent_read(true)
-                .projection_expression(items::DIGEST_PROJECTION)
-                .build()
-                .map_err(|e| LedgerError::Invalid(e.to_string()))?;
-            let output = self
-                .client
-                .batch_get_item()
-                .request_items(self.table_name(), request)
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .send()
-                .await
-                .map_err(|e| LedgerError::from_sdk("BatchGetItem", e))?;
-            for capacity in output.consumed_capacity() {
-                self.add_capacity(Some(capacity), false);
-            }
-            let items = output
-                .responses
-                .and_then(|mut r| r.remove(self.table_name()))
-                .unwrap_or_default();
-            Ok::<_, LedgerError>(items)
-        });
         let mut stored = HashMap::new();
-        let mut results =
-            futures::stream::iter(lookups.collect::<Vec<_>>()).buffer_unordered(self.concurrency());
-        while let Some(found) = results.next().await {
-            for item in found? {
-                let Some(sid) = items::string_attr(&item, "pk")
-                    .and_then(|pk| pk.strip_prefix(keys::EVENT_PK_PREFIX))
-                else {
-                    continue;
-                };
-                if let Ok(key) = DedupeKey::new(sid, "pk") {
-                    stored.insert(key, StoredDigest::of(&item));
-                }
+        for item in self
+            .event_records(keys, Some(items::DIGEST_PROJECTION))
+            .await?
+        {
+            let Some(sid) = items::string_attr(&item, "pk")
+                .and_then(|pk| pk.strip_prefix(keys::EVENT_PK_PREFIX))
+            else {
+                continue;
+            };
+            if let Ok(key) = DedupeKey::new(sid, "pk") {
+                stored.insert(key, StoredDigest::of(&item));
             }
         }
         Ok(stored)

@@ -9,20 +9,18 @@
 //! rollup's version, so a commit that lands meanwhile is never overwritten: the rollup is
 //! compared again instead.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Days, NaiveDate, Timelike, Utc};
 
+use super::access::condition_failed;
 use super::items::{
     self, StoredRollup, booking_list_item, day_total, rollup_key, rollup_rewrite, string_attr,
 };
 use super::plan::MAX_EVENTS_PER_UNIT;
 use super::reports::{day_list, normalized};
-use super::{LedgerError, UsageLedger, keys};
+use super::{LedgerError, UsageLedger};
 use crate::event::DedupeKey;
 use crate::usage::{Booking, BookingNames, HourUsage, days_between, is_whole_hour};
 
@@ -252,29 +250,21 @@ impl UsageLedger {
         let last = last.checked_add_days(Days::new(1)).unwrap_or(last);
         let mut found = Vec::new();
         for day in day_list(first, last) {
-            let day = day.format("%Y-%m-%d").to_string();
-            for shard in 0..keys::SHARDS {
-                let items = self
-                    .query_all(
-                        Some("gsi1"),
-                        "gsi1pk = :pk",
-                        &[(":pk", keys::events_by_day_pk(&day, shard))],
-                        false,
-                    )
-                    .await?;
-                // Only the earlier layout projected `kind`; only usage kinds matter here.
-                for item in items {
-                    let usage = matches!(
-                        string_attr(&item, "kind"),
-                        Some("data-session.updated" | "data-session.ended")
-                    );
-                    let sid = string_attr(&item, "pk")
-                        .and_then(|pk| pk.strip_prefix(keys::EVENT_PK_PREFIX));
-                    if let (true, Some(sid)) = (usage, sid)
-                        && let Ok(key) = DedupeKey::new(sid, "pk")
-                    {
-                        found.push(key);
-                    }
+            let (Some(from), Some(to)) = (
+                day.and_hms_opt(0, 0, 0).map(|t| t.and_utc()),
+                day.succ_opt()
+                    .and_then(|d| d.and_hms_opt(0, 0, 0))
+                    .map(|t| t.and_utc()),
+            ) else {
+                continue;
+            };
+            // Only the earlier layout projected `kind`; only usage kinds matter here.
+            for (_, key, item) in self.time_index(day, from, to).await? {
+                if matches!(
+                    string_attr(&item, "kind"),
+                    Some("data-session.updated" | "data-session.ended")
+                ) {
+                    found.push(key);
                 }
             }
         }
@@ -284,35 +274,28 @@ impl UsageLedger {
     /// Makes a rollup what the events say, if no commit changed it since it was read (false
     /// when one did). A rollup left without usage is deleted.
     async fn rewrite_rollup(&self, rewrite: Rewrite<'_>) -> Result<bool, LedgerError> {
-        let condition = |version: Option<u64>| match version {
+        // Unchanged since it was read (its version), or still absent.
+        let (condition, seen) = match rewrite.version {
             Some(version) => ("#v = :seen", Some(AttributeValue::N(version.to_string()))),
             None => ("attribute_not_exists(pk)", None),
         };
-        let (expression, seen) = condition(rewrite.version);
-        if rewrite.day.events == 0 {
-            let mut request = self
+        let names = seen
+            .as_ref()
+            .map(|_| HashMap::from([("#v".to_owned(), items::VERSION.to_owned())]));
+        let mut values = seen.map(|seen| HashMap::from([(":seen".to_owned(), seen)]));
+        let result = if rewrite.day.events == 0 {
+            let result = self
                 .client
                 .delete_item()
                 .table_name(self.table_name())
                 .set_key(Some(rewrite.key))
-                .condition_expression(expression);
-            if let Some(seen) = seen {
-                request = request
-                    .expression_attribute_names("#v", items::VERSION)
-                    .expression_attribute_values(":seen", seen);
-            }
-            match request.send().await {
-                Ok(_) => Ok(true),
-                Err(SdkError::ServiceError(service))
-                    if matches!(
-                        service.err(),
-                        DeleteItemError::ConditionalCheckFailedException(_)
-                    ) =>
-                {
-                    Ok(false)
-                }
-                Err(error) => Err(LedgerError::from_sdk("DeleteItem", error)),
-            }
+                .condition_expression(condition)
+                .set_expression_attribute_names(names)
+                .set_expression_attribute_values(values)
+                .send()
+                .await
+                .map(|_| ());
+            result.map_err(|e| (condition_failed(&e), LedgerError::from_sdk("DeleteItem", e)))
         } else {
             let update = rollup_rewrite(
                 rewrite.key,
@@ -321,31 +304,27 @@ impl UsageLedger {
                 rewrite.day,
                 rewrite.names,
             );
-            let mut request = self
+            values
+                .get_or_insert_with(HashMap::new)
+                .extend(update.values);
+            let result = self
                 .client
                 .update_item()
                 .table_name(self.table_name())
                 .set_key(Some(update.key))
                 .update_expression(update.expression)
-                .set_expression_attribute_values(Some(update.values))
-                .condition_expression(expression);
-            if let Some(seen) = seen {
-                request = request
-                    .expression_attribute_names("#v", items::VERSION)
-                    .expression_attribute_values(":seen", seen);
-            }
-            match request.send().await {
-                Ok(_) => Ok(true),
-                Err(SdkError::ServiceError(service))
-                    if matches!(
-                        service.err(),
-                        UpdateItemError::ConditionalCheckFailedException(_)
-                    ) =>
-                {
-                    Ok(false)
-                }
-                Err(error) => Err(LedgerError::from_sdk("UpdateItem", error)),
-            }
+                .condition_expression(condition)
+                .set_expression_attribute_names(names)
+                .set_expression_attribute_values(values)
+                .send()
+                .await
+                .map(|_| ());
+            result.map_err(|e| (condition_failed(&e), LedgerError::from_sdk("UpdateItem", e)))
+        };
+        match result {
+            Ok(()) => Ok(true),
+            Err((true, _)) => Ok(false),
+            Err((false, error)) => Err(error),
         }
     }
 

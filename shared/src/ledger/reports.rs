@@ -5,12 +5,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnConsumedCapacity};
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use futures::StreamExt;
 
-use super::items::{self, StoredEvent, StoredRollup, key, string_attr};
-use super::{Item, LedgerError, UsageLedger, keys, timestamp};
+use super::items::{self, StoredEvent, StoredRollup, string_attr};
+use super::{LedgerError, UsageLedger, keys, timestamp};
 use crate::event::{ConnectionEvent, DataVolume, DedupeKey, Provider};
 use crate::usage::{self, GroupBy, GroupValue, UsageCell, UsageFilters, UsageQuery, UsageRecord};
 
@@ -86,50 +85,6 @@ pub fn period_range(period: &str) -> Result<(DateTime<Utc>, DateTime<Utc>), Ledg
 }
 
 impl UsageLedger {
-    pub(crate) async fn query_all(
-        &self,
-        index: Option<&str>,
-        key_condition: &str,
-        values: &[(&str, String)],
-        consistent: bool,
-    ) -> Result<Vec<Item>, LedgerError> {
-        self.query_items(index, key_condition, values, consistent, None)
-            .await
-    }
-
-    /// Every item a query finds, page by page; `projection` names the attributes to read.
-    async fn query_items(
-        &self,
-        index: Option<&str>,
-        key_condition: &str,
-        values: &[(&str, String)],
-        consistent: bool,
-        projection: Option<&str>,
-    ) -> Result<Vec<Item>, LedgerError> {
-        let mut query = self
-            .client
-            .query()
-            .table_name(self.table_name())
-            .set_index_name(index.map(str::to_owned))
-            .key_condition_expression(key_condition)
-            .set_projection_expression(projection.map(str::to_owned))
-            .return_consumed_capacity(ReturnConsumedCapacity::Total);
-        if consistent {
-            query = query.consistent_read(true);
-        }
-        for (name, value) in values {
-            query = query.expression_attribute_values(*name, AttributeValue::S(value.clone()));
-        }
-        let mut pages = query.into_paginator().send();
-        let mut items = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| LedgerError::from_sdk("Query", e))?;
-            self.add_capacity(page.consumed_capacity(), false);
-            items.extend(page.items.unwrap_or_default());
-        }
-        Ok(items)
-    }
-
     /// The rollups of the given days: every SIM's (all shards of each day), or one SIM's.
     /// `day_totals_only` reads each item's day totals and names, not its hours.
     pub(crate) async fn rollups(
@@ -154,16 +109,13 @@ impl UsageLedger {
         }
         let projection = day_totals_only.then_some(items::DAY_PROJECTION);
         let queries = partitions.into_iter().map(|(pk, prefix)| async move {
-            let (condition, mut values) = match prefix {
-                Some(prefix) => (
-                    "pk = :pk AND begins_with(sk, :prefix)",
-                    vec![(":prefix", prefix)],
-                ),
-                None => ("pk = :pk", vec![]),
-            };
-            values.push((":pk", pk));
-            self.query_items(None, condition, &values, consistent, projection)
-                .await
+            match prefix {
+                Some(prefix) => self.query_prefix(pk, &prefix, consistent, projection).await,
+                None => {
+                    self.query_items(None, "pk = :pk", &[(":pk", pk)], consistent, projection)
+                        .await
+                }
+            }
         });
         let mut results =
             futures::stream::iter(queries.collect::<Vec<_>>()).buffer_unordered(self.concurrency());
@@ -323,13 +275,8 @@ impl UsageLedger {
                 .await?
             }
             None => {
-                self.query_all(
-                    None,
-                    "pk = :pk AND begins_with(sk, :prefix)",
-                    &[(":pk", pk), (":prefix", keys::BOOKED_SK_PREFIX.to_owned())],
-                    consistent,
-                )
-                .await?
+                self.query_prefix(pk, keys::BOOKED_SK_PREFIX, consistent, None)
+                    .await?
             }
         };
         let mut booked = Vec::new();
@@ -355,63 +302,12 @@ impl UsageLedger {
     /// Full event records by key, with consistent `BatchGetItem`s (unprocessed keys are asked
     /// for again). Keys not found are left out.
     pub async fn stored_events(&self, keys: &[DedupeKey]) -> Result<Vec<StoredEvent>, LedgerError> {
-        let lookups = keys.chunks(100).map(|chunk| async move {
-            let mut pending: Vec<Item> = chunk
-                .iter()
-                .map(|k| key(keys::event_pk(k), keys::SINGLE))
-                .collect();
-            let mut found = Vec::new();
-            let mut rounds = 0;
-            while !pending.is_empty() {
-                rounds += 1;
-                if rounds > 10 {
-                    return Err(LedgerError::Retryable {
-                        operation: "BatchGetItem",
-                        code: None,
-                        message: "keys stayed unprocessed after 10 rounds".into(),
-                    });
-                }
-                let request = KeysAndAttributes::builder()
-                    .set_keys(Some(std::mem::take(&mut pending)))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(|e| LedgerError::Invalid(e.to_string()))?;
-                let output = self
-                    .client
-                    .batch_get_item()
-                    .request_items(self.table_name(), request)
-                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                    .send()
-                    .await
-                    .map_err(|e| LedgerError::from_sdk("BatchGetItem", e))?;
-                for capacity in output.consumed_capacity() {
-                    self.add_capacity(Some(capacity), false);
-                }
-                found.extend(
-                    output
-                        .responses
-                        .and_then(|mut r| r.remove(self.table_name()))
-                        .unwrap_or_default(),
-                );
-                if let Some(mut unprocessed) = output.unprocessed_keys
-                    && let Some(left) = unprocessed.remove(self.table_name())
-                {
-                    pending = left.keys;
-                    tokio::time::sleep(std::time::Duration::from_millis(20 * rounds)).await;
-                }
-            }
-            found
-                .iter()
-                .map(StoredEvent::from_item)
-                .collect::<Result<Vec<_>, _>>()
-        });
-        let mut results =
-            futures::stream::iter(lookups.collect::<Vec<_>>()).buffer_unordered(self.concurrency());
-        let mut events = Vec::with_capacity(keys.len());
-        while let Some(found) = results.next().await {
-            events.extend(found?);
-        }
-        Ok(events)
+        let keys: Vec<&DedupeKey> = keys.iter().collect();
+        self.event_records(&keys, None)
+            .await?
+            .iter()
+            .map(StoredEvent::from_item)
+            .collect()
     }
 
     /// The usage events booked for one SIM on days in `[first, last]` (all days when
@@ -451,28 +347,12 @@ impl UsageLedger {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<(StoredEvent, ConnectionEvent)>, LedgerError> {
-        let day_text = day.format("%Y-%m-%d").to_string();
-        let mut keys = Vec::new();
-        for shard in 0..keys::SHARDS {
-            let items = self
-                .query_all(
-                    Some("gsi1"),
-                    "gsi1pk = :pk AND gsi1sk BETWEEN :low AND :high",
-                    &[
-                        (":pk", keys::events_by_day_pk(&day_text, shard)),
-                        (":low", timestamp(from)),
-                        (":high", timestamp(to)),
-                    ],
-                    false,
-                )
-                .await?;
-            keys.extend(items.iter().filter_map(|item| {
-                let (event_time, sid) = string_attr(item, "gsi1sk")?.split_once('#')?;
-                (event_time < timestamp(to).as_str())
-                    .then(|| DedupeKey::new(sid, "gsi1sk").ok())
-                    .flatten()
-            }));
-        }
+        let keys: Vec<DedupeKey> = self
+            .time_index(day, from, to)
+            .await?
+            .into_iter()
+            .map(|(_, key, _)| key)
+            .collect();
         let mut events = Vec::new();
         for stored in self.stored_events(&keys).await? {
             let event = normalized(&stored)?;
@@ -539,38 +419,15 @@ impl UsageLedger {
 
         // Events without usage, and usage events written before booking lists existed.
         for day in day_list(from.date_naive(), to.date_naive()) {
-            let day_text = day.format("%Y-%m-%d").to_string();
-            for shard in 0..keys::SHARDS {
-                let items = self
-                    .query_all(
-                        Some("gsi1"),
-                        "gsi1pk = :pk AND gsi1sk BETWEEN :low AND :high",
-                        &[
-                            (":pk", keys::events_by_day_pk(&day_text, shard)),
-                            (":low", low.clone()),
-                            (":high", high.clone()),
-                        ],
-                        false,
-                    )
-                    .await?;
-                for item in &items {
-                    let Some((event_time, sid)) =
-                        string_attr(item, "gsi1sk").and_then(|sk| sk.split_once('#'))
-                    else {
-                        continue;
-                    };
-                    if event_time >= high.as_str() {
-                        continue;
-                    }
-                    events.insert(
-                        sid.to_owned(),
-                        EventDeliveries {
-                            event_sid: sid.to_owned(),
-                            event_time: event_time.to_owned(),
-                            deliveries: items::string_set(item, items::DELIVERIES),
-                        },
-                    );
-                }
+            for (event_time, key, item) in self.time_index(day, from, to).await? {
+                events.insert(
+                    key.as_str().to_owned(),
+                    EventDeliveries {
+                        event_sid: key.as_str().to_owned(),
+                        event_time,
+                        deliveries: items::string_set(&item, items::DELIVERIES),
+                    },
+                );
             }
         }
 
