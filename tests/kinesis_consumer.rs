@@ -331,7 +331,13 @@ async fn a_duplicate_whose_stored_copy_is_not_returned_is_read_and_counted_once(
     let again = consume(&without_old, kinesis_event(&records), None)
         .await
         .unwrap();
-    let log: Vec<String> = script.log().into_iter().map(|(_, op)| op).collect();
+    // (The closed periods are read too, once per process: a Query.)
+    let log: Vec<String> = script
+        .log()
+        .into_iter()
+        .map(|(_, op)| op)
+        .filter(|op| op != "Query")
+        .collect();
     assert_eq!(
         log,
         ["BatchGetItem", "TransactWriteItems", "GetItem"],
