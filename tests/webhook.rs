@@ -3,6 +3,7 @@
 
 use integration_tests::faults::{Throttle, WEBHOOK, as_function, throttled_client};
 use integration_tests::*;
+use kore_ingest_shared::event::Provider;
 use kore_ingest_shared::ledger::{LedgerConfig, UsageLedger};
 use kore_ingest_shared::metrics::InvocationMetrics;
 use kore_ingest_shared::signature::{kore_signature, twilio_signature};
@@ -356,7 +357,7 @@ async fn signed_malformed_body_gets_400_naming_the_reason_and_is_quarantined() {
     let id = reply.body["quarantine_id"].as_str().unwrap();
     let stored = webhook.ledger.quarantined(id).await.unwrap().unwrap();
     assert_eq!(stored.payload, body.as_bytes());
-    assert_eq!(stored.provider.as_deref(), Some("kore"));
+    assert_eq!(stored.provider, Some(Provider::Kore));
     assert_eq!(stored.origin, "req-test");
 }
 
@@ -700,7 +701,7 @@ async fn signed_bodies_refused_with_413_or_415_are_quarantined() {
         "{}",
         kept.reason
     );
-    assert_eq!(kept.provider.as_deref(), Some("kore"));
+    assert_eq!(kept.provider, Some(Provider::Kore));
 
     let xml = b"<events><event id=\"EZ1\"/></events>";
     let signature = kore_signature(
