@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::{BehaviorVersion, ConfigLoader, SdkConfig};
 
 /// Who calls AWS, which decides the timeouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,12 +38,16 @@ impl Caller {
 
 /// The SDK configuration for `caller`, loaded the standard way.
 pub async fn sdk_config(caller: Caller) -> SdkConfig {
+    loader(caller).load().await
+}
+
+/// [`sdk_config`]'s loader, for a tool that sets more before loading (the local Kinesis
+/// poller: kinesalite's endpoint and throwaway credentials).
+pub fn loader(caller: Caller) -> ConfigLoader {
     aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(caller.timeouts())
         // The SDK's standard retries (throttling, transient errors), three attempts for
         // everyone: the ledger adds its own for transaction conflicts, and the event source
         // mapping or the sender retries whatever still fails.
         .retry_config(RetryConfig::standard().with_max_attempts(3))
-        .load()
-        .await
 }
