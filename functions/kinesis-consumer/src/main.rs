@@ -24,11 +24,13 @@ async fn main() -> Result<(), Error> {
 /// deadline becomes Lambda's longest timeout, 15 minutes from now.
 fn emulator_deadline<T>(mut event: LambdaEvent<T>) -> LambdaEvent<T> {
     if event.context.deadline() <= SystemTime::now() {
+        let received = event.context.deadline;
         let lambda_max = SystemTime::now() + Duration::from_secs(15 * 60);
         event.context.deadline = lambda_max
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |since| since.as_millis() as u64);
         tracing::warn!(
+            received,
             "the invocation deadline is already past at the start (an emulator's); using 15 minutes"
         );
     }
