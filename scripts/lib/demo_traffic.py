@@ -497,11 +497,8 @@ class Demo:
                 raise SystemExit(f"demo: {what}: unexpected answer: {text[:300]}")
         raise AssertionError("unreachable")
 
-    def post_kore(self, what: str, events: list[dict]) -> tuple[dict, str]:
-        return self.request(what, "/events", json.dumps(events, separators=(",", ":")).encode())
-
-    def post_twilio(self, what: str, events: list[dict]) -> tuple[dict, str]:
-        return self.request(what, "/events", json.dumps(events, separators=(",", ":")).encode(), twilio=True)
+    def post_events(self, what: str, events: list[dict], twilio: bool = False) -> tuple[dict, str]:
+        return self.request(what, "/events", json.dumps(events, separators=(",", ":")).encode(), twilio=twilio)
 
     def tally(self, answer: tuple[dict, str], callback: bool = False) -> str:
         reply, statuses = answer
@@ -519,8 +516,8 @@ class Demo:
 
     def preflight(self) -> None:
         """An empty signed batch from each provider: stores nothing, proves the secrets."""
-        self.post_kore("signature check (KORE)", [])
-        self.post_twilio("signature check (Twilio)", [])
+        self.post_events("signature check (KORE)", [])
+        self.post_events("signature check (Twilio)", [], twilio=True)
 
     def send_kinesis(self, day: Day, poison: bytes, rng: random.Random) -> None:
         import boto3
@@ -603,27 +600,22 @@ class Demo:
             self.sentinels.add(test_id)
         out(f"  and a KORE test event closing each of the {len(self.sentinels)} shard(s) written to")
 
-    def send_kore_webhook(self, day: Day) -> None:
-        events = sorted((e for e in day.events if e.kore == "webhook"),
-                        key=lambda e: e.timestamp + dt.timedelta(seconds=e.kore_delay))
+    def send_webhook(self, day: Day, provider: str) -> None:
+        """One provider's webhook deliveries in publication order, in batches of at most 50.
+        KORE delivers its first batch twice: it did not see our 200 in time."""
+        kore = provider == "kore"
+        label = "KORE  " if kore else "Twilio"
+        events = sorted((e for e in day.events if getattr(e, provider) == "webhook"),
+                        key=lambda e: e.timestamp + dt.timedelta(seconds=e.kore_delay if kore else e.twilio_delay))
         batches = [events[i:i + BATCH_MAX] for i in range(0, len(events), BATCH_MAX)]
         for n, batch in enumerate(batches, 1):
-            envelopes = [e.kore_envelope() for e in batch]
-            reply = self.post_kore(f"KORE webhook batch {n}/{len(batches)}", envelopes)
-            out(f"  KORE   webhook batch {n}/{len(batches)} ({len(batch):2d} events) -> {self.tally(reply)}")
-            if n == 1:
-                # KORE did not see our 200 in time and delivers the same batch again.
-                reply = self.post_kore(f"KORE webhook batch {n}/{len(batches)} (retry)", envelopes)
-                out(f"  KORE   webhook batch {n}/{len(batches)} again, a sender retry -> {self.tally(reply)}")
-
-    def send_twilio_webhook(self, day: Day) -> None:
-        events = sorted((e for e in day.events if e.twilio == "webhook"),
-                        key=lambda e: e.timestamp + dt.timedelta(seconds=e.twilio_delay))
-        batches = [events[i:i + BATCH_MAX] for i in range(0, len(events), BATCH_MAX)]
-        for n, batch in enumerate(batches, 1):
-            reply = self.post_twilio(f"Twilio webhook batch {n}/{len(batches)}",
-                                     [e.twilio_envelope() for e in batch])
-            out(f"  Twilio webhook batch {n}/{len(batches)} ({len(batch):2d} events) -> {self.tally(reply)}")
+            envelopes = [e.kore_envelope() if kore else e.twilio_envelope() for e in batch]
+            what = f"{label.strip()} webhook batch {n}/{len(batches)}"
+            out(f"  {label} webhook batch {n}/{len(batches)} ({len(batch):2d} events) -> "
+                f"{self.tally(self.post_events(what, envelopes, twilio=not kore))}")
+            if kore and n == 1:
+                reply = self.post_events(f"{what} (retry)", envelopes)
+                out(f"  {label} webhook batch {n}/{len(batches)} again, a sender retry -> {self.tally(reply)}")
 
     def send_conflict(self, day: Day) -> None:
         original = day.conflict_of
@@ -631,7 +623,7 @@ class Demo:
         data = dict(original.data)
         data["data_download"] += 2048
         data["data_total"] += 2048
-        reply = self.post_kore("KORE conflicting copy", [original.kore_envelope(data)])
+        reply = self.post_events("KORE conflicting copy", [original.kore_envelope(data)])
         out(f"  KORE   webhook, a late copy of {original.event_sid} ({original.sim.name}) whose data_total says "
             f"{data['data_total']}, not {original.total} -> {self.tally(reply)}")
 
@@ -873,8 +865,8 @@ def main(argv: list[str]) -> int:
     out("  signed empty batches from KORE and Twilio -> 200 (the stack has the demo's secrets)")
     t0 = time.monotonic()
     demo.send_kinesis(day, poison, random.Random(SEED + 1))
-    demo.send_kore_webhook(day)
-    demo.send_twilio_webhook(day)
+    demo.send_webhook(day, "kore")
+    demo.send_webhook(day, "twilio")
     demo.send_conflict(day)
     demo.send_callbacks()
     c, cb = demo.counts, demo.callback_counts
