@@ -10,6 +10,10 @@
 //! | 404, 405 | another path or method |
 //! | 413, 415 | a body too large or of another type (quarantined first when signed) |
 //! | 503 | storage failed or ran out of time, or the quarantine write failed |
+//!
+//! With `SPILL_STREAM`, what storage could not take goes to the Kinesis stream and is
+//! answered 200 (`"spilled"`), or 503 when the stream refuses it too: that needs a Kinesis
+//! client, so it is tested against kinesalite in `tests/webhook_spill.rs`.
 
 use std::time::{Duration, Instant};
 
