@@ -200,7 +200,8 @@ async fn a_900_kb_binary_record_is_quarantined_whole_and_the_shard_goes_on() {
 
 /// When DynamoDB refuses a copy's write as already stored but does not return the stored
 /// item, the consumer reads it (GetItem) to tell a duplicate from a conflict: the path the
-/// role's GetItem grant is for (tests/iam_grants.rs).
+/// role's GetItem grant is for (tests/iam_grants.rs). The batched lookup that would find the
+/// copy before any write is throttled, or the write would never be tried.
 #[tokio::test]
 async fn a_duplicate_whose_stored_copy_is_not_returned_is_read_and_counted_once() {
     let ledger = fresh_ledger("consumer-no-old-item").await;
@@ -220,7 +221,8 @@ async fn a_duplicate_whose_stored_copy_is_not_returned_is_read_and_counted_once(
     let no_item = Throttle::cancel_transactions_on_marker(
         sid,
         &["ConditionalCheckFailed", "None", "None", "None"],
-    );
+    )
+    .and_throttle_lookups();
     let without_old = UsageLedger::new(
         throttled_client(&no_item),
         LedgerConfig::new(ledger.table_name()),

@@ -481,7 +481,7 @@ async fn a_900_kb_multibyte_body_is_quarantined_whole() {
 }
 
 /// As for the consumer: a copy refused as already stored without the stored item is read
-/// (GetItem) and counted as the duplicate it is.
+/// (GetItem) and counted as the duplicate it is (the batched lookup before it throttled).
 #[tokio::test]
 async fn a_duplicate_whose_stored_copy_is_not_returned_is_read_and_counted_once() {
     let webhook = webhook("wh-no-old-item").await;
@@ -492,7 +492,8 @@ async fn a_duplicate_whose_stored_copy_is_not_returned_is_read_and_counted_once(
     let no_item = Throttle::cancel_transactions_on_marker(
         "EZNOOLD",
         &["ConditionalCheckFailed", "None", "None", "None"],
-    );
+    )
+    .and_throttle_lookups();
     let without_old = Webhook {
         ledger: UsageLedger::new(
             throttled_client(&no_item),

@@ -36,6 +36,8 @@ pub struct Throttle {
     /// Instead of a `ThrottlingException`, answer with this DynamoDB error body (status 400);
     /// it is a transaction's answer, so only transactions get it.
     response: Option<Arc<String>>,
+    /// With `response`: throttle the batched lookups (`BatchGetItem`) of marked keys too.
+    lookups: bool,
 }
 
 impl Throttle {
@@ -48,6 +50,7 @@ impl Throttle {
             stall: None,
             share: None,
             response: None,
+            lookups: false,
         }
     }
 
@@ -67,6 +70,16 @@ impl Throttle {
         Throttle {
             response: Some(Arc::new(body)),
             ..Self::on_marker(marker)
+        }
+    }
+
+    /// [`Self::cancel_transactions_on_marker`], with the ledger's duplicate pre-check
+    /// (`BatchGetItem`) of marked keys throttled too: the copy then reaches the transaction,
+    /// whose condition is what finds it stored.
+    pub fn and_throttle_lookups(self) -> Self {
+        Throttle {
+            lookups: true,
+            ..self
         }
     }
 
@@ -219,13 +232,20 @@ impl HttpConnector for ThrottlingConnector {
         if let Ok(function) = FUNCTION.try_with(|f| *f) {
             record(function, &request);
         }
+        let target = |operation: &str| {
+            request
+                .headers()
+                .get("x-amz-target")
+                .is_some_and(|t| t.ends_with(operation))
+        };
+        let lookup = self.throttle.lookups && target(".BatchGetItem");
         let hit = self.throttle.active.load(Ordering::SeqCst)
             && match self.throttle.share {
                 Some(share) => fastrand::f64() < share,
                 // An empty marker matches every request.
                 None => request.body().bytes().is_some_and(|body| {
                     let transaction = body.windows(13).any(|w| w == b"TransactItems");
-                    (self.throttle.response.is_none() || transaction)
+                    (self.throttle.response.is_none() || transaction || lookup)
                         && (self.throttle.marker.is_empty()
                             || body
                                 .windows(self.throttle.marker.len())
@@ -245,13 +265,10 @@ impl HttpConnector for ThrottlingConnector {
         }
         // A marked item inside a transaction is throttled the way DynamoDB throttles a hot
         // item: the transaction is cancelled, and only that item's reason says why.
-        let transaction = request
-            .headers()
-            .get("x-amz-target")
-            .is_some_and(|t| t.ends_with(".TransactWriteItems"));
+        let transaction = target(".TransactWriteItems");
         let throttled = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate of requests exceeds the allowed throughput."}"#;
         let body = match (&self.throttle.response, transaction, self.throttle.share) {
-            (Some(body), _, _) => body.as_str().to_owned(),
+            (Some(body), _, _) if !lookup => body.as_str().to_owned(),
             (None, true, None) if !self.throttle.marker.is_empty() => cancelled_for_marked_items(
                 request.body().bytes().unwrap_or_default(),
                 &self.throttle.marker,
