@@ -52,11 +52,11 @@ pub struct Webhook<L = UsageLedger> {
 /// The Lambda entry point: answers the request, logs and emits metrics.
 ///
 /// The Function URL event is taken as `aws_lambda_events` defines it, not through
-/// `lambda_http`: routing is four paths matched below and the body one base64 decode, which
-/// `lambda_http` would replace with a request type rebuilt from the event (its URI composed
-/// again from headers and parsed query parameters, where signatures need the raw path and
-/// query exactly as received) and a crate more in a binary measured for cold starts, while
-/// the routing would still be ours to write.
+/// `lambda_http`: routing is four paths matched in [`Route::of`] and the body one base64
+/// decode. `lambda_http` would turn the event into an `http::Request` whose URI it composes
+/// again from the event's headers, path and query (the signatures need the raw path and query
+/// exactly as received), and add a crate, with the API Gateway and ALB event types, to a
+/// binary measured for cold starts, while the routing would still be ours to write.
 pub async fn handle<L: Ledger>(
     webhook: &Webhook<L>,
     event: LambdaEvent<LambdaFunctionUrlRequest>,
