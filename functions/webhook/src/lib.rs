@@ -52,7 +52,7 @@ pub struct Webhook<L = UsageLedger> {
 /// The Lambda entry point: answers the request, logs and emits metrics.
 ///
 /// The Function URL event is taken as `aws_lambda_events` defines it, not through
-/// `lambda_http`: routing is four paths matched in [`Route::of`] and the body one base64
+/// `lambda_http`: routing is four paths matched in `Route::of` and the body one base64
 /// decode. `lambda_http` would turn the event into an `http::Request` whose URI it composes
 /// again from the event's headers, path and query (the signatures need the raw path and query
 /// exactly as received), and add a crate, with the API Gateway and ALB event types, to a
