@@ -325,6 +325,25 @@ async fn a_callback_refused_for_good_is_quarantined_and_answered_200() {
         }
     );
     assert_eq!(kept.payload, SIM_FORM.trim_end().as_bytes());
+
+    // Not even the quarantine can take it: the sender must retry.
+    let nowhere = Webhook {
+        ledger: FakeLedger::new()
+            .fail_callbacks(LedgerError::Rejected {
+                operation: "PutItem",
+                code: Some("ValidationException".into()),
+                message: "item too large".into(),
+            })
+            .fail_quarantine(),
+        config: config_with(&[]),
+    };
+    let reply = post_kore_callback(
+        &nowhere,
+        SIM_FORM.trim_end(),
+        "RQ0000000000000000000000000000good",
+    )
+    .await;
+    assert_eq!(reply.status, 503, "{}", reply.body);
 }
 
 #[tokio::test]
