@@ -48,7 +48,7 @@ local DynamoDB, e.g. http://127.0.0.1:8000.
 Exit codes: 0 success, 1 failure, 2 wrong usage.";
 
 /// Usage reports, reconciliation, replay and quarantine for the KORE/Twilio Super SIM usage
-/// ledger on DynamoDB.
+/// ledger on DynamoDB, and signed test requests to its webhook.
 #[derive(Debug, Parser)]
 #[command(name = "kore-usage", version, after_help = EXAMPLES)]
 struct Cli {
