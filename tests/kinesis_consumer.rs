@@ -1,11 +1,13 @@
-//! The `kinesis-consumer` handler, called directly with Lambda's own event shape, against
-//! DynamoDB Local.
+//! The `kinesis-consumer` handler wired to the ledger on DynamoDB Local, called with
+//! Lambda's own event shape: what only the real storage shows (rollups, DynamoDB's errors
+//! and answers, payloads larger than an item) and the AWS operations the function performs
+//! (`tests/iam_grants.rs`). Its rules (which record is reported, poison, the deadline) are
+//! tested in process in `functions/kinesis-consumer/tests/handler.rs`.
 
 use integration_tests::faults::{KINESIS_CONSUMER, Throttle, as_function, throttled_client};
 use integration_tests::script::{Script, Step, dynamodb_error, scripted_client};
 use integration_tests::*;
 use kinesis_consumer::process_batch;
-use kore_ingest_shared::event::EventError;
 use kore_ingest_shared::ledger::{LedgerConfig, Outcome, UsageLedger};
 
 const TWILIO_RECORD: &str = include_str!("fixtures/twilio-kinesis-data-session-updated.json");
@@ -78,61 +80,6 @@ async fn new_duplicate_and_conflicting_records_end_as_specified() {
         .unwrap()
         .unwrap();
     assert_eq!((kore_day.usage.total, kore_day.usage_events), (128_000, 2));
-}
-
-#[tokio::test]
-async fn poison_records_are_quarantined_and_never_stall_the_shard() {
-    let ledger = fresh_ledger("consumer-poison").await;
-    let garbage: Vec<u8> = (0..64u8)
-        .map(|b| b.wrapping_mul(151).wrapping_add(7))
-        .collect();
-    let no_key = r#"{"type":"com.kore.iot.supersim.connection.attachment.accepted","source":"kore-events","time":"2024-11-03T10:00:00Z","data":{"sim_sid":"HS1"}}"#;
-    let event = kinesis_event(&[
-        (1, garbage.clone()),
-        (2, b"this is not json".to_vec()),
-        (3, no_key.into()),
-        (4, TWILIO_RECORD.into()),
-    ]);
-
-    let report = consume(&ledger, event, None).await.unwrap();
-
-    assert!(
-        failures(&report.response).is_empty(),
-        "poison must not be retried"
-    );
-    assert_eq!(report.metrics.get("RecordsQuarantined"), 3.0);
-    assert_eq!(report.metrics.get("EventsNew"), 1.0);
-    let mut reasons = Vec::new();
-    for (record, outcome) in &report.outcomes {
-        if let Outcome::Quarantined {
-            quarantine_id,
-            reason,
-        } = outcome
-        {
-            let stored = ledger.quarantined(quarantine_id).await.unwrap().unwrap();
-            assert_eq!(
-                stored.origin,
-                format!(
-                    "shardId-000000000000/{}",
-                    sequence_number(*record as u64 + 1)
-                )
-            );
-            assert_eq!(stored.path, "kinesis");
-            reasons.push((*record, reason.clone(), stored.payload));
-        }
-    }
-    reasons.sort();
-    assert_eq!(reasons[0].2, garbage, "raw bytes kept exactly");
-    assert!(reasons[0].1.contains("not UTF-8"), "{}", reasons[0].1);
-    assert!(reasons[1].1.contains("not valid JSON"), "{}", reasons[1].1);
-    assert_eq!(reasons[2].1, EventError::NoDedupeKey.to_string());
-
-    // The same batch again (Lambda retrying it for another reason): nothing piles up.
-    let again = consume(&ledger, kinesis_event(&[(1, garbage)]), None)
-        .await
-        .unwrap();
-    assert!(failures(&again.response).is_empty());
-    assert_eq!(ledger.list_quarantine(100).await.unwrap().len(), 3);
 }
 
 /// A SIM's new events in a batch are committed together, so throttling fails them together;
@@ -220,47 +167,6 @@ async fn throttled_writes_report_the_lowest_failed_sequence_number_and_redeliver
     }
 }
 
-#[tokio::test]
-async fn past_the_deadline_no_write_starts_and_every_record_is_reported() {
-    let ledger = fresh_ledger("consumer-deadline").await;
-    let records: Vec<(u64, Vec<u8>)> = (5..=7u64)
-        .map(|n| {
-            let e = SampleEvent::usage_update(
-                &format!("EZ{n:032}"),
-                "HS7",
-                "2024-11-03T10:00:00Z",
-                (1, 1),
-            );
-            (n, e.kore_json().into_bytes())
-        })
-        .chain([(8, b"poison".to_vec())])
-        .collect();
-    let past = tokio::time::Instant::now();
-
-    let report = consume(&ledger, kinesis_event(&records), Some(past))
-        .await
-        .unwrap();
-
-    assert_eq!(failures(&report.response), [sequence_number(5)]);
-    assert_eq!(report.metrics.get("RecordsFailed"), 4.0);
-    assert_eq!(ledger.sim_usage("HS7", "2024-11-03").await.unwrap(), None);
-    assert!(ledger.list_quarantine(10).await.unwrap().is_empty());
-
-    let retried = consume(&ledger, kinesis_event(&records), None)
-        .await
-        .unwrap();
-    assert!(failures(&retried.response).is_empty());
-    assert_eq!(
-        ledger
-            .sim_usage("HS7", "2024-11-03")
-            .await
-            .unwrap()
-            .unwrap()
-            .usage_events,
-        3
-    );
-}
-
 /// Issue 13, item 1: a 900 KB binary record (base64 would be 1.2 MB, three times a DynamoDB
 /// item) is quarantined whole, and the shard goes on: the record is not reported for retry.
 #[tokio::test]
@@ -294,8 +200,8 @@ async fn a_900_kb_binary_record_is_quarantined_whole_and_the_shard_goes_on() {
 }
 
 /// When DynamoDB refuses a copy's write as already stored but does not return the stored
-/// item (the duplicate check having missed it), the consumer reads it (GetItem) to tell a duplicate from a conflict: the path the
-/// role's GetItem grant is for (tests/iam_grants.rs).
+/// item (the duplicate check having missed it), the consumer reads it (GetItem) to tell a
+/// duplicate from a conflict: the path the role's GetItem grant is for (tests/iam_grants.rs).
 #[tokio::test]
 async fn a_duplicate_whose_stored_copy_is_not_returned_is_read_and_counted_once() {
     let ledger = fresh_ledger("consumer-no-old-item").await;

@@ -6,8 +6,8 @@ use chrono::{Duration, TimeZone, Utc};
 use integration_tests::*;
 use kore_ingest_shared::callback::{CallbackKind, parse_callback};
 use kore_ingest_shared::event::{DataVolume, EventError, parse_events};
-use kore_ingest_shared::ledger::Outcome;
 use kore_ingest_shared::ledger::callbacks::CallbackOutcome;
+use kore_ingest_shared::ledger::{Outcome, QuarantineKind};
 
 const SIM: &str = "HS11112222333344445555666677778888";
 
@@ -135,7 +135,7 @@ async fn conflicting_copy_keeps_the_first_and_quarantines_the_second() {
     let day = ledger.sim_usage(SIM, "2024-11-03").await.unwrap().unwrap();
     assert_eq!(day.usage, volume(1, 1));
     let stored = ledger.quarantined(&quarantine_id).await.unwrap().unwrap();
-    assert_eq!(stored.kind, "conflict");
+    assert_eq!(stored.kind, QuarantineKind::Conflict);
     assert!(
         stored.reason.contains("conflict: event EZ04"),
         "{}",

@@ -1,8 +1,9 @@
 //! `kore-usage`: the operator's tool for the usage ledger. Usage records as UsageRecords
 //! answers them, rollups rebuilt from the events, reports per SIM, data sessions and their
 //! gaps, migration reconciliation between KORE and Twilio, replay of CloudEvent
-//! archives, and the quarantine (list, show, redrive). Every write goes through the same
-//! shared path as the Lambda functions, so replays and redrives are exactly once too.
+//! archives, the quarantine (list, show, redrive), and signed test requests to a webhook.
+//! Every write goes through the same shared path as the Lambda functions, so replays and
+//! redrives are exactly once too.
 //!
 //! Exit codes: 0 success, 1 failure (one plain sentence on stderr), 2 wrong usage.
 
@@ -16,14 +17,15 @@ mod rebuild;
 mod reconcile;
 mod replay;
 mod report;
+mod send;
 mod sessions;
 mod usage;
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use clap::{CommandFactory, Parser, Subcommand};
+use kore_ingest_shared::aws::{Caller, sdk_config};
 use kore_ingest_shared::ledger::{LedgerConfig, UsageLedger};
 
 use failure::Failure;
@@ -44,6 +46,7 @@ Examples:
   kore-usage replay kinesis-export-2024-11-03.jsonl
   kore-usage quarantine list
   kore-usage quarantine redrive
+  kore-usage send --secret \"$KORE_SECRET\" --body batch.json https://xyz.lambda-url.eu-west-1.on.aws/events
 
 The table comes from --table or TABLE_NAME. AWS configuration is read the standard way
 (AWS_PROFILE, AWS_REGION, credentials), and AWS_ENDPOINT_URL_DYNAMODB points the tool at a
@@ -52,7 +55,7 @@ local DynamoDB, e.g. http://127.0.0.1:8000.
 Exit codes: 0 success, 1 failure, 2 wrong usage.";
 
 /// Usage reports, reconciliation, replay and quarantine for the KORE/Twilio Super SIM usage
-/// ledger on DynamoDB.
+/// ledger on DynamoDB, and signed test requests to its webhook.
 #[derive(Debug, Parser)]
 #[command(name = "kore-usage", version, after_help = EXAMPLES)]
 struct Cli {
@@ -66,6 +69,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Ledger(LedgerCommand),
+    Send(send::Args),
+}
+
+/// The commands that read or write the ledger (they need its table).
+#[derive(Debug, Subcommand)]
+enum LedgerCommand {
     Usage(usage::Args),
     Rebuild(rebuild::Args),
     Close(close::CloseArgs),
@@ -85,24 +96,14 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Some(table) = cli.table.as_deref().filter(|t| !t.trim().is_empty()) else {
-        usage_error("no table given: pass --table TABLE or set TABLE_NAME");
-    };
-    let ledger = ledger(table).await;
     let result = match cli.command {
-        Command::Usage(args) => usage::run(&ledger, args).await,
-        Command::Rebuild(args) => rebuild::run(&ledger, args).await,
-        Command::Close(args) => close::close(&ledger, args).await,
-        Command::Adjustments(args) => close::adjustments(&ledger, args).await,
-        Command::VerifyClose(args) => close::verify(&ledger, args).await,
-        Command::Evidence(args) => evidence::evidence(&ledger, args).await,
-        Command::Export(args) => evidence::export(&ledger, args).await,
-        Command::Compare(args) => compare::run(&ledger, args).await,
-        Command::Report(args) => report::run(&ledger, args).await,
-        Command::Sessions(args) => sessions::run(&ledger, args).await,
-        Command::Reconcile(args) => reconcile::run(&ledger, args).await,
-        Command::Replay(args) => replay::run(&ledger, args).await,
-        Command::Quarantine(command) => quarantine::run(&ledger, command).await,
+        Command::Send(args) => send::run(args).await,
+        Command::Ledger(command) => {
+            let Some(table) = cli.table.as_deref().filter(|t| !t.trim().is_empty()) else {
+                usage_error("no table given: pass --table TABLE or set TABLE_NAME");
+            };
+            run(&ledger(table).await, command).await
+        }
     };
     match result {
         Ok(code) => code,
@@ -114,6 +115,24 @@ async fn main() -> ExitCode {
     }
 }
 
+async fn run(ledger: &UsageLedger, command: LedgerCommand) -> failure::Result<ExitCode> {
+    match command {
+        LedgerCommand::Usage(args) => usage::run(ledger, args).await,
+        LedgerCommand::Rebuild(args) => rebuild::run(ledger, args).await,
+        LedgerCommand::Close(args) => close::close(ledger, args).await,
+        LedgerCommand::Adjustments(args) => close::adjustments(ledger, args).await,
+        LedgerCommand::VerifyClose(args) => close::verify(ledger, args).await,
+        LedgerCommand::Evidence(args) => evidence::evidence(ledger, args).await,
+        LedgerCommand::Export(args) => evidence::export(ledger, args).await,
+        LedgerCommand::Compare(args) => compare::run(ledger, args).await,
+        LedgerCommand::Report(args) => report::run(ledger, args).await,
+        LedgerCommand::Sessions(args) => sessions::run(ledger, args).await,
+        LedgerCommand::Reconcile(args) => reconcile::run(ledger, args).await,
+        LedgerCommand::Replay(args) => replay::run(ledger, args).await,
+        LedgerCommand::Quarantine(command) => quarantine::run(ledger, command).await,
+    }
+}
+
 /// Wrong usage found after parsing: clap's format and exit code 2.
 fn usage_error(message: &str) -> ! {
     Cli::command()
@@ -121,17 +140,9 @@ fn usage_error(message: &str) -> ! {
         .exit()
 }
 
-/// The ledger with AWS configuration loaded the standard way (profiles, region, the
-/// `AWS_ENDPOINT_URL_DYNAMODB` of a local stack). A connection that cannot be made fails
-/// within seconds rather than hanging.
+/// The ledger with a tool's AWS configuration (profiles, region, the
+/// `AWS_ENDPOINT_URL_DYNAMODB` of a local stack; see [`sdk_config`]).
 async fn ledger(table: &str) -> UsageLedger {
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(3))
-        .operation_attempt_timeout(Duration::from_secs(30))
-        .build();
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .timeout_config(timeouts)
-        .load()
-        .await;
+    let config = sdk_config(Caller::Tool).await;
     UsageLedger::new(Client::new(&config), LedgerConfig::new(table))
 }

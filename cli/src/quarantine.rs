@@ -12,6 +12,7 @@ use kore_ingest_shared::callback::{
     CallbackKind, KORE_IDEMPOTENCY_HEADER, TWILIO_IDEMPOTENCY_HEADER, parse_callback,
 };
 use kore_ingest_shared::event::{Provider, parse_events};
+use kore_ingest_shared::ledger::callbacks::CallbackOutcome;
 use kore_ingest_shared::ledger::quarantine::quarantine_id;
 use kore_ingest_shared::ledger::{
     Delivery, Origin, Outcome, OutcomeCounts, QuarantineKind, QuarantinedPayload, UsageLedger,
@@ -117,7 +118,7 @@ async fn list(ledger: &UsageLedger, limit: usize, format: Format) -> Result<Exit
                     id: &e.id,
                     received_at: &e.received_at,
                     path: &e.path,
-                    provider: e.provider.as_deref(),
+                    provider: e.provider.map(Provider::as_str),
                     origin: &e.origin,
                     reason: &e.reason,
                 })
@@ -138,7 +139,7 @@ async fn list(ledger: &UsageLedger, limit: usize, format: Format) -> Result<Exit
                     e.received_at.clone(),
                     e.id.clone(),
                     e.path.clone(),
-                    e.provider.clone().unwrap_or_else(|| "-".into()),
+                    e.provider.map_or("-", Provider::as_str).to_owned(),
                     e.origin.clone(),
                     one_line(&e.reason),
                 ]);
@@ -185,24 +186,36 @@ struct ShowJson<'a> {
     payload: String,
 }
 
+/// A callback's kind and idempotency token, when the entry is a callback.
+fn callback_of(kind: &QuarantineKind) -> (Option<CallbackKind>, Option<&str>) {
+    match kind {
+        QuarantineKind::Callback {
+            kind,
+            idempotency_token,
+        } => (Some(*kind), idempotency_token.as_deref()),
+        QuarantineKind::Event | QuarantineKind::Conflict => (None, None),
+    }
+}
+
 async fn show(ledger: &UsageLedger, id: &str, format: Format) -> Result<ExitCode> {
     let entry = fetch(ledger, id).await?;
     let (encoding, payload) = match std::str::from_utf8(&entry.payload) {
         Ok(text) => ("text", text.to_owned()),
         Err(_) => ("base64", BASE64.encode(&entry.payload)),
     };
+    let (callback_kind, idempotency_token) = callback_of(&entry.kind);
     let text = match format {
         Format::Json => json(&ShowJson {
             id: &entry.id,
-            kind: &entry.kind,
+            kind: entry.kind.name(),
             reason: &entry.reason,
             received_at: &entry.received_at,
             path: &entry.path,
             origin: &entry.origin,
-            provider: entry.provider.as_deref(),
+            provider: entry.provider.map(Provider::as_str),
             related_event_sid: entry.related_event_sid.as_deref(),
-            callback_kind: entry.callback_kind.as_deref(),
-            idempotency_token: entry.idempotency_token.as_deref(),
+            callback_kind: callback_kind.map(CallbackKind::as_str),
+            idempotency_token,
             truncated: entry.truncated,
             payload_size: entry.payload.len(),
             original_size: entry.original_size,
@@ -212,21 +225,21 @@ async fn show(ledger: &UsageLedger, id: &str, format: Format) -> Result<ExitCode
         Format::Table => {
             let mut fields = vec![
                 ("id", entry.id.clone()),
-                ("kind", entry.kind.clone()),
+                ("kind", entry.kind.name().to_owned()),
                 ("reason", entry.reason.clone()),
                 ("received at", entry.received_at.clone()),
                 ("path", entry.path.clone()),
                 ("origin", entry.origin.clone()),
             ];
             let optional = [
-                ("provider", &entry.provider),
-                ("related event", &entry.related_event_sid),
-                ("callback kind", &entry.callback_kind),
-                ("idempotency token", &entry.idempotency_token),
+                ("provider", entry.provider.map(Provider::as_str)),
+                ("related event", entry.related_event_sid.as_deref()),
+                ("callback kind", callback_kind.map(CallbackKind::as_str)),
+                ("idempotency token", idempotency_token),
             ];
             for (name, value) in optional {
                 if let Some(value) = value {
-                    fields.push((name, value.clone()));
+                    fields.push((name, value.to_owned()));
                 }
             }
             let size = entry.payload.len();
@@ -408,40 +421,35 @@ async fn plan_one(ledger: &UsageLedger, id: &str) -> Result<Redriven> {
         missing.reason = Some("no quarantined payload has this id".into());
         return Ok(missing);
     };
-    let mut plan = Redriven::new(id, &entry.kind);
+    let mut plan = Redriven::new(id, entry.kind.name());
     let keep = if entry.truncated {
         Some("only the start of this payload was kept, so it cannot be re-processed".to_owned())
     } else {
-        match entry.kind.as_str() {
-            "event" | "conflict" => match parse_events(&entry.payload) {
-                Err(error) => Some(format!("still unparseable: {error}")),
-                Ok(items) => {
-                    let bad: Vec<String> = items
-                        .iter()
-                        .filter_map(|item| item.as_ref().err())
-                        .map(|bad| {
-                            format!("element {} is still unparseable: {}", bad.index, bad.error)
-                        })
-                        .collect();
-                    (!bad.is_empty()).then(|| bad.join("; "))
-                }
-            },
-            "callback" => {
-                match (
-                    entry
-                        .callback_kind
-                        .as_deref()
-                        .and_then(CallbackKind::from_path_segment),
-                    callback_headers(&entry),
-                ) {
-                    (None, _) => Some("the callback kind was not recorded".to_owned()),
-                    (_, Err(reason)) => Some(reason),
-                    (Some(kind), Ok(headers)) => parse_callback(kind, &entry.payload, &headers)
-                        .err()
-                        .map(|error| format!("still unparseable: {error}")),
+        match &entry.kind {
+            QuarantineKind::Event | QuarantineKind::Conflict => {
+                match parse_events(&entry.payload) {
+                    Err(error) => Some(format!("still unparseable: {error}")),
+                    Ok(items) => {
+                        let bad: Vec<String> = items
+                            .iter()
+                            .filter_map(|item| item.as_ref().err())
+                            .map(|bad| {
+                                format!("element {} is still unparseable: {}", bad.index, bad.error)
+                            })
+                            .collect();
+                        (!bad.is_empty()).then(|| bad.join("; "))
+                    }
                 }
             }
-            other => Some(format!("unknown payload kind `{other}`")),
+            QuarantineKind::Callback {
+                kind,
+                idempotency_token,
+            } => match callback_headers(entry.provider, idempotency_token.as_deref()) {
+                Err(reason) => Some(reason),
+                Ok(headers) => parse_callback(*kind, &entry.payload, &headers)
+                    .err()
+                    .map(|error| format!("still unparseable: {error}")),
+            },
         }
     };
     match keep {
@@ -451,7 +459,7 @@ async fn plan_one(ledger: &UsageLedger, id: &str) -> Result<Redriven> {
         }
         None => {
             plan.result = Disposition::WouldRedrive;
-            if entry.kind == "conflict" {
+            if entry.kind == QuarantineKind::Conflict {
                 plan.reason = Some("a conflicting copy: it is kept if it still conflicts".into());
             }
         }
@@ -466,22 +474,29 @@ async fn redrive_one(ledger: &UsageLedger, id: &str) -> Result<Redriven> {
         missing.reason = Some("no quarantined payload has this id".into());
         return Ok(missing);
     };
-    let result = Redriven::new(id, &entry.kind);
+    let result = Redriven::new(id, entry.kind.name());
     if entry.truncated {
         return Ok(result.kept(
             "only the start of this payload was kept (it was larger than a DynamoDB item), so it cannot be re-processed",
         ));
     }
     let delivery = Delivery {
-        provider_hint: entry.provider.as_deref().and_then(Provider::from_name),
+        provider_hint: entry.provider,
         ..Delivery::now(Origin::Replay {
             source: format!("quarantine:{id}"),
         })
     };
-    let result = match entry.kind.as_str() {
-        "event" | "conflict" => redrive_events(ledger, &entry, &delivery, result).await?,
-        "callback" => redrive_callback(ledger, &entry, &delivery, result).await,
-        other => result.kept(format!("unknown payload kind `{other}`")),
+    let result = match &entry.kind {
+        QuarantineKind::Event | QuarantineKind::Conflict => {
+            redrive_events(ledger, &entry, &delivery, result).await?
+        }
+        QuarantineKind::Callback {
+            kind,
+            idempotency_token,
+        } => {
+            let headers = callback_headers(entry.provider, idempotency_token.as_deref());
+            redrive_callback(ledger, *kind, headers, &entry, &delivery, result).await
+        }
     };
     if result.result == Disposition::Removed {
         ledger.delete_quarantined(id).await.or_fail(ledger)?;
@@ -517,7 +532,7 @@ async fn redrive_events(
     // A conflict recorded again is quarantined again, under the replay path: that copy is
     // removed afterwards unless it existed before, so redrives do not pile up entries.
     let mut fresh_copies = Vec::new();
-    if entry.kind == "conflict" {
+    if entry.kind == QuarantineKind::Conflict {
         for (item, _) in &inputs {
             if let Ok(event) = item {
                 let copy = quarantine_id(&QuarantineKind::Conflict, "replay", event.raw.as_bytes());
@@ -574,18 +589,13 @@ async fn redrive_events(
 
 async fn redrive_callback(
     ledger: &UsageLedger,
+    kind: CallbackKind,
+    headers: std::result::Result<HeaderMap, String>,
     entry: &QuarantinedPayload,
     delivery: &Delivery,
     mut result: Redriven,
 ) -> Redriven {
-    let Some(kind) = entry
-        .callback_kind
-        .as_deref()
-        .and_then(CallbackKind::from_path_segment)
-    else {
-        return result.kept("the callback kind was not recorded");
-    };
-    let headers = match callback_headers(entry) {
+    let headers = match headers {
         Ok(headers) => headers,
         Err(reason) => return result.kept(reason),
     };
@@ -598,7 +608,7 @@ async fn redrive_callback(
         .await
     {
         Ok(outcome) => {
-            if outcome == kore_ingest_shared::ledger::callbacks::CallbackOutcome::New {
+            if outcome == CallbackOutcome::New {
                 result.new = 1;
             } else {
                 result.duplicate = 1;
@@ -615,10 +625,12 @@ async fn redrive_callback(
 
 /// The headers the callback arrived with, as far as they matter: the provider's idempotency
 /// token, or, without one, the provider's User-Agent (the token is then the payload hash).
-fn callback_headers(entry: &QuarantinedPayload) -> std::result::Result<HeaderMap, String> {
-    let provider = entry.provider.as_deref().and_then(Provider::from_name);
+fn callback_headers(
+    provider: Option<Provider>,
+    idempotency_token: Option<&str>,
+) -> std::result::Result<HeaderMap, String> {
     let mut headers = HeaderMap::new();
-    match (provider, &entry.idempotency_token) {
+    match (provider, idempotency_token) {
         (Some(provider), Some(token)) => {
             let header = match provider {
                 Provider::Kore => KORE_IDEMPOTENCY_HEADER,

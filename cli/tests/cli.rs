@@ -2149,3 +2149,127 @@ async fn compare_explains_a_lost_window_and_a_late_settlement_and_flags_the_rest
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("0 unexplained"), "{}", run.stdout);
 }
+
+/// `send` signs as KORE and Twilio sign (events, a form POST, a GET callback): the webhook
+/// of the run's stack (`scripts/test` starts it with these secrets) accepts each and stores
+/// it; a wrong secret gets the webhook's 401 and exit 1.
+#[tokio::test]
+async fn send_signs_requests_the_running_webhook_accepts() {
+    let stack = integration_tests::stack::LocalStack::from_env();
+    let var =
+        |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name}: run scripts/test"));
+    let first = |name: &str| var(name).split(',').next().unwrap_or_default().to_owned();
+    let (kore, twilio, public) = (
+        first("KORE_WEBHOOK_SECRETS"),
+        first("TWILIO_AUTH_TOKENS"),
+        var("WEBHOOK_PUBLIC_URL"),
+    );
+    let send = |args: &[&str], secret: &str, body: &[u8]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kore-usage"))
+            .args(["send", "--format", "json"])
+            .args(args)
+            .env("KORE_USAGE_SIGNING_SECRET", secret)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run kore-usage send");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(body)
+            .expect("write the body");
+        let output = child.wait_with_output().expect("kore-usage send ends");
+        let answer: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{args:?}: {e}: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+        (output.status.code(), answer)
+    };
+    let sim = format!("HSclisend{:023}", fastrand::u64(..));
+    let (samples, body) = kore_batch(2, &sim, &sim[9..17]);
+    let events_url = stack.webhook_url("/events");
+    let events_signed = format!("{public}/events");
+
+    let signed = ["--sign-url", events_signed.as_str(), events_url.as_str()];
+    let (code, answer) = send(&signed, &kore, body.as_bytes());
+    assert_eq!(
+        (code, &answer["status"]),
+        (Some(0), &json!(200)),
+        "{answer}"
+    );
+    let reply: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+    assert_eq!(reply["accepted"], 2, "{reply}");
+
+    let twilio_body = format!("[{}]", samples[0].twilio_json());
+    let as_twilio = [
+        "--provider",
+        "twilio",
+        "--sign-url",
+        events_signed.as_str(),
+        events_url.as_str(),
+    ];
+    let (code, answer) = send(&as_twilio, &twilio, twilio_body.as_bytes());
+    assert_eq!(code, Some(0), "{answer}");
+    let reply: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+    assert_eq!(reply["duplicates"], 1, "{reply}");
+
+    let form = format!("ApiVersion=v1&SimSid={sim}&SimStatus=inactive&AccountSid=AC1");
+    let token = format!("RQclisend{:025}", fastrand::u64(..));
+    let token_header = format!("Kore-Idempotency-Token: {token}");
+    let sims_url = stack.webhook_url("/callbacks/sims");
+    let sims_signed = format!("{public}/callbacks/sims");
+    let callback = [
+        "--callback",
+        "-H",
+        token_header.as_str(),
+        "--sign-url",
+        sims_signed.as_str(),
+        sims_url.as_str(),
+    ];
+    let (code, answer) = send(&callback, &kore, form.as_bytes());
+    assert_eq!(code, Some(0), "{answer}");
+    assert!(stack.ledger.callback_exists("kore", &token).await.unwrap());
+    let status = stack.ledger.sim_status(&sim).await.unwrap().unwrap();
+    assert_eq!(status.status, "inactive");
+
+    let commands_url = stack.webhook_url("/callbacks/sms-commands");
+    let commands_signed = format!("{public}/callbacks/sms-commands");
+    let twilio_token = format!("{:08x}-2d4a-4c8e-9a51-0d7e3b1f2a44", fastrand::u32(..));
+    let twilio_token_header = format!("I-Twilio-Idempotency-Token: {twilio_token}");
+    let get = [
+        "--callback",
+        "--get",
+        "--provider",
+        "twilio",
+        "-H",
+        twilio_token_header.as_str(),
+        "--sign-url",
+        commands_signed.as_str(),
+        commands_url.as_str(),
+    ];
+    let (code, answer) = send(
+        &get,
+        &twilio,
+        b"Status=received&Command=ping&Direction=from_sim",
+    );
+    assert_eq!(code, Some(0), "{answer}");
+    assert!(
+        stack
+            .ledger
+            .callback_exists("twilio", &twilio_token)
+            .await
+            .unwrap()
+    );
+
+    let (code, answer) = send(&signed, "not-the-secret", body.as_bytes());
+    assert_eq!(
+        (code, &answer["status"]),
+        (Some(1), &json!(401)),
+        "{answer}"
+    );
+}

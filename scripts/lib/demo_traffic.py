@@ -3,11 +3,14 @@ Connection Events for a small fleet, delivered to the running local stack the wa
 Twilio deliver them during the migration, then the ledger read back with `kore-usage`.
 
 Run it through scripts/demo, which starts the stack and builds kore-usage first. Python 3
-standard library plus boto3 (from the repo venv, for the Kinesis puts).
+standard library plus boto3 (from the repo venv, for the Kinesis puts). Webhook requests are
+signed and sent by `kore-usage send`, with the signing code the webhook verifies against;
+what the stack stored is read back with `kore-usage` too.
 
 Everything is deterministic (a fixed seed; SIDs derived from names), so a second run sends
 the very same events: the stack stores them as duplicates and no total moves. The expected
-totals are computed here, from the generated events, without asking the stack.
+totals are computed here, from the generated events, without asking the stack: that is the
+point of the generator, so it stays independent of the Rust code it checks.
 """
 
 from __future__ import annotations
@@ -17,17 +20,13 @@ import base64
 import datetime as dt
 import gzip
 import hashlib
-import hmac
 import json
 import os
 import random
-import re
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -400,11 +399,6 @@ def poison_record(day: Day) -> bytes:
     return gzip.compress(json.dumps(day.events[0].kore_envelope()).encode(), mtime=0)
 
 
-def quarantine_id(kind: str, path: str, payload: bytes) -> str:
-    """The ledger's quarantine id: the same payload from the same path, the same id."""
-    return hashlib.sha256(kind.encode() + b"\n" + path.encode() + b"\n" + payload).hexdigest()[:32]
-
-
 @dataclass
 class Expected:
     per_sim: dict[str, dict[str, int]]
@@ -444,8 +438,9 @@ def expected_of(day: Day) -> Expected:
 
 
 class Demo:
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, tool: "KoreUsage") -> None:
         self.args = args
+        self.tool = tool
         env = os.environ
         self.lambda_url = env["LAMBDA_URL"].rstrip("/")
         self.public_url = env["WEBHOOK_PUBLIC_URL"].rstrip("/")
@@ -458,26 +453,30 @@ class Demo:
         self.callback_counts = {"accepted": 0, "duplicates": 0}
         self.retried_5xx = 0  # requests answered 5xx first, then retried
         self.last_seq: dict[str, str] = {}  # shard -> highest sequence number we put
+        self.partition_keys: dict[str, str] = {}  # shard -> a partition key that lands there
+        self.sentinels: set[str] = set()  # ids of this run's closing test events
 
-    # --- HTTP ---
+    # --- HTTP, through `kore-usage send` ---
 
-    def webhook(self, path: str, query: str = "") -> str:
-        return f"{self.lambda_url}/lambda-url/webhook{path}" + (f"?{query}" if query else "")
-
-    def request(self, what: str, method: str, url: str, headers: dict, body: bytes | None) -> tuple[dict, str]:
-        """Sends like KORE and Twilio do: a 5xx is retried with back-off; a 401 means the
-        running stack does not have the demo's secrets. Returns the JSON answer and the
-        statuses seen, e.g. "503 -> 200"."""
+    def request(self, what: str, path: str, body: bytes, *, twilio: bool = False, callback: bool = False,
+                get: bool = False, headers: tuple[str, ...] = ()) -> tuple[dict, str]:
+        """Sends like KORE and Twilio do, signed by `kore-usage send`: a 5xx is retried with
+        back-off; a 401 means the running stack does not have the demo's secrets. Returns
+        the JSON answer and the statuses seen, e.g. "503 -> 200"."""
+        args = ["--sign-url", f"{self.public_url}{path}"]
+        if twilio:
+            args += ["--provider", "twilio"]
+        if callback:
+            args.append("--callback")
+        if get:
+            args.append("--get")
+        for header in headers:
+            args += ["-H", header]
+        args.append(f"{self.lambda_url}/lambda-url/webhook{path}")
+        secret = self.twilio_token if twilio else self.kore_secret
         statuses = []
         for attempt in range(1, 7):
-            req = urllib.request.Request(url, data=body, headers=headers, method=method)
-            try:
-                with urllib.request.urlopen(req, timeout=60) as resp:
-                    status, text = resp.status, resp.read().decode(errors="replace")
-            except urllib.error.HTTPError as e:
-                status, text = e.code, e.read().decode(errors="replace")
-            except (urllib.error.URLError, OSError) as e:
-                raise SystemExit(f"demo: {what}: {method} {url} failed: {getattr(e, 'reason', e)}")
+            status, text = self.tool.send(args, body, secret, what)
             if status == 401:
                 raise SystemExit(
                     f"demo: {what}: the webhook answered 401 to a correctly signed request: "
@@ -498,32 +497,8 @@ class Demo:
                 raise SystemExit(f"demo: {what}: unexpected answer: {text[:300]}")
         raise AssertionError("unreachable")
 
-    def kore_sign(self, path: str, body: bytes) -> str:
-        signed = f"{self.public_url}{path}"
-        return hashlib.sha256(self.kore_secret.encode() + b"POST" + signed.encode() + body).hexdigest()
-
-    def twilio_sign(self, signed_url: str) -> str:
-        mac = hmac.new(self.twilio_token.encode(), signed_url.encode(), hashlib.sha1)
-        return base64.b64encode(mac.digest()).decode()
-
-    def post_kore(self, what: str, events: list[dict]) -> tuple[dict, str]:
-        body = json.dumps(events, separators=(",", ":")).encode()
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": "KoreProxy/1.1",
-            "Kore-Signature": self.kore_sign("/events", body),
-        }
-        return self.request(what, "POST", self.webhook("/events"), headers, body)
-
-    def post_twilio(self, what: str, events: list[dict]) -> tuple[dict, str]:
-        body = json.dumps(events, separators=(",", ":")).encode()
-        query = f"bodySHA256={hashlib.sha256(body).hexdigest()}"
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": "TwilioProxy/1.1",
-            "X-Twilio-Signature": self.twilio_sign(f"{self.public_url}/events?{query}"),
-        }
-        return self.request(what, "POST", self.webhook("/events", query), headers, body)
+    def post_events(self, what: str, events: list[dict], twilio: bool = False) -> tuple[dict, str]:
+        return self.request(what, "/events", json.dumps(events, separators=(",", ":")).encode(), twilio=twilio)
 
     def tally(self, answer: tuple[dict, str], callback: bool = False) -> str:
         reply, statuses = answer
@@ -541,8 +516,8 @@ class Demo:
 
     def preflight(self) -> None:
         """An empty signed batch from each provider: stores nothing, proves the secrets."""
-        self.post_kore("signature check (KORE)", [])
-        self.post_twilio("signature check (Twilio)", [])
+        self.post_events("signature check (KORE)", [])
+        self.post_events("signature check (Twilio)", [], twilio=True)
 
     def send_kinesis(self, day: Day, poison: bytes, rng: random.Random) -> None:
         import boto3
@@ -582,11 +557,12 @@ class Demo:
             for attempt in range(5):
                 result = kinesis.put_records(StreamName=self.stream, Records=entries)
                 failed = [i for i, r in enumerate(result["Records"]) if "ErrorCode" in r]
-                for r in result["Records"]:
+                for entry, r in zip(entries, result["Records"]):
                     if "SequenceNumber" in r:
                         shard, seq = r["ShardId"], r["SequenceNumber"]
                         if int(seq) > int(self.last_seq.get(shard, "0")):
                             self.last_seq[shard] = seq
+                        self.partition_keys.setdefault(shard, entry["PartitionKey"])
                 if not failed:
                     break
                 # Only the failed entries again, in order (what the producers do).
@@ -599,28 +575,47 @@ class Demo:
         out(f"  Kinesis stream {self.stream}: {len(stream)} records put "
             f"({kore} KORE, {twilio} Twilio, {retries} producer retries of the same records, "
             "1 poison record: a gzipped payload)")
+        self.close_stream(kinesis)
 
-    def send_kore_webhook(self, day: Day) -> None:
-        events = sorted((e for e in day.events if e.kore == "webhook"),
-                        key=lambda e: e.timestamp + dt.timedelta(seconds=e.kore_delay))
+    def close_stream(self, kinesis) -> None:
+        """Last on every shard we wrote to, a KORE test event of this run (as KORE sends when a
+        destination is set up): once the ledger holds it, the poller has read the shard to its
+        end. A new id each run, so a second run waits on the stream too."""
+        now = dt.datetime.now(dt.timezone.utc)
+        for shard, key in sorted(self.partition_keys.items()):
+            test_id = str(uuid.uuid4())
+            event = {
+                "specversion": "1.0",
+                "type": "com.kore.eventstreams.test.event",
+                "source": "kore-events",
+                "id": test_id,
+                "time": now.strftime("%Y-%m-%dT%H:%M:%S.%f") + "0+00:00",
+                "datacontenttype": "application/json",
+                "dataschema": "/schemas/test/1",
+                "data": {"test_id": test_id, "note": f"kore-ingest demo: the end of {shard}"},
+            }
+            result = kinesis.put_record(StreamName=self.stream, Data=json.dumps(event).encode(), PartitionKey=key)
+            if result["ShardId"] != shard:
+                raise SystemExit(f"demo: the closing test event for {shard} landed on {result['ShardId']}")
+            self.sentinels.add(test_id)
+        out(f"  and a KORE test event closing each of the {len(self.sentinels)} shard(s) written to")
+
+    def send_webhook(self, day: Day, provider: str) -> None:
+        """One provider's webhook deliveries in publication order, in batches of at most 50.
+        KORE delivers its first batch twice: it did not see our 200 in time."""
+        kore = provider == "kore"
+        label = "KORE  " if kore else "Twilio"
+        events = sorted((e for e in day.events if getattr(e, provider) == "webhook"),
+                        key=lambda e: e.timestamp + dt.timedelta(seconds=e.kore_delay if kore else e.twilio_delay))
         batches = [events[i:i + BATCH_MAX] for i in range(0, len(events), BATCH_MAX)]
         for n, batch in enumerate(batches, 1):
-            envelopes = [e.kore_envelope() for e in batch]
-            reply = self.post_kore(f"KORE webhook batch {n}/{len(batches)}", envelopes)
-            out(f"  KORE   webhook batch {n}/{len(batches)} ({len(batch):2d} events) -> {self.tally(reply)}")
-            if n == 1:
-                # KORE did not see our 200 in time and delivers the same batch again.
-                reply = self.post_kore(f"KORE webhook batch {n}/{len(batches)} (retry)", envelopes)
-                out(f"  KORE   webhook batch {n}/{len(batches)} again, a sender retry -> {self.tally(reply)}")
-
-    def send_twilio_webhook(self, day: Day) -> None:
-        events = sorted((e for e in day.events if e.twilio == "webhook"),
-                        key=lambda e: e.timestamp + dt.timedelta(seconds=e.twilio_delay))
-        batches = [events[i:i + BATCH_MAX] for i in range(0, len(events), BATCH_MAX)]
-        for n, batch in enumerate(batches, 1):
-            reply = self.post_twilio(f"Twilio webhook batch {n}/{len(batches)}",
-                                     [e.twilio_envelope() for e in batch])
-            out(f"  Twilio webhook batch {n}/{len(batches)} ({len(batch):2d} events) -> {self.tally(reply)}")
+            envelopes = [e.kore_envelope() if kore else e.twilio_envelope() for e in batch]
+            what = f"{label.strip()} webhook batch {n}/{len(batches)}"
+            out(f"  {label} webhook batch {n}/{len(batches)} ({len(batch):2d} events) -> "
+                f"{self.tally(self.post_events(what, envelopes, twilio=not kore))}")
+            if kore and n == 1:
+                reply = self.post_events(f"{what} (retry)", envelopes)
+                out(f"  {label} webhook batch {n}/{len(batches)} again, a sender retry -> {self.tally(reply)}")
 
     def send_conflict(self, day: Day) -> None:
         original = day.conflict_of
@@ -628,7 +623,7 @@ class Demo:
         data = dict(original.data)
         data["data_download"] += 2048
         data["data_total"] += 2048
-        reply = self.post_kore("KORE conflicting copy", [original.kore_envelope(data)])
+        reply = self.post_events("KORE conflicting copy", [original.kore_envelope(data)])
         out(f"  KORE   webhook, a late copy of {original.event_sid} ({original.sim.name}) whose data_total says "
             f"{data['data_total']}, not {original.total} -> {self.tally(reply)}")
 
@@ -639,14 +634,9 @@ class Demo:
             ("SimStatus", "inactive"), ("AccountSid", ACCOUNT),
         ]).encode()
         token = str(uuid.UUID(hex=hashlib.sha256(f"{NAMESPACE}/kore-sim-status".encode()).hexdigest()[:32]))
-        headers = {
-            "Content-Type": "application/x-www-form-urlencoded",
-            "User-Agent": "KoreProxy/1.1",
-            "Kore-Signature": self.kore_sign("/callbacks/sims", form),
-            "Kore-Idempotency-Token": token,
-        }
         for attempt in ("", " again (retry)"):
-            reply = self.request("KORE SIM status callback", "POST", self.webhook("/callbacks/sims"), headers, form)
+            reply = self.request("KORE SIM status callback", "/callbacks/sims", form, callback=True,
+                                 headers=(f"Kore-Idempotency-Token: {token}",))
             out(f"  KORE   callback POST /callbacks/sims ({tracker.name} -> inactive){attempt} -> {self.tally(reply, True)}")
 
         meter = by_name("meter-02")
@@ -656,14 +646,11 @@ class Demo:
             ("CommandSid", sid("HC", meter.name, "leak-alarm")), ("AccountSid", ACCOUNT),
             ("PayloadType", "text"),
         ], quote_via=urllib.parse.quote)
-        headers = {
-            "User-Agent": "TwilioProxy/1.1",
-            "X-Twilio-Signature": self.twilio_sign(f"{self.public_url}/callbacks/sms-commands?{query}"),
-            "I-Twilio-Idempotency-Token": f"{ACCOUNT}-{sid('', 'twilio-sms-command')[:32]}",
-        }
+        token = f"{ACCOUNT}-{sid('', 'twilio-sms-command')[:32]}"
         for attempt in ("", " again (retry)"):
-            reply = self.request("Twilio SMS Command callback", "GET",
-                                 self.webhook("/callbacks/sms-commands", query), headers, None)
+            reply = self.request("Twilio SMS Command callback", "/callbacks/sms-commands", query.encode(),
+                                 twilio=True, callback=True, get=True,
+                                 headers=(f"I-Twilio-Idempotency-Token: {token}",))
             out(f"  Twilio callback GET /callbacks/sms-commands ({meter.name}, from_sim){attempt} "
                 f"-> {self.tally(reply, True)}")
 
@@ -690,6 +677,25 @@ class KoreUsage:
             raise RuntimeError(result.stderr.strip() or f"exit {result.returncode}")
         return json.loads(result.stdout)
 
+    def send(self, args: list[str], body: bytes, secret: str, what: str) -> tuple[int, str]:
+        """`kore-usage send`: signs and sends one request; the webhook's status and body."""
+        env = dict(self.env, KORE_USAGE_SIGNING_SECRET=secret)
+        result = subprocess.run([self.binary, "send", "--format", "json", "--timeout", "60", *args],
+                                input=body, env=env, capture_output=True, timeout=120)
+        try:
+            answer = json.loads(result.stdout)
+            return int(answer["status"]), str(answer["body"])
+        except (ValueError, KeyError, TypeError):
+            raise SystemExit(f"demo: {what}: kore-usage send failed: "
+                             f"{result.stderr.decode(errors='replace').strip() or f'exit {result.returncode}'}")
+
+    def quarantined_payload(self, entry_id: str) -> bytes:
+        """A quarantined payload, byte for byte."""
+        entry = self.json("quarantine", "show", entry_id)
+        if entry["payload_encoding"] == "base64":
+            return base64.b64decode(entry["payload"])
+        return entry["payload"].encode()
+
     def show(self, *args: str) -> None:
         out(f"$ kore-usage {' '.join(args)}")
         result = self.run(*args)
@@ -705,64 +711,36 @@ def rows_of(report: list[dict], ours: set[str]) -> dict[str, dict[str, int]]:
     return {r["sim_sid"]: {k: int(r[k]) for k in keys} for r in report if r["sim_sid"] in ours}
 
 
-class Progress:
-    """How far the local event source mapping got, from its log: the highest checkpoint
-    per shard written after we started putting records."""
+class Ledger:
+    """What the ledger says about this run's Kinesis records, asked through kore-usage: which
+    quarantine entry holds the poison record (found by its bytes), and whether the test
+    events that close the stream are stored."""
 
-    CHECKPOINT = re.compile(r"shard=(\S+) .*next=AFTER_SEQUENCE_NUMBER:(\d+)")
+    def __init__(self, tool: KoreUsage, poison: bytes) -> None:
+        self.tool = tool
+        self.poison = poison
+        self.poison_id: str | None = None
+        self.looked_at: set[str] = set()
 
-    def __init__(self, log: Path) -> None:
-        self.log = log
-        self.offset = log.stat().st_size if log.exists() else 0
-
-    def caught_up(self, last_seq: dict[str, str]) -> bool | None:
-        if not self.log.exists():
-            return None
-        seen: dict[str, int] = {}
-        with self.log.open("rb") as f:
-            f.seek(self.offset)
-            for line in f.read().decode(errors="replace").splitlines():
-                m = self.CHECKPOINT.search(line)
-                if m:
-                    seen[m.group(1)] = max(seen.get(m.group(1), 0), int(m.group(2)))
-        return all(seen.get(shard, 0) >= int(seq) for shard, seq in last_seq.items())
-
-
-class ConsumerLog:
-    """What kinesis-consumer reported per batch ("batch processed" log lines of the stack's
-    cargo lambda watch log) since the demo started sending."""
-
-    def __init__(self, log: Path) -> None:
-        self.log = log
-        self.offset = log.stat().st_size if log.exists() else 0
-
-    def summary(self) -> str | None:
-        if not self.log.exists():
-            return None
-        sums = {"records": 0, "new": 0, "duplicate": 0, "conflict": 0, "quarantined": 0, "failed": 0}
-        batches = 0
-        with self.log.open("rb") as f:
-            f.seek(self.offset)
-            for line in f.read().decode(errors="replace").splitlines():
-                if '"batch processed"' not in line:
+    def poison_quarantined(self) -> bool:
+        if self.poison_id is None:
+            for entry in self.tool.json("quarantine", "list", "--limit", "1000"):
+                if entry["path"] != "kinesis" or entry["id"] in self.looked_at:
                     continue
-                try:
-                    fields = json.loads(line)["fields"]
-                except (ValueError, KeyError, TypeError):
-                    continue
-                if not fields.get("records"):
-                    continue
-                batches += 1
-                for k in sums:
-                    sums[k] += int(float(fields.get(k, 0) or 0))
-        if not batches:
-            return None
-        return (f"{sums['records']} records in {batches} batches: {sums['new']} new, {sums['duplicate']} duplicates, "
-                f"{sums['conflict']} conflicts, {sums['quarantined']} quarantined, {sums['failed']} failed")
+                self.looked_at.add(entry["id"])
+                if self.tool.quarantined_payload(entry["id"]) == self.poison:
+                    self.poison_id = entry["id"]
+        return self.poison_id is not None
+
+    def stream_read(self, sentinels: set[str]) -> bool:
+        now = dt.datetime.now(dt.timezone.utc)
+        rec = self.tool.json("reconcile", "--from", iso(now - dt.timedelta(days=1)),
+                             "--to", iso(now + dt.timedelta(days=1)))
+        return sentinels <= set(rec["only_kore"])
 
 
-def wait_for_ledger(tool: KoreUsage, expected: Expected, poison_id: str, progress: Progress,
-                    last_seq: dict[str, str], dlq: Path, dlq_size: int, timeout: float) -> bool:
+def wait_for_ledger(tool: KoreUsage, expected: Expected, ledger: Ledger, sentinels: set[str],
+                    dlq: Path, dlq_size: int, timeout: float) -> bool:
     ours = set(expected.per_sim)
     our_sids = expected.both | expected.only_kore | expected.only_twilio
     want_usage = sum(r["usage_events"] for r in expected.per_sim.values())
@@ -780,15 +758,15 @@ def wait_for_ledger(tool: KoreUsage, expected: Expected, poison_id: str, progres
             only_twilio = set(rec["only_twilio"]) & our_sids
             ok.append(only_kore == expected.only_kore and only_twilio == expected.only_twilio
                       and int(rec["both"]) >= len(expected.both))
-            quarantine = tool.json("quarantine", "list", "--limit", "1000")
-            ok.append(any(q["id"] == poison_id for q in quarantine))
-            stream_done = progress.caught_up(last_seq)
-            ok.append(stream_done is not False)
+            poisoned = ledger.poison_quarantined()
+            ok.append(poisoned)
+            stream_done = ledger.stream_read(sentinels)
+            ok.append(stream_done)
             state = (f"usage events {got_usage}/{want_usage}, events both/only KORE/only Twilio "
                      f"{rec['both']}/{len(only_kore)}/{len(only_twilio)} of "
                      f"{len(expected.both)}/{len(expected.only_kore)}/{len(expected.only_twilio)}, "
-                     f"poison record {'quarantined' if ok[2] else 'not yet quarantined'}, "
-                     f"stream {'read to our last record' if stream_done else 'still being read' if stream_done is False else '(progress unknown)'}")
+                     f"poison record {f'quarantined as {ledger.poison_id}' if poisoned else 'not yet quarantined'}, "
+                     f"stream {'read to its end (its closing test events are stored)' if stream_done else 'still being read'}")
         except (RuntimeError, ValueError, KeyError, subprocess.TimeoutExpired) as e:
             ok = [False]
             state = f"kore-usage failed: {e}"
@@ -815,16 +793,14 @@ def wait_for_ledger(tool: KoreUsage, expected: Expected, poison_id: str, progres
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="demo_traffic.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--kore-usage", required=True, help="the kore-usage binary")
-    p.add_argument("--esm-log", required=True, type=Path, help="local-esm's log of this stack")
     p.add_argument("--dlq", required=True, type=Path, help="local-esm's dead-letter file of this stack")
-    p.add_argument("--functions-log", required=True, type=Path, help="cargo lambda watch's log of this stack")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the ledger")
     args = p.parse_args(argv)
 
     day = generate()
     expected = expected_of(day)
-    demo = Demo(args)
     tool = KoreUsage(args.kore_usage)
+    demo = Demo(args, tool)
 
     usage = [e for e in day.events if e.usage]
     kinds: dict[str, int] = {}
@@ -844,7 +820,6 @@ def main(argv: list[str]) -> int:
     out()
 
     poison = poison_record(day)
-    poison_id = quarantine_id("event", "kinesis", poison)
     out("== Expected, computed by the generator from the events it sends (not from the stack)")
     rows = []
     for sim in SIMS:
@@ -860,7 +835,7 @@ def main(argv: list[str]) -> int:
     out(table(["SIM", "NAME", "UPLOAD", "DOWNLOAD", "TOTAL", "BYTES", "EVENTS"], rows, {2, 3, 4, 5, 6}))
     out(f"  reconciliation: {len(expected.both)} events from both, {len(expected.only_kore)} only from KORE, "
         f"{len(expected.only_twilio)} only from Twilio")
-    out(f"  quarantine: the poison record (id {poison_id}) and the conflicting copy of "
+    out(f"  quarantine: the poison record (a gzipped payload, found by its bytes) and the conflicting copy of "
         f"{day.conflict_of.event_sid}")
     out(f"  gap: session {expected.gap_session} of {by_name('tracker-04').sim_sid} misses "
         f"{human(expected.gap_missing)} ({expected.gap_missing} bytes)")
@@ -887,13 +862,11 @@ def main(argv: list[str]) -> int:
 
     out("== Sending (sequentially; webhook batches of at most 50 events)")
     dlq_size = args.dlq.stat().st_size if args.dlq.exists() else 0
-    progress = Progress(args.esm_log)
-    consumer = ConsumerLog(args.functions_log)
     out("  signed empty batches from KORE and Twilio -> 200 (the stack has the demo's secrets)")
     t0 = time.monotonic()
     demo.send_kinesis(day, poison, random.Random(SEED + 1))
-    demo.send_kore_webhook(day)
-    demo.send_twilio_webhook(day)
+    demo.send_webhook(day, "kore")
+    demo.send_webhook(day, "twilio")
     demo.send_conflict(day)
     demo.send_callbacks()
     c, cb = demo.counts, demo.callback_counts
@@ -903,13 +876,8 @@ def main(argv: list[str]) -> int:
     out()
 
     out(f"== Waiting for the stack to store everything (the Kinesis poller is asynchronous; up to {args.timeout:.0f}s)")
-    settled = wait_for_ledger(tool, expected, poison_id, progress, demo.last_seq, args.dlq, dlq_size, args.timeout)
-    if settled:
-        # The consumer's log line for the last batch may trail its answer a little.
-        time.sleep(1)
-    summary = consumer.summary()
-    if summary:
-        out(f"  kinesis-consumer (from its log): {summary}")
+    settled = wait_for_ledger(tool, expected, Ledger(tool, poison), demo.sentinels, args.dlq, dlq_size,
+                              args.timeout)
     out()
 
     out("== What the ledger says")

@@ -7,11 +7,14 @@
 //! - [`delivery`]: how an input arrived and what became of it.
 //! - [`usage`]: the booking rule and usage records as billing asks for them.
 //! - [`ledger`]: the exactly-once usage ledger on DynamoDB.
+//! - [`aws`]: the AWS SDK configuration of every process, in one place.
 //! - [`metrics`]: CloudWatch Embedded Metric Format.
 //! - [`spill`]: webhook deliveries handed to the Kinesis stream when storage fails.
 //!
 //! Nothing here knows about Lambda; the function crates are thin adapters around it.
 
+#[cfg(feature = "ledger")]
+pub mod aws;
 pub mod callback;
 pub mod delivery;
 pub mod event;

@@ -133,8 +133,7 @@ pub fn verify_kore_signature<S: AsRef<[u8]>>(
     Err(SignatureError::Mismatch { header })
 }
 
-/// Computes the header value KORE would send (used by tests, benches and the
-/// send-test-webhook tool): lowercase hex SHA-256 of `secret + METHOD + url + body`, with the
+/// Computes the header value KORE would send (used by `kore-usage send`, tests and benches): lowercase hex SHA-256 of `secret + METHOD + url + body`, with the
 /// URL's query and fragment dropped exactly as the verifier does.
 #[must_use]
 pub fn kore_signature(secret: &[u8], method: &str, url: &str, body: &[u8]) -> String {
@@ -327,6 +326,17 @@ pub fn twilio_signature(token: &[u8], url: &str, form_params: &[(String, String)
 /// fragment, with `?` or `&` as needed).
 #[must_use]
 pub fn twilio_url_with_body_hash(url: &str, body: &[u8]) -> String {
+    url_with_query(
+        url,
+        &format!("bodySHA256={}", hex::encode(Sha256::digest(body))),
+    )
+}
+
+/// `url` with `query` (already encoded) appended to its query string: before any fragment,
+/// with `?` or `&` as needed. How a GET callback's form and Twilio's `bodySHA256` are added to
+/// the URL that is requested and signed.
+#[must_use]
+pub fn url_with_query(url: &str, query: &str) -> String {
     let (base, fragment) = url.find('#').map_or((url, ""), |i| url.split_at(i));
     let separator = if !base.contains('?') {
         "?"
@@ -335,8 +345,7 @@ pub fn twilio_url_with_body_hash(url: &str, body: &[u8]) -> String {
     } else {
         "&"
     };
-    let hash = hex::encode(Sha256::digest(body));
-    format!("{base}{separator}bodySHA256={hash}{fragment}")
+    format!("{base}{separator}{query}{fragment}")
 }
 
 /// A candidate signed URL, kept as borrowed pieces so port variants cost no allocation.

@@ -226,6 +226,12 @@ impl HttpConnector for ThrottlingConnector {
         if let Ok(function) = FUNCTION.try_with(|f| *f) {
             record(function, &request);
         }
+        let target = |operation: &str| {
+            request
+                .headers()
+                .get("x-amz-target")
+                .is_some_and(|t| t.ends_with(operation))
+        };
         let hit = self.throttle.active.load(Ordering::SeqCst)
             && match self.throttle.share {
                 Some(share) => fastrand::f64() < share,
@@ -252,10 +258,7 @@ impl HttpConnector for ThrottlingConnector {
         }
         // A marked item inside a transaction is throttled the way DynamoDB throttles a hot
         // item: the transaction is cancelled, and only that item's reason says why.
-        let transaction = request
-            .headers()
-            .get("x-amz-target")
-            .is_some_and(|t| t.ends_with(".TransactWriteItems"));
+        let transaction = target(".TransactWriteItems");
         let throttled = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate of requests exceeds the allowed throughput."}"#;
         let body = match (&self.throttle.response, transaction, self.throttle.share) {
             (Some(body), _, _) => body.as_str().to_owned(),

@@ -8,6 +8,7 @@ use kore_ingest_shared::event::{ConnectionEvent, ParsedItem, parse_events};
 use kore_ingest_shared::ledger::{Delivery, LedgerConfig, Origin, UsageLedger, table};
 use serde_json::{Value, json};
 
+pub mod fake;
 pub mod faults;
 pub mod script;
 pub mod stack;

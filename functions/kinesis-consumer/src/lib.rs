@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use kore_ingest_shared::event::{ParsedItem, parse_events};
+use kore_ingest_shared::ledger::port::Ledger;
 use kore_ingest_shared::ledger::{
     Delivery, Origin, Outcome, OutcomeCounts, QuarantineEntry, QuarantineKind, UsageLedger,
 };
@@ -36,29 +37,36 @@ pub struct BatchReport {
     pub outcomes: Vec<(usize, Outcome)>,
 }
 
-/// The Lambda entry point: processes the batch, logs and emits metrics.
-pub async fn handle(
-    ledger: &UsageLedger,
-    event: LambdaEvent<KinesisEvent>,
-) -> Result<KinesisEventResponse, Error> {
-    let margin = std::env::var("DEADLINE_MARGIN_MS")
-        .ok()
-        .and_then(|ms| ms.parse().ok())
-        .map(Duration::from_millis)
-        .unwrap_or(DEFAULT_DEADLINE_MARGIN);
-    let invocation_deadline = event.context.deadline();
-    // Lambda's deadline is always ahead at the start of an invocation. One already behind
-    // is an emulator's (cargo lambda watch sends a duration where Lambda sends a time):
-    // treat it as none rather than refuse every write.
-    let deadline = if invocation_deadline > SystemTime::now() {
-        Some(writes_deadline(invocation_deadline, margin))
-    } else {
-        warn!("the invocation deadline is already past at the start; writing without one");
-        None
-    };
-    let report = process_batch(ledger, event.payload, deadline).await?;
-    report.metrics.emit();
-    Ok(report.response)
+/// The consumer: its ledger and its configuration, built once per cold start.
+#[derive(Debug, Clone)]
+pub struct Consumer<L = UsageLedger> {
+    pub ledger: L,
+    /// No new write starts this close to the invocation deadline (`DEADLINE_MARGIN_MS`).
+    pub deadline_margin: Duration,
+}
+
+/// `DEADLINE_MARGIN_MS` (milliseconds, default [`DEFAULT_DEADLINE_MARGIN`]).
+pub fn deadline_margin(value: Option<&str>) -> Result<Duration, String> {
+    value.map_or(Ok(DEFAULT_DEADLINE_MARGIN), |ms| {
+        ms.trim()
+            .parse()
+            .map(Duration::from_millis)
+            .map_err(|_| format!("DEADLINE_MARGIN_MS must be a number of milliseconds, not `{ms}`"))
+    })
+}
+
+impl<L: Ledger> Consumer<L> {
+    /// The Lambda entry point: processes the batch with the invocation's deadline, logs and
+    /// emits metrics.
+    pub async fn handle(
+        &self,
+        event: LambdaEvent<KinesisEvent>,
+    ) -> Result<KinesisEventResponse, Error> {
+        let deadline = writes_deadline(event.context.deadline(), self.deadline_margin);
+        let report = process_batch(&self.ledger, event.payload, Some(deadline)).await?;
+        report.metrics.emit();
+        Ok(report.response)
+    }
 }
 
 /// The instant after which no new write starts.
@@ -99,8 +107,8 @@ fn unwrap_record(record: &KinesisEventRecord) -> Result<(Delivery, &[u8]), Strin
 
 /// Processes one batch. Errs only when a failed record has no sequence number to report,
 /// which makes Lambda retry the whole batch (safe: everything is idempotent).
-pub async fn process_batch(
-    ledger: &UsageLedger,
+pub async fn process_batch<L: Ledger>(
+    ledger: &L,
     event: KinesisEvent,
     deadline: Option<tokio::time::Instant>,
 ) -> Result<BatchReport, Error> {
@@ -150,7 +158,7 @@ pub async fn process_batch(
     }
 
     let (event_outcomes, poison_outcomes) = tokio::join!(
-        ledger.record_all(&inputs, deadline),
+        ledger.record_batch(&inputs, deadline),
         quarantine_all(ledger, &poison, deadline)
     );
 
@@ -177,24 +185,24 @@ pub async fn process_batch(
         }
     }
 
-    let mut failed: Vec<&KinesisEventRecord> = outcomes
+    let mut failed: Vec<&str> = outcomes
         .iter()
         .filter(|(_, outcome)| outcome.is_retry())
-        .map(|(record, _)| &records[*record])
+        .map(|(record, _)| records[*record].kinesis.sequence_number.as_str())
         .collect();
-    failed.sort_by(|a, b| sequence_order(&a.kinesis.sequence_number, &b.kinesis.sequence_number));
-    failed.dedup_by(|a, b| a.kinesis.sequence_number == b.kinesis.sequence_number);
+    failed.sort_by(|a, b| sequence_order(a, b));
+    failed.dedup();
     metrics.count("RecordsFailed", failed.len() as u64);
 
     let mut response = KinesisEventResponse::default();
-    if let Some(lowest) = failed.first() {
-        if lowest.kinesis.sequence_number.is_empty() {
+    if let Some(&lowest) = failed.first() {
+        if lowest.is_empty() {
             // An empty identifier would fail the batch anyway; say so plainly.
             return Err("a failed record has no sequence number; retrying the whole batch".into());
         }
         // Lambda restarts from the lowest reported sequence number; reporting it alone is
         // exact, and everything after it comes again.
-        response.add_failure(lowest.kinesis.sequence_number.clone());
+        response.add_failure(lowest.to_owned());
     }
     info!(
         records = records.len(),
@@ -212,8 +220,8 @@ pub async fn process_batch(
     })
 }
 
-async fn quarantine_all(
-    ledger: &UsageLedger,
+async fn quarantine_all<L: Ledger>(
+    ledger: &L,
     poison: &[PoisonRecord<'_>],
     deadline: Option<tokio::time::Instant>,
 ) -> Vec<(usize, Outcome)> {
@@ -258,8 +266,9 @@ fn origin_of(record: &KinesisEventRecord) -> Origin {
     }
 }
 
-/// Sequence numbers are decimal strings of up to 128 digits: compare them as numbers.
-fn sequence_order(a: &str, b: &str) -> std::cmp::Ordering {
+/// Sequence numbers are decimal strings of up to 128 digits: compare them as numbers. The
+/// order in which Lambda (and the local poller, `tests/local_esm`) restarts a shard.
+pub fn sequence_order(a: &str, b: &str) -> std::cmp::Ordering {
     let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
     a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }

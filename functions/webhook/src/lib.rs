@@ -25,6 +25,7 @@ use http::{HeaderMap, HeaderValue};
 use kore_ingest_shared::callback::{CallbackKind, parse_callback, parse_form};
 use kore_ingest_shared::event::{ParsedItem, Provider, parse_events};
 use kore_ingest_shared::ledger::callbacks::CallbackOutcome;
+use kore_ingest_shared::ledger::port::Ledger;
 use kore_ingest_shared::ledger::{
     Delivery, Origin, Outcome, OutcomeCounts, QuarantineEntry, QuarantineKind, UsageLedger,
 };
@@ -43,14 +44,21 @@ pub use config::WebhookConfig;
 
 /// The webhook: the ledger and its configuration, built once per cold start.
 #[derive(Debug, Clone)]
-pub struct Webhook {
-    pub ledger: UsageLedger,
+pub struct Webhook<L = UsageLedger> {
+    pub ledger: L,
     pub config: WebhookConfig,
 }
 
 /// The Lambda entry point: answers the request, logs and emits metrics.
-pub async fn handle(
-    webhook: &Webhook,
+///
+/// The Function URL event is taken as `aws_lambda_events` defines it, not through
+/// `lambda_http`: routing is four paths matched in `Route::of` and the body one base64
+/// decode. `lambda_http` would turn the event into an `http::Request` whose URI it composes
+/// again from the event's headers, path and query (the signatures need the raw path and query
+/// exactly as received), and add a crate, with the API Gateway and ALB event types, to a
+/// binary measured for cold starts, while the routing would still be ours to write.
+pub async fn handle<L: Ledger>(
+    webhook: &Webhook<L>,
     event: LambdaEvent<LambdaFunctionUrlRequest>,
 ) -> Result<LambdaFunctionUrlResponse, Error> {
     let started = Instant::now();
@@ -82,12 +90,8 @@ enum Route {
 }
 
 impl Route {
-    /// Routes on the path; the local emulator's `/lambda-url/<function>` prefix is ignored.
+    /// Routes on the path (a trailing `/` is ignored).
     fn of(path: &str) -> Option<Self> {
-        let path = match path.strip_prefix("/lambda-url/") {
-            Some(rest) => rest.find('/').map_or("/", |at| &rest[at..]),
-            None => path,
-        };
         match path.trim_end_matches('/') {
             "/events" => Some(Route::Events),
             "/health" => Some(Route::Health),
@@ -185,7 +189,7 @@ struct Incoming<'a> {
     query: &'a str,
 }
 
-impl Webhook {
+impl<L: Ledger> Webhook<L> {
     /// Answers one Function URL request.
     pub async fn respond(
         &self,
@@ -474,7 +478,7 @@ impl Webhook {
         let no_new_writes = started + (storage_deadline - started) * 3 / 4;
         let Ok(outcomes) = tokio::time::timeout_at(
             storage_deadline,
-            self.ledger.record_all(&inputs, Some(no_new_writes)),
+            self.ledger.record_batch(&inputs, Some(no_new_writes)),
         )
         .await
         else {
@@ -762,13 +766,9 @@ mod tests {
             Route::of("/callbacks/esim-profiles"),
             Some(Route::Callbacks(CallbackKind::EsimProfiles))
         );
-        assert_eq!(
-            Route::of("/lambda-url/webhook/callbacks/sims"),
-            Some(Route::Callbacks(CallbackKind::Sims))
-        );
         assert_eq!(Route::of("/callbacks/calls"), None);
         assert_eq!(Route::of("/"), None);
         assert_eq!(Route::of("/eventsx"), None);
-        assert_eq!(Route::of("/lambda-url/webhook"), None);
+        assert_eq!(Route::of("/lambda-url/webhook/events"), None);
     }
 }

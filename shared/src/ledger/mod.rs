@@ -19,6 +19,7 @@ mod commit;
 mod items;
 pub mod keys;
 mod plan;
+pub mod port;
 pub mod quarantine;
 pub mod rebuild;
 pub mod reports;
@@ -234,21 +235,10 @@ impl UsageLedger {
         }
     }
 
-    /// The ledger of a deployed function or tool: AWS configuration the standard way
-    /// (environment, profiles, `AWS_ENDPOINT_URL_DYNAMODB`), [`LedgerConfig::from_env`], and
-    /// timeouts that fail a hung call fast enough to report it as retryable.
+    /// The ledger of a deployed function: a function's AWS configuration
+    /// ([`crate::aws::sdk_config`]) and [`LedgerConfig::from_env`].
     pub async fn from_env() -> Result<Self, String> {
-        let config = LedgerConfig::from_env()?;
-        let timeouts = aws_config::timeout::TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .operation_attempt_timeout(Duration::from_secs(3))
-            .operation_timeout(Duration::from_secs(10))
-            .build();
-        let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .timeout_config(timeouts)
-            .load()
-            .await;
-        Ok(UsageLedger::new(Client::new(&aws), config))
+        Self::from_sdk_config(&crate::aws::sdk_config(crate::aws::Caller::Function).await)
     }
 
     pub fn client(&self) -> &Client {

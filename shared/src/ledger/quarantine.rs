@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use super::items::{key, number_attr, string_attr};
 use super::{Delivery, Item, LedgerError, UsageLedger, keys, timestamp};
 use crate::callback::CallbackKind;
-use crate::event::DedupeKey;
+use crate::event::{DedupeKey, Provider};
 
 /// DynamoDB items hold 400 KB: a payload whose stored form (text, or base64) is longer than
 /// this goes into parts (real events are about 1.5 KB, so almost every entry is one item).
@@ -46,12 +46,31 @@ pub enum QuarantineKind {
 }
 
 impl QuarantineKind {
+    /// The stored name (`payload_kind`): `event`, `conflict` or `callback`.
     pub fn name(&self) -> &'static str {
         match self {
             QuarantineKind::Event => "event",
             QuarantineKind::Conflict => "conflict",
             QuarantineKind::Callback { .. } => "callback",
         }
+    }
+
+    /// The kind an entry was stored with, from its attributes; `None` when they name no kind
+    /// this code writes.
+    fn stored(
+        name: &str,
+        callback_kind: Option<&str>,
+        idempotency_token: Option<&str>,
+    ) -> Option<Self> {
+        Some(match name {
+            "event" => QuarantineKind::Event,
+            "conflict" => QuarantineKind::Conflict,
+            "callback" => QuarantineKind::Callback {
+                kind: CallbackKind::from_path_segment(callback_kind?)?,
+                idempotency_token: idempotency_token.map(str::to_owned),
+            },
+            _ => return None,
+        })
     }
 }
 
@@ -69,7 +88,8 @@ pub struct QuarantineEntry<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuarantinedPayload {
     pub id: String,
-    pub kind: String,
+    /// What it was meant to be; a callback's kind and idempotency token are in it.
+    pub kind: QuarantineKind,
     pub payload: Vec<u8>,
     /// Only the start of the original is kept (a body refused as too large).
     pub truncated: bool,
@@ -78,11 +98,9 @@ pub struct QuarantinedPayload {
     pub reason: String,
     pub path: String,
     pub origin: String,
-    pub provider: Option<String>,
+    pub provider: Option<Provider>,
     pub received_at: String,
     pub related_event_sid: Option<String>,
-    pub callback_kind: Option<String>,
-    pub idempotency_token: Option<String>,
 }
 
 /// One line of the quarantine list (from the index: no payload).
@@ -91,7 +109,7 @@ pub struct QuarantineSummary {
     pub id: String,
     pub reason: String,
     pub path: String,
-    pub provider: Option<String>,
+    pub provider: Option<Provider>,
     pub received_at: String,
     pub origin: String,
 }
@@ -105,6 +123,19 @@ pub fn quarantine_id(kind: &QuarantineKind, path: &str, payload: &[u8]) -> Strin
     hasher.update(b"\n");
     hasher.update(payload);
     hex::encode(&hasher.finalize()[..16])
+}
+
+/// The provider an entry was stored with, if any; one this code never writes makes the
+/// item corrupt (`pk` names it).
+fn stored_provider(item: &Item, pk: impl Fn() -> String) -> Result<Option<Provider>, LedgerError> {
+    string_attr(item, "provider")
+        .map(|name| {
+            Provider::from_name(name).ok_or_else(|| LedgerError::CorruptItem {
+                pk: pk(),
+                reason: format!("provider `{name}` is neither kore nor twilio"),
+            })
+        })
+        .transpose()
 }
 
 impl UsageLedger {
@@ -279,21 +310,20 @@ impl UsageLedger {
                 None => break,
             }
         }
-        Ok(items
+        items
             .iter()
-            .map(|item| QuarantineSummary {
-                id: string_attr(item, "quarantine_id")
-                    .unwrap_or_default()
-                    .to_owned(),
-                reason: string_attr(item, "reason").unwrap_or_default().to_owned(),
-                path: string_attr(item, "path").unwrap_or_default().to_owned(),
-                provider: string_attr(item, "provider").map(str::to_owned),
-                received_at: string_attr(item, "received_at")
-                    .unwrap_or_default()
-                    .to_owned(),
-                origin: string_attr(item, "origin").unwrap_or_default().to_owned(),
+            .map(|item| {
+                let text = |name: &str| string_attr(item, name).unwrap_or_default().to_owned();
+                Ok(QuarantineSummary {
+                    id: text("quarantine_id"),
+                    reason: text("reason"),
+                    path: text("path"),
+                    provider: stored_provider(item, || text("pk"))?,
+                    received_at: text("received_at"),
+                    origin: text("origin"),
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// One quarantined payload, in full.
@@ -339,20 +369,30 @@ impl UsageLedger {
             Some(AttributeValue::Bool(true))
         );
         let text = |name: &str| string_attr(&item, name).map(str::to_owned);
+        let kind_name = string_attr(&item, "payload_kind").unwrap_or_default();
+        let kind = QuarantineKind::stored(
+            kind_name,
+            string_attr(&item, "callback_kind"),
+            string_attr(&item, "idempotency_token"),
+        )
+        .ok_or_else(|| {
+            corrupt(&format!(
+                "payload_kind `{kind_name}` (callback_kind {:?}) is not a kind of quarantined payload",
+                string_attr(&item, "callback_kind")
+            ))
+        })?;
         Ok(Some(QuarantinedPayload {
             id: id.to_owned(),
-            kind: text("payload_kind").unwrap_or_default(),
+            kind,
             payload,
             truncated,
             original_size: number_attr(&item, "payload_size").filter(|_| truncated),
             reason: text("reason").unwrap_or_default(),
             path: text("path").unwrap_or_default(),
             origin: text("origin").unwrap_or_default(),
-            provider: text("provider"),
+            provider: stored_provider(&item, || pk.clone())?,
             received_at: text("received_at").unwrap_or_default(),
             related_event_sid: text("related_event_sid"),
-            callback_kind: text("callback_kind"),
-            idempotency_token: text("idempotency_token"),
         }))
     }
 
@@ -399,5 +439,40 @@ mod tests {
         assert_ne!(a, quarantine_id(&QuarantineKind::Conflict, "kinesis", b"x"));
         assert_ne!(a, quarantine_id(&QuarantineKind::Event, "kinesis", b"y"));
         assert_eq!(a.len(), 32);
+    }
+
+    #[test]
+    fn stored_kinds_read_back_as_written() {
+        let kinds = [
+            QuarantineKind::Event,
+            QuarantineKind::Conflict,
+            QuarantineKind::Callback {
+                kind: CallbackKind::Sims,
+                idempotency_token: Some("RQ1".into()),
+            },
+            QuarantineKind::Callback {
+                kind: CallbackKind::EsimProfiles,
+                idempotency_token: None,
+            },
+        ];
+        for kind in kinds {
+            let (callback_kind, token) = match &kind {
+                QuarantineKind::Callback {
+                    kind,
+                    idempotency_token,
+                } => (Some(kind.as_str()), idempotency_token.as_deref()),
+                _ => (None, None),
+            };
+            assert_eq!(
+                QuarantineKind::stored(kind.name(), callback_kind, token),
+                Some(kind)
+            );
+        }
+        assert_eq!(QuarantineKind::stored("callback", None, None), None);
+        assert_eq!(
+            QuarantineKind::stored("callback", Some("calls"), None),
+            None
+        );
+        assert_eq!(QuarantineKind::stored("poison", None, None), None);
     }
 }
