@@ -235,12 +235,6 @@ impl UsageLedger {
         }
     }
 
-    /// The ledger of a deployed function: a function's AWS configuration
-    /// ([`crate::aws::sdk_config`]) and [`LedgerConfig::from_env`].
-    pub async fn from_env() -> Result<Self, String> {
-        Self::from_sdk_config(&crate::aws::sdk_config(crate::aws::Caller::Function).await)
-    }
-
     pub fn client(&self) -> &Client {
         &self.client
     }
