@@ -55,7 +55,7 @@ pub enum ConnectionKind {
 }
 
 impl ConnectionKind {
-    const ALL: [ConnectionKind; 7] = [
+    pub const ALL: [ConnectionKind; 7] = [
         ConnectionKind::AttachmentAccepted,
         ConnectionKind::AttachmentRejected,
         ConnectionKind::AttachmentFailed,
@@ -108,7 +108,9 @@ impl EventKind {
         }
     }
 
-    fn classify(event_type: &str) -> Self {
+    /// The kind a CloudEvent `type` names (also for readers of stored events, whose record
+    /// keeps the type).
+    pub fn classify(event_type: &str) -> Self {
         const MARKER: &str = "supersim.connection.";
         if let Some(at) = event_type.find(MARKER)
             && let Some(kind) = ConnectionKind::from_suffix(&event_type[at + MARKER.len()..])
