@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 pub mod faults;
 pub mod script;
+pub mod segment;
 pub mod stack;
 
 /// The DynamoDB endpoint of this test run. Tests fail loudly without one: a storage test

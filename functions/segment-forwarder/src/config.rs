@@ -261,7 +261,15 @@ impl ForwarderConfig {
     /// Deployed: the environment, with the write key read once from Secrets Manager when
     /// `SEGMENT_WRITE_KEY_SECRET_ARN` is set.
     pub async fn load(aws: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
-        let vars = |name: &str| std::env::var(name).ok();
+        Self::load_with(aws, |name| std::env::var(name).ok()).await
+    }
+
+    /// [`Self::load`] with the variables from `vars` (tests: the process environment is
+    /// shared by the tests running at once).
+    pub async fn load_with(
+        aws: &aws_config::SdkConfig,
+        vars: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let secret_key = match vars("SEGMENT_WRITE_KEY_SECRET_ARN").filter(|a| !a.trim().is_empty())
         {
             Some(arn) => {

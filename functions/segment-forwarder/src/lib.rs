@@ -58,6 +58,14 @@ impl Forwarder {
     pub async fn load(aws: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
         Self::new(ForwarderConfig::load(aws).await?)
     }
+
+    /// [`Self::load`] with the variables from `vars`.
+    pub async fn load_with(
+        aws: &aws_config::SdkConfig,
+        vars: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        Self::new(ForwarderConfig::load_with(aws, vars).await?)
+    }
 }
 
 /// What became of one stream record.
