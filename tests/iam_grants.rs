@@ -12,20 +12,26 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_norway::Value;
 
 /// Statements a function's code never exercises, because a service uses them on the role's
-/// behalf: Lambda's log agent, the event source mapping reading the stream and writing the
-/// on-failure queue, KMS used by Kinesis for a customer-keyed stream.
-const NOT_CALLED_BY_THE_CODE: [(&str, &str); 6] = [
+/// behalf: Lambda's log agent, the event source mappings reading the streams (Kinesis, the
+/// table's) and writing the on-failure queues, KMS used by Kinesis or DynamoDB Streams for
+/// a customer-keyed stream.
+const NOT_CALLED_BY_THE_CODE: [(&str, &str); 10] = [
     ("kinesis-consumer", "Logs"),
     ("kinesis-consumer", "ReadStream"),
     ("kinesis-consumer", "OnFailureDestination"),
     ("kinesis-consumer", "DecryptStream"),
     ("webhook", "Logs"),
     ("webhook", "SpillStreamKey"),
+    ("segment-forwarder", "Logs"),
+    ("segment-forwarder", "ReadTableStream"),
+    ("segment-forwarder", "OnFailureDestination"),
+    ("segment-forwarder", "DecryptTableStream"),
 ];
 
-const FUNCTIONS: [(&str, &str); 2] = [
+const FUNCTIONS: [(&str, &str); 3] = [
     ("kinesis-consumer", "KinesisConsumerFunction"),
     ("webhook", "WebhookFunction"),
+    ("segment-forwarder", "SegmentForwarderFunction"),
 ];
 
 /// What a granted action applies to: the table, its indexes, or anything else.

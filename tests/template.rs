@@ -74,7 +74,11 @@ fn function_env(template: &Value, function: &str, name: &str) -> Value {
 #[test]
 fn every_alarm_on_our_metrics_is_scoped_to_this_stack() {
     let template = template();
-    for function in ["KinesisConsumerFunction", "WebhookFunction"] {
+    for function in [
+        "KinesisConsumerFunction",
+        "WebhookFunction",
+        "SegmentForwarderFunction",
+    ] {
         assert!(
             is_ref(
                 &function_env(&template, function, "STACK_NAME"),
@@ -187,5 +191,106 @@ fn the_table_is_encrypted_with_an_optional_customer_key() {
         template["Parameters"]["TableKmsKeyArn"]["Default"].as_str(),
         Some(""),
         "empty: the AWS managed key"
+    );
+}
+
+/// `!Condition name` or `Condition: name` on a resource.
+fn condition_of(resource: &Value) -> Option<&str> {
+    resource["Condition"].as_str()
+}
+
+#[test]
+fn the_segment_forwarder_exists_only_with_its_write_key() {
+    let template = template();
+    let parameter = &template["Parameters"]["SegmentWriteKeySecretArn"];
+    assert_eq!(parameter["Default"].as_str(), Some(""), "off by default");
+    let condition = format!("{:?}", template["Conditions"]["Segment"]);
+    assert!(
+        condition.contains("SegmentWriteKeySecretArn"),
+        "{condition}"
+    );
+    let segment_resources: Vec<String> = template["Resources"]
+        .as_mapping()
+        .expect("Resources")
+        .iter()
+        .filter(|(name, _)| name.as_str().unwrap_or_default().starts_with("Segment"))
+        .map(|(name, resource)| {
+            let name = name.as_str().unwrap_or_default().to_owned();
+            assert_eq!(condition_of(resource), Some("Segment"), "{name}");
+            name
+        })
+        .collect();
+    for expected in [
+        "SegmentForwarderFunction",
+        "SegmentForwarderRole",
+        "SegmentEventSourceMapping",
+        "SegmentOnFailureQueue",
+        "SegmentForwarderErrorsAlarm",
+        "SegmentIteratorAgeAlarm",
+        "SegmentOnFailureQueueAlarm",
+        "SegmentNotForwardedAlarm",
+    ] {
+        assert!(
+            segment_resources.iter().any(|r| r == expected),
+            "{expected} in {segment_resources:?}"
+        );
+    }
+    // The table's stream too: new images, only with the forwarder.
+    let stream = format!(
+        "{:?}",
+        template["Resources"]["UsageTable"]["Properties"]["StreamSpecification"]
+    );
+    assert!(
+        stream.contains("Segment") && stream.contains("NEW_IMAGE"),
+        "{stream}"
+    );
+}
+
+#[test]
+fn the_table_stream_mapping_forwards_inserted_event_records_and_reports_failures() {
+    let template = template();
+    let mapping = &template["Resources"]["SegmentEventSourceMapping"]["Properties"];
+    assert_eq!(
+        mapping["FunctionResponseTypes"],
+        serde_norway::from_str::<Value>("[ReportBatchItemFailures]").unwrap()
+    );
+    assert!(
+        !mapping["DestinationConfig"]["OnFailure"]["Destination"].is_null(),
+        "an on-failure destination"
+    );
+    let pattern: serde_json::Value = serde_json::from_str(
+        mapping["FilterCriteria"]["Filters"][0]["Pattern"]
+            .as_str()
+            .expect("a filter pattern"),
+    )
+    .expect("the pattern is JSON");
+    assert_eq!(pattern["eventName"], serde_json::json!(["INSERT"]));
+    assert_eq!(
+        pattern["dynamodb"]["Keys"]["pk"]["S"],
+        serde_json::json!([{"prefix": "EVENT#"}])
+    );
+    assert_eq!(
+        pattern["dynamodb"]["Keys"]["sk"]["S"],
+        serde_json::json!(["#"])
+    );
+    // US or EU, as the parameter says.
+    let endpoints = &template["Mappings"]["SegmentEndpoints"];
+    assert_eq!(endpoints["US"]["Url"], "https://api.segment.io");
+    assert_eq!(endpoints["EU"]["Url"], "https://events.eu1.segmentapis.com");
+    let env = format!(
+        "{:?}",
+        function_env(&template, "SegmentForwarderFunction", "SEGMENT_ENDPOINT")
+    );
+    assert!(
+        env.contains("SegmentEndpoints") && env.contains("SegmentEndpoint"),
+        "{env}"
+    );
+    assert!(
+        !function_env(
+            &template,
+            "SegmentForwarderFunction",
+            "SEGMENT_WRITE_KEY_SECRET_ARN"
+        )
+        .is_null()
     );
 }

@@ -787,6 +787,78 @@ def wait_for_ledger(tool: KoreUsage, expected: Expected, ledger: Ledger, sentine
         time.sleep(2)
 
 
+# --- Segment (SEGMENT_LOCAL=1) ---------------------------------------------------------------
+
+
+class SegmentStandIn:
+    """The local stack's stand-in for Segment (scripts/lib/segment_standin.py): what
+    segment-forwarder sent it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+
+    def calls(self) -> list[dict]:
+        with urllib.request.urlopen(f"{self.url}/__calls?prefix=EZ", timeout=30) as resp:
+            return json.loads(resp.read())
+
+
+def event_times(e: Event) -> set[str]:
+    """The event's time as the forwarder sends it (milliseconds, UTC), for either provider's
+    copy: the ledger keeps the time of the copy it stored first."""
+    times = set()
+    for delay in (e.kore_delay, e.twilio_delay):
+        t = e.timestamp + dt.timedelta(seconds=delay)
+        times.add(f"{t:%Y-%m-%dT%H:%M:%S}.{t.microsecond // 1000:03d}Z")
+    return times
+
+
+def check_segment(stand_in: SegmentStandIn, day: Day, expected: Expected, before: set[str],
+                  timeout: float) -> bool:
+    """Waits until every unique event the demo delivered is at the stand-in, then checks each
+    arrived once with the fields Segment needs."""
+    ours = {e.event_sid: e for e in day.events if not e.lost}
+    want = expected.both | expected.only_kore | expected.only_twilio
+    started = time.monotonic()
+    calls: list[dict] = []
+    last_count, quiet_since = -1, time.monotonic()
+    while True:
+        try:
+            calls = [c for c in stand_in.calls() if c.get("messageId") in ours]
+        except (OSError, ValueError) as e:
+            out(f"  the stand-in does not answer: {e}")
+            return False
+        accepted = {c["messageId"] for c in calls if c.get("_status") == 200}
+        if len(calls) != last_count:
+            last_count, quiet_since = len(calls), time.monotonic()
+        # Everything in, and nothing more for three seconds (late deliveries, hand-backs).
+        if accepted >= want and time.monotonic() - quiet_since >= 3:
+            break
+        if time.monotonic() - started > timeout:
+            out(f"  timed out after {timeout:.0f}s: {len(accepted & want)} of {len(want)} events at the stand-in")
+            break
+        time.sleep(1)
+    accepted_calls = [c for c in calls if c.get("_status") == 200]
+    distinct = {c["messageId"] for c in accepted_calls}
+    mismatched = []
+    for c in accepted_calls:
+        e = ours[c["messageId"]]
+        if (c.get("type") != "track" or c.get("event") != e.suffix
+                or c.get("anonymousId") != e.sim.sim_sid or c.get("properties") != e.data
+                or c.get("timestamp") not in event_times(e)):
+            mismatched.append(c["messageId"])
+    new_now = distinct - before
+    out(f"  events forwarded: {len(distinct)} distinct messageIds; unique events delivered by KORE, Twilio "
+        f"or both: {len(want)}; the same set: {'yes' if distinct == want else 'no'}")
+    out(f"  calls the stand-in accepted for them: {len(accepted_calls)} (each event once: "
+        f"{'yes' if len(accepted_calls) == len(distinct) else 'no'}); calls received in all, 5xx answers "
+        f"included: {len(calls)}; first forwarded in this run: {len(new_now)}"
+        + (" (a re-run forwards nothing again)" if before else ""))
+    out(f"  fields (messageId = event_sid, event = type suffix, anonymousId = SIM, timestamp = event time, "
+        f"properties = data): {len(accepted_calls) - len(mismatched)} of {len(accepted_calls)} calls match"
+        + (f"; not: {', '.join(sorted(mismatched)[:5])}" if mismatched else ""))
+    return distinct == want and not mismatched and len(accepted_calls) == len(distinct)
+
+
 # --- main -------------------------------------------------------------------------------------
 
 
@@ -795,6 +867,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--kore-usage", required=True, help="the kore-usage binary")
     p.add_argument("--dlq", required=True, type=Path, help="local-esm's dead-letter file of this stack")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the ledger")
+    p.add_argument("--segment-url", help="the stack's Segment stand-in (SEGMENT_LOCAL=1): check what "
+                   "segment-forwarder sent it")
     args = p.parse_args(argv)
 
     day = generate()
@@ -860,6 +934,16 @@ def main(argv: list[str]) -> int:
         out("run?): what is missing is added now, nothing is counted twice.")
         out()
 
+    stand_in = SegmentStandIn(args.segment_url) if args.segment_url else None
+    segment_before: set[str] = set()
+    if stand_in:
+        try:
+            ours_sids = {e.event_sid for e in day.events}
+            segment_before = {c["messageId"] for c in stand_in.calls()
+                              if c.get("messageId") in ours_sids and c.get("_status") == 200}
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"demo: the Segment stand-in at {args.segment_url} does not answer: {e}")
+
     out("== Sending (sequentially; webhook batches of at most 50 events)")
     dlq_size = args.dlq.stat().st_size if args.dlq.exists() else 0
     out("  signed empty batches from KORE and Twilio -> 200 (the stack has the demo's secrets)")
@@ -917,7 +1001,14 @@ def main(argv: list[str]) -> int:
             f"{cb['accepted']}; totals unchanged: {'yes' if totals_equal else 'no'}")
     out(f"report totals equal the generator's: {'yes' if totals_equal else 'no'}"
         + ("" if settled else " (the stack did not settle in time)"))
-    return 0 if totals_equal else 1
+    segment_ok = True
+    if stand_in:
+        out()
+        out(f"== Segment: what segment-forwarder sent the local stand-in ({args.segment_url}), through the "
+            "table's stream")
+        segment_ok = check_segment(stand_in, day, expected, segment_before, args.timeout)
+        out(f"every unique event at Segment exactly once: {'yes' if segment_ok else 'no'}")
+    return 0 if totals_equal and segment_ok else 1
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ pub enum ConnectionKind {
 }
 
 impl ConnectionKind {
-    const ALL: [ConnectionKind; 7] = [
+    pub const ALL: [ConnectionKind; 7] = [
         ConnectionKind::AttachmentAccepted,
         ConnectionKind::AttachmentRejected,
         ConnectionKind::AttachmentFailed,
@@ -108,7 +108,9 @@ impl EventKind {
         }
     }
 
-    fn classify(event_type: &str) -> Self {
+    /// The kind a CloudEvent `type` names (also for readers of stored events, whose record
+    /// keeps the type).
+    pub fn classify(event_type: &str) -> Self {
         const MARKER: &str = "supersim.connection.";
         if let Some(at) = event_type.find(MARKER)
             && let Some(kind) = ConnectionKind::from_suffix(&event_type[at + MARKER.len()..])
@@ -430,10 +432,12 @@ pub fn parse_event(json: &str) -> Result<ConnectionEvent, EventError> {
     normalize(envelope, data_text(envelope_data)?)
 }
 
-/// An event record read back from the ledger: its type, time and `data` as stored. The
-/// provider is the one that delivered it first. Same rules as [`parse_event`].
+/// An event record read back from the ledger: its key, type, time and `data` as stored.
+/// The provider is the one that delivered it first. Same rules as [`parse_event`]; the
+/// stored key stands in for the CloudEvent `id` (test events have no `event_sid`).
 pub fn from_stored(
     provider: Provider,
+    key: &DedupeKey,
     event_type: &str,
     event_time: DateTime<Utc>,
     data: &str,
@@ -442,7 +446,7 @@ pub fn from_stored(
         EnvelopeFields {
             provider,
             event_type: event_type.to_owned(),
-            cloud_event_id: None,
+            cloud_event_id: Some(key.as_str().to_owned()),
             source: None,
             time: Some(event_time),
             raw: String::new(),
@@ -1298,5 +1302,24 @@ mod tests {
                 "{data}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn a_stored_test_event_is_keyed_on_its_stored_key() {
+        let stored = parse_events(KORE_TEST.as_bytes())
+            .unwrap()
+            .remove(0)
+            .unwrap();
+        let again = from_stored(
+            stored.provider,
+            &stored.key,
+            &stored.event_type,
+            stored.event_time,
+            &stored.data,
+        )
+        .unwrap();
+        assert_eq!(again.key, stored.key);
+        assert_eq!(again.kind, EventKind::Test);
+        assert_eq!(again.data_hash, stored.data_hash);
     }
 }

@@ -98,6 +98,7 @@ impl Throttle {
 /// The functions whose operations are recorded, named as `template.yaml`'s functions run.
 pub const KINESIS_CONSUMER: &str = "kinesis-consumer";
 pub const WEBHOOK: &str = "webhook";
+pub const SEGMENT_FORWARDER: &str = "segment-forwarder";
 
 tokio::task_local! {
     /// The function whose handler the current task is running (see [`as_function`]).

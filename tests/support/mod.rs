@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 pub mod fake;
 pub mod faults;
 pub mod script;
+pub mod segment;
 pub mod stack;
 
 /// The DynamoDB endpoint of this test run. Tests fail loudly without one: a storage test

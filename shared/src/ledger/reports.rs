@@ -481,6 +481,7 @@ pub(crate) fn normalized(stored: &StoredEvent) -> Result<ConnectionEvent, Ledger
         .unwrap_or(Provider::Kore);
     crate::event::from_stored(
         provider,
+        &stored.key,
         &stored.event_type,
         stored.event_time,
         &stored.data,

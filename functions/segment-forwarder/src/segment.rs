@@ -1,0 +1,216 @@
+//! Segment's batch endpoint over HTTPS: one request, and what its answer means.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
+use crate::config::{ConfigError, ForwarderConfig};
+
+/// One request is given at most this long (less when the invocation's deadline is closer).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest back-off, whatever `Retry-After` asks for: the invocation has a deadline.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(20);
+
+/// What Segment's answer means for the calls in the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// 2xx: every call is in (Segment de-duplicates on `messageId`).
+    Accepted,
+    /// 400 or 413: a call is too large or the JSON malformed; sending it again unchanged
+    /// cannot help.
+    Refused { status: u16, detail: String },
+    /// Anything else (5xx, 429, a timeout, no connection; also 401, 403 or 404, which a
+    /// wrong key or endpoint gives and an operator can fix): send again later.
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// The meaning of an HTTP status from the batch endpoint.
+pub fn classify(status: u16) -> Answer {
+    match status {
+        200..=299 => Answer::Accepted,
+        400 | 413 => Answer::Refused {
+            status,
+            detail: String::new(),
+        },
+        _ => Answer::Retry {
+            reason: format!("Segment answered {status}"),
+            retry_after: None,
+        },
+    }
+}
+
+/// The wait before attempt `attempt + 1` (after `attempt` failed, from 1): the base doubled
+/// per attempt, scaled by `jitter` (0.5 to 1.0, so concurrent shards spread out), at least
+/// what `Retry-After` asked, never more than [`MAX_BACKOFF`].
+pub fn backoff(
+    attempt: u32,
+    base: Duration,
+    retry_after: Option<Duration>,
+    jitter: f64,
+) -> Duration {
+    let exponential = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    let jittered = exponential.mul_f64(jitter.clamp(0.5, 1.0));
+    jittered
+        .max(retry_after.unwrap_or_default())
+        .min(MAX_BACKOFF)
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by Segment).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let seconds: u64 = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds))
+}
+
+/// A client of Segment's `POST /v1/batch`, built once per container.
+#[derive(Clone)]
+pub struct Segment {
+    http: reqwest::Client,
+    url: String,
+    authorization: String,
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment").field("url", &self.url).finish()
+    }
+}
+
+impl Segment {
+    pub fn new(config: &ForwarderConfig) -> Result<Self, ConfigError> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!(
+                "kore-ingest-segment-forwarder/",
+                env!("CARGO_PKG_VERSION")
+            ))
+            // A redirect would carry the write key elsewhere; it is an answer to retry instead.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| ConfigError::Http(e.to_string()))?;
+        Ok(Segment {
+            http,
+            url: format!("{}/v1/batch", config.endpoint),
+            // HTTP basic auth: the write key as the user name, no password.
+            authorization: format!("Basic {}", BASE64.encode(format!("{}:", config.write_key))),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Sends one batch body; never errs, the answer says what to do.
+    pub async fn post(&self, body: String, timeout: Duration) -> Answer {
+        let sent = self
+            .http
+            .post(&self.url)
+            .header(reqwest::header::AUTHORIZATION, &self.authorization)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) => {
+                return Answer::Retry {
+                    reason: format!("request failed: {}", without_url(&error)),
+                    retry_after: None,
+                };
+            }
+        };
+        let status = response.status().as_u16();
+        let after = retry_after(response.headers());
+        match classify(status) {
+            Answer::Accepted => Answer::Accepted,
+            Answer::Refused { status, .. } => Answer::Refused {
+                status,
+                detail: short(&response.text().await.unwrap_or_default()),
+            },
+            Answer::Retry { reason, .. } => Answer::Retry {
+                reason,
+                retry_after: after,
+            },
+        }
+    }
+}
+
+/// reqwest's error without the URL (it holds nothing secret, but keeps log lines short).
+fn without_url(error: &reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not connect"
+    } else {
+        "failed"
+    };
+    let mut text = kind.to_owned();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    short(&text)
+}
+
+fn short(text: &str) -> String {
+    let text = text.trim();
+    match text.char_indices().nth(300) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_classified() {
+        assert_eq!(classify(200), Answer::Accepted);
+        assert!(matches!(classify(400), Answer::Refused { status: 400, .. }));
+        assert!(matches!(classify(413), Answer::Refused { .. }));
+        for status in [429, 500, 502, 503, 504, 401, 403, 404, 301] {
+            assert!(matches!(classify(status), Answer::Retry { .. }), "{status}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_honours_retry_after() {
+        let base = Duration::from_millis(500);
+        assert_eq!(backoff(1, base, None, 1.0), Duration::from_millis(500));
+        assert_eq!(backoff(2, base, None, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff(3, base, None, 0.5), Duration::from_secs(1));
+        assert_eq!(
+            backoff(4, base, None, 0.0),
+            Duration::from_secs(2),
+            "jitter floor"
+        );
+        assert_eq!(
+            backoff(1, base, Some(Duration::from_secs(3)), 1.0),
+            Duration::from_secs(3)
+        );
+        assert_eq!(backoff(40, base, None, 1.0), MAX_BACKOFF);
+        assert_eq!(
+            backoff(1, base, Some(Duration::from_secs(3600)), 1.0),
+            MAX_BACKOFF
+        );
+    }
+
+    #[test]
+    fn long_texts_are_cut() {
+        assert_eq!(short(&"é".repeat(400)).chars().count(), 303);
+        assert_eq!(short(" ok "), "ok");
+    }
+}
