@@ -378,8 +378,11 @@ impl UsageLedger {
         for (index, outcome) in quarantined {
             outcomes[index] = Some(outcome);
         }
-        let mut written: HashMap<usize, commit::Stored> =
-            committed.into_iter().chain(put).collect();
+        let mut written: HashMap<usize, commit::Stored> = committed
+            .into_iter()
+            .chain(put)
+            .chain(unknown_closes)
+            .collect();
 
         // Every chain: the head's outcome, then its copies against what is stored.
         let mut tags: Vec<(usize, String)> = Vec::new();
