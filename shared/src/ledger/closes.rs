@@ -468,7 +468,9 @@ impl UsageLedger {
     /// booking, summed over the period's days.
     pub async fn snapshot_lines(&self, close: &Close) -> Result<Vec<SnapshotLine>, LedgerError> {
         let days = days_between(close.start, close.end);
-        let rollups = self.rollups(&days, None, true, true).await?;
+        let rollups = self
+            .rollups(&days, None, true, Some(items::CLOSE_READ))
+            .await?;
         let mut lines: BTreeMap<BookingOrderOwned, SnapshotLine> = BTreeMap::new();
         let mut latest: HashMap<BookingOrderOwned, NaiveDate> = HashMap::new();
         for rollup in rollups {
@@ -625,7 +627,10 @@ impl UsageLedger {
         };
         let days = days_between(close.start, close.end);
         let mut live: BTreeMap<BookingOrderOwned, (HourUsage, HourUsage)> = BTreeMap::new();
-        for rollup in self.rollups(&days, None, true, true).await? {
+        for rollup in self
+            .rollups(&days, None, true, Some(items::CLOSE_READ))
+            .await?
+        {
             if !close.covers(rollup.booking.account_sid.as_deref(), rollup.day) {
                 continue;
             }

@@ -217,8 +217,14 @@ const DAY_ATTRS: [&str; 4] = ["du", "dd", "dt", "dn"];
 /// The day's late usage: what was booked into a closed period after it was closed (see
 /// [`super::closes`]); the rest of the day is what the close's snapshot holds.
 const LATE_ATTRS: [&str; 4] = ["xu", "xd", "xt", "xn"];
-/// What a whole-day query reads of a rollup.
-pub(crate) const DAY_PROJECTION: &str = "pk, sk, v, du, dd, dt, dn, xu, xd, xt, xn, ic, un, nn";
+/// What a read takes of a rollup, so that a month over many SIMs reads as little as it
+/// needs: the booking alone, the day's totals (with the names a grouping shows), or what a
+/// close needs (its late counters and version too).
+pub(crate) const BOOKING_ONLY: &str = "pk, sk";
+pub(crate) const DAY_TOTALS: &str = "pk, sk, du, dd, dt, dn";
+pub(crate) const DAY_TOTALS_AND_SIM_NAMES: &str = "pk, sk, du, dd, dt, dn, ic, un";
+pub(crate) const DAY_TOTALS_AND_NETWORK_NAME: &str = "pk, sk, du, dd, dt, dn, nn";
+pub(crate) const CLOSE_READ: &str = "pk, sk, v, du, dd, dt, dn, xu, xd, xt, xn, ic, un, nn";
 
 /// The four counters of an hour: `u07`, `d07`, `t07`, `n07` for 07:00-08:00 UTC.
 fn hour_attrs(hour: u32) -> [String; 4] {

@@ -117,7 +117,7 @@ impl UsageLedger {
         };
         // Rollups first: a commit after this read changes a version, and loses no count.
         let stored: BTreeMap<RollupKey, StoredRollup> = self
-            .rollups(&days, None, true, false)
+            .rollups(&days, None, true, None)
             .await?
             .into_iter()
             .map(|r| ((r.day, r.booking.clone()), r))

@@ -85,14 +85,14 @@ pub fn period_range(period: &str) -> Result<(DateTime<Utc>, DateTime<Utc>), Ledg
 }
 
 impl UsageLedger {
-    /// The rollups of the given days: every SIM's (all shards of each day), or one SIM's.
-    /// `day_totals_only` reads each item's day totals and names, not its hours.
+    /// The rollups of the given days: every SIM's (all shards of each day), or one SIM's;
+    /// `projection` (one of `items`' reads) limits what is read of each, `None` reads all.
     pub(crate) async fn rollups(
         &self,
         days: &[NaiveDate],
         sim: Option<&str>,
         consistent: bool,
-        day_totals_only: bool,
+        projection: Option<&str>,
     ) -> Result<Vec<StoredRollup>, LedgerError> {
         let mut partitions = Vec::new();
         for day in days {
@@ -107,7 +107,6 @@ impl UsageLedger {
                 ),
             }
         }
-        let projection = day_totals_only.then_some(items::DAY_PROJECTION);
         let queries = partitions.into_iter().map(|(pk, prefix)| async move {
             match prefix {
                 Some(prefix) => self.query_prefix(pk, &prefix, consistent, projection).await,
@@ -141,9 +140,14 @@ impl UsageLedger {
                         query.start() <= s && s + chrono::Duration::days(1) <= query.end()
                     })
             });
+        let totals = match query.group {
+            Some(GroupBy::Sim) => items::DAY_TOTALS_AND_SIM_NAMES,
+            Some(GroupBy::Network) => items::DAY_TOTALS_AND_NETWORK_NAME,
+            _ => items::DAY_TOTALS,
+        };
         let (whole, partial) = tokio::join!(
-            self.rollups(&whole, sim, false, true),
-            self.rollups(&partial, sim, false, false)
+            self.rollups(&whole, sim, false, Some(totals)),
+            self.rollups(&partial, sim, false, None)
         );
         let cells: Vec<UsageCell> = whole?
             .iter()
@@ -332,7 +336,7 @@ impl UsageLedger {
     /// The SIMs with usage booked on a day.
     pub async fn sims_with_usage(&self, day: NaiveDate) -> Result<BTreeSet<String>, LedgerError> {
         Ok(self
-            .rollups(&[day], None, false, true)
+            .rollups(&[day], None, false, Some(items::BOOKING_ONLY))
             .await?
             .into_iter()
             .map(|r| r.booking.sim_sid)
@@ -441,7 +445,7 @@ impl UsageLedger {
             .unwrap_or(to.date_naive());
         let days = day_list(first, last);
         let sims: BTreeSet<String> = self
-            .rollups(&days, None, false, true)
+            .rollups(&days, None, false, Some(items::BOOKING_ONLY))
             .await?
             .into_iter()
             .map(|r| r.booking.sim_sid)
