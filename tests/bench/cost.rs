@@ -569,8 +569,8 @@ pub async fn export_memory_row(kore_usage: &str) -> Result<(), String> {
     let load_time = loaded.elapsed();
     // The windows end from 06:01 on 3 November, 15 minutes apart: 100 windows reach into
     // the 4th. A tenth of the range holds a tenth of the events.
-    // The child's own peak (wait4's rusage): the parent's RUSAGE_CHILDREN would also count
-    // what ran before it, even across exec.
+    // The child's own high-water mark (VmHWM), sampled while it runs: it starts again at
+    // the exec, where the rusage counts would include the parent's pages it was forked with.
     let measure = |start: &str, end: &str| -> Result<(u64, usize, Duration), String> {
         let started = Instant::now();
         let mut child = std::process::Command::new(kore_usage)
@@ -589,6 +589,24 @@ pub async fn export_memory_row(kore_usage: &str) -> Result<(), String> {
             .stderr(std::process::Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot run {kore_usage}: {e}"))?;
+        let status_file = format!("/proc/{}/status", child.id());
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let mut peak_kib = 0u64;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let hwm = std::fs::read_to_string(&status_file).ok().and_then(|s| {
+                        s.lines()
+                            .find_map(|l| l.strip_prefix("VmHWM:"))
+                            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                    });
+                    peak_kib = peak_kib.max(hwm.unwrap_or(0));
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                peak_kib
+            })
+        };
         let mut lines = 0;
         if let Some(stdout) = child.stdout.take() {
             use std::io::BufRead;
@@ -597,16 +615,13 @@ pub async fn export_memory_row(kore_usage: &str) -> Result<(), String> {
                 lines += 1;
             }
         }
-        let pid = child.id() as libc::pid_t;
-        let mut status = 0;
-        // SAFETY: wait4 only writes the status and the struct it is given.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        let elapsed = started.elapsed();
-        if waited != pid || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-            return Err(format!("export failed (wait status {status})"));
+        let status = child.wait().map_err(|e| format!("export: {e}"))?;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let peak_kib = sampler.join().unwrap_or(0);
+        if !status.success() {
+            return Err(format!("export failed ({status})"));
         }
-        Ok((usage.ru_maxrss as u64, lines, elapsed))
+        Ok((peak_kib, lines, started.elapsed()))
     };
     let (small_kib, small_lines, _) = measure("2024-11-03T06:00:00Z", "2024-11-03T08:00:00Z")?;
     let (large_kib, large_lines, large_time) =
