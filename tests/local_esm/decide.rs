@@ -1,5 +1,7 @@
 //! What the poller does after an invocation, as Lambda's event source mapping does it with
-//! `ReportBatchItemFailures`: pure functions, tested below.
+//! `ReportBatchItemFailures`: pure functions, tested below. Kinesis and DynamoDB streams
+//! share the answer's shape (`KinesisEventResponse` is `DynamoDbEventResponse` field for
+//! field) and numeric sequence numbers, so both pollers use these.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -21,13 +23,24 @@ pub enum Position {
     After(String),
 }
 
+impl Position {
+    /// As `GetShardIterator` takes it, on Kinesis and on DynamoDB Streams alike: the
+    /// iterator type, and the sequence number it starts from.
+    pub fn iterator_type(&self) -> (&'static str, Option<&str>) {
+        match self {
+            Position::TrimHorizon => ("TRIM_HORIZON", None),
+            Position::Latest => ("LATEST", None),
+            Position::At(seq) => ("AT_SEQUENCE_NUMBER", Some(seq)),
+            Position::After(seq) => ("AFTER_SEQUENCE_NUMBER", Some(seq)),
+        }
+    }
+}
+
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Position::TrimHorizon => f.write_str("TRIM_HORIZON"),
-            Position::Latest => f.write_str("LATEST"),
-            Position::At(seq) => write!(f, "AT_SEQUENCE_NUMBER:{seq}"),
-            Position::After(seq) => write!(f, "AFTER_SEQUENCE_NUMBER:{seq}"),
+        match self.iterator_type() {
+            (kind, None) => f.write_str(kind),
+            (kind, Some(seq)) => write!(f, "{kind}:{seq}"),
         }
     }
 }
@@ -68,7 +81,7 @@ pub enum Decision {
 
 /// A 2xx answer read as Lambda reads it, for a batch of these sequence numbers.
 pub fn classify(text: &str, batch: &[&str]) -> Invoked {
-    let short = || super::short(text);
+    let short = || crate::poller::short(text);
     if text.trim().is_empty() {
         return Invoked::Ok;
     }
