@@ -21,9 +21,8 @@ use chrono::{DateTime, NaiveDate, Timelike, Utc};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use super::access::condition_failed;
 use super::items::{self, key, number_attr, string_attr};
-use super::{Item, LedgerError, UsageLedger, timestamp};
+use super::{Item, LedgerError, PutIfAbsent, UsageLedger, timestamp};
 use crate::event::DataVolume;
 use crate::usage::{Booking, BookingNames, HourUsage, UsageCell, days_between, z_time};
 
@@ -444,23 +443,19 @@ impl UsageLedger {
         item.insert("end".into(), s(z_time(end)));
         item.insert("closed_at".into(), s(close.closed_at.clone()));
         item.insert("state".into(), s("settling".into()));
-        let result = self
-            .client
-            .put_item()
-            .table_name(self.table_name())
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(close),
-            // Another close of the same period got there first.
-            Err(error) if condition_failed(&error) => Err(CloseError::AlreadyClosed {
+        match self.put_if_absent(item).await? {
+            PutIfAbsent::Created => Ok(close),
+            // Another close of the same period got there first: say when.
+            PutIfAbsent::Exists(existing) => Err(CloseError::AlreadyClosed {
                 start: z_time(start),
                 end: z_time(end),
-                closed_at: "just now, by another close".into(),
+                closed_at: existing
+                    .as_ref()
+                    .and_then(|item| item.get("closed_at"))
+                    .and_then(|value| value.as_s().ok())
+                    .cloned()
+                    .unwrap_or_else(|| "just now, by another close".into()),
             }),
-            Err(error) => Err(LedgerError::from_sdk("PutItem", error).into()),
         }
     }
 
