@@ -17,6 +17,16 @@ use crate::event::DedupeKey;
 /// How often keys DynamoDB leaves unprocessed are asked for again before giving up.
 const BATCH_GET_ROUNDS: u64 = 10;
 
+/// What a batched read does with keys DynamoDB leaves unprocessed (under throttling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unprocessed {
+    /// Ask for them again, backing off, and fail if they stay: a report must be whole.
+    AskAgain,
+    /// Leave them out after one round: the duplicate pre-check only saves writes (the write
+    /// conditions still catch what it misses) and must not hold a batch up.
+    LeaveOut,
+}
+
 /// Whether a write failed its condition: the error code, whatever the operation.
 pub(crate) fn condition_failed<E, R>(error: &SdkError<E, R>) -> bool
 where
@@ -90,19 +100,24 @@ impl UsageLedger {
     }
 
     /// The event records of `keys` that exist, by consistent `BatchGetItem`s of 100 keys, at
-    /// most `max_concurrent_writes` at once; keys left unprocessed are asked for again.
+    /// most `max_concurrent_writes` at once; keys left unprocessed as `unprocessed` says.
     pub(crate) async fn event_records(
         &self,
         keys: &[&DedupeKey],
         projection: Option<&str>,
+        unprocessed: Unprocessed,
     ) -> Result<Vec<Item>, LedgerError> {
+        let rounds = match unprocessed {
+            Unprocessed::AskAgain => BATCH_GET_ROUNDS,
+            Unprocessed::LeaveOut => 1,
+        };
         let lookups = keys.chunks(100).map(|chunk| async move {
             let mut pending: Vec<Item> = chunk
                 .iter()
                 .map(|k| key(keys::event_pk(k), keys::SINGLE))
                 .collect();
             let mut found = Vec::new();
-            for round in 1..=BATCH_GET_ROUNDS {
+            for round in 1..=rounds {
                 let request = KeysAndAttributes::builder()
                     .set_keys(Some(std::mem::take(&mut pending)))
                     .consistent_read(true)
@@ -131,10 +146,12 @@ impl UsageLedger {
                     .and_then(|mut u| u.remove(self.table_name()))
                     .map(|left| left.keys)
                     .unwrap_or_default();
-                if pending.is_empty() {
+                if pending.is_empty() || unprocessed == Unprocessed::LeaveOut {
                     return Ok(found);
                 }
-                tokio::time::sleep(Duration::from_millis(20 * round)).await;
+                if round < rounds {
+                    tokio::time::sleep(Duration::from_millis(20 * round)).await;
+                }
             }
             Err(LedgerError::Retryable {
                 operation: "BatchGetItem",

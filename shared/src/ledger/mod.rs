@@ -474,14 +474,19 @@ impl UsageLedger {
             .collect()
     }
 
-    /// The stored hash and deliveries of each key that exists (consistent batched reads).
+    /// The stored hash and deliveries of each key that exists (consistent batched reads, one
+    /// round: keys DynamoDB leaves unprocessed count as not stored).
     pub(crate) async fn stored_digests(
         &self,
         keys: &[&DedupeKey],
     ) -> Result<HashMap<DedupeKey, StoredDigest>, LedgerError> {
         let mut stored = HashMap::new();
         for item in self
-            .event_records(keys, Some(items::DIGEST_PROJECTION))
+            .event_records(
+                keys,
+                Some(items::DIGEST_PROJECTION),
+                access::Unprocessed::LeaveOut,
+            )
             .await?
         {
             let Some(sid) = items::string_attr(&item, "pk")

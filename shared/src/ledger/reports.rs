@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use futures::StreamExt;
 
+use super::access::Unprocessed;
 use super::items::{self, StoredEvent, StoredRollup, string_attr};
 use super::{LedgerError, UsageLedger, keys, timestamp};
 use crate::event::{ConnectionEvent, DataVolume, DedupeKey, Provider};
@@ -307,7 +308,7 @@ impl UsageLedger {
     /// for again). Keys not found are left out.
     pub async fn stored_events(&self, keys: &[DedupeKey]) -> Result<Vec<StoredEvent>, LedgerError> {
         let keys: Vec<&DedupeKey> = keys.iter().collect();
-        self.event_records(&keys, None)
+        self.event_records(&keys, None, Unprocessed::AskAgain)
             .await?
             .iter()
             .map(StoredEvent::from_item)
