@@ -9,9 +9,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use kore_ingest_shared::event::ConnectionEvent;
 use kore_ingest_shared::ledger::UsageLedger;
-use kore_ingest_shared::ledger::reports::SessionSummary;
+use kore_ingest_shared::ledger::reports::{SessionSummary, sessions_of};
 use kore_ingest_shared::usage::{
-    Granularity, GroupBy, GroupValue, UsageFilters, UsageQuery, days_between, z_time,
+    Granularity, GroupBy, GroupValue, UsageFilters, UsageQuery, z_time,
 };
 use serde::{Deserialize, Serialize};
 
@@ -186,16 +186,16 @@ pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
             continue;
         }
         if !evidence.contains_key(sim) {
-            let days = days_between(*start - (*end - *start), *end + (*end - *start));
-            let range = days.first().copied().zip(days.last().copied());
-            let events = ledger
-                .sim_events(sim, range)
+            // Every event of the SIM, read once: its sessions need them all, and each of its
+            // buckets that differs is explained from the events around that bucket.
+            let events: Vec<ConnectionEvent> = ledger
+                .sim_events(sim, None)
                 .await
                 .or_fail(ledger)?
                 .into_iter()
                 .map(|(_, e)| e)
                 .collect();
-            let sessions = ledger.sim_sessions(sim).await.or_fail(ledger)?;
+            let sessions = sessions_of(sim, &events);
             evidence.insert(sim.clone(), (events, sessions));
         }
         let (events, sessions) = &evidence[sim];

@@ -370,45 +370,8 @@ impl UsageLedger {
 
     /// A SIM's data sessions, from its usage events.
     pub async fn sim_sessions(&self, sim_sid: &str) -> Result<Vec<SessionSummary>, LedgerError> {
-        let mut sessions: BTreeMap<String, SessionSummary> = BTreeMap::new();
-        for (_, event) in self.sim_events(sim_sid, None).await? {
-            let (Some(session), Some(window)) = (&event.session, event.usage) else {
-                continue;
-            };
-            let summary = sessions
-                .entry(session.sid.clone())
-                .or_insert_with(|| SessionSummary {
-                    sim_sid: sim_sid.to_owned(),
-                    session_sid: session.sid.clone(),
-                    start_time: None,
-                    end_time: None,
-                    windows: DataVolume::default(),
-                    windows_received: 0,
-                    cumulative: None,
-                });
-            // Each event is at most 2^50 bytes: a session's sum cannot overflow a u64.
-            summary.windows.upload += window.upload;
-            summary.windows.download += window.download;
-            summary.windows.total += window.total;
-            summary.windows_received += 1;
-            if let Some(start) = session.start_time {
-                summary.start_time.get_or_insert_with(|| timestamp(start));
-            }
-            if let Some(end) = session.end_time {
-                let end = timestamp(end);
-                if summary.end_time.as_ref().is_none_or(|e| *e < end) {
-                    summary.end_time = Some(end);
-                }
-            }
-            if let Some(cumulative) = session.cumulative
-                && summary
-                    .cumulative
-                    .is_none_or(|c| c.total < cumulative.total)
-            {
-                summary.cumulative = Some(cumulative);
-            }
-        }
-        Ok(sessions.into_values().collect())
+        let events = self.sim_events(sim_sid, None).await?;
+        Ok(sessions_of(sim_sid, events.iter().map(|(_, event)| event)))
     }
 
     /// Events whose time is in `[from, to)`, with who delivered each: usage events through
@@ -500,4 +463,51 @@ pub(crate) fn normalized(stored: &StoredEvent) -> Result<ConnectionEvent, Ledger
 /// Every day from `first` to `last`, both included.
 pub(crate) fn day_list(first: NaiveDate, last: NaiveDate) -> Vec<NaiveDate> {
     first.iter_days().take_while(|d| *d <= last).collect()
+}
+
+/// The sessions that `events` (one SIM's usage events) show: windows received and their sum
+/// against the last cumulative total the provider reported.
+pub fn sessions_of<'a>(
+    sim_sid: &str,
+    events: impl IntoIterator<Item = &'a ConnectionEvent>,
+) -> Vec<SessionSummary> {
+    let mut sessions: BTreeMap<String, SessionSummary> = BTreeMap::new();
+    for event in events {
+        let (Some(session), Some(window)) = (&event.session, event.usage) else {
+            continue;
+        };
+        let summary = sessions
+            .entry(session.sid.clone())
+            .or_insert_with(|| SessionSummary {
+                sim_sid: sim_sid.to_owned(),
+                session_sid: session.sid.clone(),
+                start_time: None,
+                end_time: None,
+                windows: DataVolume::default(),
+                windows_received: 0,
+                cumulative: None,
+            });
+        // Each event is at most 2^50 bytes: a session's sum cannot overflow a u64.
+        summary.windows.upload += window.upload;
+        summary.windows.download += window.download;
+        summary.windows.total += window.total;
+        summary.windows_received += 1;
+        if let Some(start) = session.start_time {
+            summary.start_time.get_or_insert_with(|| timestamp(start));
+        }
+        if let Some(end) = session.end_time {
+            let end = timestamp(end);
+            if summary.end_time.as_ref().is_none_or(|e| *e < end) {
+                summary.end_time = Some(end);
+            }
+        }
+        if let Some(cumulative) = session.cumulative
+            && summary
+                .cumulative
+                .is_none_or(|c| c.total < cumulative.total)
+        {
+            summary.cumulative = Some(cumulative);
+        }
+    }
+    sessions.into_values().collect()
 }
