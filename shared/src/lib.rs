@@ -8,6 +8,7 @@
 //! - [`usage`]: the booking rule and usage records as billing asks for them.
 //! - [`ledger`]: the exactly-once usage ledger on DynamoDB.
 //! - [`aws`]: the AWS SDK configuration of every process, in one place.
+//! - [`deadline`]: when a function stops starting work within its invocation.
 //! - [`metrics`]: CloudWatch Embedded Metric Format.
 //! - [`spill`]: webhook deliveries handed to the Kinesis stream when storage fails.
 //!
@@ -16,6 +17,8 @@
 #[cfg(feature = "ledger")]
 pub mod aws;
 pub mod callback;
+#[cfg(feature = "ledger")]
+pub mod deadline;
 pub mod delivery;
 pub mod event;
 #[cfg(feature = "ledger")]

@@ -11,10 +11,11 @@
 //! - a record the webhook spilled to the stream (its storage failed) is stored as the webhook
 //!   delivery it is: same provider, request id and path, so `deliveries` says `webhook`.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::event::streams::KinesisEventResponse;
+use kore_ingest_shared::deadline::work_deadline;
 use kore_ingest_shared::event::{ParsedItem, parse_events};
 use kore_ingest_shared::ledger::port::Ledger;
 use kore_ingest_shared::ledger::{
@@ -26,7 +27,7 @@ use lambda_runtime::{Error, LambdaEvent};
 use tracing::{info, warn};
 
 /// Stop starting writes this long before the invocation deadline (`DEADLINE_MARGIN_MS`).
-pub const DEFAULT_DEADLINE_MARGIN: Duration = Duration::from_secs(5);
+pub const DEFAULT_DEADLINE_MARGIN: Duration = kore_ingest_shared::deadline::DEFAULT_MARGIN;
 
 /// What one batch produced: the response for Lambda and the invocation's metrics.
 #[derive(Debug)]
@@ -62,19 +63,11 @@ impl<L: Ledger> Consumer<L> {
         &self,
         event: LambdaEvent<KinesisEvent>,
     ) -> Result<KinesisEventResponse, Error> {
-        let deadline = writes_deadline(event.context.deadline(), self.deadline_margin);
+        let deadline = work_deadline(event.context.deadline(), self.deadline_margin);
         let report = process_batch(&self.ledger, event.payload, Some(deadline)).await?;
         report.metrics.emit();
         Ok(report.response)
     }
-}
-
-/// The instant after which no new write starts.
-pub fn writes_deadline(invocation_deadline: SystemTime, margin: Duration) -> tokio::time::Instant {
-    let remaining = invocation_deadline
-        .duration_since(SystemTime::now())
-        .unwrap_or_default();
-    tokio::time::Instant::now() + remaining.saturating_sub(margin)
 }
 
 /// One record that was not even a payload (not UTF-8, not JSON...): quarantined whole.
@@ -290,23 +283,5 @@ mod tests {
         );
         assert_eq!(sequence_order("007", "7"), Equal);
         assert_eq!(sequence_order("", "1"), Less);
-    }
-
-    #[test]
-    fn deadline_keeps_the_margin() {
-        let now = tokio::time::Instant::now();
-        let deadline = writes_deadline(
-            SystemTime::now() + Duration::from_secs(60),
-            Duration::from_secs(5),
-        );
-        // `writes_deadline` reads the clock after `now` did: allow it that instant.
-        let left = deadline - now;
-        assert!(
-            left > Duration::from_secs(54) && left < Duration::from_millis(55_100),
-            "{left:?}"
-        );
-        // A deadline already past, or closer than the margin, allows no new writes.
-        let past = writes_deadline(SystemTime::now(), Duration::from_secs(5));
-        assert!(past <= tokio::time::Instant::now());
     }
 }

@@ -13,7 +13,7 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 /// The first back-off; it doubles with each attempt (`SEGMENT_RETRY_BASE_MS`).
 pub const DEFAULT_RETRY_BASE: Duration = Duration::from_millis(500);
 /// No new request starts this close to the invocation deadline (`DEADLINE_MARGIN_MS`).
-pub const DEFAULT_DEADLINE_MARGIN: Duration = Duration::from_secs(5);
+pub const DEFAULT_DEADLINE_MARGIN: Duration = kore_ingest_shared::deadline::DEFAULT_MARGIN;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {

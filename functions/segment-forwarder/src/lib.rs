@@ -20,12 +20,12 @@ pub mod segment;
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
-use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
+use kore_ingest_shared::deadline::work_deadline;
 use kore_ingest_shared::event::EventKind;
 use kore_ingest_shared::ledger::StoredEvent;
 use kore_ingest_shared::ledger::keys::{EVENT_PK_PREFIX, SINGLE};
@@ -98,28 +98,10 @@ pub async fn handle(
     forwarder: &Forwarder,
     event: LambdaEvent<Event>,
 ) -> Result<DynamoDbEventResponse, Error> {
-    let invocation_deadline = event.context.deadline();
-    // As in kinesis-consumer: a deadline already past at the start is an emulator's.
-    let deadline = if invocation_deadline > SystemTime::now() {
-        Some(requests_deadline(
-            invocation_deadline,
-            forwarder.config.deadline_margin,
-        ))
-    } else {
-        warn!("the invocation deadline is already past at the start; sending without one");
-        None
-    };
-    let report = process_batch(forwarder, event.payload, deadline).await?;
+    let deadline = work_deadline(event.context.deadline(), forwarder.config.deadline_margin);
+    let report = process_batch(forwarder, event.payload, Some(deadline)).await?;
     report.metrics.emit();
     Ok(report.response)
-}
-
-/// The instant after which no new request to Segment starts.
-pub fn requests_deadline(invocation_deadline: SystemTime, margin: Duration) -> Instant {
-    let remaining = invocation_deadline
-        .duration_since(SystemTime::now())
-        .unwrap_or_default();
-    Instant::now() + remaining.saturating_sub(margin)
 }
 
 /// An event on its way: its record, what its call is made of, and the call.
@@ -471,19 +453,5 @@ mod tests {
                 "{name} {pk} {sk}"
             );
         }
-    }
-
-    #[test]
-    fn the_deadline_keeps_the_margin() {
-        let now = Instant::now();
-        let deadline = requests_deadline(
-            SystemTime::now() + Duration::from_secs(60),
-            Duration::from_secs(5),
-        );
-        let left = deadline - now;
-        assert!(
-            left > Duration::from_secs(54) && left < Duration::from_millis(55_100),
-            "{left:?}"
-        );
     }
 }

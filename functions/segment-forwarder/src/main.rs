@@ -1,3 +1,5 @@
+use kore_ingest_shared::aws::{Caller, sdk_config};
+use kore_ingest_shared::deadline;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use segment_forwarder::{Forwarder, handle};
 
@@ -5,10 +7,11 @@ use segment_forwarder::{Forwarder, handle};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let aws = sdk_config(Caller::Function).await;
     // The write key is read here, once per container.
     let forwarder = Forwarder::load(&aws).await?;
-    lambda_runtime::run(service_fn(|event: LambdaEvent<_>| {
+    lambda_runtime::run(service_fn(|mut event: LambdaEvent<_>| {
+        deadline::replace_emulator_deadline(&mut event.context.deadline);
         handle(&forwarder, event)
     }))
     .await
