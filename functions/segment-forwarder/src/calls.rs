@@ -49,7 +49,6 @@ pub struct EventFields<'a> {
 /// One serialized call, ready to go into a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrackCall {
-    pub message_id: String,
     pub json: String,
     /// Set when `properties` lost fields to fit.
     pub trimmed: Option<Trim>,
@@ -149,7 +148,6 @@ pub fn track_call(fields: &EventFields<'_>, limit: usize) -> Result<TrackCall, C
     let json = render(&untouched, &library_context())?;
     if json.len() <= limit {
         return Ok(TrackCall {
-            message_id: fields.message_id.to_owned(),
             json,
             trimmed: None,
         });
@@ -183,7 +181,6 @@ pub fn track_call(fields: &EventFields<'_>, limit: usize) -> Result<TrackCall, C
         let json = render(&raw_object(&properties)?, &context)?;
         if json.len() <= limit {
             return Ok(TrackCall {
-                message_id: fields.message_id.to_owned(),
                 json,
                 trimmed: Some(Trim {
                     original_bytes,

@@ -105,10 +105,6 @@ impl Segment {
         })
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     /// Sends one batch body; never errs, the answer says what to do.
     pub async fn post(&self, body: String, timeout: Duration) -> Answer {
         let sent = self
