@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use aws_lambda_events::event::dynamodb::{Event, EventRecord, StreamRecord, StreamViewType};
 use aws_sdk_dynamodbstreams::Client as Streams;
 use aws_sdk_dynamodbstreams::config::{Credentials, Region};
-use aws_sdk_dynamodbstreams::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodbstreams::error::ProvideErrorMetadata;
 use aws_sdk_dynamodbstreams::types::{Record, ShardIteratorType};
 use chrono::{DateTime, Utc};
 use clap::Parser;
@@ -73,17 +73,6 @@ struct TableStream {
     endpoint: String,
     /// The stream read so far; a table created again has a new one.
     stream_arn: String,
-}
-
-fn source_error<E, R>(error: SdkError<E, R>) -> SourceError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    SourceError {
-        code: error.code().unwrap_or_default().to_owned(),
-        text: format!("DynamoDB Streams error: {}", DisplayErrorContext(&error)),
-    }
 }
 
 /// The record as Lambda puts it into the event.
@@ -143,10 +132,7 @@ impl Source for TableStream {
             .table_name(&self.table)
             .send()
             .await
-            .map_err(|error| SourceError {
-                code: error.code().unwrap_or_default().to_owned(),
-                text: format!("DynamoDB error: {}", DisplayErrorContext(&error)),
-            })?;
+            .map_err(|e| SourceError::from_sdk("DynamoDB", e))?;
         let table = table.table();
         let enabled = table
             .and_then(|t| t.stream_specification())
@@ -172,7 +158,7 @@ impl Source for TableStream {
                 .set_exclusive_start_shard_id(after.take())
                 .send()
                 .await
-                .map_err(source_error)?;
+                .map_err(|e| SourceError::from_sdk("DynamoDB Streams", e))?;
             let Some(description) = page.stream_description() else {
                 break;
             };
@@ -206,7 +192,7 @@ impl Source for TableStream {
             Err(error) if checkpoint && error.code() == Some("TrimmedDataAccessException") => {
                 Ok(None)
             }
-            Err(error) => Err(source_error(error)),
+            Err(error) => Err(SourceError::from_sdk("DynamoDB Streams", error)),
         }
     }
 
@@ -231,7 +217,7 @@ impl Source for TableStream {
                     Ok(Read::IteratorLost(code.to_owned()))
                 }
                 "LimitExceededException" => Ok(Read::Throttled),
-                _ => Err(source_error(error)),
+                _ => Err(SourceError::from_sdk("DynamoDB Streams", error)),
             },
         }
     }

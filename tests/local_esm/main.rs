@@ -28,7 +28,7 @@ use aws_lambda_events::encodings::SecondTimestamp;
 use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::config::{Credentials, Region};
-use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::error::ProvideErrorMetadata;
 use aws_sdk_kinesis::types::{Record, ShardIteratorType};
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -81,17 +81,6 @@ struct KinesisStream {
     endpoint: String,
 }
 
-fn source_error<E, R>(error: SdkError<E, R>) -> SourceError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    SourceError {
-        code: error.code().unwrap_or_default().to_owned(),
-        text: format!("Kinesis error: {}", DisplayErrorContext(&error)),
-    }
-}
-
 /// When Kinesis received the record.
 fn arrival(record: &Record) -> DateTime<Utc> {
     record
@@ -121,7 +110,10 @@ impl Source for KinesisStream {
                 Some(token) => call.next_token(token),
                 None => call.stream_name(&self.stream),
             };
-            let page = call.send().await.map_err(source_error)?;
+            let page = call
+                .send()
+                .await
+                .map_err(|e| SourceError::from_sdk("Kinesis", e))?;
             shards.extend(page.shards().iter().map(|shard| ShardInfo {
                 id: shard.shard_id().to_owned(),
                 parent: shard.parent_shard_id().map(str::to_owned),
@@ -156,7 +148,7 @@ impl Source for KinesisStream {
             Err(error) if checkpoint && error.code() == Some("InvalidArgumentException") => {
                 Ok(None)
             }
-            Err(error) => Err(source_error(error)),
+            Err(error) => Err(SourceError::from_sdk("Kinesis", error)),
         }
     }
 
@@ -182,7 +174,7 @@ impl Source for KinesisStream {
                 "ProvisionedThroughputExceededException" | "LimitExceededException" => {
                     Ok(Read::Throttled)
                 }
-                _ => Err(source_error(error)),
+                _ => Err(SourceError::from_sdk("Kinesis", error)),
             },
         }
     }

@@ -11,6 +11,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use chrono::Utc;
 use clap::Args;
 use serde_json::{Map, Value, json};
@@ -121,6 +124,20 @@ pub struct Listing {
 pub struct SourceError {
     pub code: String,
     pub text: String,
+}
+
+impl SourceError {
+    /// An SDK error of `service` (every AWS SDK crate shares smithy's error types).
+    pub fn from_sdk<E, R>(service: &str, error: SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        SourceError {
+            code: error.code().unwrap_or_default().to_owned(),
+            text: format!("{service} error: {}", DisplayErrorContext(&error)),
+        }
+    }
 }
 
 /// What one read of a shard gave.
