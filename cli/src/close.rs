@@ -110,7 +110,15 @@ impl<'a> From<&'a Close> for CloseJson<'a> {
 
 pub async fn close(ledger: &UsageLedger, args: CloseArgs) -> Result<ExitCode> {
     args.range.whole_days()?;
-    let settles_at = args.range.end + chrono::Duration::from_std(args.grace).unwrap_or_default();
+    let settles_at = chrono::Duration::from_std(args.grace)
+        .ok()
+        .and_then(|grace| args.range.end.checked_add_signed(grace))
+        .ok_or_else(|| {
+            Failure::Usage(format!(
+                "--grace {} is too long: --end plus --grace must be a time",
+                humane(args.grace)
+            ))
+        })?;
     if Utc::now() < settles_at && !args.force {
         return Err(Failure::Failed(format!(
             "the period ends at {} and usage keeps arriving for {}: close it after {}, or pass --force",

@@ -119,10 +119,22 @@ fn read_pages(files: &[PathBuf]) -> Result<Buckets> {
             })?;
             let start = parse_time(&record.period.start_time, &name)?;
             let end = parse_time(&record.period.end_time, &name)?;
-            let total = record.data_total.unwrap_or_else(|| {
-                record.data_upload.unwrap_or(0) + record.data_download.unwrap_or(0)
-            });
-            *buckets.entry((sim, start, end)).or_default() += total;
+            let too_large = || {
+                Failure::Failed(format!(
+                    "{name}: the data of {sim} from {} to {} adds up to more than 2^64 bytes",
+                    record.period.start_time, record.period.end_time
+                ))
+            };
+            let total = match record.data_total {
+                Some(total) => total,
+                None => record
+                    .data_upload
+                    .unwrap_or(0)
+                    .checked_add(record.data_download.unwrap_or(0))
+                    .ok_or_else(too_large)?,
+            };
+            let bucket = buckets.entry((sim.clone(), start, end)).or_default();
+            *bucket = bucket.checked_add(total).ok_or_else(too_large)?;
         }
     }
     Ok(buckets)
@@ -250,7 +262,12 @@ fn explain(
     as_of: DateTime<Utc>,
     settlement: chrono::Duration,
 ) -> (&'static str, Option<String>) {
-    if difference < 0 && end > as_of - settlement {
+    // A settlement reaching before the calendar's start covers every bucket.
+    if difference < 0
+        && as_of
+            .checked_sub_signed(settlement)
+            .is_none_or(|settled| end > settled)
+    {
         return (
             "settlement",
             Some(format!(

@@ -867,6 +867,16 @@ fn wrong_usage_exits_2() {
         &["replay", "x.jsonl", "--batch-size", "0"][..],
         &["quarantine"][..],
         &["quarantine", "show"][..],
+        // A grace beyond the calendar is refused, not taken as none.
+        &[
+            "close",
+            "--start",
+            "2024-11-01T00:00:00Z",
+            "--end",
+            "2024-12-01T00:00:00Z",
+            "--grace",
+            "100000000000h",
+        ][..],
         &["frobnicate"][..],
     ] {
         let run = kore_usage_with(table, args, &[]);
