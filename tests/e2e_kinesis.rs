@@ -3,10 +3,10 @@
 
 use std::time::Instant;
 
-use integration_tests::stack::{LocalStack, eventually, http};
-use integration_tests::*;
-use kore_ingest_shared::ledger::QuarantineKind;
-use kore_ingest_shared::ledger::quarantine::quarantine_id;
+use kore_ingest_core::quarantine::QuarantineKind;
+use kore_ingest_core::quarantine::quarantine_id;
+use kore_test_support::stack::{LocalStack, eventually, http};
+use kore_test_support::*;
 use serde_json::Value;
 
 #[tokio::test]
@@ -60,7 +60,7 @@ async fn records_on_the_stream_reach_the_ledger_with_exact_rollups() {
 
     let id = quarantine_id(&QuarantineKind::Event, "kinesis", &poison);
     let quarantined = eventually(60, "the poison record in the quarantine", || async {
-        stack.ledger.quarantined(&id).await.ok().flatten()
+        stack.ledger.quarantined().get(&id).await.ok().flatten()
     })
     .await;
     assert!(

@@ -8,10 +8,10 @@
 
 use std::time::{Duration, Instant};
 
-use integration_tests::segment::{StandIn, Stats};
-use integration_tests::stack::{LocalStack, eventually, http};
-use integration_tests::*;
-use kore_ingest_shared::signature::kore_signature;
+use kore_ingest_core::signature::kore_signature;
+use kore_test_support::segment::{StandIn, Stats};
+use kore_test_support::stack::{LocalStack, eventually, http};
+use kore_test_support::*;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 

@@ -9,9 +9,10 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use integration_tests::stack::{LocalStack, eventually, http};
-use integration_tests::*;
-use kore_ingest_shared::signature::kore_signature;
+use kore_ingest_core::signature::kore_signature;
+use kore_ingest_core::time::TimeRange;
+use kore_test_support::stack::{LocalStack, eventually, http};
+use kore_test_support::*;
 
 fn signal(pid: &str, signal: &str) {
     let status = Command::new("kill")
@@ -119,7 +120,8 @@ async fn storage_down_gets_503_in_time_and_the_retry_after_recovery_is_exact() {
         .to_utc();
     let ours: Vec<_> = stack
         .ledger
-        .events_between(from, from + chrono::Duration::days(1))
+        .events()
+        .delivered_between(TimeRange::new(from, from + chrono::Duration::days(1)).unwrap())
         .await
         .unwrap()
         .into_iter()

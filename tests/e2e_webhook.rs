@@ -4,9 +4,9 @@
 
 use std::time::Instant;
 
-use integration_tests::stack::{LocalStack, http};
-use integration_tests::*;
-use kore_ingest_shared::signature::{kore_signature, twilio_signature};
+use kore_ingest_core::signature::{kore_signature, twilio_signature};
+use kore_test_support::stack::{LocalStack, http};
+use kore_test_support::*;
 use serde_json::Value;
 
 fn secrets(var: &str) -> Vec<String> {
@@ -238,7 +238,7 @@ async fn a_signed_malformed_body_gets_400_and_is_quarantined() {
     let (status, reply) = post_kore(&stack, &secrets("KORE_WEBHOOK_SECRETS")[0], &body).await;
     assert_eq!(status, 400, "{reply}");
     let id = reply["quarantine_id"].as_str().unwrap();
-    let stored = stack.ledger.quarantined(id).await.unwrap().unwrap();
+    let stored = stack.ledger.quarantined().get(id).await.unwrap().unwrap();
     assert_eq!(stored.payload, body.as_bytes());
     assert_eq!(stored.path, "webhook");
 }

@@ -18,15 +18,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use integration_tests::faults::{
+use kinesis_consumer::process_batch;
+use kore_ingest_aws::ledger::{LedgerConfig, UsageLedger};
+use kore_ingest_core::config::Env;
+use kore_ingest_core::metrics::InvocationMetrics;
+use kore_ingest_core::quarantine::QuarantineKind;
+use kore_ingest_core::quarantine::quarantine_id;
+use kore_ingest_core::signature::kore_signature;
+use kore_test_support::faults::{
     KINESIS_CONSUMER, Throttle, WEBHOOK, as_function, throttled_client,
 };
-use integration_tests::*;
-use kinesis_consumer::process_batch;
-use kore_ingest_shared::ledger::quarantine::quarantine_id;
-use kore_ingest_shared::ledger::{LedgerConfig, QuarantineKind, UsageLedger};
-use kore_ingest_shared::metrics::InvocationMetrics;
-use kore_ingest_shared::signature::kore_signature;
+use kore_test_support::*;
 use webhook::{Webhook, WebhookConfig};
 
 const PUBLIC_URL: &str = "https://hooks.example.com";
@@ -105,13 +107,13 @@ async fn exact_totals_under_pauses_throttling_and_redelivery() {
     );
     let webhook = Webhook {
         ledger: ledger.clone(),
-        config: WebhookConfig::from_vars(|name| match name {
+        config: WebhookConfig::from_env(&Env::from_fn(move |name| match name {
             "KORE_WEBHOOK_SECRETS" => Some(KORE_SECRET.into()),
             "TWILIO_AUTH_TOKENS" => Some(TWILIO_TOKEN.into()),
             "WEBHOOK_PUBLIC_URL" => Some(PUBLIC_URL.into()),
             "TIME_BUDGET_MS" => Some("3000".into()),
             _ => None,
-        })
+        }))
         .unwrap(),
     };
 
@@ -325,13 +327,13 @@ async fn exact_totals_under_pauses_throttling_and_redelivery() {
     for poison in &poison_records {
         let id = quarantine_id(&QuarantineKind::Event, "kinesis", poison);
         assert!(
-            table.quarantined(&id).await.unwrap().is_some(),
+            table.quarantined().get(&id).await.unwrap().is_some(),
             "poison record quarantined"
         );
     }
     let id = quarantine_id(&QuarantineKind::Event, "webhook", poison_body.as_bytes());
     assert!(
-        table.quarantined(&id).await.unwrap().is_some(),
+        table.quarantined().get(&id).await.unwrap().is_some(),
         "poison body quarantined"
     );
 
@@ -378,7 +380,7 @@ async fn spilled_phase(ledger: &UsageLedger, table: &UsageLedger) {
             "local", "local", None, None, "tests",
         ))
         .endpoint_url(&endpoint)
-        .http_client(integration_tests::faults::recording_http_client())
+        .http_client(kore_test_support::faults::recording_http_client())
         .load()
         .await;
     let kinesis = aws_sdk_kinesis::Client::new(&aws);
@@ -395,13 +397,13 @@ async fn spilled_phase(ledger: &UsageLedger, table: &UsageLedger) {
         config: WebhookConfig {
             spill_stream: Some(stream.clone()),
             kinesis: Some(kinesis.clone()),
-            ..WebhookConfig::from_vars(|name| match name {
+            ..WebhookConfig::from_env(&Env::from_fn(move |name| match name {
                 "KORE_WEBHOOK_SECRETS" => Some(KORE_SECRET.into()),
                 "TWILIO_AUTH_TOKENS" => Some(TWILIO_TOKEN.into()),
                 "WEBHOOK_PUBLIC_URL" => Some(PUBLIC_URL.into()),
                 "TIME_BUDGET_MS" => Some("3000".into()),
                 _ => None,
-            })
+            }))
             .unwrap()
         },
     };

@@ -4,11 +4,12 @@
 //! (`tests/iam_grants.rs`). Its rules (which record is reported, poison, the deadline) are
 //! tested in process in `functions/kinesis-consumer/tests/handler.rs`.
 
-use integration_tests::faults::{KINESIS_CONSUMER, Throttle, as_function, throttled_client};
-use integration_tests::script::{Script, Step, dynamodb_error, scripted_client};
-use integration_tests::*;
 use kinesis_consumer::process_batch;
-use kore_ingest_shared::ledger::{LedgerConfig, Outcome, UsageLedger};
+use kore_ingest_aws::ledger::{LedgerConfig, UsageLedger};
+use kore_ingest_core::delivery::Outcome;
+use kore_test_support::faults::{KINESIS_CONSUMER, Throttle, as_function, throttled_client};
+use kore_test_support::script::{Script, Step, dynamodb_error, scripted_client};
+use kore_test_support::*;
 
 const TWILIO_RECORD: &str = include_str!("fixtures/twilio-kinesis-data-session-updated.json");
 const KORE_BATCH: &str = include_str!("fixtures/kore-webhook-data-session-batch.json");
@@ -193,10 +194,10 @@ async fn a_900_kb_binary_record_is_quarantined_whole_and_the_shard_goes_on() {
             _ => None,
         })
         .expect("the binary record is quarantined");
-    let kept = ledger.quarantined(&id).await.unwrap().unwrap();
+    let kept = ledger.quarantined().get(&id).await.unwrap().unwrap();
     assert!(!kept.truncated);
     assert!(kept.payload == binary, "the exact bytes come back");
-    assert_eq!(ledger.list_quarantine(10).await.unwrap().len(), 1);
+    assert_eq!(ledger.quarantined().list(10).await.unwrap().len(), 1);
 }
 
 /// When DynamoDB refuses a copy's write as already stored but does not return the stored

@@ -3,11 +3,13 @@
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::{Duration, TimeZone, Utc};
-use integration_tests::*;
-use kore_ingest_shared::callback::{CallbackKind, parse_callback};
-use kore_ingest_shared::event::{DataVolume, EventError, parse_events};
-use kore_ingest_shared::ledger::callbacks::CallbackOutcome;
-use kore_ingest_shared::ledger::{Outcome, QuarantineKind};
+use kore_ingest_core::callback::{CallbackKind, parse_callback};
+use kore_ingest_core::delivery::Outcome;
+use kore_ingest_core::event::{DataVolume, EventError, parse_events};
+use kore_ingest_core::port::CallbackOutcome;
+use kore_ingest_core::quarantine::QuarantineKind;
+use kore_ingest_core::time::TimeRange;
+use kore_test_support::*;
 
 const SIM: &str = "HS11112222333344445555666677778888";
 
@@ -69,7 +71,8 @@ async fn duplicate_from_twilio_and_kore_counts_once() {
     assert_eq!(month.usage_events, 1);
     let from = Utc.with_ymd_and_hms(2024, 11, 3, 0, 0, 0).unwrap();
     let events = ledger
-        .events_between(from, from + Duration::days(1))
+        .events()
+        .delivered_between(TimeRange::new(from, from + Duration::days(1)).unwrap())
         .await
         .unwrap();
     assert_eq!(events.len(), 1);
@@ -134,7 +137,12 @@ async fn conflicting_copy_keeps_the_first_and_quarantines_the_second() {
 
     let day = ledger.sim_usage(SIM, "2024-11-03").await.unwrap().unwrap();
     assert_eq!(day.usage, volume(1, 1));
-    let stored = ledger.quarantined(&quarantine_id).await.unwrap().unwrap();
+    let stored = ledger
+        .quarantined()
+        .get(&quarantine_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.kind, QuarantineKind::Conflict);
     assert!(
         stored.reason.contains("conflict: event EZ04"),
@@ -143,7 +151,7 @@ async fn conflicting_copy_keeps_the_first_and_quarantines_the_second() {
     );
     assert_eq!(stored.related_event_sid.as_deref(), Some("EZ04"));
     assert_eq!(stored.payload, altered.twilio_json().into_bytes());
-    assert_eq!(ledger.list_quarantine(10).await.unwrap().len(), 1);
+    assert_eq!(ledger.quarantined().list(10).await.unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -160,7 +168,7 @@ async fn unparseable_elements_are_quarantined_with_their_reason_once() {
         .into_iter()
         .map(|item| (item, delivery.clone()))
         .collect();
-    let outcomes = ledger.record_all(&inputs, None).await;
+    let outcomes = ledger.record_batch(&inputs, None).await;
     assert_eq!(outcomes[0], Outcome::New);
     let Outcome::Quarantined {
         quarantine_id,
@@ -171,7 +179,7 @@ async fn unparseable_elements_are_quarantined_with_their_reason_once() {
     };
     assert_eq!(reason, &EventError::NoDedupeKey.to_string());
     // Delivered again: same entry, not a second one.
-    let again = ledger.record_all(&inputs, None).await;
+    let again = ledger.record_batch(&inputs, None).await;
     assert_eq!(
         again[1],
         Outcome::Quarantined {
@@ -179,15 +187,15 @@ async fn unparseable_elements_are_quarantined_with_their_reason_once() {
             reason: reason.clone()
         }
     );
-    let listed = ledger.list_quarantine(10).await.unwrap();
+    let listed = ledger.quarantined().list(10).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].path, "webhook");
     assert_eq!(listed[0].origin, "req-1");
 
     // A payload that is not UTF-8 is kept byte for byte (base64 in the item).
     let id = ledger
-        .quarantine(kore_ingest_shared::ledger::QuarantineEntry {
-            kind: kore_ingest_shared::ledger::QuarantineKind::Event,
+        .quarantine(kore_ingest_core::quarantine::QuarantineEntry {
+            kind: kore_ingest_core::quarantine::QuarantineKind::Event,
             payload: &[0xff, 0x00, 0x7b],
             reason: "not UTF-8".into(),
             delivery: &kinesis(9),
@@ -195,7 +203,7 @@ async fn unparseable_elements_are_quarantined_with_their_reason_once() {
         })
         .await
         .unwrap();
-    let stored = ledger.quarantined(&id).await.unwrap().unwrap();
+    let stored = ledger.quarantined().get(&id).await.unwrap().unwrap();
     assert_eq!(stored.payload, [0xff, 0x00, 0x7b]);
     assert_eq!(stored.origin, format!("shardId-000000000000/{:056}", 9));
 }
@@ -263,13 +271,13 @@ async fn session_with_a_missing_window_has_a_gap() {
         .record_event(&parse_one(&e.twilio_json()), &kinesis(7))
         .await;
 
-    let complete_sessions = ledger.sim_sessions(complete).await.unwrap();
+    let complete_sessions = ledger.events().sessions(complete).await.unwrap();
     assert_eq!(complete_sessions.len(), 1);
     assert_eq!(complete_sessions[0].windows.total, 300);
     assert_eq!(complete_sessions[0].cumulative.unwrap().total, 300);
     assert!(!complete_sessions[0].has_gap());
 
-    let gappy_sessions = ledger.sim_sessions(gappy).await.unwrap();
+    let gappy_sessions = ledger.events().sessions(gappy).await.unwrap();
     assert_eq!(gappy_sessions[0].windows.total, 200);
     assert_eq!(gappy_sessions[0].windows_received, 2);
     assert_eq!(gappy_sessions[0].cumulative.unwrap().total, 300);
@@ -337,7 +345,7 @@ fn http_headers(pairs: &[(&'static str, &'static str)]) -> http::HeaderMap {
 #[tokio::test]
 async fn ten_thousand_shuffled_redelivered_events_roll_up_exactly() {
     let ledger = fresh_ledger("bulk").await;
-    assert_eq!(ledger.config().max_concurrent_writes, 32);
+    assert_eq!(ledger.table().config().max_concurrent_writes, 32);
     let mut rng = fastrand::Rng::with_seed(20_241_103);
     let start = Utc.with_ymd_and_hms(2024, 10, 1, 0, 0, 0).unwrap();
     let mut unique = Vec::with_capacity(10_000);
@@ -388,7 +396,7 @@ async fn ten_thousand_shuffled_redelivered_events_roll_up_exactly() {
 
     let mut outcomes = Vec::new();
     for chunk in deliveries.chunks(1_000) {
-        outcomes.extend(ledger.record_all(chunk, None).await);
+        outcomes.extend(ledger.record_batch(chunk, None).await);
     }
     let retries: Vec<_> = outcomes.iter().filter(|o| o.is_retry()).collect();
     assert!(retries.is_empty(), "{retries:?}");
@@ -449,17 +457,17 @@ async fn write_cost_per_new_event_and_per_duplicate() {
     let kore = parse_one(&sample.kore_json());
     let twilio = parse_one(&sample.twilio_json());
 
-    let before = ledger.consumed_write_units();
+    let before = ledger.table().consumed_write_units();
     assert_eq!(ledger.record_event(&kore, &kinesis(1)).await, Outcome::New);
-    let new_event = ledger.consumed_write_units() - before;
+    let new_event = ledger.table().consumed_write_units() - before;
 
-    let before = ledger.consumed_write_units();
+    let before = ledger.table().consumed_write_units();
     ledger.record_event(&kore, &kinesis(2)).await;
-    let same_delivery_duplicate = ledger.consumed_write_units() - before;
+    let same_delivery_duplicate = ledger.table().consumed_write_units() - before;
 
-    let before = ledger.consumed_write_units();
+    let before = ledger.table().consumed_write_units();
     ledger.record_event(&twilio, &webhook("x")).await;
-    let new_delivery_duplicate = ledger.consumed_write_units() - before;
+    let new_delivery_duplicate = ledger.table().consumed_write_units() - before;
 
     eprintln!(
         "WCU reported by DynamoDB Local: new usage event {new_event}, duplicate (same provider and path) {same_delivery_duplicate}, duplicate (new provider or path) {new_delivery_duplicate}"
@@ -486,7 +494,7 @@ async fn first_copy_in_a_batch_wins_whatever_the_concurrency() {
         (parse_item(&altered.kore_json()), kinesis(2)),
         (parse_item(&first.twilio_json()), kinesis(3)),
     ];
-    let outcomes = ledger.record_all(&inputs, None).await;
+    let outcomes = ledger.record_batch(&inputs, None).await;
     assert_eq!(outcomes[0], Outcome::New);
     assert!(
         matches!(outcomes[1], Outcome::Conflict { .. }),
@@ -504,8 +512,8 @@ async fn first_copy_in_a_batch_wins_whatever_the_concurrency() {
 /// shares the transaction with a new event and cancels it.
 #[tokio::test]
 async fn no_write_starts_after_the_deadline_even_after_a_stalled_transaction() {
-    use integration_tests::script::{Script, Step, dynamodb_error, scripted_client};
-    use kore_ingest_shared::ledger::LedgerConfig;
+    use kore_ingest_aws::ledger::LedgerConfig;
+    use kore_test_support::script::{Script, Step, dynamodb_error, scripted_client};
 
     let table = fresh_ledger("deadline-stall").await;
     let stored = SampleEvent::usage_update("EZstored", SIM, "2024-11-03T10:00:00Z", (1, 2));
@@ -520,7 +528,7 @@ async fn no_write_starts_after_the_deadline_even_after_a_stalled_transaction() {
         ("TransactWriteItems", 1) => Step::Hold(std::time::Duration::from_millis(800)),
         _ => Step::Pass,
     });
-    let ledger = kore_ingest_shared::ledger::UsageLedger::new(
+    let ledger = kore_ingest_aws::ledger::UsageLedger::new(
         scripted_client(&script, false),
         LedgerConfig::new(table.table_name()),
     );
@@ -531,7 +539,7 @@ async fn no_write_starts_after_the_deadline_even_after_a_stalled_transaction() {
         (parse_item(&stored.kore_json()), webhook("late-1")),
     ];
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(300);
-    let outcomes = ledger.record_all(&inputs, Some(deadline)).await;
+    let outcomes = ledger.record_batch(&inputs, Some(deadline)).await;
     assert!(outcomes.iter().all(Outcome::is_retry), "{outcomes:?}");
     let late: Vec<_> = script
         .log()
@@ -554,7 +562,8 @@ async fn no_write_starts_after_the_deadline_even_after_a_stalled_transaction() {
     );
     let from = Utc.with_ymd_and_hms(2024, 11, 3, 0, 0, 0).unwrap();
     let events = table
-        .events_between(from, from + Duration::days(1))
+        .events()
+        .delivered_between(TimeRange::new(from, from + Duration::days(1)).unwrap())
         .await
         .unwrap();
     assert_eq!(events.len(), 1);
@@ -566,8 +575,8 @@ async fn no_write_starts_after_the_deadline_even_after_a_stalled_transaction() {
 /// stored once, not reported as a duplicate of itself.
 #[tokio::test]
 async fn an_sdk_retry_of_a_commit_that_succeeded_reports_new() {
-    use integration_tests::script::{Script, Step, dynamodb_error, scripted_client};
-    use kore_ingest_shared::ledger::LedgerConfig;
+    use kore_ingest_aws::ledger::LedgerConfig;
+    use kore_test_support::script::{Script, Step, dynamodb_error, scripted_client};
 
     let table = fresh_ledger("lost-answer").await;
     let script = Script::new(|operation, nth| match (operation, nth) {
@@ -577,7 +586,7 @@ async fn an_sdk_retry_of_a_commit_that_succeeded_reports_new() {
         ),
         _ => Step::Pass,
     });
-    let ledger = kore_ingest_shared::ledger::UsageLedger::new(
+    let ledger = kore_ingest_aws::ledger::UsageLedger::new(
         scripted_client(&script, true),
         LedgerConfig::new(table.table_name()),
     );
@@ -600,15 +609,15 @@ async fn an_sdk_retry_of_a_commit_that_succeeded_reports_new() {
 /// cannot be read, new usage events are handed back for retry, and nothing is stored.
 #[tokio::test]
 async fn new_usage_waits_when_the_closed_periods_cannot_be_read() {
-    use integration_tests::script::{Script, Step, dynamodb_error, scripted_client};
-    use kore_ingest_shared::ledger::LedgerConfig;
+    use kore_ingest_aws::ledger::LedgerConfig;
+    use kore_test_support::script::{Script, Step, dynamodb_error, scripted_client};
 
     let table = fresh_ledger("closes-unreadable").await;
     let script = Script::new(|operation, _| match operation {
         "Query" => Step::Fail(400, dynamodb_error("ThrottlingException", "slow down")),
         _ => Step::Pass,
     });
-    let ledger = kore_ingest_shared::ledger::UsageLedger::new(
+    let ledger = kore_ingest_aws::ledger::UsageLedger::new(
         scripted_client(&script, false),
         LedgerConfig::new(table.table_name()),
     );

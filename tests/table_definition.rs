@@ -1,7 +1,7 @@
 //! `template.yaml` deploys exactly the table that `infra/table.json` defines, which is what
 //! the tests and the local stack create.
 
-use kore_ingest_shared::ledger::table::{TABLE_DEFINITION_JSON, TableDefinition};
+use kore_ingest_aws::ledger::{TABLE_DEFINITION_JSON, TableDefinition};
 use serde_norway::Value;
 
 #[test]

@@ -4,13 +4,15 @@
 //! operations the function performs (`tests/iam_grants.rs`). Every status and when it is
 //! answered is tested in process in `functions/webhook/tests/respond.rs`.
 
-use integration_tests::faults::{Throttle, WEBHOOK, as_function, throttled_client};
-use integration_tests::script::{Script, Step, dynamodb_error, scripted_client};
-use integration_tests::*;
-use kore_ingest_shared::event::Provider;
-use kore_ingest_shared::ledger::{LedgerConfig, UsageLedger};
-use kore_ingest_shared::metrics::InvocationMetrics;
-use kore_ingest_shared::signature::{kore_signature, twilio_signature};
+use kore_ingest_aws::ledger::{LedgerConfig, UsageLedger};
+use kore_ingest_core::config::Env;
+use kore_ingest_core::event::Provider;
+use kore_ingest_core::metrics::InvocationMetrics;
+use kore_ingest_core::signature::{kore_signature, twilio_signature};
+use kore_ingest_core::time::TimeRange;
+use kore_test_support::faults::{Throttle, WEBHOOK, as_function, throttled_client};
+use kore_test_support::script::{Script, Step, dynamodb_error, scripted_client};
+use kore_test_support::*;
 use serde_json::Value;
 use webhook::{Webhook, WebhookConfig};
 
@@ -23,17 +25,17 @@ const SIM: &str = "HS0000000000000000000000000000web";
 /// stored, not timing (DynamoDB Local on a loaded 2-core machine can take seconds for 50
 /// transactions).
 fn config() -> WebhookConfig {
-    WebhookConfig::from_vars(|name| match name {
+    WebhookConfig::from_env(&Env::from_fn(move |name| match name {
         "TIME_BUDGET_MS" => Some("30000".into()),
         "KORE_WEBHOOK_SECRETS" => Some(KORE_ACTIVE.into()),
         "TWILIO_AUTH_TOKENS" => Some(TWILIO_TOKEN.into()),
         "WEBHOOK_PUBLIC_URL" => Some(PUBLIC_URL.into()),
         _ => None,
-    })
+    }))
     .unwrap()
 }
 
-async fn webhook(test: &str) -> Webhook {
+async fn webhook(test: &str) -> Webhook<UsageLedger> {
     Webhook {
         ledger: fresh_ledger(test).await,
         config: config(),
@@ -46,7 +48,7 @@ struct Reply {
 }
 
 async fn send(
-    webhook: &Webhook,
+    webhook: &Webhook<UsageLedger>,
     method: &str,
     path: &str,
     query: &str,
@@ -71,7 +73,7 @@ fn kore_signed(secret: &str, body: &str) -> String {
     )
 }
 
-async fn post_kore_events(webhook: &Webhook, secret: &str, body: &str) -> Reply {
+async fn post_kore_events(webhook: &Webhook<UsageLedger>, secret: &str, body: &str) -> Reply {
     let signature = kore_signed(secret, body);
     let headers = [
         ("Content-Type", "application/json"),
@@ -162,7 +164,8 @@ async fn kore_signed_batch_of_50_then_again_then_from_twilio_counts_once() {
         .to_utc();
     let events = webhook
         .ledger
-        .events_between(from, from + chrono::Duration::days(1))
+        .events()
+        .delivered_between(TimeRange::new(from, from + chrono::Duration::days(1)).unwrap())
         .await
         .unwrap();
     assert_eq!(events.len(), 50);
@@ -253,7 +256,7 @@ async fn callbacks_by_post_and_get_from_both_providers_are_stored_once() {
 
     // Twilio form POST: the signature covers the URL and the sorted form parameters.
     let params: Vec<(String, String)> =
-        kore_ingest_shared::callback::parse_form(command.as_bytes()).unwrap();
+        kore_ingest_core::callback::parse_form(command.as_bytes()).unwrap();
     let post_sig = twilio_signature(
         TWILIO_TOKEN.as_bytes(),
         &format!("{PUBLIC_URL}/callbacks/ip-commands"),
@@ -356,15 +359,24 @@ async fn signed_bodies_refused_with_413_or_415_are_quarantined() {
     )
     .await;
     assert_eq!(unsigned.status, 413);
-    assert!(webhook.ledger.list_quarantine(10).await.unwrap().is_empty());
+    assert!(
+        webhook
+            .ledger
+            .quarantined()
+            .list(10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let reply = post_kore_events(&webhook, KORE_ACTIVE, &big).await;
     assert_eq!(reply.status, 413, "{}", reply.body);
-    let listed = webhook.ledger.list_quarantine(10).await.unwrap();
+    let listed = webhook.ledger.quarantined().list(10).await.unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
     let kept = webhook
         .ledger
-        .quarantined(&listed[0].id)
+        .quarantined()
+        .get(&listed[0].id)
         .await
         .unwrap()
         .unwrap();
@@ -390,7 +402,7 @@ async fn signed_bodies_refused_with_413_or_415_are_quarantined() {
     ];
     let reply = send(&webhook, "POST", "/events", "", &headers, Some(xml)).await;
     assert_eq!(reply.status, 415, "{}", reply.body);
-    let listed = webhook.ledger.list_quarantine(10).await.unwrap();
+    let listed = webhook.ledger.quarantined().list(10).await.unwrap();
     assert_eq!(listed.len(), 2, "{listed:?}");
     let whole = listed
         .iter()
@@ -398,7 +410,8 @@ async fn signed_bodies_refused_with_413_or_415_are_quarantined() {
         .unwrap_or_else(|| panic!("{listed:?}"));
     let whole = webhook
         .ledger
-        .quarantined(&whole.id)
+        .quarantined()
+        .get(&whole.id)
         .await
         .unwrap()
         .unwrap();
@@ -445,7 +458,7 @@ async fn a_throttled_callback_transaction_gets_503_and_the_retry_stores_it() {
     .await;
     assert_eq!(reply.status, 503, "{}", reply.body);
     assert!(throttle.throttled() > 0);
-    assert!(table.list_quarantine(10).await.unwrap().is_empty());
+    assert!(table.quarantined().list(10).await.unwrap().is_empty());
 
     throttle.stop();
     let reply = send(
@@ -475,7 +488,7 @@ async fn a_900_kb_multibyte_body_is_quarantined_whole() {
     let reply = post_kore_events(&webhook, KORE_ACTIVE, &body).await;
     assert_eq!(reply.status, 400, "{}", reply.body);
     let id = reply.body["quarantine_id"].as_str().unwrap();
-    let kept = webhook.ledger.quarantined(id).await.unwrap().unwrap();
+    let kept = webhook.ledger.quarantined().get(id).await.unwrap().unwrap();
     assert!(!kept.truncated);
     assert_eq!(kept.payload.len(), body.len());
     assert!(kept.payload == body.as_bytes(), "the exact bytes come back");

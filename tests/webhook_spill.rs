@@ -6,14 +6,16 @@
 //! it sets the process environment that `load` reads.
 
 use aws_sdk_dynamodb::config::{Credentials, Region};
-use integration_tests::faults::{
+use kinesis_consumer::process_batch;
+use kore_ingest_aws::ledger::{LedgerConfig, UsageLedger};
+use kore_ingest_core::config::Env;
+use kore_ingest_core::metrics::InvocationMetrics;
+use kore_ingest_core::signature::kore_signature;
+use kore_ingest_core::time::TimeRange;
+use kore_test_support::faults::{
     self, KINESIS_CONSUMER, Throttle, WEBHOOK, as_function, throttled_client,
 };
-use integration_tests::*;
-use kinesis_consumer::process_batch;
-use kore_ingest_shared::ledger::{LedgerConfig, UsageLedger};
-use kore_ingest_shared::metrics::InvocationMetrics;
-use kore_ingest_shared::signature::kore_signature;
+use kore_test_support::*;
 use serde_json::Value;
 use webhook::{Webhook, WebhookConfig};
 
@@ -22,7 +24,7 @@ const KORE_SECRET: &str = "spill-kore-secret";
 const TWILIO_TOKEN: &str = "spill-twilio-token";
 
 async fn respond(
-    webhook: &Webhook,
+    webhook: &Webhook<UsageLedger>,
     headers: &[(&str, &str)],
     query: &str,
     body: &str,
@@ -78,7 +80,9 @@ async fn with_storage_down_signed_batches_get_200_and_the_consumer_stores_them_o
             throttled_client(&down),
             LedgerConfig::new(table.table_name()),
         ),
-        config: WebhookConfig::load(&aws).await.expect("configuration"),
+        config: WebhookConfig::load(&aws, &Env::process())
+            .await
+            .expect("configuration"),
     };
 
     let sims = [
@@ -205,7 +209,8 @@ async fn with_storage_down_signed_batches_get_200_and_the_consumer_stores_them_o
         .unwrap()
         .to_utc();
     let events = table
-        .events_between(from, from + chrono::Duration::days(1))
+        .events()
+        .delivered_between(TimeRange::new(from, from + chrono::Duration::days(1)).unwrap())
         .await
         .unwrap();
     assert_eq!(events.len(), 40);

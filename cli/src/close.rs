@@ -5,17 +5,17 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use kore_ingest_shared::ledger::LedgerConfig;
-use kore_ingest_shared::ledger::UsageLedger;
-use kore_ingest_shared::ledger::closes::{Adjustment, Close, CloseError, CloseState, settle_time};
-use kore_ingest_shared::usage::z_time;
+use chrono::Utc;
+use kore_ingest_aws::ledger::UsageLedger;
+use kore_ingest_core::closes::{Adjustment, Close, CloseError, CloseState, settle_time};
+use kore_ingest_core::config::{Env, vars};
+use kore_ingest_core::time::{TimeRange, z_time};
+use kore_ingest_core::usage::HourUsage;
 use serde::Serialize;
 
+use crate::args::{Format, RangeArgs, ReportFormat, humane, parse_duration};
 use crate::failure::{Failure, OrFail, Result, describe};
-use crate::output::{Align, Format, Table, csv_field, json, print};
-use crate::report::ReportFormat;
-use crate::usage::TimeRange;
+use crate::output::{Align, Table, csv_field, json, print};
 
 const CLOSE_EXAMPLES: &str = "\
 Examples:
@@ -37,7 +37,7 @@ snapshot is finished by running the same command again.";
 #[command(after_help = CLOSE_EXAMPLES)]
 pub struct CloseArgs {
     #[command(flatten)]
-    pub range: TimeRange,
+    pub range: RangeArgs,
     /// Only this account (AC...); without it, every account.
     #[arg(long, value_name = "AC..")]
     pub account: Option<String>,
@@ -54,27 +54,6 @@ pub struct CloseArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
-}
-
-/// `30s`, `90m`, `48h`, `2d`.
-pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
-    const HELP: &str = "must be a whole number with a unit: s, m, h or d (e.g. 48h)";
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| HELP.to_owned())?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| HELP.to_owned())?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(HELP.to_owned()),
-    };
-    number
-        .checked_mul(seconds)
-        .map(Duration::from_secs)
-        .ok_or_else(|| HELP.to_owned())
 }
 
 /// The JSON keys are a contract.
@@ -94,8 +73,8 @@ impl<'a> From<&'a Close> for CloseJson<'a> {
     fn from(close: &'a Close) -> Self {
         CloseJson {
             account_sid: close.account_sid.as_deref(),
-            start_time: z_time(close.start),
-            end_time: z_time(close.end),
+            start_time: z_time(close.period.start()),
+            end_time: z_time(close.period.end()),
             state: match close.state {
                 CloseState::Settling => "settling",
                 CloseState::Closed => "closed",
@@ -108,11 +87,19 @@ impl<'a> From<&'a Close> for CloseJson<'a> {
     }
 }
 
+/// A close refused or failed, as one sentence.
+pub fn close_failure(error: &CloseError, ledger: &UsageLedger) -> Failure {
+    match error {
+        CloseError::Ledger(error) => Failure::Failed(describe(error, ledger.table_name())),
+        refused => Failure::Failed(refused.to_string()),
+    }
+}
+
 pub async fn close(ledger: &UsageLedger, args: CloseArgs) -> Result<ExitCode> {
-    args.range.whole_days()?;
+    let period = args.range.whole_days()?;
     let settles_at = chrono::Duration::from_std(args.grace)
         .ok()
-        .and_then(|grace| args.range.end.checked_add_signed(grace))
+        .and_then(|grace| period.end().checked_add_signed(grace))
         .ok_or_else(|| {
             Failure::Usage(format!(
                 "--grace {} is too long: --end plus --grace must be a time",
@@ -122,21 +109,25 @@ pub async fn close(ledger: &UsageLedger, args: CloseArgs) -> Result<ExitCode> {
     if Utc::now() < settles_at && !args.force {
         return Err(Failure::Failed(format!(
             "the period ends at {} and usage keeps arriving for {}: close it after {}, or pass --force",
-            z_time(args.range.end),
+            z_time(period.end()),
             humane(args.grace),
             z_time(settles_at)
         )));
     }
     let registered = ledger
-        .register_close(args.account.as_deref(), args.range.start, args.range.end)
+        .closes()
+        .register(args.account.as_deref(), period)
         .await
-        .map_err(|e| match e {
-            CloseError::Ledger(error) => Failure::Failed(describe(&error, ledger.table_name())),
-            refused => Failure::Failed(refused.to_string()),
-        })?;
-    let settle = args
-        .settle
-        .unwrap_or_else(|| settle_time(LedgerConfig::DEFAULT_CLOSED_PERIODS_TTL));
+        .map_err(|e| close_failure(&e, ledger))?;
+    let settle = match args.settle {
+        Some(settle) => settle,
+        // As long as the functions trust their copy of the closes, plus a commit's time.
+        None => settle_time(
+            Env::process()
+                .millis(&vars::CLOSED_PERIODS_TTL_MS)
+                .map_err(|e| Failure::Usage(e.to_string()))?,
+        ),
+    };
     if !settle.is_zero() {
         eprintln!(
             "close: waiting {} for every function to learn of the close before the snapshot",
@@ -144,30 +135,24 @@ pub async fn close(ledger: &UsageLedger, args: CloseArgs) -> Result<ExitCode> {
         );
         tokio::time::sleep(settle).await;
     }
-    let closed = ledger.store_snapshot(&registered).await.or_fail(ledger)?;
+    let closed = ledger
+        .closes()
+        .store_snapshot(&registered)
+        .await
+        .map_err(|e| close_failure(&e, ledger))?;
     let text = match args.format {
         Format::Json => json(&CloseJson::from(&closed))?,
         Format::Table => format!(
             "Closed {} from {} to {}: {} lines, snapshot SHA-256 {}.\n",
-            closed.account_sid.as_deref().unwrap_or("every account"),
-            z_time(closed.start),
-            z_time(closed.end),
+            closed.whom(),
+            z_time(closed.period.start()),
+            z_time(closed.period.end()),
             closed.lines,
             closed.snapshot_sha256.as_deref().unwrap_or_default()
         ),
     };
     print(&text)?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn humane(duration: Duration) -> String {
-    let seconds = duration.as_secs();
-    match seconds {
-        s if s % 86_400 == 0 && s > 0 => format!("{}d", s / 86_400),
-        s if s % 3600 == 0 && s > 0 => format!("{}h", s / 3600),
-        s if s % 60 == 0 && s > 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
 }
 
 const ADJUSTMENTS_EXAMPLES: &str = "\
@@ -183,7 +168,7 @@ what to invoice as a correction of that period.";
 #[command(after_help = ADJUSTMENTS_EXAMPLES)]
 pub struct AdjustmentsArgs {
     #[command(flatten)]
-    pub range: TimeRange,
+    pub range: RangeArgs,
     /// Only this account's adjustments.
     #[arg(long, value_name = "AC..")]
     pub account: Option<String>,
@@ -211,24 +196,22 @@ struct AdjustmentJson<'a> {
 }
 
 pub async fn adjustments(ledger: &UsageLedger, args: AdjustmentsArgs) -> Result<ExitCode> {
-    args.range.whole_hours()?;
+    let range = args.range.whole_hours()?;
+    let account = args.account.as_deref();
     let closes: Vec<Close> = ledger
         .closes()
+        .all()
         .await
         .or_fail(ledger)?
         .into_iter()
-        .filter(|c| c.overlaps(args.account.as_deref(), args.range.start, args.range.end))
+        .filter(|c| c.overlaps(account, &range))
         .collect();
     let mut rows: Vec<(Close, Adjustment)> = Vec::new();
     for close in closes {
-        for adjustment in ledger.adjustments(&close).await.or_fail(ledger)? {
-            let in_range = args.range.start <= adjustment.booked_hour
-                && adjustment.booked_hour < args.range.end;
-            let account = args
-                .account
-                .as_deref()
-                .is_none_or(|a| adjustment.booking.account_sid.as_deref() == Some(a));
-            if in_range && account {
+        for adjustment in ledger.closes().adjustments(&close).await.or_fail(ledger)? {
+            let of_account =
+                account.is_none_or(|a| adjustment.booking.account_sid.as_deref() == Some(a));
+            if range.contains(adjustment.booked_hour) && of_account {
                 rows.push((close.clone(), adjustment));
             }
         }
@@ -238,9 +221,23 @@ pub async fn adjustments(ledger: &UsageLedger, args: AdjustmentsArgs) -> Result<
     });
     let records: Vec<AdjustmentJson<'_>> = rows
         .iter()
-        .map(|(close, a)| AdjustmentJson {
-            period_start: z_time(close.start),
-            period_end: z_time(close.end),
+        .map(|(close, a)| AdjustmentJson::of(close, a))
+        .collect();
+    let text = match args.format {
+        ReportFormat::Json => json(&records)?,
+        ReportFormat::Csv => adjustments_csv(&records),
+        ReportFormat::Table if records.is_empty() => "No adjustments.\n".to_owned(),
+        ReportFormat::Table => adjustments_table(&records, range)?,
+    };
+    print(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+impl<'a> AdjustmentJson<'a> {
+    fn of(close: &Close, a: &'a Adjustment) -> Self {
+        AdjustmentJson {
+            period_start: z_time(close.period.start()),
+            period_end: z_time(close.period.end()),
             event_sid: &a.event_sid,
             account_sid: a.booking.account_sid.as_deref(),
             sim_sid: &a.booking.sim_sid,
@@ -252,68 +249,76 @@ pub async fn adjustments(ledger: &UsageLedger, args: AdjustmentsArgs) -> Result<
             data_download: a.usage.download,
             data_total: a.usage.total,
             received_at: &a.received_at,
-        })
-        .collect();
-    let text = match args.format {
-        ReportFormat::Json => json(&records)?,
-        ReportFormat::Csv => {
-            let mut out = String::from(
-                "period_start,period_end,event_sid,account_sid,sim_sid,fleet_sid,network_sid,iso_country,booked_hour,data_upload,data_download,data_total,received_at\n",
-            );
-            for r in &records {
-                let text = [
-                    r.period_start.clone(),
-                    r.period_end.clone(),
-                    r.event_sid.to_owned(),
-                    r.account_sid.unwrap_or_default().to_owned(),
-                    r.sim_sid.to_owned(),
-                    r.fleet_sid.unwrap_or_default().to_owned(),
-                    r.network_sid.unwrap_or_default().to_owned(),
-                    r.iso_country.unwrap_or_default().to_owned(),
-                    r.booked_hour.clone(),
-                ];
-                let mut cells: Vec<String> = text.iter().map(|c| csv_field(c)).collect();
-                cells.extend([r.data_upload, r.data_download, r.data_total].map(|n| n.to_string()));
-                cells.push(csv_field(r.received_at));
-                out.push_str(&cells.join(","));
-                out.push('\n');
-            }
-            out
         }
-        ReportFormat::Table if records.is_empty() => "No adjustments.\n".to_owned(),
-        ReportFormat::Table => {
-            let mut table = Table::new(&[
-                ("PERIOD", Align::Left),
-                ("EVENT", Align::Left),
-                ("SIM", Align::Left),
-                ("BOOKED", Align::Left),
-                ("TOTAL", Align::Right),
-                ("RECEIVED", Align::Left),
-            ]);
-            let mut total = 0u64;
-            for r in &records {
-                total = total.saturating_add(r.data_total);
-                table.row(vec![
-                    format!("{}..{}", r.period_start, r.period_end),
-                    r.event_sid.to_owned(),
-                    r.sim_sid.to_owned(),
-                    r.booked_hour.clone(),
-                    r.data_total.to_string(),
-                    r.received_at.to_owned(),
-                ]);
-            }
-            table.footer(vec![
-                format!("TOTAL ({} adjustments)", records.len()),
-                String::new(),
-                String::new(),
-                String::new(),
-                total.to_string(),
-            ]);
-            table.render()
-        }
-    };
-    print(&text)?;
-    Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn adjustments_csv(records: &[AdjustmentJson<'_>]) -> String {
+    let mut out = String::from(
+        "period_start,period_end,event_sid,account_sid,sim_sid,fleet_sid,network_sid,iso_country,booked_hour,data_upload,data_download,data_total,received_at\n",
+    );
+    for r in records {
+        let text = [
+            r.period_start.clone(),
+            r.period_end.clone(),
+            r.event_sid.to_owned(),
+            r.account_sid.unwrap_or_default().to_owned(),
+            r.sim_sid.to_owned(),
+            r.fleet_sid.unwrap_or_default().to_owned(),
+            r.network_sid.unwrap_or_default().to_owned(),
+            r.iso_country.unwrap_or_default().to_owned(),
+            r.booked_hour.clone(),
+        ];
+        let mut cells: Vec<String> = text.iter().map(|c| csv_field(c)).collect();
+        cells.extend([r.data_upload, r.data_download, r.data_total].map(|n| n.to_string()));
+        cells.push(csv_field(r.received_at));
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+fn adjustments_table(records: &[AdjustmentJson<'_>], range: TimeRange) -> Result<String> {
+    let mut table = Table::new(&[
+        ("PERIOD", Align::Left),
+        ("EVENT", Align::Left),
+        ("SIM", Align::Left),
+        ("BOOKED", Align::Left),
+        ("TOTAL", Align::Right),
+        ("RECEIVED", Align::Left),
+    ]);
+    let mut total = HourUsage::default();
+    for r in records {
+        let late = HourUsage {
+            usage: kore_ingest_core::event::DataVolume {
+                upload: r.data_upload,
+                download: r.data_download,
+                total: r.data_total,
+            },
+            events: 1,
+        };
+        total = total
+            .plus(late, || {
+                ("the adjustments' total".into(), range.to_string())
+            })
+            .map_err(|e| Failure::Failed(e.to_string()))?;
+        table.row(vec![
+            format!("{}..{}", r.period_start, r.period_end),
+            r.event_sid.to_owned(),
+            r.sim_sid.to_owned(),
+            r.booked_hour.clone(),
+            r.data_total.to_string(),
+            r.received_at.to_owned(),
+        ]);
+    }
+    table.footer(vec![
+        format!("TOTAL ({} adjustments)", records.len()),
+        String::new(),
+        String::new(),
+        String::new(),
+        total.usage.total.to_string(),
+    ]);
+    Ok(table.render())
 }
 
 const VERIFY_EXAMPLES: &str = "\
@@ -329,22 +334,20 @@ adjustments equal the live rollups. Exit 1 if anything differs.";
 #[command(after_help = VERIFY_EXAMPLES)]
 pub struct VerifyArgs {
     #[command(flatten)]
-    pub range: TimeRange,
+    pub range: RangeArgs,
     /// The account the period was closed for (without it: the close of every account).
     #[arg(long, value_name = "AC..")]
     pub account: Option<String>,
 }
 
 pub async fn verify(ledger: &UsageLedger, args: VerifyArgs) -> Result<ExitCode> {
-    args.range.whole_days()?;
-    let close = closed(
-        ledger,
-        args.account.as_deref(),
-        args.range.start,
-        args.range.end,
-    )
-    .await?;
-    let problems = ledger.verify_close(&close).await.or_fail(ledger)?;
+    let period = args.range.whole_days()?;
+    let close = closed(ledger, args.account.as_deref(), period).await?;
+    let problems = ledger
+        .closes()
+        .verify(&close)
+        .await
+        .map_err(|e| close_failure(&e, ledger))?;
     let mut text = String::new();
     for problem in &problems {
         text.push_str(problem);
@@ -353,9 +356,9 @@ pub async fn verify(ledger: &UsageLedger, args: VerifyArgs) -> Result<ExitCode> 
     if problems.is_empty() {
         text.push_str(&format!(
             "The close of {} from {} to {} holds: its snapshot hashes to {}, and snapshot plus adjustments equal the live usage.\n",
-            close.account_sid.as_deref().unwrap_or("every account"),
-            z_time(close.start),
-            z_time(close.end),
+            close.whom(),
+            z_time(close.period.start()),
+            z_time(close.period.end()),
             close.snapshot_sha256.as_deref().unwrap_or_default()
         ));
     }
@@ -371,11 +374,12 @@ pub async fn verify(ledger: &UsageLedger, args: VerifyArgs) -> Result<ExitCode> 
 pub async fn closed(
     ledger: &UsageLedger,
     account: Option<&str>,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
+    period: TimeRange,
 ) -> Result<Close> {
+    let (start, end) = (period.start(), period.end());
     let close = ledger
-        .find_close(account, start, end)
+        .closes()
+        .find(account, period)
         .await
         .or_fail(ledger)?
         .ok_or_else(|| {
@@ -394,21 +398,4 @@ pub async fn closed(
         )));
     }
     Ok(close)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_have_a_unit() {
-        assert_eq!(parse_duration("48h"), Ok(Duration::from_secs(48 * 3600)));
-        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(2 * 86_400)));
-        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
-        for bad in ["48", "h", "1.5h", "-1h", "1w", ""] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-        assert_eq!(humane(Duration::from_secs(48 * 3600)), "2d");
-        assert_eq!(humane(Duration::from_secs(90)), "90s");
-    }
 }

@@ -7,17 +7,17 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use kore_ingest_shared::event::ConnectionEvent;
-use kore_ingest_shared::ledger::UsageLedger;
-use kore_ingest_shared::ledger::reports::{SessionSummary, sessions_of};
-use kore_ingest_shared::usage::{
-    Granularity, GroupBy, GroupValue, UsageFilters, UsageQuery, z_time,
+use kore_ingest_aws::ledger::UsageLedger;
+use kore_ingest_core::event::ConnectionEvent;
+use kore_ingest_core::time::z_time;
+use kore_ingest_core::usage::{
+    Granularity, GroupBy, GroupValue, SessionSummary, UsageFilters, UsageQuery, sessions_of,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::close::parse_duration;
+use crate::args::{Format, parse_duration, parse_z_time};
 use crate::failure::{Failure, OrFail, Result};
-use crate::output::{Align, Format, Table, json, print};
+use crate::output::{Align, Table, json, print};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -39,7 +39,7 @@ pub struct Args {
     #[arg(long = "usage-records", value_name = "FILE", required = true, num_args = 1..)]
     pub files: Vec<PathBuf>,
     /// When the provider's figures were taken (default: now).
-    #[arg(long, value_name = "TIME", value_parser = crate::usage::parse_z_time)]
+    #[arg(long, value_name = "TIME", value_parser = parse_z_time)]
     pub as_of: Option<DateTime<Utc>>,
     /// How long the provider may take to show usage (UsageRecords: typically 48 hours).
     #[arg(long, value_name = "DURATION", default_value = "48h", value_parser = parse_duration)]
@@ -144,81 +144,25 @@ pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
     let provider = read_pages(&args.files)?;
     let as_of = args.as_of.unwrap_or_else(Utc::now);
     let settlement = chrono::Duration::from_std(args.settlement).unwrap_or_default();
-
-    // The ledger's figure for every bucket, one query per bucket length.
-    let mut ledger_totals: BTreeMap<(String, DateTime<Utc>, DateTime<Utc>), u64> = BTreeMap::new();
-    let mut by_length: BTreeMap<i64, (DateTime<Utc>, DateTime<Utc>)> = BTreeMap::new();
-    for (_, start, end) in provider.keys() {
-        let span = by_length
-            .entry((*end - *start).num_seconds())
-            .or_insert((*start, *end));
-        span.0 = span.0.min(*start);
-        span.1 = span.1.max(*end);
-    }
-    for (length, (start, end)) in by_length {
-        let granularity = match length {
-            3600 => Granularity::Hour,
-            86_400 => Granularity::Day,
-            _ => {
-                return Err(Failure::Failed(format!(
-                    "buckets of {length} s: compare takes hourly or daily UsageRecords"
-                )));
-            }
-        };
-        let query = UsageQuery::new(
-            start,
-            end,
-            granularity,
-            Some(GroupBy::Sim),
-            UsageFilters::default(),
-        )
-        .map_err(|e| Failure::Failed(format!("the records' periods: {e}")))?;
-        for record in ledger.usage(&query).await.or_fail(ledger)? {
-            let Some(GroupValue::Sim { sim_sid, .. }) = record.group else {
-                continue;
-            };
-            *ledger_totals
-                .entry((sim_sid, record.period.start_time, record.period.end_time))
-                .or_default() += record.data_total;
-        }
-    }
-
+    let ledger_totals = ledger_totals(ledger, &provider).await?;
     let mut comparisons = Vec::new();
     let mut matching = 0;
     let mut evidence: BTreeMap<String, (Vec<ConnectionEvent>, Vec<SessionSummary>)> =
         BTreeMap::new();
-    for ((sim, start, end), provider_total) in &provider {
-        let ledger_total = ledger_totals
-            .get(&(sim.clone(), *start, *end))
-            .copied()
-            .unwrap_or(0);
+    for (key, provider_total) in &provider {
+        let ledger_total = ledger_totals.get(key).copied().unwrap_or(0);
         let difference = i128::from(*provider_total) - i128::from(ledger_total);
         if difference == 0 {
             matching += 1;
             continue;
         }
+        let (sim, start, end) = key;
         if !evidence.contains_key(sim) {
-            // Every event of the SIM, read once: its sessions need them all, and each of its
-            // buckets that differs is explained from the events around that bucket.
-            let events: Vec<ConnectionEvent> = ledger
-                .sim_events(sim, None)
-                .await
-                .or_fail(ledger)?
-                .into_iter()
-                .map(|(_, e)| e)
-                .collect();
-            let sessions = sessions_of(sim, &events);
-            evidence.insert(sim.clone(), (events, sessions));
+            evidence.insert(sim.clone(), sim_evidence(ledger, sim).await?);
         }
         let (events, sessions) = &evidence[sim];
-        let (cause, detail) = explain(
-            difference,
-            (*start, *end),
-            events,
-            sessions,
-            as_of,
-            settlement,
-        );
+        let bucket = (*start, *end);
+        let (cause, detail) = explain(difference, bucket, events, sessions, as_of, settlement);
         comparisons.push(Comparison {
             sim_sid: sim.clone(),
             start_time: z_time(*start),
@@ -251,6 +195,72 @@ pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The ledger's figure for every bucket the provider's records name, one query per bucket
+/// length.
+async fn ledger_totals(ledger: &UsageLedger, provider: &Buckets) -> Result<Buckets> {
+    let mut totals = Buckets::new();
+    let mut by_length: BTreeMap<i64, (DateTime<Utc>, DateTime<Utc>)> = BTreeMap::new();
+    for (_, start, end) in provider.keys() {
+        let span = by_length
+            .entry((*end - *start).num_seconds())
+            .or_insert((*start, *end));
+        span.0 = span.0.min(*start);
+        span.1 = span.1.max(*end);
+    }
+    for (length, (start, end)) in by_length {
+        let granularity = match length {
+            3600 => Granularity::Hour,
+            86_400 => Granularity::Day,
+            _ => {
+                return Err(Failure::Failed(format!(
+                    "buckets of {length} s: compare takes hourly or daily UsageRecords"
+                )));
+            }
+        };
+        let query = UsageQuery::new(
+            start,
+            end,
+            granularity,
+            Some(GroupBy::Sim),
+            UsageFilters::default(),
+        )
+        .map_err(|e| Failure::Failed(format!("the records' periods: {e}")))?;
+        for record in ledger.rollups().usage(&query).await.or_fail(ledger)? {
+            let Some(GroupValue::Sim { sim_sid, .. }) = record.group else {
+                continue;
+            };
+            let period = record.period;
+            let total = totals
+                .entry((sim_sid.clone(), period.start_time, period.end_time))
+                .or_default();
+            *total = total.checked_add(record.data_total).ok_or_else(|| {
+                Failure::Failed(format!(
+                    "the usage of SIM {sim_sid} for {period} does not fit a 64-bit count"
+                ))
+            })?;
+        }
+    }
+    Ok(totals)
+}
+
+/// Every event of the SIM, read once: its sessions need them all, and each of its buckets
+/// that differs is explained from the events around that bucket.
+async fn sim_evidence(
+    ledger: &UsageLedger,
+    sim: &str,
+) -> Result<(Vec<ConnectionEvent>, Vec<SessionSummary>)> {
+    let events: Vec<ConnectionEvent> = ledger
+        .events()
+        .of_sim(sim, None)
+        .await
+        .or_fail(ledger)?
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    let sessions = sessions_of(sim, &events).map_err(|e| Failure::Failed(e.to_string()))?;
+    Ok((events, sessions))
 }
 
 /// The likely cause of a difference (provider minus ledger) in one SIM's bucket.

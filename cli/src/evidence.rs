@@ -6,14 +6,16 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::ValueEnum;
-use kore_ingest_shared::event::{ConnectionEvent, DataVolume};
-use kore_ingest_shared::ledger::{StoredEvent, UsageLedger};
-use kore_ingest_shared::usage::{Booking, days_between, z_time};
+use kore_ingest_aws::ledger::UsageLedger;
+use kore_ingest_core::event::{ConnectionEvent, ConnectionKind, DataVolume};
+use kore_ingest_core::stored::StoredEvent;
+use kore_ingest_core::time::{TimeRange, z_time};
+use kore_ingest_core::usage::{Booking, HourUsage};
 use serde::Serialize;
 
+use crate::args::RangeArgs;
 use crate::failure::{Failure, OrFail, Result};
 use crate::output::{csv_field, json, print};
-use crate::usage::TimeRange;
 
 const EVIDENCE_EXAMPLES: &str = "\
 Examples:
@@ -33,7 +35,7 @@ pub struct EvidenceArgs {
     #[arg(long, value_name = "HS..")]
     pub sim: String,
     #[command(flatten)]
-    pub range: TimeRange,
+    pub range: RangeArgs,
     #[arg(long, value_enum, default_value_t = EvidenceFormat::Json)]
     pub format: EvidenceFormat,
 }
@@ -80,46 +82,40 @@ struct Evidence {
 }
 
 pub async fn evidence(ledger: &UsageLedger, args: EvidenceArgs) -> Result<ExitCode> {
-    args.range.whole_hours()?;
-    let days = days_between(args.range.start, args.range.end);
-    let range = days.first().copied().zip(days.last().copied());
+    let range = args.range.whole_hours()?;
+    let days = range.days();
+    let booked = days.first().copied().zip(days.last().copied());
     let mut counted: Vec<(StoredEvent, ConnectionEvent)> = ledger
-        .sim_events(&args.sim, range)
+        .events()
+        .of_sim(&args.sim, booked)
         .await
         .or_fail(ledger)?
         .into_iter()
-        .filter(|(_, e)| {
-            let hour = e.booking_hour();
-            e.usage.is_some() && args.range.start <= hour && hour < args.range.end
-        })
+        .filter(|(_, e)| e.usage.is_some() && range.contains(e.booking_hour()))
         .collect();
     counted.sort_by(|a, b| (a.1.booked_at, &a.1.key).cmp(&(b.1.booked_at, &b.1.key)));
-    let mut total = Total::default();
-    let overflow = || Failure::Failed("the totals overflow a 64-bit count".into());
+    let mut sum = HourUsage::default();
     let mut events = Vec::with_capacity(counted.len());
     for (stored, event) in counted {
         let usage = event.usage.unwrap_or_default();
-        total.data_upload = total
-            .data_upload
-            .checked_add(usage.upload)
-            .ok_or_else(overflow)?;
-        total.data_download = total
-            .data_download
-            .checked_add(usage.download)
-            .ok_or_else(overflow)?;
-        total.data_total = total
-            .data_total
-            .checked_add(usage.total)
-            .ok_or_else(overflow)?;
-        total.usage_events += 1;
+        sum = sum
+            .plus(HourUsage::window(usage), || {
+                (format!("SIM {}", args.sim), range.to_string())
+            })
+            .map_err(|e| Failure::Failed(e.to_string()))?;
         events.push(row(&stored, &event, usage));
     }
     let evidence = Evidence {
         sim_sid: args.sim.clone(),
-        start_time: z_time(args.range.start),
-        end_time: z_time(args.range.end),
+        start_time: z_time(range.start()),
+        end_time: z_time(range.end()),
         events,
-        total,
+        total: Total {
+            data_upload: sum.usage.upload,
+            data_download: sum.usage.download,
+            data_total: sum.usage.total,
+            usage_events: sum.events,
+        },
     };
     let text = match args.format {
         EvidenceFormat::Json => json(&evidence)?,
@@ -188,19 +184,55 @@ const EXPORT_EXAMPLES: &str = "\
 Examples:
   kore-usage export --start 2024-11-01T00:00:00Z --end 2024-12-01T00:00:00Z --format jsonl > november.jsonl
   kore-usage export --start 2024-11-03T00:00:00Z --end 2024-11-04T00:00:00Z --format csv
+  kore-usage export --start 2024-11-03T00:00:00Z --end 2024-11-04T00:00:00Z --format jsonl --kind test
 
 Every event of the range, one line each, written as it is read (memory does not grow with
 the range): usage events booked in the range, SIM by SIM and day by day, then the events
-without usage whose time is in the range. JSON lines carry the stored `data` too.";
+without usage whose time is in the range. JSON lines carry the stored `data` too. --kind
+keeps one kind: `test` for Event Streams test events (the one a portal's test sends),
+`other` for types the parser does not know, else a Connection Event's suffix after
+`supersim.connection.`, e.g. `data-session.updated`.";
 
 /// Every event of a range with its normalized fields, streamed, for loading elsewhere.
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXPORT_EXAMPLES)]
 pub struct ExportArgs {
     #[command(flatten)]
-    pub range: TimeRange,
+    pub range: RangeArgs,
     #[arg(long, value_enum)]
     pub format: ExportFormat,
+    /// Only events of this kind: test, other, or a Connection Event suffix such as
+    /// data-session.updated.
+    #[arg(long, value_name = "KIND", value_parser = parse_kind)]
+    pub kind: Option<String>,
+}
+
+/// A kind as the export's `kind` field names it.
+fn parse_kind(text: &str) -> std::result::Result<String, String> {
+    let known = matches!(text, "test" | "other") || ConnectionKind::from_suffix(text).is_some();
+    match known {
+        true => Ok(text.to_owned()),
+        false => {
+            let suffixes: Vec<&str> = ConnectionKind::ALL.iter().map(|k| k.suffix()).collect();
+            Err(format!(
+                "must be test, other or one of {}",
+                suffixes.join(", ")
+            ))
+        }
+    }
+}
+
+/// Whether the export keeps `event`: any kind, or the one asked for.
+fn kept(kind: Option<&str>, event: &ConnectionEvent) -> bool {
+    kind.is_none_or(|kind| event.kind.name() == kind)
+}
+
+/// Whether events of `kind` can carry usage (and so are found through booking lists).
+fn may_carry_usage(kind: Option<&str>) -> bool {
+    match kind.and_then(ConnectionKind::from_suffix) {
+        Some(kind) => kind.carries_usage(),
+        None => kind.is_none(),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -311,57 +343,93 @@ fn export_line(
     })
 }
 
-pub async fn export(ledger: &UsageLedger, args: ExportArgs) -> Result<ExitCode> {
-    args.range.whole_hours()?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let write = |out: &mut std::io::BufWriter<std::io::StdoutLock<'_>>, text: &str| match out
-        .write_all(text.as_bytes())
-    {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
-        Err(e) => Err(Failure::Failed(format!(
-            "cannot write to standard output: {e}"
-        ))),
-        Ok(()) => Ok(true),
-    };
-    if args.format == ExportFormat::Csv && !write(&mut out, EXPORT_CSV_HEADER)? {
-        return Ok(ExitCode::SUCCESS);
-    }
-    // Day by day, SIM by SIM: only one SIM's day of events is held at a time.
-    for day in days_between(args.range.start, args.range.end) {
-        for sim in ledger.sims_with_usage(day).await.or_fail(ledger)? {
-            let mut events = ledger
-                .sim_events(&sim, Some((day, day)))
-                .await
-                .or_fail(ledger)?;
-            events.sort_by(|a, b| (a.1.booked_at, &a.1.key).cmp(&(b.1.booked_at, &b.1.key)));
-            for (stored, event) in &events {
-                let hour = event.booking_hour();
-                if hour < args.range.start || hour >= args.range.end {
-                    continue;
-                }
-                if !write(&mut out, &export_line(stored, event, args.format)?)? {
-                    return Ok(ExitCode::SUCCESS);
-                }
-            }
+/// Standard output, buffered; a closed pipe (`| head`) ends the export quietly.
+struct Output<'a> {
+    out: std::io::BufWriter<std::io::StdoutLock<'a>>,
+}
+
+impl Output<'_> {
+    /// `false` when the reader went away.
+    fn write(&mut self, text: &str) -> Result<bool> {
+        match self.out.write_all(text.as_bytes()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+            Err(e) => Err(Failure::Failed(format!(
+                "cannot write to standard output: {e}"
+            ))),
+            Ok(()) => Ok(true),
         }
     }
-    for day in days_between(args.range.start, args.range.end) {
+
+    fn finish(mut self) -> Result<ExitCode> {
+        match self.out.flush() {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::Failed(format!(
+                "cannot write to standard output: {e}"
+            ))),
+            _ => Ok(ExitCode::SUCCESS),
+        }
+    }
+}
+
+pub async fn export(ledger: &UsageLedger, args: ExportArgs) -> Result<ExitCode> {
+    let range = args.range.whole_hours()?;
+    let kind = args.kind.as_deref();
+    let stdout = std::io::stdout();
+    let mut out = Output {
+        out: std::io::BufWriter::new(stdout.lock()),
+    };
+    if args.format == ExportFormat::Csv && !out.write(EXPORT_CSV_HEADER)? {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if may_carry_usage(kind) && !export_usage(ledger, range, kind, args.format, &mut out).await? {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for day in range.days() {
         let mut events = ledger
-            .events_without_usage(day, args.range.start, args.range.end)
+            .events()
+            .without_usage(day, range)
             .await
             .or_fail(ledger)?;
         events.sort_by(|a, b| (a.1.event_time, &a.1.key).cmp(&(b.1.event_time, &b.1.key)));
-        for (stored, event) in &events {
-            if !write(&mut out, &export_line(stored, event, args.format)?)? {
+        for (stored, event) in events.iter().filter(|(_, e)| kept(kind, e)) {
+            if !out.write(&export_line(stored, event, args.format)?)? {
                 return Ok(ExitCode::SUCCESS);
             }
         }
     }
-    match out.flush() {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::Failed(format!(
-            "cannot write to standard output: {e}"
-        ))),
-        _ => Ok(ExitCode::SUCCESS),
+    out.finish()
+}
+
+/// The usage events booked in the range, day by day and SIM by SIM: only one SIM's day of
+/// events is held at a time. `false` when the reader went away.
+async fn export_usage(
+    ledger: &UsageLedger,
+    range: TimeRange,
+    kind: Option<&str>,
+    format: ExportFormat,
+    out: &mut Output<'_>,
+) -> Result<bool> {
+    for day in range.days() {
+        let sims = ledger
+            .rollups()
+            .sims_with_usage(&[day])
+            .await
+            .or_fail(ledger)?;
+        for sim in sims {
+            let mut events = ledger
+                .events()
+                .of_sim(&sim, Some((day, day)))
+                .await
+                .or_fail(ledger)?;
+            events.sort_by(|a, b| (a.1.booked_at, &a.1.key).cmp(&(b.1.booked_at, &b.1.key)));
+            let in_range = events
+                .iter()
+                .filter(|(_, e)| range.contains(e.booking_hour()) && kept(kind, e));
+            for (stored, event) in in_range {
+                if !out.write(&export_line(stored, event, format)?)? {
+                    return Ok(false);
+                }
+            }
+        }
     }
+    Ok(true)
 }

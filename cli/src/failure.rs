@@ -1,6 +1,7 @@
 //! Failures as one plain sentence: no debug dumps of SDK errors, no backtraces.
 
-use kore_ingest_shared::ledger::{LedgerError, UsageLedger};
+use kore_ingest_aws::ledger::UsageLedger;
+use kore_ingest_core::port::LedgerError;
 
 /// Why a command did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,6 +7,7 @@
 //!
 //! Exit codes: 0 success, 1 failure (one plain sentence on stderr), 2 wrong usage.
 
+mod args;
 mod close;
 mod compare;
 mod evidence;
@@ -25,8 +26,8 @@ use std::process::ExitCode;
 
 use aws_sdk_dynamodb::Client;
 use clap::{CommandFactory, Parser, Subcommand};
-use kore_ingest_shared::aws::{Caller, sdk_config};
-use kore_ingest_shared::ledger::{LedgerConfig, UsageLedger};
+use kore_ingest_aws::ledger::{LedgerConfig, UsageLedger};
+use kore_ingest_aws::sdk::{Caller, sdk_config};
 
 use failure::Failure;
 

@@ -2,17 +2,7 @@
 
 use std::io::Write;
 
-use clap::ValueEnum;
-
 use crate::failure::{Failure, Result};
-
-/// `table` for people, `json` for programs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    #[default]
-    Table,
-    Json,
-}
 
 /// Bytes with binary units and one decimal: `512 B`, `1.2 MiB`.
 pub fn human_bytes(bytes: u64) -> String {
@@ -103,6 +93,11 @@ impl Table {
         }
         out
     }
+}
+
+/// Table cells hold one line, and never two spaces in a row.
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// One CSV field, quoted when it has to be.

@@ -2,13 +2,12 @@
 
 use std::process::ExitCode;
 
-use kore_ingest_shared::ledger::UsageLedger;
-use kore_ingest_shared::ledger::rebuild::{RebuildReport, RollupDifference};
+use kore_ingest_aws::ledger::{RebuildReport, RollupDifference, UsageLedger};
 use serde::Serialize;
 
+use crate::args::{Format, RangeArgs};
 use crate::failure::{OrFail, Result};
-use crate::output::{Align, Format, Table, json, print};
-use crate::usage::TimeRange;
+use crate::output::{Align, Table, json, print};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -18,15 +17,14 @@ Examples:
 With --check nothing changes: every rollup whose hours in the range differ from the events
 stored for them is listed, and the exit code is 1 if there is any (the audit to run before
 invoicing a period). Without --check those rollups are rewritten from the events; a rollup a
-new event changes meanwhile is compared again, never overwritten. It is also how a table
-written before per-booking rollups is migrated: run it over every period to be queried.";
+new event changes meanwhile is compared again, never overwritten.";
 
 /// Recompute the usage rollups of a range from the stored event records.
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct Args {
     #[command(flatten)]
-    pub range: TimeRange,
+    pub range: RangeArgs,
     /// Change nothing; list the rollups that differ from their events (exit 1 if any).
     #[arg(long)]
     pub check: bool,
@@ -76,13 +74,13 @@ struct Summary<'a> {
     usage_events: usize,
     differences: Vec<Difference<'a>>,
     rewritten: usize,
-    events_listed: usize,
 }
 
 pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
-    args.range.whole_hours()?;
+    let range = args.range.whole_hours()?;
     let report = ledger
-        .rebuild(args.range.start, args.range.end, args.check)
+        .rebuilder()
+        .run(range, args.check)
         .await
         .or_fail(ledger)?;
     let text = match args.format {
@@ -92,7 +90,6 @@ pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
             usage_events: report.usage_events,
             differences: report.differences.iter().map(Difference::from).collect(),
             rewritten: report.rewritten,
-            events_listed: report.listed,
         })?,
         Format::Table => text(&report, args.check),
     };
@@ -141,10 +138,7 @@ fn text(report: &RebuildReport, check: bool) -> String {
     let verdict = match (check, report.differences.len()) {
         (true, 0) => "every rollup matches its events".to_owned(),
         (true, n) => format!("{n} rollup(s) differ from their events"),
-        (false, _) => format!(
-            "{} rollup(s) rewritten, {} event(s) of the earlier layout listed",
-            report.rewritten, report.listed
-        ),
+        (false, _) => format!("{} rollup(s) rewritten", report.rewritten),
     };
     out.push_str(&format!(
         "{} rollups compared with {} usage events: {verdict}.\n",

@@ -4,11 +4,13 @@
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
-use kore_ingest_shared::ledger::UsageLedger;
+use kore_ingest_aws::ledger::UsageLedger;
+use kore_ingest_core::time::TimeRange;
 use serde::Serialize;
 
+use crate::args::Format;
 use crate::failure::{Failure, OrFail, Result};
-use crate::output::{Format, json, print};
+use crate::output::{json, print};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -48,13 +50,11 @@ struct Reconciliation {
 }
 
 pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
-    if args.from >= args.to {
-        return Err(Failure::Usage(
-            "--from must be earlier than --to".to_owned(),
-        ));
-    }
+    let range = TimeRange::new(args.from, args.to)
+        .map_err(|_| Failure::Usage("--from must be earlier than --to".to_owned()))?;
     let events = ledger
-        .events_between(args.from, args.to)
+        .events()
+        .delivered_between(range)
         .await
         .or_fail(ledger)?;
     let mut result = Reconciliation::default();

@@ -1,5 +1,5 @@
 //! `kore-usage replay`: ingests archives of CloudEvents through the same shared path as the
-//! Lambda functions (`parse_events`, then `UsageLedger::record_all`), streaming the file in
+//! Lambda functions (`parse_events`, then the ledger port's `record_batch`), streaming the file in
 //! batches so that an archive of any size needs little memory.
 
 use std::fs::File;
@@ -8,14 +8,16 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use kore_ingest_shared::event::{ParsedItem, parse_events};
-use kore_ingest_shared::ledger::{
-    Delivery, Origin, Outcome, OutcomeCounts, QuarantineEntry, QuarantineKind, UsageLedger,
-};
+use kore_ingest_aws::ledger::UsageLedger;
+use kore_ingest_core::delivery::{Delivery, Origin, Outcome, OutcomeCounts};
+use kore_ingest_core::event::{ParsedItem, parse_events};
+use kore_ingest_core::port::Ledger;
+use kore_ingest_core::quarantine::{QuarantineEntry, QuarantineKind};
 use serde::Serialize;
 
+use crate::args::Format;
 use crate::failure::{self, Failure, Result};
-use crate::output::{Align, Format, Table, json, print};
+use crate::output::{Align, Table, json, print};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -203,7 +205,7 @@ impl Batch {
 
     async fn flush(&mut self, ledger: &UsageLedger, summary: &mut Summary) {
         if !self.inputs.is_empty() {
-            let outcomes = ledger.record_all(&self.inputs, None).await;
+            let outcomes = ledger.record_batch(&self.inputs, None).await;
             for (outcome, source) in outcomes.iter().zip(&self.sources) {
                 summary.count(outcome, source, ledger.table_name());
             }
@@ -216,19 +218,7 @@ impl Batch {
                 delivery: &poison.delivery,
                 related_event: None,
             };
-            let outcome = match ledger.quarantine(entry).await {
-                Ok(quarantine_id) => Outcome::Quarantined {
-                    quarantine_id,
-                    reason: poison.reason.clone(),
-                },
-                Err(error) => Outcome::Retry {
-                    reason: format!(
-                        "could not quarantine ({}): {}",
-                        poison.reason,
-                        failure::describe(&error, ledger.table_name())
-                    ),
-                },
-            };
+            let outcome = ledger.quarantine_or_retry(entry, None).await;
             summary.count(&outcome, &poison.source, ledger.table_name());
         }
         self.inputs.clear();

@@ -2,14 +2,17 @@
 
 use std::process::ExitCode;
 
-use chrono::NaiveDate;
-use clap::ValueEnum;
-use kore_ingest_shared::ledger::UsageLedger;
-use kore_ingest_shared::ledger::reports::UsageRollup;
-use kore_ingest_shared::usage::UsageFilters;
+use std::collections::BTreeMap;
+
+use kore_ingest_aws::ledger::UsageLedger;
+use kore_ingest_core::time::TimeRange;
+use kore_ingest_core::usage::{
+    Granularity, GroupBy, GroupValue, HourUsage, UsageFilters, UsageQuery, UsageRecord,
+};
 use serde::Serialize;
 
-use crate::failure::{OrFail, Result};
+use crate::args::{ReportFormat, parse_period};
+use crate::failure::{Failure, OrFail, Result};
 use crate::output::{Align, Table, csv_field, human_bytes, json, print};
 
 const EXAMPLES: &str = "\
@@ -23,7 +26,8 @@ Without --sim, --account or --fleet every SIM with usage in the period is listed
 together, they narrow each other (e.g. --account with --fleet: the fleet's SIMs of that
 account). Usage counts for the account and fleet that each event named when it happened.";
 
-/// Usage per SIM for a month or a day (UTC billing days), from the ledger's rollups.
+/// Usage per SIM for a month or a day (UTC billing days): `usage --group sim` over the
+/// period, one line per SIM whatever account it was booked to.
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct Args {
@@ -44,38 +48,6 @@ pub struct Args {
     pub format: ReportFormat,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ReportFormat {
-    Table,
-    Json,
-    Csv,
-}
-
-/// `YYYY-MM` or `YYYY-MM-DD`, digits exactly, a real month or date.
-pub fn parse_period(text: &str) -> std::result::Result<String, String> {
-    const HELP: &str =
-        "must be a month (YYYY-MM) or a day (YYYY-MM-DD), e.g. 2024-11 or 2024-11-03";
-    let bytes = text.as_bytes();
-    let shape_ok = match bytes.len() {
-        7 | 10 => bytes.iter().enumerate().all(|(i, b)| match i {
-            4 | 7 => *b == b'-',
-            _ => b.is_ascii_digit(),
-        }),
-        _ => false,
-    };
-    if !shape_ok {
-        return Err(HELP.to_owned());
-    }
-    let date = if bytes.len() == 7 {
-        format!("{text}-01")
-    } else {
-        text.to_owned()
-    };
-    NaiveDate::parse_from_str(&date, "%Y-%m-%d")
-        .map(|_| text.to_owned())
-        .map_err(|_| format!("{HELP}; `{text}` is not a real date"))
-}
-
 /// One line of the report; the JSON keys are a contract.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 struct Row {
@@ -87,21 +59,9 @@ struct Row {
     usage_events: u64,
 }
 
-impl From<&UsageRollup> for Row {
-    fn from(rollup: &UsageRollup) -> Self {
-        Row {
-            sim_sid: rollup.sim_sid.clone(),
-            period: rollup.period.clone(),
-            data_upload: rollup.usage.upload,
-            data_download: rollup.usage.download,
-            data_total: rollup.usage.total,
-            usage_events: rollup.usage_events,
-        }
-    }
-}
-
 pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
     let period = args.period.as_str();
+    let range = TimeRange::of_period(period).map_err(|e| Failure::Usage(e.to_string()))?;
     // Usage is booked to the account and fleet each event named: a SIM that moved fleet
     // mid-month shows here only with what it used in that fleet.
     let filters = UsageFilters {
@@ -110,22 +70,56 @@ pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
         fleet_sid: args.fleet.clone(),
         ..UsageFilters::default()
     };
-    let rollups = ledger
-        .usage_per_sim(period, filters)
-        .await
-        .or_fail(ledger)?;
-    let rows: Vec<Row> = rollups.iter().map(Row::from).collect();
-
+    let query = UsageQuery::new(
+        range.start(),
+        range.end(),
+        Granularity::All,
+        Some(GroupBy::Sim),
+        filters,
+    )
+    .map_err(|e| Failure::Usage(e.to_string()))?;
+    let records = ledger.rollups().usage(&query).await.or_fail(ledger)?;
+    let rows = per_sim(period, &records)?;
     let text = match args.format {
         ReportFormat::Json => json(&rows)?,
         ReportFormat::Csv => csv(&rows),
         ReportFormat::Table if rows.is_empty() => {
             format!("No usage recorded for {period}.\n")
         }
-        ReportFormat::Table => table(&rows),
+        ReportFormat::Table => table(&rows)?,
     };
     print(&text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The records of `usage --group sim`, one row per SIM (a SIM booked to two accounts has
+/// two records), sorted by SIM; sums checked.
+fn per_sim(period: &str, records: &[UsageRecord]) -> Result<Vec<Row>> {
+    let mut sums: BTreeMap<&str, HourUsage> = BTreeMap::new();
+    for record in records {
+        let Some(GroupValue::Sim { sim_sid, .. }) = &record.group else {
+            continue;
+        };
+        let sum = sums.entry(sim_sid).or_default();
+        let usage = HourUsage {
+            usage: record.usage(),
+            events: record.usage_events,
+        };
+        *sum = sum
+            .plus(usage, || (format!("SIM {sim_sid}"), period.to_owned()))
+            .map_err(|e| Failure::Failed(e.to_string()))?;
+    }
+    Ok(sums
+        .into_iter()
+        .map(|(sim_sid, sum)| Row {
+            sim_sid: sim_sid.to_owned(),
+            period: period.to_owned(),
+            data_upload: sum.usage.upload,
+            data_download: sum.usage.download,
+            data_total: sum.usage.total,
+            usage_events: sum.events,
+        })
+        .collect())
 }
 
 fn csv(rows: &[Row]) -> String {
@@ -145,7 +139,7 @@ fn csv(rows: &[Row]) -> String {
     out
 }
 
-fn table(rows: &[Row]) -> String {
+fn table(rows: &[Row]) -> Result<String> {
     let mut table = Table::new(&[
         ("SIM", Align::Left),
         ("PERIOD", Align::Left),
@@ -154,12 +148,19 @@ fn table(rows: &[Row]) -> String {
         ("TOTAL", Align::Right),
         ("EVENTS", Align::Right),
     ]);
-    let (mut up, mut down, mut total, mut events) = (0u64, 0u64, 0u64, 0u64);
+    let mut sum = HourUsage::default();
     for row in rows {
-        up = up.saturating_add(row.data_upload);
-        down = down.saturating_add(row.data_download);
-        total = total.saturating_add(row.data_total);
-        events = events.saturating_add(row.usage_events);
+        let usage = HourUsage {
+            usage: kore_ingest_core::event::DataVolume {
+                upload: row.data_upload,
+                download: row.data_download,
+                total: row.data_total,
+            },
+            events: row.usage_events,
+        };
+        sum = sum
+            .plus(usage, || ("the report's total".into(), row.period.clone()))
+            .map_err(|e| Failure::Failed(e.to_string()))?;
         table.row(vec![
             row.sim_sid.clone(),
             row.period.clone(),
@@ -173,38 +174,17 @@ fn table(rows: &[Row]) -> String {
     table.footer(vec![
         format!("TOTAL ({} {sims})", rows.len()),
         rows.first().map(|r| r.period.clone()).unwrap_or_default(),
-        human_bytes(up),
-        human_bytes(down),
-        human_bytes(total),
-        events.to_string(),
+        human_bytes(sum.usage.upload),
+        human_bytes(sum.usage.download),
+        human_bytes(sum.usage.total),
+        sum.events.to_string(),
     ]);
-    table.render()
+    Ok(table.render())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn periods_are_months_or_days_exactly() {
-        for good in ["2024-11", "2024-11-03", "2024-02-29"] {
-            assert_eq!(parse_period(good).as_deref(), Ok(good));
-        }
-        for bad in [
-            "2024-13",
-            "2024-1",
-            "2024-11-3",
-            "2023-02-29",
-            "2024/11",
-            "24-11",
-            "2024-11-03T00",
-            "",
-            "２０２４-11",
-            "2024-00",
-        ] {
-            assert!(parse_period(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn csv_has_the_contract_header_and_raw_numbers() {
@@ -220,7 +200,7 @@ mod tests {
             csv(&rows),
             "sim_sid,period,data_upload,data_download,data_total,usage_events\nHS1,2024-11,1,2,3,4\n"
         );
-        let text = table(&rows);
+        let text = table(&rows).unwrap();
         assert!(text.contains("TOTAL (1 SIM)"), "{text}");
     }
 }

@@ -1,23 +1,20 @@
 //! `kore-usage send`: one request to a webhook, signed the way KORE or Twilio sign it, with
-//! the signing code the webhook verifies against (`kore_ingest_shared::signature`). The one
+//! the signing code the webhook verifies against (`kore_ingest_core::signature`). The one
 //! signer of the project: `scripts/send-test-webhook` and the demo's traffic use it.
 
 use std::io::Read;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use kore_ingest_shared::callback::parse_form;
-use kore_ingest_shared::signature::{
+use kore_ingest_core::callback::parse_form;
+use kore_ingest_core::signature::{
     kore_signature, twilio_signature, twilio_url_with_body_hash, url_with_query,
 };
 use serde::Serialize;
 
+use crate::args::Format;
 use crate::failure::{Failure, Result};
-use crate::output::{Format, json, print};
+use crate::output::{json, print};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -293,42 +290,32 @@ fn read_body(source: &str) -> Result<Vec<u8>> {
     Ok(body)
 }
 
-/// Sends `request` over HTTP or HTTPS (the system's root certificates); the status and the
-/// body as text.
+/// Sends `request` over HTTP or HTTPS; the status and the body as text.
 async fn send(request: &Request, timeout: Duration) -> std::result::Result<(u16, String), String> {
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())
-        .map_err(|e| format!("cannot load the system's root certificates: {e}"))?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
-    let mut builder = http::Request::builder()
-        .method(request.method)
-        .uri(&request.url);
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        // A redirect would send the signed request somewhere it was not signed for.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| chain(&e))?;
+    let method =
+        reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|e| e.to_string())?;
+    let mut outgoing = client
+        .request(method, &request.url)
+        .body(request.body.clone());
     for (name, value) in &request.headers {
-        builder = builder.header(name, value);
+        outgoing = outgoing.header(name, value);
     }
-    let outgoing = builder
-        .body(Full::new(Bytes::from(request.body.clone())))
-        .map_err(|e| e.to_string())?;
-    let exchange = async {
-        let response = client.request(outgoing).await.map_err(|e| chain(&e))?;
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| chain(&e))?
-            .to_bytes();
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
-    };
-    tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| format!("no answer within {} s", timeout.as_secs_f64()))?
+    let response = outgoing.send().await.map_err(|e| match e.is_timeout() {
+        true => format!("no answer within {} s", timeout.as_secs_f64()),
+        false => chain(&e),
+    })?;
+    let status = response.status().as_u16();
+    let body = response.bytes().await.map_err(|e| chain(&e))?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-/// An error with its causes, which is where hyper says what went wrong.
+/// An error with its causes, which is where the HTTP client says what went wrong.
 fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -342,7 +329,7 @@ fn chain(error: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use kore_ingest_shared::signature::{
+    use kore_ingest_core::signature::{
         KORE_SIGNATURE_HEADER, TWILIO_SIGNATURE_HEADER, verify_kore_signature,
         verify_twilio_signature,
     };

@@ -2,13 +2,14 @@
 
 use std::process::ExitCode;
 
-use kore_ingest_shared::event::DataVolume;
-use kore_ingest_shared::ledger::UsageLedger;
-use kore_ingest_shared::ledger::reports::SessionSummary;
+use kore_ingest_aws::ledger::UsageLedger;
+use kore_ingest_core::event::DataVolume;
+use kore_ingest_core::usage::SessionSummary;
 use serde::Serialize;
 
+use crate::args::Format;
 use crate::failure::{OrFail, Result};
-use crate::output::{Align, Format, Table, human_bytes, json, print};
+use crate::output::{Align, Table, human_bytes, json, print};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -72,7 +73,7 @@ fn missing(session: &SessionSummary) -> Option<i128> {
 }
 
 pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
-    let mut sessions = ledger.sim_sessions(&args.sim).await.or_fail(ledger)?;
+    let mut sessions = ledger.events().sessions(&args.sim).await.or_fail(ledger)?;
     if args.gaps {
         sessions.retain(SessionSummary::has_gap);
     }

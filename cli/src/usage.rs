@@ -3,20 +3,18 @@
 
 use std::process::ExitCode;
 
-use chrono::{DateTime, Utc};
 use clap::ValueEnum;
-use kore_ingest_shared::ledger::UsageLedger;
-use kore_ingest_shared::ledger::closes::{
-    is_whole_day, parse_canonical, sha256_hex, snapshot_cells,
-};
-use kore_ingest_shared::usage::{
-    Granularity, GroupBy, GroupValue, UsageFilters, UsageQuery, UsageRecord, aggregate,
-    is_whole_hour, z_time,
+use kore_ingest_aws::ledger::UsageLedger;
+use kore_ingest_core::closes::snapshot_cells;
+use kore_ingest_core::time::z_time;
+use kore_ingest_core::usage::{
+    Granularity, GroupBy, GroupValue, HourUsage, UsageFilters, UsageQuery, UsageRecord, aggregate,
 };
 
+use crate::args::{RangeArgs, ReportFormat};
+use crate::close::closed;
 use crate::failure::{Failure, OrFail, Result};
 use crate::output::{Align, Table, csv_field, json, print};
-use crate::report::ReportFormat;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -39,7 +37,7 @@ hours (on whole days for --granularity day). Filters combine.";
 #[command(after_help = EXAMPLES)]
 pub struct Args {
     #[command(flatten)]
-    pub range: TimeRange,
+    pub range: RangeArgs,
     /// Time buckets: hours, days, or one bucket from --start to --end.
     #[arg(long, value_enum, default_value_t = GranularityArg::All)]
     pub granularity: GranularityArg,
@@ -86,59 +84,9 @@ pub enum GroupArg {
     IsoCountry,
 }
 
-/// `--start` (included) and `--end` (excluded): UTC times in the `Z` form.
-#[derive(Debug, Clone, clap::Args)]
-pub struct TimeRange {
-    /// Start of the range, included: UTC in the Z form, e.g. 2024-11-01T00:00:00Z.
-    #[arg(long, value_name = "TIME", value_parser = parse_z_time)]
-    pub start: DateTime<Utc>,
-    /// End of the range, excluded: UTC in the Z form.
-    #[arg(long, value_name = "TIME", value_parser = parse_z_time)]
-    pub end: DateTime<Utc>,
-}
-
-impl TimeRange {
-    /// A range on whole hours, or wrong usage.
-    pub fn whole_hours(&self) -> Result<()> {
-        if !is_whole_hour(self.start) || !is_whole_hour(self.end) {
-            return Err(Failure::Usage(
-                "--start and --end must be on whole hours, e.g. 2024-11-01T00:00:00Z".into(),
-            ));
-        }
-        self.ordered()
-    }
-
-    /// A range of whole UTC days, or wrong usage.
-    pub fn whole_days(&self) -> Result<()> {
-        if !is_whole_day(self.start) || !is_whole_day(self.end) {
-            return Err(Failure::Usage(
-                "--start and --end must be at midnight UTC: a closed period is whole days".into(),
-            ));
-        }
-        self.ordered()
-    }
-
-    pub fn ordered(&self) -> Result<()> {
-        if self.start >= self.end {
-            return Err(Failure::Usage("--start must be earlier than --end".into()));
-        }
-        Ok(())
-    }
-}
-
-/// A UTC time in the `Z` form, as UsageRecords takes it.
-pub fn parse_z_time(text: &str) -> std::result::Result<DateTime<Utc>, String> {
-    const HELP: &str = "must be a UTC time in the Z form, e.g. 2024-11-01T00:00:00Z";
-    if !text.ends_with('Z') {
-        return Err(HELP.to_owned());
-    }
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| HELP.to_owned())
-}
-
 impl Args {
-    fn query(&self) -> std::result::Result<UsageQuery, String> {
+    /// The query the arguments ask; `report` asks the same way.
+    pub fn query(&self) -> std::result::Result<UsageQuery, String> {
         let granularity = match self.granularity {
             GranularityArg::Hour => Granularity::Hour,
             GranularityArg::Day => Granularity::Day,
@@ -173,7 +121,7 @@ pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
     let records = if args.closed {
         closed_records(ledger, &args, &query).await?
     } else {
-        ledger.usage(&query).await.or_fail(ledger)?
+        ledger.rollups().usage(&query).await.or_fail(ledger)?
     };
     let text = match args.format {
         ReportFormat::Json => json(&records)?,
@@ -183,7 +131,7 @@ pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
             z_time(query.start()),
             z_time(query.end())
         ),
-        ReportFormat::Table => table(args.group, &records)?,
+        ReportFormat::Table => table(args.group, &records, &query)?,
     };
     print(&text)?;
     Ok(ExitCode::SUCCESS)
@@ -200,21 +148,12 @@ async fn closed_records(
             "--closed answers for the whole closed period: use --granularity all".into(),
         ));
     }
-    let close = crate::close::closed(
-        ledger,
-        args.account.as_deref(),
-        args.range.start,
-        args.range.end,
-    )
-    .await?;
-    let text = ledger.snapshot_text(&close).await.or_fail(ledger)?;
-    if close.snapshot_sha256.as_deref() != Some(sha256_hex(&text).as_str()) {
-        return Err(Failure::Failed(
-            "the closed period's snapshot no longer matches its SHA-256: run verify-close".into(),
-        ));
-    }
-    let lines = parse_canonical(&text)
-        .map_err(|reason| Failure::Failed(format!("the snapshot cannot be read: {reason}")))?;
+    let close = closed(ledger, args.account.as_deref(), query.range()).await?;
+    let lines = ledger
+        .closes()
+        .snapshot(&close)
+        .await
+        .map_err(|e| crate::close::close_failure(&e, ledger))?;
     aggregate(query, snapshot_cells(&close, &lines)).map_err(|e| Failure::Failed(e.to_string()))
 }
 
@@ -275,7 +214,7 @@ fn csv(group: Option<GroupArg>, records: &[UsageRecord]) -> String {
     out
 }
 
-fn table(group: Option<GroupArg>, records: &[UsageRecord]) -> Result<String> {
+fn table(group: Option<GroupArg>, records: &[UsageRecord], query: &UsageQuery) -> Result<String> {
     let mut columns = vec![
         ("ACCOUNT", Align::Left),
         ("START", Align::Left),
@@ -293,8 +232,7 @@ fn table(group: Option<GroupArg>, records: &[UsageRecord]) -> Result<String> {
         ("EVENTS", Align::Right),
     ]);
     let mut table = Table::new(&columns);
-    let mut sums = [0u64; 4];
-    let overflow = || Failure::Failed("the totals overflow a 64-bit count".into());
+    let mut sum = HourUsage::default();
     for record in records {
         let numbers = [
             record.data_upload,
@@ -302,9 +240,15 @@ fn table(group: Option<GroupArg>, records: &[UsageRecord]) -> Result<String> {
             record.data_total,
             record.usage_events,
         ];
-        for (sum, n) in sums.iter_mut().zip(numbers) {
-            *sum = sum.checked_add(n).ok_or_else(overflow)?;
-        }
+        let usage = HourUsage {
+            usage: record.usage(),
+            events: record.usage_events,
+        };
+        sum = sum
+            .plus(usage, || {
+                ("the table's total".into(), query.range().to_string())
+            })
+            .map_err(|e| Failure::Failed(e.to_string()))?;
         let mut cells = vec![
             record.account_sid.clone().unwrap_or_else(|| "-".into()),
             z_time(record.period.start_time),
@@ -328,25 +272,15 @@ fn table(group: Option<GroupArg>, records: &[UsageRecord]) -> Result<String> {
         String::new(),
         2 + group_columns(group).len(),
     ));
-    footer.extend(sums.map(|n| n.to_string()));
+    footer.extend(
+        [
+            sum.usage.upload,
+            sum.usage.download,
+            sum.usage.total,
+            sum.events,
+        ]
+        .map(|n| n.to_string()),
+    );
     table.footer(footer);
     Ok(table.render())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_must_be_utc_in_the_z_form() {
-        assert!(parse_z_time("2024-11-01T00:00:00Z").is_ok());
-        for bad in [
-            "2024-11-01T00:00:00+00:00",
-            "2024-11-01",
-            "2024-11-01T00:00:00",
-            "",
-        ] {
-            assert!(parse_z_time(bad).is_err(), "{bad}");
-        }
-    }
 }

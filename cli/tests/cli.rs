@@ -7,11 +7,14 @@ use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 
 use chrono::{Duration, TimeZone, Utc};
-use integration_tests::faults::cancelled_for_marked_items;
-use integration_tests::*;
-use kore_ingest_shared::callback::CallbackKind;
-use kore_ingest_shared::event::{DataVolume, Provider};
-use kore_ingest_shared::ledger::{Delivery, Outcome, QuarantineEntry, QuarantineKind, UsageLedger};
+use kore_ingest_aws::ledger::UsageLedger;
+use kore_ingest_core::callback::CallbackKind;
+use kore_ingest_core::config::Env;
+use kore_ingest_core::delivery::{Delivery, Outcome};
+use kore_ingest_core::event::{DataVolume, Provider};
+use kore_ingest_core::quarantine::{QuarantineEntry, QuarantineKind};
+use kore_test_support::faults::cancelled_for_marked_items;
+use kore_test_support::*;
 use serde_json::{Value, json};
 
 const ACCOUNT_A: &str = "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -168,7 +171,7 @@ async fn store(ledger: &UsageLedger, deliveries: &[(String, Delivery)]) {
         .iter()
         .map(|(json, delivery)| (parse_item(json), delivery.clone()))
         .collect();
-    let outcomes = ledger.record_all(&inputs, None).await;
+    let outcomes = ledger.record_batch(&inputs, None).await;
     assert!(
         outcomes
             .iter()
@@ -404,7 +407,7 @@ async fn reconcile_finds_exactly_the_events_sent_through_one_provider_only() {
         (1, 1),
     );
     inputs.push((parse_item(&late.twilio_json()), kinesis(999)));
-    let outcomes = ledger.record_all(&inputs, None).await;
+    let outcomes = ledger.record_batch(&inputs, None).await;
     assert!(outcomes.iter().all(|o| !o.is_retry()), "{outcomes:?}");
 
     let from = "2024-11-03T23:00:00Z";
@@ -733,7 +736,8 @@ async fn quarantine_redrive_stores_a_fixed_payload_once_and_keeps_what_still_fai
     assert_eq!((day.usage, day.usage_events), (volume(301, 4_001), 2));
     assert!(ledger.callback_exists("kore", token).await.unwrap());
     let mut left: Vec<String> = ledger
-        .list_quarantine(100)
+        .quarantined()
+        .list(100)
         .await
         .unwrap()
         .into_iter()
@@ -765,7 +769,7 @@ async fn quarantine_redrive_stores_a_fixed_payload_once_and_keeps_what_still_fai
     );
     let day_again = ledger.sim_usage(sim, "2024-11-03").await.unwrap().unwrap();
     assert_eq!(day_again, day);
-    assert_eq!(ledger.list_quarantine(100).await.unwrap().len(), 2);
+    assert_eq!(ledger.quarantined().list(100).await.unwrap().len(), 2);
     // The removed entry is gone: naming it is a failure, in one sentence.
     let run = kore_usage(&ledger, &["quarantine", "redrive", &fixed_id]);
     assert_eq!(run.code, 1, "{}", run.stdout);
@@ -806,7 +810,7 @@ async fn sessions_gaps_lists_the_session_with_a_missing_window_and_not_the_compl
             ));
         }
     }
-    ledger.record_all(&inputs, None).await;
+    ledger.record_batch(&inputs, None).await;
 
     let gaps = ok_json(
         &ledger,
@@ -1429,11 +1433,12 @@ async fn usage_records_equal_an_independent_computation_for_every_granularity_gr
 
     let altered_sim = "HS00000000000000000000000000000042";
     let day = "2024-11-01";
-    let partition = kore_ingest_shared::ledger::keys::usage_pk(
-        day,
-        kore_ingest_shared::ledger::keys::usage_shard(altered_sim),
+    let partition = kore_ingest_aws::ledger::keys::usage_pk(
+        chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").unwrap(),
+        kore_ingest_aws::ledger::keys::usage_shard(altered_sim),
     );
     let rollups = ledger
+        .table()
         .client()
         .query()
         .table_name(ledger.table_name())
@@ -1456,6 +1461,7 @@ async fn usage_records_equal_an_independent_computation_for_every_granularity_gr
         .unwrap()
         .clone();
     ledger
+        .table()
         .client()
         .update_item()
         .table_name(ledger.table_name())
@@ -1559,7 +1565,7 @@ async fn redrive_of_everything_needs_all_and_dry_run_changes_nothing() {
         run.stdout, run.stderr
     );
     assert!(run.stderr.contains("--all"), "{}", run.stderr);
-    assert!(ledger.quarantined(&id).await.unwrap().is_some());
+    assert!(ledger.quarantined().get(&id).await.unwrap().is_some());
     assert_eq!(ledger.sim_usage(sim, "2024-11-03").await.unwrap(), None);
     let run = kore_usage(&ledger, &["quarantine", "redrive", "--all", &id]);
     assert_eq!(run.code, 2, "ids and --all together: {}", run.stderr);
@@ -1590,7 +1596,7 @@ async fn redrive_of_everything_needs_all_and_dry_run_changes_nothing() {
     }
     let table = ok(&ledger, &["quarantine", "redrive", "--all", "--dry-run"]);
     assert!(table.contains("would redrive"), "{table}");
-    assert!(ledger.quarantined(&id).await.unwrap().is_some());
+    assert!(ledger.quarantined().get(&id).await.unwrap().is_some());
     assert_eq!(ledger.sim_usage(sim, "2024-11-03").await.unwrap(), None);
 
     let done = ok_json(
@@ -1627,11 +1633,8 @@ async fn quarantine_show_returns_900_kb_payloads_byte_for_byte() {
         report.response.batch_item_failures.is_empty(),
         "the shard must not stall"
     );
-    let binary_id = kore_ingest_shared::ledger::quarantine::quarantine_id(
-        &QuarantineKind::Event,
-        "kinesis",
-        &binary,
-    );
+    let binary_id =
+        kore_ingest_core::quarantine::quarantine_id(&QuarantineKind::Event, "kinesis", &binary);
 
     let mut text = String::from("{\"specversion\": \"1.0\", \"note\": \"");
     while text.len() < 900 * 1024 {
@@ -1640,15 +1643,15 @@ async fn quarantine_show_returns_900_kb_payloads_byte_for_byte() {
     let secret = "cli-900kb-secret";
     let hook = webhook::Webhook {
         ledger: ledger.clone(),
-        config: webhook::WebhookConfig::from_vars(|name| match name {
+        config: webhook::WebhookConfig::from_env(&Env::from_fn(move |name| match name {
             "KORE_WEBHOOK_SECRETS" => Some(secret.into()),
             "WEBHOOK_PUBLIC_URL" => Some("https://hooks.example.com".into()),
             "TIME_BUDGET_MS" => Some("30000".into()),
             _ => None,
-        })
+        }))
         .unwrap(),
     };
-    let signature = kore_ingest_shared::signature::kore_signature(
+    let signature = kore_ingest_core::signature::kore_signature(
         secret.as_bytes(),
         "POST",
         "https://hooks.example.com/events",
@@ -1664,10 +1667,10 @@ async fn quarantine_show_returns_900_kb_payloads_byte_for_byte() {
         ],
         Some(text.as_bytes()),
     );
-    let mut metrics = kore_ingest_shared::metrics::InvocationMetrics::new("webhook");
+    let mut metrics = kore_ingest_core::metrics::InvocationMetrics::new("webhook");
     let response = hook.respond(&request, "req-900kb", &mut metrics).await;
     assert_eq!(response.status_code, 400, "{:?}", response.body);
-    let text_id = kore_ingest_shared::ledger::quarantine::quarantine_id(
+    let text_id = kore_ingest_core::quarantine::quarantine_id(
         &QuarantineKind::Event,
         "webhook",
         text.as_bytes(),
@@ -1823,7 +1826,7 @@ async fn a_closed_period_stays_as_invoiced_while_late_usage_becomes_adjustments(
     let late = month_end_traffic("lt", 5, 3, "2024-11-01T20:00:00Z");
     let late_ledger = UsageLedger::new(
         local_client(),
-        kore_ingest_shared::ledger::LedgerConfig::new(ledger.table_name()),
+        kore_ingest_aws::ledger::LedgerConfig::new(ledger.table_name()),
     );
     deliver_both_providers(&late_ledger, &late, "late").await;
     deliver_both_providers(&late_ledger, &on_time[..200], "again").await;
@@ -1893,7 +1896,11 @@ async fn a_closed_period_stays_as_invoiced_while_late_usage_becomes_adjustments(
         ("pk", AttributeValue::S(format!("CLOSE#*#{start}#{end}"))),
         ("sk", AttributeValue::S("PART#00000".into())),
     ];
-    let mut get = ledger.client().get_item().table_name(ledger.table_name());
+    let mut get = ledger
+        .table()
+        .client()
+        .get_item()
+        .table_name(ledger.table_name());
     for (name, value) in part_key.clone() {
         get = get.key(name, value);
     }
@@ -1920,6 +1927,7 @@ async fn a_closed_period_stays_as_invoiced_while_late_usage_becomes_adjustments(
         )),
     );
     ledger
+        .table()
         .client()
         .put_item()
         .table_name(ledger.table_name())
@@ -2165,7 +2173,7 @@ async fn compare_explains_a_lost_window_and_a_late_settlement_and_flags_the_rest
 /// it; a wrong secret gets the webhook's 401 and exit 1.
 #[tokio::test]
 async fn send_signs_requests_the_running_webhook_accepts() {
-    let stack = integration_tests::stack::LocalStack::from_env();
+    let stack = kore_test_support::stack::LocalStack::from_env();
     let var =
         |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name}: run scripts/test"));
     let first = |name: &str| var(name).split(',').next().unwrap_or_default().to_owned();
@@ -2281,5 +2289,147 @@ async fn send_signs_requests_the_running_webhook_accepts() {
         (code, &answer["status"]),
         (Some(1), &json!(401)),
         "{answer}"
+    );
+}
+
+/// Two SIMs whose day holds 2^63 bytes each: each SIM's figure fits a 64-bit count, the
+/// table's total does not.
+async fn two_huge_sims(ledger: &UsageLedger) {
+    use kore_ingest_aws::ledger::rollup_item;
+    use kore_ingest_core::usage::{Booking, BookingNames, HourUsage};
+    let day = chrono::NaiveDate::from_ymd_opt(2024, 11, 3).unwrap();
+    for sim in [
+        "HS000000000000000000000000000huge1",
+        "HS000000000000000000000000000huge2",
+    ] {
+        let booking = Booking {
+            sim_sid: sim.into(),
+            account_sid: Some(ACCOUNT_A.into()),
+            fleet_sid: Some(FLEET_1.into()),
+            network_sid: None,
+            iso_country: None,
+        };
+        let half = 1u64 << 63;
+        let hours = BTreeMap::from([(
+            10,
+            HourUsage {
+                usage: volume(0, half),
+                events: 1,
+            },
+        )]);
+        let item = rollup_item(day, &booking, &hours, &BookingNames::default()).unwrap();
+        ledger
+            .table()
+            .client()
+            .put_item()
+            .table_name(ledger.table_name())
+            .set_item(Some(item))
+            .send()
+            .await
+            .expect("load a rollup");
+    }
+}
+
+#[tokio::test]
+async fn table_totals_that_do_not_fit_are_errors_naming_whose_usage_and_the_period() {
+    let ledger = fresh_ledger("cli-overflow").await;
+    two_huge_sims(&ledger).await;
+    // Each SIM's own figure is exact.
+    let rows = ok_json(
+        &ledger,
+        &["report", "--period", "2024-11-03", "--format", "json"],
+    );
+    assert_eq!(rows[0]["data_total"].as_u64(), Some(1u64 << 63));
+    // The table's total line does not fit: an error, never a saturated number.
+    let run = kore_usage(&ledger, &["report", "--period", "2024-11-03"]);
+    assert_eq!(run.code, 1, "stdout: {}", run.stdout);
+    assert_one_sentence(&run.stderr);
+    assert!(
+        run.stderr.contains("the report's total") && run.stderr.contains("2024-11-03"),
+        "{}",
+        run.stderr
+    );
+    let run = kore_usage(
+        &ledger,
+        &[
+            "usage",
+            "--start",
+            "2024-11-03T00:00:00Z",
+            "--end",
+            "2024-11-04T00:00:00Z",
+        ],
+    );
+    assert_eq!(run.code, 1, "stdout: {}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("2024-11-03T00:00:00Z..2024-11-04T00:00:00Z does not fit a 64-bit count"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test]
+async fn export_kind_keeps_only_that_kind_and_refuses_an_unknown_one() {
+    let ledger = fresh_ledger("cli-export-kind").await;
+    let usage = SampleEvent::usage_update(
+        "EZ0000000000000000000000000kind01",
+        "HS0000000000000000000000000000kind",
+        "2024-11-03T10:00:00Z",
+        (10, 20),
+    );
+    let attached = SampleEvent {
+        suffix: "attachment.accepted",
+        ..SampleEvent::usage_update(
+            "EZ0000000000000000000000000kind02",
+            "HS0000000000000000000000000000kind",
+            "2024-11-03T09:00:00Z",
+            (0, 0),
+        )
+    };
+    let test_event = json!({
+        "specversion": "1.0", "type": "com.kore.eventstreams.test.event",
+        "source": "kore-events", "id": "3f2b0c1e-8d7a-4c55-9a0e-kindtest0001",
+        "time": "2024-11-03T11:00:00Z", "dataschema": "/schemas/test/1",
+        "data": {"test_id": "kind-test"},
+    })
+    .to_string();
+    let deliveries = vec![
+        (usage.kore_json(), kinesis(1)),
+        (attached.kore_json(), kinesis(2)),
+        (test_event, kinesis(3)),
+    ];
+    store(&ledger, &deliveries).await;
+    let range = [
+        "--start",
+        "2024-11-03T00:00:00Z",
+        "--end",
+        "2024-11-04T00:00:00Z",
+    ];
+    let export = |kind: &str| {
+        let mut args = vec!["export"];
+        args.extend(range);
+        args.extend(["--format", "jsonl", "--kind", kind]);
+        let lines: Vec<Value> = ok(&ledger, &args)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        lines
+            .iter()
+            .map(|l| l["event_sid"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(export("test"), ["3f2b0c1e-8d7a-4c55-9a0e-kindtest0001"]);
+    assert_eq!(export("data-session.updated"), [usage.event_sid.clone()]);
+    assert_eq!(export("attachment.accepted"), [attached.event_sid.clone()]);
+    assert!(export("data-session.ended").is_empty());
+    let mut args = vec!["export"];
+    args.extend(range);
+    args.extend(["--format", "jsonl", "--kind", "data-session.paused"]);
+    let run = kore_usage(&ledger, &args);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("data-session.updated"),
+        "{}",
+        run.stderr
     );
 }

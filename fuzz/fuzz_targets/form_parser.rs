@@ -4,7 +4,7 @@
 #![no_main]
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use kore_ingest_shared::callback::{CallbackKind, parse_callback, parse_form};
+use kore_ingest_core::callback::{CallbackKind, parse_callback, parse_form};
 use libfuzzer_sys::fuzz_target;
 
 const HEADERS: [&str; 5] = [

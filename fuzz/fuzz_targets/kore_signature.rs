@@ -3,7 +3,7 @@
 //! body is not UTF-8, which is always refused.
 #![no_main]
 
-use kore_ingest_shared::signature::{Verified, kore_signature, verify_kore_signature};
+use kore_ingest_core::signature::{Verified, kore_signature, verify_kore_signature};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: (&str, &str, &str, &[u8], Option<&str>)| {

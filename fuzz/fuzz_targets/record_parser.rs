@@ -2,7 +2,7 @@
 //! outcome is a value, and every event that parses keeps the invariants the ledger relies on.
 #![no_main]
 
-use kore_ingest_shared::event::parse_events;
+use kore_ingest_core::event::parse_events;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

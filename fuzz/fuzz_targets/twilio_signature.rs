@@ -2,7 +2,7 @@
 //! with `bodySHA256`), and the round trip for signatures `twilio_signature` computes.
 #![no_main]
 
-use kore_ingest_shared::signature::{
+use kore_ingest_core::signature::{
     Verified, twilio_signature, twilio_url_with_body_hash, verify_twilio_signature,
 };
 use libfuzzer_sys::fuzz_target;

@@ -5,7 +5,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use kore_ingest_shared::event::{ParsedItem, parse_events};
+use kore_ingest_core::event::{ParsedItem, parse_events};
 use libfuzzer_sys::fuzz_target;
 
 /// What the ledger stores from a parsed event, for comparing two readings.

@@ -392,6 +392,29 @@ def plan_deliveries(day: Day) -> None:
             e.twilio = "kinesis"
 
 
+def late_event() -> Event:
+    """A usage window of meter-01 that ends at 23:58 on the demo day and reaches the stack only
+    after the day was closed (KORE's webhook, a retry after an outage): booked into the closed
+    day, so it is an adjustment of it. Its own short session, so no session shows a gap."""
+    sim = by_name("meter-01")
+    rng = random.Random(SEED + 7)
+    start, end = at(23, 45), at(23, 58)
+    d = base_data(sim, "data-session.ended", end, sim.home, "late/w0", rng)
+    up, down = 3_210, 1_234
+    session_sid = sid("PI", sim.name, "late")
+    d.update({
+        "data_session_sid": session_sid,
+        "data_session_start_time": iso(start),
+        "data_session_end_time": iso(end),
+        "data_session_update_start_time": iso(start),
+        "data_session_update_end_time": iso(end),
+        "data_upload": up, "data_download": down, "data_total": up + down,
+        "data_session_data_upload": up, "data_session_data_download": down,
+        "data_session_data_total": up + down,
+    })
+    return Event(sim, "data-session.ended", end, d, usage=(up, down), kore="webhook")
+
+
 # --- expected results (from the generator only) -----------------------------------------------
 
 
@@ -628,6 +651,11 @@ class Demo:
         out(f"  KORE   webhook, a late copy of {original.event_sid} ({original.sim.name}) whose data_total says "
             f"{data['data_total']}, not {original.total} -> {self.tally(reply)}")
 
+    def send_late(self, event: Event) -> None:
+        reply = self.post_events("KORE late event", [event.kore_envelope()])
+        out(f"  KORE   webhook, a window of {event.sim.name} that ended {event.timestamp:%H:%M} on {DAY} "
+            f"({event.total} bytes), arriving after the close -> {self.tally(reply)}")
+
     def send_callbacks(self) -> None:
         tracker = by_name("tracker-06")
         form = urllib.parse.urlencode([
@@ -669,8 +697,9 @@ class KoreUsage:
         env["AWS_EC2_METADATA_DISABLED"] = "true"
         self.env = env
 
-    def run(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([self.binary, *args], env=self.env, capture_output=True, text=True, timeout=120)
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([self.binary, *args], env=self.env, capture_output=True, text=True,
+                              timeout=timeout)
 
     def json(self, *args: str):
         result = self.run(*args, "--format", "json")
@@ -740,6 +769,25 @@ class Ledger:
         return sentinels <= set(rec["only_kore"])
 
 
+def with_late(per_sim: dict[str, dict[str, int]], late: Event) -> dict[str, dict[str, int]]:
+    """The generator's day with the late window added: what the live ledger holds once the late
+    event is stored (a second run on the same stack)."""
+    rows = {k: dict(v) for k, v in per_sim.items()}
+    row = rows.setdefault(late.sim.sim_sid, {"data_upload": 0, "data_download": 0, "data_total": 0,
+                                             "usage_events": 0})
+    row["data_upload"] += late.usage[0]
+    row["data_download"] += late.usage[1]
+    row["data_total"] += late.total
+    row["usage_events"] += 1
+    return rows
+
+
+def late_stored(tool: KoreUsage, late: Event) -> bool:
+    """Whether the ledger holds the late event (a closed day's adjustment, from an earlier run)."""
+    rows = tool.json("adjustments", "--start", RANGE_FROM, "--end", RANGE_TO)
+    return any(r["event_sid"] == late.event_sid for r in rows)
+
+
 def wait_for_ledger(tool: KoreUsage, expected: Expected, ledger: Ledger, sentinels: set[str],
                     dlq: Path, dlq_size: int, timeout: float) -> bool:
     ours = set(expected.per_sim)
@@ -752,7 +800,7 @@ def wait_for_ledger(tool: KoreUsage, expected: Expected, ledger: Ledger, sentine
         ok = []
         try:
             day = rows_of(tool.json("report", "--period", DAY.isoformat(), "--account", ACCOUNT), ours)
-            ok.append(day == expected.per_sim)
+            ok.append(day in (expected.per_sim, with_late(expected.per_sim, late_event())))
             got_usage = sum(r["usage_events"] for r in day.values())
             rec = tool.json("reconcile", "--from", RANGE_FROM, "--to", RANGE_TO)
             only_kore = set(rec["only_kore"]) & our_sids
@@ -814,11 +862,12 @@ def event_times(e: Event) -> set[str]:
 
 
 def check_segment(stand_in: SegmentStandIn, day: Day, expected: Expected, before: set[str],
-                  timeout: float) -> bool:
-    """Waits until every unique event the demo delivered is at the stand-in, then checks each
-    arrived once with the fields Segment needs."""
-    ours = {e.event_sid: e for e in day.events if not e.lost}
-    want = expected.both | expected.only_kore | expected.only_twilio
+                  timeout: float, late: set[str]) -> bool:
+    """Waits until every unique event the demo delivered is at the stand-in (the late window
+    too, when it was sent), then checks each arrived once with the fields Segment needs."""
+    late_events = [late_event()] if late else []
+    ours = {e.event_sid: e for e in day.events + late_events if not e.lost}
+    want = expected.both | expected.only_kore | expected.only_twilio | late
     started = time.monotonic()
     calls: list[dict] = []
     last_count, quiet_since = -1, time.monotonic()
@@ -924,7 +973,8 @@ def main(argv: list[str]) -> int:
         before = rows_of(tool.json("report", "--period", DAY.isoformat(), "--account", ACCOUNT), ours)
     except (RuntimeError, ValueError, KeyError, subprocess.TimeoutExpired) as e:
         raise SystemExit(f"demo: kore-usage cannot read the ledger: {e}")
-    rerun = before == expected.per_sim
+    late = late_event()
+    rerun = before in (expected.per_sim, with_late(expected.per_sim, late))
     if rerun:
         out("The ledger already holds this day with exactly the generator's totals (an earlier run of the")
         out("demo on this stack). The event SIDs are deterministic, so this run re-sends the very same")
@@ -965,20 +1015,51 @@ def main(argv: list[str]) -> int:
                               args.timeout)
     out()
 
-    out("== What the ledger says")
+    out("== What the ledger says: usage as billing asks for it, by network and by country")
     out()
-    tool.show("report", "--period", DAY.isoformat())
-    tool.show("report", "--period", MONTH)
-    tool.show("reconcile", "--from", RANGE_FROM, "--to", RANGE_TO)
-    tool.show("quarantine", "list")
-    tool.show("sessions", "--sim", by_name("tracker-04").sim_sid, "--gaps")
+    tool.show("usage", "--start", RANGE_FROM, "--end", RANGE_TO, "--group", "network")
+    tool.show("usage", "--start", RANGE_FROM, "--end", RANGE_TO, "--group", "iso-country")
+    checks = ledger_checks(tool, expected, late)
+    out()
 
-    got_day: dict = {}
-    got_month: dict = {}
+    out("== Invoicing the day: close it, take a late event as an adjustment, prove it")
+    out()
+    closed = close_day(tool)
+    if closed:
+        demo.send_late(late)
+        out()
+        tool.show("adjustments", "--start", RANGE_FROM, "--end", RANGE_TO)
+        tool.show("evidence", "--sim", late.sim.sim_sid, "--start", RANGE_FROM, "--end", RANGE_TO,
+                  "--format", "csv")
+        tool.show("verify-close", "--start", RANGE_FROM, "--end", RANGE_TO)
+    checks.update(invoice_checks(tool, expected, late) if closed else {"the day is closed": False})
+
+    out("== Checks")
+    for name, ok in checks.items():
+        out(f"{name}: {'yes' if ok else 'no'}")
+    all_ok = all(checks.values()) and settled
+    if not settled:
+        out("(the stack did not settle in time)")
+    segment_ok = True
+    if stand_in:
+        out()
+        out(f"== Segment: what segment-forwarder sent the local stand-in ({args.segment_url}), through the "
+            "table's stream")
+        segment_ok = check_segment(stand_in, day, expected, segment_before, args.timeout,
+                                   {late.event_sid} if closed else set())
+        out(f"every unique event at Segment exactly once: {'yes' if segment_ok else 'no'}")
+    return 0 if all_ok and segment_ok else 1
+
+
+def ledger_checks(tool: KoreUsage, expected: Expected, late: Event) -> dict[str, bool]:
+    """The ledger against the generator: the day's totals per SIM (the generator's day, plus
+    the late window once an earlier run stored it), the reconciliation, the session gap."""
+    ours = set(expected.per_sim)
     try:
         got_day = rows_of(tool.json("report", "--period", DAY.isoformat()), ours)
         got_month = rows_of(tool.json("report", "--period", MONTH), ours)
-        totals_equal = got_day == expected.per_sim and got_month == expected.per_sim
+        want = with_late(expected.per_sim, late) if late_stored(tool, late) else expected.per_sim
+        totals_equal = got_day == want and got_month == want
         gaps = tool.json("sessions", "--sim", by_name("tracker-04").sim_sid, "--gaps")
         gap_ok = [(g["session_sid"], g["missing_bytes"]) for g in gaps] == [
             (expected.gap_session, expected.gap_missing)]
@@ -989,27 +1070,51 @@ def main(argv: list[str]) -> int:
                   and int(rec["both"]) >= len(expected.both))
     except (RuntimeError, ValueError, KeyError, subprocess.TimeoutExpired) as e:
         out(f"kore-usage failed: {e}")
-        totals_equal = gap_ok = rec_ok = False
+        return {"the ledger answers": False}
     if not totals_equal:
         for label, got in (("day", got_day), ("month", got_month)):
-            for sim_sid, want in expected.per_sim.items():
-                if got.get(sim_sid) != want:
-                    out(f"  {label} {sim_sid}: ledger {got.get(sim_sid)} != generator {want}")
-    out(f"reconciliation matches the generator: {'yes' if rec_ok else 'no'}; "
-        f"the gap is where the generator left it: {'yes' if gap_ok else 'no'}")
-    if rerun:
-        out(f"second run on this stack: new events stored by the webhook {c['accepted']}, new callbacks "
-            f"{cb['accepted']}; totals unchanged: {'yes' if totals_equal else 'no'}")
-    out(f"report totals equal the generator's: {'yes' if totals_equal else 'no'}"
-        + ("" if settled else " (the stack did not settle in time)"))
-    segment_ok = True
-    if stand_in:
-        out()
-        out(f"== Segment: what segment-forwarder sent the local stand-in ({args.segment_url}), through the "
-            "table's stream")
-        segment_ok = check_segment(stand_in, day, expected, segment_before, args.timeout)
-        out(f"every unique event at Segment exactly once: {'yes' if segment_ok else 'no'}")
-    return 0 if totals_equal and segment_ok else 1
+            for sim_sid, row in want.items():
+                if got.get(sim_sid) != row:
+                    out(f"  {label} {sim_sid}: ledger {got.get(sim_sid)} != generator {row}")
+    return {
+        "usage totals per SIM equal the generator's": totals_equal,
+        "reconciliation (KORE, Twilio, both) matches the generator": rec_ok,
+        "the session gap is where the generator left it": gap_ok,
+    }
+
+
+def close_day(tool: KoreUsage) -> bool:
+    """`close --force` of the demo day (it waits for every function to learn of the close
+    before it reads the snapshot); a second run finds the day closed already."""
+    args = ("close", "--start", RANGE_FROM, "--end", RANGE_TO, "--force")
+    out(f"$ kore-usage {' '.join(args)}")
+    result = tool.run(*args, timeout=300)
+    text = (result.stdout or result.stderr).strip()
+    out(text)
+    out()
+    return result.returncode == 0 or "already closed" in result.stderr
+
+
+def invoice_checks(tool: KoreUsage, expected: Expected, late: Event) -> dict[str, bool]:
+    """The closed day against the generator: its snapshot holds the generator's day, the late
+    window is its one adjustment, and verify-close holds."""
+    ours = set(expected.per_sim)
+    try:
+        snapshot = tool.json("usage", "--start", RANGE_FROM, "--end", RANGE_TO, "--closed", "--group", "sim")
+        snap = {r["sim_sid"]: {k: int(r[k]) for k in ("data_upload", "data_download", "data_total",
+                                                       "usage_events")}
+                for r in snapshot if r["sim_sid"] in ours}
+        adjustments = tool.json("adjustments", "--start", RANGE_FROM, "--end", RANGE_TO)
+        verified = tool.run("verify-close", "--start", RANGE_FROM, "--end", RANGE_TO).returncode == 0
+    except (RuntimeError, ValueError, KeyError, subprocess.TimeoutExpired) as e:
+        out(f"kore-usage failed: {e}")
+        return {"the closed day reads back": False}
+    return {
+        "the closed day's snapshot equals the generator's day": snap == expected.per_sim,
+        "the late window is the day's one adjustment, with its bytes": [
+            (a["event_sid"], int(a["data_total"])) for a in adjustments] == [(late.event_sid, late.total)],
+        "verify-close: snapshot + adjustments = the live ledger": verified,
+    }
 
 
 if __name__ == "__main__":

@@ -15,19 +15,16 @@ use std::time::Duration;
 
 use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::event::streams::KinesisEventResponse;
-use kore_ingest_shared::deadline::work_deadline;
-use kore_ingest_shared::event::{ParsedItem, parse_events};
-use kore_ingest_shared::ledger::port::Ledger;
-use kore_ingest_shared::ledger::{
-    Delivery, Origin, Outcome, OutcomeCounts, QuarantineEntry, QuarantineKind, UsageLedger,
-};
-use kore_ingest_shared::metrics::{InvocationMetrics, take_cold_start};
-use kore_ingest_shared::spill;
+use kore_ingest_core::config::{ConfigError, Env, vars};
+use kore_ingest_core::deadline::work_deadline;
+use kore_ingest_core::delivery::{Delivery, Origin, Outcome, OutcomeCounts};
+use kore_ingest_core::event::{ParsedItem, parse_events};
+use kore_ingest_core::metrics::{InvocationMetrics, take_cold_start};
+use kore_ingest_core::port::Ledger;
+use kore_ingest_core::quarantine::{QuarantineEntry, QuarantineKind};
+use kore_ingest_core::spill;
 use lambda_runtime::{Error, LambdaEvent};
 use tracing::{info, warn};
-
-/// Stop starting writes this long before the invocation deadline (`DEADLINE_MARGIN_MS`).
-pub const DEFAULT_DEADLINE_MARGIN: Duration = kore_ingest_shared::deadline::DEFAULT_MARGIN;
 
 /// What one batch produced: the response for Lambda and the invocation's metrics.
 #[derive(Debug)]
@@ -40,23 +37,21 @@ pub struct BatchReport {
 
 /// The consumer: its ledger and its configuration, built once per cold start.
 #[derive(Debug, Clone)]
-pub struct Consumer<L = UsageLedger> {
+pub struct Consumer<L> {
     pub ledger: L,
     /// No new write starts this close to the invocation deadline (`DEADLINE_MARGIN_MS`).
     pub deadline_margin: Duration,
 }
 
-/// `DEADLINE_MARGIN_MS` (milliseconds, default [`DEFAULT_DEADLINE_MARGIN`]).
-pub fn deadline_margin(value: Option<&str>) -> Result<Duration, String> {
-    value.map_or(Ok(DEFAULT_DEADLINE_MARGIN), |ms| {
-        ms.trim()
-            .parse()
-            .map(Duration::from_millis)
-            .map_err(|_| format!("DEADLINE_MARGIN_MS must be a number of milliseconds, not `{ms}`"))
-    })
-}
-
 impl<L: Ledger> Consumer<L> {
+    /// The consumer of `ledger`, configured from `env`.
+    pub fn new(ledger: L, env: &Env) -> Result<Self, ConfigError> {
+        Ok(Consumer {
+            ledger,
+            deadline_margin: env.millis(&vars::DEADLINE_MARGIN_MS)?,
+        })
+    }
+
     /// The Lambda entry point: processes the batch with the invocation's deadline, logs and
     /// emits metrics.
     pub async fn handle(
@@ -76,6 +71,14 @@ struct PoisonRecord<'a> {
     bytes: &'a [u8],
     reason: String,
     delivery: Delivery,
+}
+
+/// A batch's records read: every element with its record index, and the poison records.
+#[derive(Default)]
+struct Parsed<'a> {
+    inputs: Vec<(ParsedItem, Delivery)>,
+    owners: Vec<usize>,
+    poison: Vec<PoisonRecord<'a>>,
 }
 
 /// The delivery a record stands for and the payload to parse: a spilled webhook request's,
@@ -98,28 +101,17 @@ fn unwrap_record(record: &KinesisEventRecord) -> Result<(Delivery, &[u8]), Strin
     }
 }
 
-/// Processes one batch. Errs only when a failed record has no sequence number to report,
-/// which makes Lambda retry the whole batch (safe: everything is idempotent).
-pub async fn process_batch<L: Ledger>(
-    ledger: &L,
-    event: KinesisEvent,
-    deadline: Option<tokio::time::Instant>,
-) -> Result<BatchReport, Error> {
-    let mut metrics = InvocationMetrics::new("kinesis-consumer");
-    if take_cold_start() {
-        metrics.count("ColdStart", 1);
-    }
-    let records = &event.records;
-    metrics.count("RecordsReceived", records.len() as u64);
-
-    let mut inputs: Vec<(ParsedItem, Delivery)> = Vec::with_capacity(records.len());
-    let mut owners: Vec<usize> = Vec::with_capacity(records.len());
-    let mut poison = Vec::new();
+/// Parses every record of the batch; a record that is no payload at all is poison.
+fn parse_records<'a>(
+    records: &'a [KinesisEventRecord],
+    metrics: &mut InvocationMetrics,
+) -> Parsed<'a> {
+    let mut parsed = Parsed::default();
     for (index, record) in records.iter().enumerate() {
         let (delivery, bytes) = match unwrap_record(record) {
             Ok(unwrapped) => unwrapped,
             Err(reason) => {
-                poison.push(PoisonRecord {
+                parsed.poison.push(PoisonRecord {
                     record: index,
                     bytes: record.kinesis.data.0.as_slice(),
                     reason,
@@ -137,11 +129,11 @@ pub async fn process_batch<L: Ledger>(
                     info!(sequence_number = %record.kinesis.sequence_number, "record holds an empty array: nothing to store");
                 }
                 for item in items {
-                    inputs.push((item, delivery.clone()));
-                    owners.push(index);
+                    parsed.inputs.push((item, delivery.clone()));
+                    parsed.owners.push(index);
                 }
             }
-            Err(error) => poison.push(PoisonRecord {
+            Err(error) => parsed.poison.push(PoisonRecord {
                 record: index,
                 bytes,
                 reason: error.to_string(),
@@ -149,14 +141,64 @@ pub async fn process_batch<L: Ledger>(
             }),
         }
     }
+    parsed
+}
 
+/// Processes one batch. Errs only when a failed record has no sequence number to report,
+/// which makes Lambda retry the whole batch (safe: everything is idempotent).
+pub async fn process_batch<L: Ledger>(
+    ledger: &L,
+    event: KinesisEvent,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<BatchReport, Error> {
+    let mut metrics = InvocationMetrics::new("kinesis-consumer");
+    if take_cold_start() {
+        metrics.count("ColdStart", 1);
+    }
+    let records = &event.records;
+    metrics.count("RecordsReceived", records.len() as u64);
+    let parsed = parse_records(records, &mut metrics);
+    let quarantines = parsed.poison.iter().map(|p| async move {
+        let entry = QuarantineEntry {
+            kind: QuarantineKind::Event,
+            payload: p.bytes,
+            reason: p.reason.clone(),
+            delivery: &p.delivery,
+            related_event: None,
+        };
+        (p.record, ledger.quarantine_or_retry(entry, deadline).await)
+    });
     let (event_outcomes, poison_outcomes) = tokio::join!(
-        ledger.record_batch(&inputs, deadline),
-        quarantine_all(ledger, &poison, deadline)
+        ledger.record_batch(&parsed.inputs, deadline),
+        futures::future::join_all(quarantines)
     );
-
-    let mut outcomes: Vec<(usize, Outcome)> = owners.into_iter().zip(event_outcomes).collect();
+    let mut outcomes: Vec<(usize, Outcome)> =
+        parsed.owners.into_iter().zip(event_outcomes).collect();
     outcomes.extend(poison_outcomes);
+    count_and_log(&outcomes, &parsed.inputs, &mut metrics);
+    let response = response(records, &outcomes, &mut metrics)?;
+    info!(
+        records = records.len(),
+        new = metrics.get("EventsNew"),
+        duplicate = metrics.get("EventsDuplicate"),
+        conflict = metrics.get("EventsConflict"),
+        quarantined = metrics.get("RecordsQuarantined"),
+        failed = metrics.get("RecordsFailed"),
+        "batch processed"
+    );
+    Ok(BatchReport {
+        response,
+        metrics,
+        outcomes,
+    })
+}
+
+/// The outcomes as metrics and warnings.
+fn count_and_log(
+    outcomes: &[(usize, Outcome)],
+    inputs: &[(ParsedItem, Delivery)],
+    metrics: &mut InvocationMetrics,
+) {
     let counts: OutcomeCounts = outcomes.iter().map(|(_, outcome)| outcome).collect();
     for (name, n) in counts.metrics() {
         metrics.count(name, n);
@@ -177,7 +219,14 @@ pub async fn process_batch<L: Ledger>(
             _ => {}
         }
     }
+}
 
+/// The answer for Lambda: the lowest sequence number that must come again, if any.
+fn response(
+    records: &[KinesisEventRecord],
+    outcomes: &[(usize, Outcome)],
+    metrics: &mut InvocationMetrics,
+) -> Result<KinesisEventResponse, Error> {
     let mut failed: Vec<&str> = outcomes
         .iter()
         .filter(|(_, outcome)| outcome.is_retry())
@@ -186,7 +235,6 @@ pub async fn process_batch<L: Ledger>(
     failed.sort_by(|a, b| sequence_order(a, b));
     failed.dedup();
     metrics.count("RecordsFailed", failed.len() as u64);
-
     let mut response = KinesisEventResponse::default();
     if let Some(&lowest) = failed.first() {
         if lowest.is_empty() {
@@ -197,52 +245,7 @@ pub async fn process_batch<L: Ledger>(
         // exact, and everything after it comes again.
         response.add_failure(lowest.to_owned());
     }
-    info!(
-        records = records.len(),
-        new = metrics.get("EventsNew"),
-        duplicate = metrics.get("EventsDuplicate"),
-        conflict = metrics.get("EventsConflict"),
-        quarantined = metrics.get("RecordsQuarantined"),
-        failed = failed.len(),
-        "batch processed"
-    );
-    Ok(BatchReport {
-        response,
-        metrics,
-        outcomes,
-    })
-}
-
-async fn quarantine_all<L: Ledger>(
-    ledger: &L,
-    poison: &[PoisonRecord<'_>],
-    deadline: Option<tokio::time::Instant>,
-) -> Vec<(usize, Outcome)> {
-    let writes = poison.iter().map(|p| async move {
-        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-            let reason = "invocation deadline reached before this write started".into();
-            return (p.record, Outcome::Retry { reason });
-        }
-        let reason = p.reason.clone();
-        let entry = QuarantineEntry {
-            kind: QuarantineKind::Event,
-            payload: p.bytes,
-            reason: reason.clone(),
-            delivery: &p.delivery,
-            related_event: None,
-        };
-        let outcome = match ledger.quarantine(entry).await {
-            Ok(quarantine_id) => Outcome::Quarantined {
-                quarantine_id,
-                reason,
-            },
-            Err(error) => Outcome::Retry {
-                reason: format!("could not quarantine ({reason}): {error}"),
-            },
-        };
-        (p.record, outcome)
-    });
-    futures::future::join_all(writes).await
+    Ok(response)
 }
 
 /// Where a record came from: its shard (the part of `eventID` before `:`) and sequence number.
@@ -260,7 +263,7 @@ fn origin_of(record: &KinesisEventRecord) -> Origin {
 }
 
 /// Sequence numbers are decimal strings of up to 128 digits: compare them as numbers. The
-/// order in which Lambda (and the local poller, `tests/local_esm`) restarts a shard.
+/// order in which Lambda (and the local poller, `scripts/pollers`) restarts a shard.
 pub fn sequence_order(a: &str, b: &str) -> std::cmp::Ordering {
     let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
     a.len().cmp(&b.len()).then_with(|| a.cmp(b))

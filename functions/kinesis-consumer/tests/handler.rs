@@ -7,12 +7,14 @@ use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::streams::KinesisEventResponse;
-use integration_tests::fake::{FakeLedger, PAST_DEADLINE};
-use integration_tests::{SampleEvent, kinesis_event, sequence_number};
-use kinesis_consumer::{Consumer, deadline_margin, process_batch};
-use kore_ingest_shared::event::{EventError, Provider};
-use kore_ingest_shared::ledger::{Origin, Outcome, QuarantineKind};
-use kore_ingest_shared::spill::{self, SpilledRequest};
+use kinesis_consumer::{Consumer, process_batch};
+use kore_ingest_core::config::Env;
+use kore_ingest_core::delivery::{Origin, Outcome};
+use kore_ingest_core::event::{EventError, Provider};
+use kore_ingest_core::quarantine::QuarantineKind;
+use kore_ingest_core::spill::{self, SpilledRequest};
+use kore_test_support::fake_ledger::{FakeLedger, PAST_DEADLINE};
+use kore_test_support::{SampleEvent, kinesis_event, sequence_number};
 use lambda_runtime::{Context, LambdaEvent};
 
 const TWILIO_RECORD: &str =
@@ -242,10 +244,8 @@ async fn past_the_deadline_nothing_is_written_and_every_record_is_reported() {
 /// The handler's deadline is the invocation's less `DEADLINE_MARGIN_MS`.
 #[tokio::test]
 async fn the_invocation_deadline_less_the_margin_bounds_the_writes() {
-    let consumer = Consumer {
-        ledger: FakeLedger::new(),
-        deadline_margin: deadline_margin(Some("5000")).unwrap(),
-    };
+    let env = Env::from_pairs(&[("DEADLINE_MARGIN_MS", "5000")]);
+    let consumer = Consumer::new(FakeLedger::new(), &env).unwrap();
     let invocation = |records: &[(u64, Vec<u8>)], seconds_left: u64| {
         let mut context = Context::default();
         let deadline = SystemTime::now() + Duration::from_secs(seconds_left);
@@ -273,14 +273,21 @@ async fn the_invocation_deadline_less_the_margin_bounds_the_writes() {
 
 #[test]
 fn the_margin_is_read_as_milliseconds() {
-    assert_eq!(deadline_margin(None), Ok(Duration::from_secs(5)));
+    let margin = |value: &str| {
+        Consumer::new(
+            FakeLedger::new(),
+            &Env::from_pairs(&[("DEADLINE_MARGIN_MS", value)]),
+        )
+        .map(|consumer| consumer.deadline_margin)
+        .map_err(|e| e.to_string())
+    };
+    assert_eq!(margin(""), Ok(Duration::from_secs(5)));
+    assert_eq!(margin(" 250 "), Ok(Duration::from_millis(250)));
+    // The same bounds as every other function's (the forwarder's): at most ten minutes.
+    assert!(margin("600001").is_err());
     assert_eq!(
-        deadline_margin(Some(" 250 ")),
-        Ok(Duration::from_millis(250))
-    );
-    assert_eq!(
-        deadline_margin(Some("5s")),
-        Err("DEADLINE_MARGIN_MS must be a number of milliseconds, not `5s`".into())
+        margin("5s"),
+        Err("DEADLINE_MARGIN_MS is invalid: `5s` is not a whole number of milliseconds from 0 to 600000".into())
     );
 }
 

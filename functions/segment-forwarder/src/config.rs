@@ -1,22 +1,21 @@
-//! The forwarder's configuration: the environment, and the write key read once per container
-//! from Secrets Manager (`SEGMENT_WRITE_KEY_SECRET_ARN`).
+//! The forwarder's configuration: the environment (read through `kore_ingest_core::config`,
+//! with the defaults and ranges there), and the write key read once per container from
+//! Secrets Manager (`SEGMENT_WRITE_KEY_SECRET_ARN`).
 
 use std::time::Duration;
 
-use kore_ingest_shared::event::{ConnectionKind, EventKind};
+use kore_ingest_aws::secrets::read_secret;
+use kore_ingest_core::config::{Env, vars};
+use kore_ingest_core::event::{ConnectionKind, EventKind};
+use kore_ingest_core::secrets::parse_write_key;
 
 /// Segment's US endpoint; the EU one is `https://events.eu1.segmentapis.com`.
 pub const DEFAULT_ENDPOINT: &str = "https://api.segment.io";
-/// Attempts of one request on 5xx, 429 or a network error before its records go back to
-/// Lambda (`SEGMENT_MAX_ATTEMPTS`).
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
-/// The first back-off; it doubles with each attempt (`SEGMENT_RETRY_BASE_MS`).
-pub const DEFAULT_RETRY_BASE: Duration = Duration::from_millis(500);
-/// No new request starts this close to the invocation deadline (`DEADLINE_MARGIN_MS`).
-pub const DEFAULT_DEADLINE_MARGIN: Duration = kore_ingest_shared::deadline::DEFAULT_MARGIN;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    #[error(transparent)]
+    Env(#[from] kore_ingest_core::config::ConfigError),
     #[error("{var} is invalid: {reason}")]
     Invalid { var: &'static str, reason: String },
     #[error(
@@ -135,27 +134,6 @@ impl std::fmt::Debug for ForwarderConfig {
     }
 }
 
-fn number(
-    vars: &impl Fn(&str) -> Option<String>,
-    var: &'static str,
-    range: std::ops::RangeInclusive<u64>,
-) -> Result<Option<u64>, ConfigError> {
-    let Some(text) = vars(var).filter(|v| !v.trim().is_empty()) else {
-        return Ok(None);
-    };
-    let n: u64 = text
-        .trim()
-        .parse()
-        .map_err(|_| invalid(var, format!("`{text}` is not a whole number")))?;
-    if !range.contains(&n) {
-        return Err(invalid(
-            var,
-            format!("{n} is not within {} to {}", range.start(), range.end()),
-        ));
-    }
-    Ok(Some(n))
-}
-
 /// Segment's endpoint: HTTPS, or plain HTTP to this machine only (the local stand-in), so
 /// that the write key never crosses a network in clear text.
 pub fn check_endpoint(endpoint: &str) -> Result<String, ConfigError> {
@@ -185,60 +163,20 @@ pub fn check_endpoint(endpoint: &str) -> Result<String, ConfigError> {
     }
 }
 
-/// The write key from the secret's text: the key itself, or a JSON object with the string
-/// field `SEGMENT_WRITE_KEY`. Errors never quote the text.
-pub fn parse_write_key(secret: &str) -> Result<String, ConfigError> {
-    let text = secret.trim();
-    let key = if text.starts_with('{') {
-        let document: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-            ConfigError::Secret(format!(
-                "the secret is not the expected JSON ({:?} error at line {}, column {}; expected a plain write key or {{\"SEGMENT_WRITE_KEY\": \"...\"}})",
-                e.classify(),
-                e.line(),
-                e.column()
-            ))
-        })?;
-        document["SEGMENT_WRITE_KEY"]
-            .as_str()
-            .ok_or_else(|| {
-                ConfigError::Secret(
-                    "the secret's JSON has no string field SEGMENT_WRITE_KEY".to_owned(),
-                )
-            })?
-            .trim()
-            .to_owned()
-    } else {
-        text.to_owned()
-    };
-    if key.is_empty() {
-        return Err(ConfigError::Secret("the write key is empty".to_owned()));
-    }
-    if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(ConfigError::Secret(
-            "the write key contains whitespace or control characters".to_owned(),
-        ));
-    }
-    Ok(key)
-}
-
 impl ForwarderConfig {
     /// Everything but a write key from Secrets Manager: `SEGMENT_WRITE_KEY` must then be set.
-    pub fn from_vars(vars: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        Self::build(&vars, None)
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Self::build(env, None)
     }
 
-    fn build(
-        vars: &impl Fn(&str) -> Option<String>,
-        secret_key: Option<String>,
-    ) -> Result<Self, ConfigError> {
+    fn build(env: &Env, secret_key: Option<String>) -> Result<Self, ConfigError> {
         let endpoint = check_endpoint(
-            &vars("SEGMENT_ENDPOINT")
-                .filter(|v| !v.trim().is_empty())
+            &env.text("SEGMENT_ENDPOINT")
                 .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned()),
         )?;
         let write_key = match secret_key {
             Some(key) => key,
-            None => match vars("SEGMENT_WRITE_KEY").filter(|v| !v.trim().is_empty()) {
+            None => match env.text("SEGMENT_WRITE_KEY") {
                 Some(key) => parse_write_key(&key).map_err(|_| {
                     invalid("SEGMENT_WRITE_KEY", "must be one key without whitespace")
                 })?,
@@ -248,47 +186,28 @@ impl ForwarderConfig {
         Ok(ForwarderConfig {
             endpoint,
             write_key,
-            kinds: KindSet::parse(&vars("SEGMENT_EVENT_KINDS").unwrap_or_default())?,
-            max_attempts: number(vars, "SEGMENT_MAX_ATTEMPTS", 1..=20)?
-                .map_or(DEFAULT_MAX_ATTEMPTS, |n| n as u32),
-            retry_base: number(vars, "SEGMENT_RETRY_BASE_MS", 1..=60_000)?
-                .map_or(DEFAULT_RETRY_BASE, Duration::from_millis),
-            deadline_margin: number(vars, "DEADLINE_MARGIN_MS", 0..=600_000)?
-                .map_or(DEFAULT_DEADLINE_MARGIN, Duration::from_millis),
+            kinds: KindSet::parse(&env.text("SEGMENT_EVENT_KINDS").unwrap_or_default())?,
+            max_attempts: env.number(&vars::SEGMENT_MAX_ATTEMPTS)? as u32,
+            retry_base: env.millis(&vars::SEGMENT_RETRY_BASE_MS)?,
+            deadline_margin: env.millis(&vars::DEADLINE_MARGIN_MS)?,
         })
     }
 
     /// Deployed: the environment, with the write key read once from Secrets Manager when
     /// `SEGMENT_WRITE_KEY_SECRET_ARN` is set.
-    pub async fn load(aws: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
-        Self::load_with(aws, |name| std::env::var(name).ok()).await
-    }
-
-    /// [`Self::load`] with the variables from `vars` (tests: the process environment is
-    /// shared by the tests running at once).
-    pub async fn load_with(
-        aws: &aws_config::SdkConfig,
-        vars: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, ConfigError> {
-        let secret_key = match vars("SEGMENT_WRITE_KEY_SECRET_ARN").filter(|a| !a.trim().is_empty())
-        {
+    pub async fn load(aws: &aws_config::SdkConfig, env: &Env) -> Result<Self, ConfigError> {
+        const SECRET_ARN: &str = "SEGMENT_WRITE_KEY_SECRET_ARN";
+        let secret_key = match env.text(SECRET_ARN) {
             Some(arn) => {
                 let client = aws_sdk_secretsmanager::Client::new(aws);
-                let secret = client
-                    .get_secret_value()
-                    .secret_id(arn.trim())
-                    .send()
+                let text = read_secret(&client, SECRET_ARN, &arn)
                     .await
-                    .map_err(|e| {
-                        ConfigError::Secret(
-                            aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
-                        )
-                    })?;
-                Some(parse_write_key(secret.secret_string().unwrap_or_default())?)
+                    .map_err(|e| ConfigError::Secret(e.reason))?;
+                Some(parse_write_key(&text).map_err(|e| ConfigError::Secret(e.to_string()))?)
             }
             None => None,
         };
-        Self::build(&vars, secret_key)
+        Self::build(env, secret_key)
     }
 }
 
@@ -297,12 +216,7 @@ mod tests {
     use super::*;
 
     fn from(pairs: &[(&str, &str)]) -> Result<ForwarderConfig, ConfigError> {
-        ForwarderConfig::from_vars(|name| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| (*v).to_owned())
-        })
+        ForwarderConfig::from_env(&Env::from_pairs(pairs))
     }
 
     #[test]
@@ -310,9 +224,18 @@ mod tests {
         let config = from(&[("SEGMENT_WRITE_KEY", "wk")]).unwrap();
         assert_eq!(config.endpoint, DEFAULT_ENDPOINT);
         assert_eq!(config.kinds, KindSet::default());
-        assert_eq!(config.max_attempts, DEFAULT_MAX_ATTEMPTS);
-        assert_eq!(config.retry_base, DEFAULT_RETRY_BASE);
-        assert_eq!(config.deadline_margin, DEFAULT_DEADLINE_MARGIN);
+        assert_eq!(
+            u64::from(config.max_attempts),
+            vars::SEGMENT_MAX_ATTEMPTS.default
+        );
+        assert_eq!(
+            config.retry_base,
+            Duration::from_millis(vars::SEGMENT_RETRY_BASE_MS.default)
+        );
+        assert_eq!(
+            config.deadline_margin,
+            Duration::from_millis(vars::DEADLINE_MARGIN_MS.default)
+        );
         assert!(!format!("{config:?}").contains("wk\""), "{config:?}");
         assert_eq!(from(&[]).unwrap_err(), ConfigError::NoWriteKey);
     }
@@ -376,24 +299,5 @@ mod tests {
             with(("DEADLINE_MARGIN_MS", "0")).unwrap().deadline_margin,
             Duration::ZERO
         );
-    }
-
-    #[test]
-    fn the_secret_is_a_key_or_a_json_document_and_never_echoed() {
-        assert_eq!(parse_write_key(" abc123\n").unwrap(), "abc123");
-        assert_eq!(
-            parse_write_key(r#"{"SEGMENT_WRITE_KEY": "abc123"}"#).unwrap(),
-            "abc123"
-        );
-        for bad in [
-            r#"{"SEGMENT_WRITE_KEY": ["s3cr3t"]}"#,
-            r#"{"writeKey": "s3cr3t"}"#,
-            r#"{"SEGMENT_WRITE_KEY": "s3cr3t"#,
-            "s3cr3t s3cr3t",
-            "",
-        ] {
-            let error = parse_write_key(bad).unwrap_err().to_string();
-            assert!(!error.contains("s3cr3t"), "{error}");
-        }
     }
 }

@@ -25,46 +25,39 @@ use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
-use kore_ingest_shared::deadline::work_deadline;
-use kore_ingest_shared::event::EventKind;
-use kore_ingest_shared::ledger::StoredEvent;
-use kore_ingest_shared::ledger::keys::{EVENT_PK_PREFIX, SINGLE};
-use kore_ingest_shared::metrics::{InvocationMetrics, take_cold_start};
+use kore_ingest_aws::ledger::inserted_event;
+use kore_ingest_core::config::Env;
+use kore_ingest_core::deadline::work_deadline;
+use kore_ingest_core::event::EventKind;
+use kore_ingest_core::metrics::{InvocationMetrics, take_cold_start};
 use lambda_runtime::{Error, LambdaEvent};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use calls::{CallError, EventFields, MAX_CALL_BYTES, MAX_REQUEST_BYTES, TrackCall};
 pub use config::{ConfigError, ForwarderConfig, KindSet};
-use segment::{Answer, REQUEST_TIMEOUT, Segment};
+use segment::REQUEST_TIMEOUT;
+pub use segment::{Answer, Segment, Sink};
 
 /// The `Function` dimension of this function's metrics.
 pub const FUNCTION: &str = "segment-forwarder";
 
-/// The forwarder: its configuration and Segment client, built once per container.
+/// The forwarder: its configuration and where it sends (Segment), built once per container.
 #[derive(Debug, Clone)]
-pub struct Forwarder {
+pub struct Forwarder<S = Segment> {
     pub config: ForwarderConfig,
-    pub segment: Segment,
+    pub segment: S,
 }
 
-impl Forwarder {
+impl Forwarder<Segment> {
     pub fn new(config: ForwarderConfig) -> Result<Self, ConfigError> {
         let segment = Segment::new(&config)?;
         Ok(Forwarder { config, segment })
     }
 
     /// Deployed: the environment and the write key from Secrets Manager.
-    pub async fn load(aws: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
-        Self::new(ForwarderConfig::load(aws).await?)
-    }
-
-    /// [`Self::load`] with the variables from `vars`.
-    pub async fn load_with(
-        aws: &aws_config::SdkConfig,
-        vars: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, ConfigError> {
-        Self::new(ForwarderConfig::load_with(aws, vars).await?)
+    pub async fn load(aws: &aws_config::SdkConfig, env: &Env) -> Result<Self, ConfigError> {
+        Self::new(ForwarderConfig::load(aws, env).await?)
     }
 }
 
@@ -94,8 +87,8 @@ pub struct BatchReport {
 }
 
 /// The Lambda entry point: forwards the batch, logs and emits metrics.
-pub async fn handle(
-    forwarder: &Forwarder,
+pub async fn handle<S: Sink>(
+    forwarder: &Forwarder<S>,
     event: LambdaEvent<Event>,
 ) -> Result<DynamoDbEventResponse, Error> {
     let deadline = work_deadline(event.context.deadline(), forwarder.config.deadline_margin);
@@ -147,38 +140,16 @@ impl Pending {
     }
 }
 
-fn string_key<'a>(record: &'a EventRecord, name: &str) -> Option<&'a str> {
-    [&record.change.keys, &record.change.new_image]
-        .into_iter()
-        .find_map(|item| match item.get(name) {
-            Some(serde_dynamo::AttributeValue::S(s)) => Some(s.as_str()),
-            _ => None,
-        })
-}
-
-/// An event record inserted in the table, as the ledger wrote it; anything else is no event
-/// to forward.
-pub fn inserted_event_record(record: &EventRecord) -> Option<&EventRecord> {
-    let pk = string_key(record, "pk")?;
-    let sk = string_key(record, "sk")?;
-    (record.event_name == "INSERT" && pk.starts_with(EVENT_PK_PREFIX) && sk == SINGLE)
-        .then_some(record)
-}
-
-impl Forwarder {
+impl<S: Sink> Forwarder<S> {
     /// The call for one record, or why there is none.
     fn prepare(&self, index: usize, record: &EventRecord) -> Result<Pending, RecordOutcome> {
-        let record = inserted_event_record(record).ok_or(RecordOutcome::Ignored)?;
-        if record.change.new_image.is_empty() {
-            return Err(RecordOutcome::Undecodable {
-                reason: "the stream record has no new image (the stream must carry NEW_IMAGE)"
-                    .to_owned(),
-            });
-        }
-        let item: HashMap<String, AttributeValue> = record.change.new_image.clone().into();
-        let stored = StoredEvent::from_item(&item).map_err(|e| RecordOutcome::Undecodable {
-            reason: e.to_string(),
-        })?;
+        let keys: HashMap<String, AttributeValue> = record.change.keys.clone().into();
+        let image: HashMap<String, AttributeValue> = record.change.new_image.clone().into();
+        let stored = inserted_event(&record.event_name, &keys, &image)
+            .ok_or(RecordOutcome::Ignored)?
+            .map_err(|e| RecordOutcome::Undecodable {
+                reason: e.to_string(),
+            })?;
         let kind = EventKind::classify(&stored.event_type);
         if !self.config.kinds.includes(&kind) {
             return Err(RecordOutcome::Skipped {
@@ -324,8 +295,8 @@ impl Forwarder {
 
 /// Forwards one batch. Errs only when a failed record has no sequence number to report,
 /// which makes Lambda retry the whole batch (harmless: Segment de-duplicates).
-pub async fn process_batch(
-    forwarder: &Forwarder,
+pub async fn process_batch<S: Sink>(
+    forwarder: &Forwarder<S>,
     event: Event,
     deadline: Option<Instant>,
 ) -> Result<BatchReport, Error> {
@@ -407,51 +378,4 @@ pub async fn process_batch(
         metrics,
         outcomes,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn record(event_name: &str, pk: &str, sk: &str) -> EventRecord {
-        serde_json::from_value(json!({
-            "eventID": "1",
-            "eventName": event_name,
-            "eventVersion": "1.1",
-            "eventSource": "aws:dynamodb",
-            "awsRegion": "us-east-1",
-            "dynamodb": {
-                "ApproximateCreationDateTime": 1_730_628_900.0,
-                "Keys": {"pk": {"S": pk}, "sk": {"S": sk}},
-                "NewImage": {"pk": {"S": pk}, "sk": {"S": sk}},
-                "SequenceNumber": "100",
-                "SizeBytes": 50,
-                "StreamViewType": "NEW_IMAGE"
-            },
-            "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/x"
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn only_inserts_of_event_records_are_forwarded() {
-        let event = "EVENT#EZ00000000000000000000000000000001";
-        assert!(inserted_event_record(&record("INSERT", event, "#")).is_some());
-        for (name, pk, sk) in [
-            ("MODIFY", event, "#"),
-            ("REMOVE", event, "#"),
-            ("INSERT", "USAGE#2024-11-04#07", "HS1#AC1#HF1#HW1#US"),
-            ("INSERT", "SIM#HS1", "BOOKED#2024-11-04#EZ1"),
-            ("INSERT", "CALLBACK#kore#RQ1", "#"),
-            ("INSERT", "QUARANTINE#abc", "#"),
-            ("INSERT", "QUARANTINE#abc", "PART#00000"),
-            ("INSERT", event, "OTHER"),
-        ] {
-            assert!(
-                inserted_event_record(&record(name, pk, sk)).is_none(),
-                "{name} {pk} {sk}"
-            );
-        }
-    }
 }

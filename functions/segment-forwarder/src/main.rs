@@ -1,5 +1,6 @@
-use kore_ingest_shared::aws::{Caller, sdk_config};
-use kore_ingest_shared::deadline;
+use kore_ingest_aws::sdk::{Caller, sdk_config};
+use kore_ingest_core::config::Env;
+use kore_ingest_core::deadline;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use segment_forwarder::{Forwarder, handle};
 
@@ -9,7 +10,7 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let aws = sdk_config(Caller::Function).await;
     // The write key is read here, once per container.
-    let forwarder = Forwarder::load(&aws).await?;
+    let forwarder = Forwarder::load(&aws, &Env::process()).await?;
     lambda_runtime::run(service_fn(|mut event: LambdaEvent<_>| {
         deadline::replace_emulator_deadline(&mut event.context.deadline);
         handle(&forwarder, event)

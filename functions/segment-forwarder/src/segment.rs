@@ -1,5 +1,8 @@
-//! Segment's batch endpoint over HTTPS: one request, and what its answer means.
+//! Segment's batch endpoint over HTTPS: one request, and what its answer means. The
+//! forwarder sends through the [`Sink`] trait, so its handler is tested in process against a
+//! fake; [`Segment`] is the one that runs.
 
+use std::future::Future;
 use std::time::Duration;
 
 use base64::Engine;
@@ -71,6 +74,12 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(seconds))
 }
 
+/// Where batch bodies go: Segment, or a fake in the handler's tests.
+pub trait Sink: Send + Sync {
+    /// Sends one batch body within `timeout`; never errs, the answer says what to do.
+    fn post(&self, body: String, timeout: Duration) -> impl Future<Output = Answer> + Send;
+}
+
 /// A client of Segment's `POST /v1/batch`, built once per container.
 #[derive(Clone)]
 pub struct Segment {
@@ -104,9 +113,10 @@ impl Segment {
             authorization: format!("Basic {}", BASE64.encode(format!("{}:", config.write_key))),
         })
     }
+}
 
-    /// Sends one batch body; never errs, the answer says what to do.
-    pub async fn post(&self, body: String, timeout: Duration) -> Answer {
+impl Sink for Segment {
+    async fn post(&self, body: String, timeout: Duration) -> Answer {
         let sent = self
             .http
             .post(&self.url)

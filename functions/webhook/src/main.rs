@@ -1,6 +1,7 @@
 use aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlRequest;
-use kore_ingest_shared::aws::{Caller, sdk_config};
-use kore_ingest_shared::ledger::UsageLedger;
+use kore_ingest_aws::ledger::UsageLedger;
+use kore_ingest_aws::sdk::{Caller, sdk_config};
+use kore_ingest_core::config::Env;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use webhook::{Webhook, WebhookConfig, handle};
 
@@ -9,9 +10,10 @@ use webhook::{Webhook, WebhookConfig, handle};
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let aws = sdk_config(Caller::Function).await;
+    let env = Env::process();
     let webhook = Webhook {
-        ledger: UsageLedger::from_sdk_config(&aws)?,
-        config: WebhookConfig::load(&aws).await?,
+        ledger: UsageLedger::from_sdk_config(&aws, &env)?,
+        config: WebhookConfig::load(&aws, &env).await?,
     };
     lambda_runtime::run(service_fn(|event| handle(&webhook, emulator_path(event)))).await
 }

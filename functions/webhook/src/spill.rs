@@ -1,10 +1,67 @@
 //! Handing a verified body's events to the Kinesis stream when storage fails, so that the
-//! consumer stores them when DynamoDB is back (see `kore_ingest_shared::spill`).
+//! consumer stores them when DynamoDB is back (the records' form is
+//! `kore_ingest_core::spill`).
+
+use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
-use kore_ingest_shared::spill::{self, SpillError, SpilledRequest};
+use kore_ingest_core::delivery::Delivery;
+use kore_ingest_core::metrics::InvocationMetrics;
+use kore_ingest_core::spill::{self, SpillError, SpilledRequest};
+use tokio::time::Instant;
+use tracing::warn;
+
+use crate::config::WebhookConfig;
+
+/// How much of the time budget a spill to the stream keeps for itself.
+pub fn spill_reserve(budget: Duration) -> Duration {
+    (budget / 4).min(Duration::from_millis(1000))
+}
+
+/// The stream and client to spill to, when both are configured.
+pub fn spill_target(config: &WebhookConfig) -> Option<(&Client, &str)> {
+    Some((config.kinesis.as_ref()?, config.spill_stream.as_deref()?))
+}
+
+/// Hands `events` to the stream before `deadline`; how many events went, or `None` (no
+/// stream configured, or it failed: the sender must retry).
+pub async fn spill(
+    config: &WebhookConfig,
+    events: &[&str],
+    delivery: &Delivery,
+    deadline: Instant,
+    metrics: &mut InvocationMetrics,
+) -> Option<usize> {
+    let (client, stream) = spill_target(config)?;
+    let request = SpilledRequest {
+        provider: delivery.provider_hint,
+        request_id: delivery.origin.locator(),
+        received_at: delivery.received_at,
+    };
+    match tokio::time::timeout_at(deadline, put(client, stream, &request, events)).await {
+        Ok(Ok(records)) => {
+            warn!(
+                events = events.len(),
+                records, "storage failed; the events went to the stream for the consumer"
+            );
+            metrics.count("RequestsSpilled", 1);
+            metrics.count("EventsSpilled", events.len() as u64);
+            Some(events.len())
+        }
+        Ok(Err(error)) => {
+            warn!(%error, "could not spill to the stream; asking the sender to retry");
+            metrics.count("SpillFailed", 1);
+            None
+        }
+        Err(_) => {
+            warn!("spilling to the stream ran out of time; asking the sender to retry");
+            metrics.count("SpillFailed", 1);
+            None
+        }
+    }
+}
 
 /// PutRecords takes at most 500 records and 5 MB per request.
 const MAX_RECORDS_PER_REQUEST: usize = 500;
@@ -24,7 +81,7 @@ pub enum SpillFailed {
 
 /// Puts `events` (raw CloudEvents) on `stream` (a name, or an ARN) as spilled records of
 /// `request`, in order; returns how many records it took.
-pub async fn put(
+async fn put(
     client: &Client,
     stream: &str,
     request: &SpilledRequest,

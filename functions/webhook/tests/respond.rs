@@ -17,13 +17,16 @@
 
 use std::time::{Duration, Instant};
 
-use integration_tests::fake::{FakeLedger, Quarantined};
-use integration_tests::{function_url_request, kore_batch, twilio_json_signature};
-use kore_ingest_shared::callback::{CallbackKind, parse_form};
-use kore_ingest_shared::event::Provider;
-use kore_ingest_shared::ledger::{LedgerError, Origin, QuarantineKind};
-use kore_ingest_shared::metrics::InvocationMetrics;
-use kore_ingest_shared::signature::{kore_signature, twilio_signature};
+use kore_ingest_core::callback::{CallbackKind, parse_form};
+use kore_ingest_core::config::Env;
+use kore_ingest_core::delivery::Origin;
+use kore_ingest_core::event::Provider;
+use kore_ingest_core::metrics::InvocationMetrics;
+use kore_ingest_core::port::LedgerError;
+use kore_ingest_core::quarantine::QuarantineKind;
+use kore_ingest_core::signature::{kore_signature, twilio_signature};
+use kore_test_support::fake_ledger::{FakeLedger, Quarantined};
+use kore_test_support::{function_url_request, kore_batch, twilio_json_signature};
 use serde_json::{Value, json};
 use webhook::{Webhook, WebhookConfig};
 
@@ -38,9 +41,13 @@ const COMMAND_FORM: &str = include_str!("../../../tests/fixtures/callback-comman
 /// The configuration under test, with some variables set otherwise (an empty value unsets
 /// one).
 fn config_with(vars: &[(&str, &str)]) -> WebhookConfig {
-    WebhookConfig::from_vars(|name| {
-        if let Some((_, value)) = vars.iter().find(|(k, _)| *k == name) {
-            return Some((*value).to_owned()).filter(|v| !v.is_empty());
+    let vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    WebhookConfig::from_env(&Env::from_fn(move |name| {
+        if let Some((_, value)) = vars.iter().find(|(k, _)| k == name) {
+            return Some(value.clone()).filter(|v| !v.is_empty());
         }
         match name {
             "KORE_WEBHOOK_SECRETS" => Some(format!("{KORE_ACTIVE},{KORE_PENDING}")),
@@ -48,7 +55,7 @@ fn config_with(vars: &[(&str, &str)]) -> WebhookConfig {
             "WEBHOOK_PUBLIC_URL" => Some(PUBLIC_URL.into()),
             _ => None,
         }
-    })
+    }))
     .unwrap()
 }
 

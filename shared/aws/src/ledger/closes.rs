@@ -1,0 +1,260 @@
+//! Closed periods in the table: the registry every function reads (through a cache at most
+//! `closed_periods_ttl` old), the snapshot `kore-usage close` stores, the adjustments late
+//! events write, and the check that they still add up. The rules are
+//! `kore_ingest_core::closes`; this is where they meet the table.
+//!
+//! `close` registers the period, waits until every function has seen it, then stores the
+//! snapshot: each rollup's usage minus its late counters, read from one item at once, so it
+//! holds exactly what was committed before the functions saw the close.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use kore_ingest_core::closes::{
+    Adjustment, Close, CloseError, CloseState, SnapshotLine, canonical_text, close_id, sha256_hex,
+    snapshot_lines, verified_lines, verify,
+};
+use kore_ingest_core::port::LedgerError;
+use kore_ingest_core::time::{TimeRange, timestamp, z_time};
+use tokio::time::Instant;
+
+use super::items::close::{
+    adjustment_of, close_of, closed_at_of, closed_update, registry_item, registry_key,
+    snapshot_part_item, snapshot_part_text,
+};
+use super::items::rollup::CLOSE_READ;
+use super::keys;
+use super::read::rollups::Rollups;
+use super::table::{PutIfAbsent, Query, Table};
+
+/// A snapshot part holds at most this much canonical text before deflating (items hold
+/// 400 KB).
+const PART_TEXT_BYTES: usize = 300_000;
+
+/// The cache of closes every function keeps: read again once it is older than the TTL.
+#[derive(Debug, Default)]
+struct ClosesCache {
+    cached: tokio::sync::Mutex<Option<(Instant, Arc<Vec<Close>>)>>,
+}
+
+/// The closed periods of one ledger table.
+#[derive(Debug, Clone)]
+pub struct Closes {
+    table: Table,
+    cache: Arc<ClosesCache>,
+}
+
+impl Closes {
+    pub fn new(table: Table) -> Self {
+        Closes {
+            table,
+            cache: Arc::default(),
+        }
+    }
+
+    /// Every close, read consistently.
+    pub async fn all(&self) -> Result<Vec<Close>, LedgerError> {
+        let query = Query::partition(keys::CLOSES_PK.to_owned()).consistent(true);
+        self.table
+            .query(query)
+            .await?
+            .iter()
+            .map(close_of)
+            .collect()
+    }
+
+    /// The closes, from the per-process cache while it is younger than
+    /// `closed_periods_ttl`: how the functions learn of a close without a read per batch.
+    pub async fn cached(&self) -> Result<Arc<Vec<Close>>, LedgerError> {
+        let mut cached = self.cache.cached.lock().await;
+        if let Some((at, closes)) = cached.as_ref()
+            && at.elapsed() < self.table.config().closed_periods_ttl
+        {
+            return Ok(closes.clone());
+        }
+        let closes = Arc::new(self.all().await?);
+        *cached = Some((Instant::now(), closes.clone()));
+        Ok(closes)
+    }
+
+    /// Registers a close (or finds the one being settled for the same period, to resume it).
+    pub async fn register(
+        &self,
+        account_sid: Option<&str>,
+        period: TimeRange,
+    ) -> Result<Close, CloseError> {
+        let id = close_id(account_sid, period);
+        let already = |closed_at: String| CloseError::AlreadyClosed {
+            start: z_time(period.start()),
+            end: z_time(period.end()),
+            closed_at,
+        };
+        for close in self.all().await? {
+            if close.id() == id {
+                return match close.state {
+                    CloseState::Settling => Ok(close),
+                    CloseState::Closed => Err(already(close.closed_at)),
+                };
+            }
+            if close.overlaps(account_sid, &period) {
+                return Err(CloseError::Overlaps {
+                    start: z_time(close.period.start()),
+                    end: z_time(close.period.end()),
+                    account: close.whom().to_owned(),
+                });
+            }
+        }
+        let close = Close {
+            account_sid: account_sid.map(str::to_owned),
+            period,
+            closed_at: timestamp(Utc::now()),
+            state: CloseState::Settling,
+            snapshot_sha256: None,
+            snapshot_at: None,
+            lines: 0,
+            parts: 0,
+        };
+        match self.table.put_if_absent(registry_item(&close)).await? {
+            PutIfAbsent::Created => Ok(close),
+            // Another close of the same period got there first: say when.
+            PutIfAbsent::Exists(existing) => Err(already(
+                existing
+                    .as_ref()
+                    .and_then(closed_at_of)
+                    .unwrap_or_else(|| "just now, by another close".into()),
+            )),
+        }
+    }
+
+    /// The day totals and late counters of the rollups of a close's days.
+    async fn rollup_totals(
+        &self,
+        close: &Close,
+    ) -> Result<Vec<kore_ingest_core::closes::RollupTotals>, LedgerError> {
+        let days = close.period.days();
+        let rollups = Rollups::new(self.table.clone())
+            .of_days(&days, None, true, Some(CLOSE_READ))
+            .await?;
+        Ok(rollups.iter().map(|r| r.totals()).collect())
+    }
+
+    /// Stores the snapshot of a settling close and marks it closed. Returns the close.
+    pub async fn store_snapshot(&self, close: &Close) -> Result<Close, CloseError> {
+        let lines = snapshot_lines(close, &self.rollup_totals(close).await?)?;
+        let text = canonical_text(&lines);
+        let sha256 = sha256_hex(&text);
+        let id = close.id();
+        let mut parts = 0u64;
+        for (index, chunk) in split_lines(&text, PART_TEXT_BYTES).into_iter().enumerate() {
+            self.table
+                .put(snapshot_part_item(&id, index, chunk))
+                .await?;
+            parts += 1;
+        }
+        let snapshot_at = timestamp(Utc::now());
+        let (expression, values) = closed_update(&sha256, &snapshot_at, lines.len() as u64, parts);
+        self.table
+            .client()
+            .update_item()
+            .table_name(self.table.name())
+            .set_key(Some(registry_key(&id)))
+            .update_expression(expression)
+            .condition_expression("#state = :settling")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#lines", "lines")
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await
+            .map_err(|e| super::error::from_sdk("UpdateItem", e))?;
+        Ok(Close {
+            state: CloseState::Closed,
+            snapshot_sha256: Some(sha256),
+            snapshot_at: Some(snapshot_at),
+            lines: lines.len() as u64,
+            parts,
+            ..close.clone()
+        })
+    }
+
+    /// The close of exactly this period (for the account, else for every account).
+    pub async fn find(
+        &self,
+        account_sid: Option<&str>,
+        period: TimeRange,
+    ) -> Result<Option<Close>, LedgerError> {
+        let closes = self.all().await?;
+        let exact = |account: Option<&str>| {
+            closes
+                .iter()
+                .find(|c| c.account_sid.as_deref() == account && c.period == period)
+                .cloned()
+        };
+        Ok(exact(account_sid).or_else(|| account_sid.and(exact(None))))
+    }
+
+    /// A stored snapshot's canonical text, as stored (parts in order).
+    pub async fn snapshot_text(&self, close: &Close) -> Result<String, LedgerError> {
+        let id = close.id();
+        let query = Query::prefix(keys::close_pk(&id), keys::PART_SK_PREFIX).consistent(true);
+        let mut text = String::new();
+        for item in self.table.query(query).await? {
+            text.push_str(&snapshot_part_text(&id, &item)?);
+        }
+        Ok(text)
+    }
+
+    /// A stored snapshot's lines, once it is checked against its SHA-256.
+    pub async fn snapshot(&self, close: &Close) -> Result<Vec<SnapshotLine>, CloseError> {
+        verified_lines(close, &self.snapshot_text(close).await?)
+    }
+
+    /// The adjustments recorded against a close.
+    pub async fn adjustments(&self, close: &Close) -> Result<Vec<Adjustment>, LedgerError> {
+        let id = close.id();
+        let query = Query::prefix(keys::close_pk(&id), keys::ADJUSTMENT_SK_PREFIX).consistent(true);
+        let items = self.table.query(query).await?;
+        items.iter().map(|item| adjustment_of(&id, item)).collect()
+    }
+
+    /// Checks a close: its snapshot's hash, and snapshot + adjustments = the live rollups.
+    /// Every discrepancy, each as one sentence.
+    pub async fn verify(&self, close: &Close) -> Result<Vec<String>, CloseError> {
+        let text = self.snapshot_text(close).await?;
+        let rollups = self.rollup_totals(close).await?;
+        let adjustments = self.adjustments(close).await?;
+        verify(close, &text, &rollups, &adjustments)
+    }
+}
+
+/// The text cut after whole lines, each piece at most `limit` bytes (a longer line alone).
+fn split_lines(text: &str, limit: usize) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    let mut end = 0;
+    for (at, _) in text.match_indices('\n') {
+        let line_end = at + 1;
+        if line_end - start > limit && end > start {
+            pieces.push(&text[start..end]);
+            start = end;
+        }
+        end = line_end;
+    }
+    if end > start {
+        pieces.push(&text[start..end]);
+    }
+    pieces
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_parts_end_on_whole_lines() {
+        let text = "aaaa\nbbbb\ncccc\n";
+        assert_eq!(split_lines(text, 10), ["aaaa\nbbbb\n", "cccc\n"]);
+        assert_eq!(split_lines(text, 3), ["aaaa\n", "bbbb\n", "cccc\n"]);
+        assert_eq!(split_lines(text, 100), [text]);
+        assert!(split_lines("", 10).is_empty());
+    }
+}

@@ -1,0 +1,36 @@
+//! The ledger's settings: its table, how many writes run at once, how long a copy of the
+//! closed periods is trusted.
+
+use std::time::Duration;
+
+use kore_ingest_core::config::{ConfigError, Env, vars};
+
+/// Configuration of a [`super::UsageLedger`].
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    pub table_name: String,
+    /// How many writes one batch runs at once (`MAX_CONCURRENT_WRITES`).
+    pub max_concurrent_writes: usize,
+    /// How long a process trusts its copy of the closed periods (`CLOSED_PERIODS_TTL_MS`).
+    pub closed_periods_ttl: Duration,
+}
+
+impl LedgerConfig {
+    /// The defaults of [`vars`], for `table_name`.
+    pub fn new(table_name: impl Into<String>) -> Self {
+        LedgerConfig {
+            table_name: table_name.into(),
+            max_concurrent_writes: vars::MAX_CONCURRENT_WRITES.default as usize,
+            closed_periods_ttl: Duration::from_millis(vars::CLOSED_PERIODS_TTL_MS.default),
+        }
+    }
+
+    /// `TABLE_NAME` (required), `MAX_CONCURRENT_WRITES` and `CLOSED_PERIODS_TTL_MS`.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(LedgerConfig {
+            table_name: env.required("TABLE_NAME", "name the DynamoDB table")?,
+            max_concurrent_writes: env.size(&vars::MAX_CONCURRENT_WRITES)?,
+            closed_periods_ttl: env.millis(&vars::CLOSED_PERIODS_TTL_MS)?,
+        })
+    }
+}

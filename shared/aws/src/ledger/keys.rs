@@ -1,0 +1,258 @@
+//! Every key the ledger writes and reads, in one place. One table holds all item types
+//! (`docs/DESIGN.md` has the access patterns and the cost of each write):
+//!
+//! - event record: `EVENT#<event_sid>` / `#` (the conditional put that makes it exactly once);
+//! - usage rollup: `USAGE#<day>#<shard>` / `<booking>`, one item per SIM, UTC day and
+//!   booking (account, fleet, network, country), with the day's hours as attributes. The day
+//!   partitions are what period queries read; sharding by SIM keeps each under DynamoDB's
+//!   per-key write limit;
+//! - booking list: `SIM#<sim_sid>` / `BOOKED#<day>#<first event_sid>`, the event sids one
+//!   commit booked for that SIM and day, so a SIM's or a day's events can be found again
+//!   without an index entry per event;
+//! - events without usage: the time index `gsi1`, `EVENTS#<day>#<shard>` /
+//!   `<event time>#<event_sid>`;
+//! - callbacks `CALLBACK#<provider>#<token>` / `#`, and a SIM's latest status `SIM#<sim>` /
+//!   `STATUS`;
+//! - the quarantine: `QUARANTINE#<id>` / `#` (and `PART#00000`... for large payloads), listed
+//!   newest first through `gsi1` under `QUARANTINE`;
+//! - closes: the registry `CLOSES` / `<close id>`, and under `CLOSE#<close id>` the snapshot's
+//!   parts `PART#00000`... and the adjustments `ADJ#<event_sid>`.
+
+use chrono::NaiveDate;
+use kore_ingest_core::event::DedupeKey;
+use kore_ingest_core::time::day_text;
+use kore_ingest_core::usage::Booking;
+use sha2::{Digest, Sha256};
+
+/// Sort key of items that are alone in their partition.
+pub const SINGLE: &str = "#";
+
+/// How many partitions the time index of events without usage is spread over: at a burst of
+/// 11,000 such events a second, about 350 index writes a second each, well under
+/// DynamoDB's 1,000 per key.
+pub const SHARDS: u8 = 32;
+
+/// How many partitions each day's usage rollups are spread over. At a burst of 11,000 new
+/// usage events a second (1,000,000 SIMs, 96 windows a day, ten times the mean), each
+/// partition key takes about 350 WCU/s, well under DynamoDB's 1,000 per key.
+pub const USAGE_SHARDS: u8 = 64;
+
+/// The time index and the quarantine list.
+pub const TIME_INDEX: &str = "gsi1";
+
+// ---- event records --------------------------------------------------------------------
+
+pub const EVENT_PK_PREFIX: &str = "EVENT#";
+
+pub fn event_pk(key: &DedupeKey) -> String {
+    format!("{EVENT_PK_PREFIX}{key}")
+}
+
+/// The event key of an event record's partition key.
+pub fn event_of_pk(pk: &str) -> Option<&str> {
+    pk.strip_prefix(EVENT_PK_PREFIX)
+}
+
+/// The time index entry of an event without usage: partition and sort key.
+pub fn time_index_keys(key: &DedupeKey, day: NaiveDate, event_time: &str) -> (String, String) {
+    (
+        events_by_day_pk(day, shard_of(key.as_str())),
+        format!("{event_time}#{key}"),
+    )
+}
+
+pub fn events_by_day_pk(day: NaiveDate, shard: u8) -> String {
+    format!("EVENTS#{}#{shard}", day_text(day))
+}
+
+/// `(event time, event sid)` of a time index sort key.
+pub fn time_index_entry(sk: &str) -> Option<(&str, &str)> {
+    sk.split_once('#')
+}
+
+/// A stable shard in `0..SHARDS` for any string.
+pub fn shard_of(value: &str) -> u8 {
+    Sha256::digest(value.as_bytes())[0] % SHARDS
+}
+
+// ---- usage rollups ----------------------------------------------------------------------
+
+const USAGE_PK_PREFIX: &str = "USAGE#";
+
+/// The partition of one day's rollups for the SIMs of one shard.
+pub fn usage_pk(day: NaiveDate, shard: u8) -> String {
+    format!("{USAGE_PK_PREFIX}{}#{shard}", day_text(day))
+}
+
+/// The day of a rollup's partition key.
+pub fn day_of_usage_pk(pk: &str) -> Option<NaiveDate> {
+    let day = pk.strip_prefix(USAGE_PK_PREFIX)?.split('#').next()?;
+    NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()
+}
+
+/// The shard of a SIM's rollups.
+pub fn usage_shard(sim_sid: &str) -> u8 {
+    let digest = Sha256::digest(sim_sid.as_bytes());
+    (u16::from_be_bytes([digest[0], digest[1]]) % u16::from(USAGE_SHARDS)) as u8
+}
+
+/// The key of the rollup of one booking on one day.
+pub fn rollup_key(day: NaiveDate, booking: &Booking) -> (String, String) {
+    (
+        usage_pk(day, usage_shard(&booking.sim_sid)),
+        booking_sk(booking),
+    )
+}
+
+/// A rollup's sort key: the booking, `#`-separated, unknown parts empty. `%` and `#` inside
+/// a value are escaped, so any value round-trips.
+pub fn booking_sk(booking: &Booking) -> String {
+    [
+        escape(&booking.sim_sid),
+        escape(booking.account_sid.as_deref().unwrap_or_default()),
+        escape(booking.fleet_sid.as_deref().unwrap_or_default()),
+        escape(booking.network_sid.as_deref().unwrap_or_default()),
+        escape(booking.iso_country.as_deref().unwrap_or_default()),
+    ]
+    .join("#")
+}
+
+pub fn booking_of_sk(sk: &str) -> Option<Booking> {
+    let parts: Vec<Option<String>> = sk
+        .split('#')
+        .map(|p| (!p.is_empty()).then(|| p.replace("%23", "#").replace("%25", "%")))
+        .collect();
+    let [sim, account, fleet, network, country] = <[Option<String>; 5]>::try_from(parts).ok()?;
+    Some(Booking {
+        sim_sid: sim?,
+        account_sid: account,
+        fleet_sid: fleet,
+        network_sid: network,
+        iso_country: country,
+    })
+}
+
+/// The prefix of every rollup sort key of one SIM.
+pub fn sim_sk_prefix(sim_sid: &str) -> String {
+    format!("{}#", escape(sim_sid))
+}
+
+fn escape(value: &str) -> String {
+    value.replace('%', "%25").replace('#', "%23")
+}
+
+// ---- booking lists and SIM status ------------------------------------------------------
+
+pub fn sim_pk(sim_sid: &str) -> String {
+    format!("SIM#{sim_sid}")
+}
+
+pub const BOOKED_SK_PREFIX: &str = "BOOKED#";
+
+/// Sort key of a booking list: the day, then the first event of the commit (unique).
+pub fn booked_sk(day: NaiveDate, first_event: &DedupeKey) -> String {
+    format!("{BOOKED_SK_PREFIX}{}#{first_event}", day_text(day))
+}
+
+/// The lowest and highest sort keys of the booking lists of the days `first` to `last`.
+pub fn booked_sk_range(first: NaiveDate, last: NaiveDate) -> (String, String) {
+    (
+        format!("{BOOKED_SK_PREFIX}{}", day_text(first)),
+        // `~` sorts after every character of an event sid.
+        format!("{BOOKED_SK_PREFIX}{}#~", day_text(last)),
+    )
+}
+
+/// The day of a booking list's sort key.
+pub fn day_of_booked_sk(sk: &str) -> Option<NaiveDate> {
+    let day = sk.strip_prefix(BOOKED_SK_PREFIX)?.get(..10)?;
+    NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()
+}
+
+pub const SIM_STATUS_SK: &str = "STATUS";
+
+// ---- callbacks and the quarantine ------------------------------------------------------
+
+pub fn callback_pk(provider: &str, token: &str) -> String {
+    format!("CALLBACK#{provider}#{token}")
+}
+
+pub fn quarantine_pk(id: &str) -> String {
+    format!("QUARANTINE#{id}")
+}
+
+/// The quarantine list lives under one index partition: quarantined payloads are rare, and
+/// listing them newest first is what operators need.
+pub const QUARANTINE_INDEX_PK: &str = "QUARANTINE";
+
+/// The list entry of a quarantined payload: newest first by receipt.
+pub fn quarantine_index_sk(received_at: &str, id: &str) -> String {
+    format!("{received_at}#{id}")
+}
+
+/// Sort keys of the parts of a large payload or snapshot, under its partition.
+pub const PART_SK_PREFIX: &str = "PART#";
+
+pub fn part_sk(index: usize) -> String {
+    format!("{PART_SK_PREFIX}{index:05}")
+}
+
+// ---- closes ------------------------------------------------------------------------------
+
+/// The partition that lists every close: closes are few, and every function reads them all.
+pub const CLOSES_PK: &str = "CLOSES";
+
+pub fn close_pk(close_id: &str) -> String {
+    format!("CLOSE#{close_id}")
+}
+
+pub const ADJUSTMENT_SK_PREFIX: &str = "ADJ#";
+
+pub fn adjustment_sk(event: &DedupeKey) -> String {
+    format!("{ADJUSTMENT_SK_PREFIX}{event}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_stable_and_in_range() {
+        assert_eq!(shard_of("HS1"), shard_of("HS1"));
+        let used: std::collections::BTreeSet<u8> =
+            (0..2000).map(|i| shard_of(&format!("HS{i}"))).collect();
+        assert_eq!(used.len(), usize::from(SHARDS));
+        assert!(used.iter().all(|s| *s < SHARDS));
+
+        let used: std::collections::BTreeSet<u8> = (0..5_000)
+            .map(|i| usage_shard(&format!("HS{i:032}")))
+            .collect();
+        assert_eq!(used.len(), usize::from(USAGE_SHARDS));
+        assert_eq!(usage_shard("HS1"), usage_shard("HS1"));
+    }
+
+    #[test]
+    fn booking_sort_keys_round_trip_any_value() {
+        let booking = Booking {
+            sim_sid: "HS%1".into(),
+            account_sid: Some("AC1".into()),
+            fleet_sid: Some("HF#1".into()),
+            network_sid: None,
+            iso_country: Some("DE".into()),
+        };
+        let sk = booking_sk(&booking);
+        assert_eq!(sk, "HS%251#AC1#HF%231##DE");
+        assert_eq!(booking_of_sk(&sk), Some(booking));
+        assert!(sk.starts_with(&sim_sk_prefix("HS%1")));
+    }
+
+    #[test]
+    fn days_read_back_from_their_keys() {
+        let day = NaiveDate::from_ymd_opt(2024, 11, 3).unwrap();
+        assert_eq!(day_of_usage_pk(&usage_pk(day, 7)), Some(day));
+        let key = DedupeKey::new("EZ1", "test").unwrap();
+        assert_eq!(day_of_booked_sk(&booked_sk(day, &key)), Some(day));
+        let (low, high) = booked_sk_range(day, day);
+        assert!(low < booked_sk(day, &key) && booked_sk(day, &key) < high);
+    }
+}

@@ -1,0 +1,8 @@
+//! The read side. Every read is a key lookup or a query; nothing scans the table.
+//!
+//! - `rollups`: usage records (any range, bucket, grouping and filter) from the day
+//!   partitions of the rollups;
+//! - `events`: stored events through the SIMs' booking lists and the time index.
+
+pub mod events;
+pub mod rollups;

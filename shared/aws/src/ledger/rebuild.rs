@@ -1,0 +1,314 @@
+//! Rollups recomputed from the stored events, the audit before an invoice: every usage
+//! event of a range is found through the booking lists of each SIM with a rollup in the
+//! range, folded by the same booking rule the write path uses
+//! (`kore_ingest_core::usage::DayBooking`), and compared hour by hour with what is stored.
+//! A rewrite is conditional on the rollup's version, so a commit that lands meanwhile is
+//! never overwritten: the rollup is compared again instead.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::NaiveDate;
+use kore_ingest_core::event::DedupeKey;
+use kore_ingest_core::port::LedgerError;
+use kore_ingest_core::time::TimeRange;
+use kore_ingest_core::usage::{
+    Booking, BookingNames, DayBooking, HourUsage, Overflow, checked_sum, fold,
+};
+
+use super::error::{condition_failed, from_sdk};
+use super::items::attrs::Item;
+use super::items::rollup::{StoredRollup, VERSION, rollup_key, rollup_rewrite};
+use super::read::events::Events;
+use super::read::rollups::Rollups;
+use super::table::Table;
+
+/// One rollup (a SIM's day for one booking) whose hours in the range differ from its
+/// events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupDifference {
+    pub day: NaiveDate,
+    pub booking: Booking,
+    /// Hours (0-23, UTC) that differ.
+    pub hours: Vec<u32>,
+    /// The day's totals differ from its hours (what whole-day queries read).
+    pub day_total: bool,
+    /// Summed over the range's hours of that day.
+    pub stored: HourUsage,
+    pub expected: HourUsage,
+}
+
+/// What a rebuild found, and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RebuildReport {
+    pub rollups_compared: usize,
+    pub usage_events: usize,
+    pub differences: Vec<RollupDifference>,
+    /// Rollups rewritten (0 with `check`).
+    pub rewritten: usize,
+}
+
+type RollupKey = (NaiveDate, Booking);
+
+/// Rewrites that lose a race with a commit are compared again, this often.
+const ROUNDS: usize = 3;
+
+/// Rebuilds the rollups of one ledger table.
+#[derive(Debug, Clone)]
+pub struct Rebuilder {
+    table: Table,
+}
+
+/// One rollup as a rebuild wants it.
+struct Rewrite<'a> {
+    key: Item,
+    /// The range's hours of that day.
+    hours: Vec<u32>,
+    wanted: &'a BTreeMap<u32, HourUsage>,
+    day: HourUsage,
+    names: &'a BookingNames,
+    /// The version read; `None`: the rollup did not exist.
+    version: Option<u64>,
+}
+
+fn overflow(error: Overflow) -> LedgerError {
+    LedgerError::Invalid(error.to_string())
+}
+
+impl Rebuilder {
+    pub fn new(table: Table) -> Self {
+        Rebuilder { table }
+    }
+
+    /// Recomputes the rollups of `range` (whole hours) from the events; with `check`, only
+    /// lists the ones that differ.
+    pub async fn run(&self, range: TimeRange, check: bool) -> Result<RebuildReport, LedgerError> {
+        if !range.is_whole_hours() {
+            return Err(LedgerError::Invalid(
+                "a rebuild range starts before it ends, on whole hours".into(),
+            ));
+        }
+        let mut rewritten = 0;
+        for round in 1..=ROUNDS {
+            let (report, lost_races) = self.round(range, check).await?;
+            rewritten += report.rewritten;
+            if lost_races == 0 || check {
+                return Ok(RebuildReport {
+                    rewritten,
+                    ..report
+                });
+            }
+            tracing::info!(
+                round,
+                lost_races,
+                "rollups changed while being rebuilt; comparing again"
+            );
+        }
+        Err(LedgerError::Retryable {
+            operation: "UpdateItem",
+            code: None,
+            message: format!("rollups kept changing during {ROUNDS} rebuild rounds"),
+        })
+    }
+
+    /// One comparison (and rewrite): the report, and how many rewrites lost a race.
+    async fn round(
+        &self,
+        range: TimeRange,
+        check: bool,
+    ) -> Result<(RebuildReport, usize), LedgerError> {
+        let days = range.days();
+        let (Some(&first), Some(&last)) = (days.first(), days.last()) else {
+            return Ok((RebuildReport::default(), 0));
+        };
+        // Rollups first: a commit after this read changes a version, and loses no count.
+        let stored: BTreeMap<RollupKey, StoredRollup> = Rollups::new(self.table.clone())
+            .of_days(&days, None, true, None)
+            .await?
+            .into_iter()
+            .map(|r| ((r.day, r.booking.clone()), r))
+            .collect();
+        let sims: BTreeSet<&str> = stored.keys().map(|(_, b)| b.sim_sid.as_str()).collect();
+        let (expected, usage_events) = self.expected(&sims, first, last, range).await?;
+        let mut report = RebuildReport {
+            usage_events,
+            ..RebuildReport::default()
+        };
+        let mut lost_races = 0;
+        let keys: BTreeSet<&RollupKey> = stored.keys().chain(expected.keys()).collect();
+        for key in keys {
+            report.rollups_compared += 1;
+            let (stored, wanted) = (stored.get(key), expected.get(key));
+            let Some((difference, rewrite)) = compare(key, stored, wanted, range)? else {
+                continue;
+            };
+            report.differences.push(difference);
+            if check {
+                continue;
+            }
+            match self.rewrite(rewrite).await? {
+                true => report.rewritten += 1,
+                false => lost_races += 1,
+            }
+        }
+        Ok((report, lost_races))
+    }
+
+    /// The rollups of the range's hours as the SIMs' events say, and how many events.
+    async fn expected(
+        &self,
+        sims: &BTreeSet<&str>,
+        first: NaiveDate,
+        last: NaiveDate,
+        range: TimeRange,
+    ) -> Result<(BTreeMap<RollupKey, DayBooking>, usize), LedgerError> {
+        let events = Events::new(self.table.clone());
+        let mut keys: BTreeSet<DedupeKey> = BTreeSet::new();
+        for sim in sims {
+            for (_, key) in events.booked(sim, Some((first, last)), true).await? {
+                keys.insert(key);
+            }
+        }
+        let keys: Vec<DedupeKey> = keys.into_iter().collect();
+        let mut parts = Vec::new();
+        for stored_event in events.by_keys(&keys).await? {
+            let event = stored_event.event()?;
+            if event.usage.is_some()
+                && range.contains(event.booking_hour())
+                && let Some(part) = DayBooking::of(&event, false)
+            {
+                parts.push(part);
+            }
+        }
+        let count = parts.len();
+        Ok((fold(parts).map_err(overflow)?, count))
+    }
+
+    /// Makes a rollup what the events say, if no commit changed it since it was read (false
+    /// when one did). A rollup left without usage is deleted.
+    async fn rewrite(&self, rewrite: Rewrite<'_>) -> Result<bool, LedgerError> {
+        // Unchanged since it was read (its version), or still absent.
+        let (condition, seen) = match rewrite.version {
+            Some(version) => ("#v = :seen", Some(AttributeValue::N(version.to_string()))),
+            None => ("attribute_not_exists(pk)", None),
+        };
+        let names = seen
+            .as_ref()
+            .map(|_| HashMap::from([("#v".to_owned(), VERSION.to_owned())]));
+        let mut values = seen.map(|seen| HashMap::from([(":seen".to_owned(), seen)]));
+        let client = self.table.client();
+        let result = if rewrite.day.events == 0 {
+            let result = client
+                .delete_item()
+                .table_name(self.table.name())
+                .set_key(Some(rewrite.key))
+                .condition_expression(condition)
+                .set_expression_attribute_names(names)
+                .set_expression_attribute_values(values)
+                .send()
+                .await
+                .map(|_| ());
+            result.map_err(|e| (condition_failed(&e), from_sdk("DeleteItem", e)))
+        } else {
+            let update = rollup_rewrite(
+                rewrite.key,
+                rewrite.hours,
+                rewrite.wanted,
+                rewrite.day,
+                rewrite.names,
+            );
+            values
+                .get_or_insert_with(HashMap::new)
+                .extend(update.values);
+            let result = client
+                .update_item()
+                .table_name(self.table.name())
+                .set_key(Some(update.key))
+                .update_expression(update.expression)
+                .condition_expression(condition)
+                .set_expression_attribute_names(names)
+                .set_expression_attribute_values(values)
+                .send()
+                .await
+                .map(|_| ());
+            result.map_err(|e| (condition_failed(&e), from_sdk("UpdateItem", e)))
+        };
+        match result {
+            Ok(()) => Ok(true),
+            Err((true, _)) => Ok(false),
+            Err((false, error)) => Err(error),
+        }
+    }
+}
+
+/// One rollup compared with its events over the range's hours: how it differs and the
+/// rewrite that mends it, or `None` when it holds.
+fn compare<'a>(
+    (day, booking): &RollupKey,
+    stored: Option<&'a StoredRollup>,
+    wanted: Option<&'a DayBooking>,
+    range: TimeRange,
+) -> Result<Option<(RollupDifference, Rewrite<'a>)>, LedgerError> {
+    static EMPTY: BTreeMap<u32, HourUsage> = BTreeMap::new();
+    let hours = range.hours_of(*day);
+    let stored_hours = stored.map(|r| &r.hours);
+    let wanted_hours = wanted.map_or(&EMPTY, |w| &w.hours);
+    let differing: Vec<u32> = hours
+        .iter()
+        .copied()
+        .filter(|h| stored_hours.and_then(|s| s.get(h)) != wanted_hours.get(h))
+        .collect();
+    // The day's totals as they must be: the range's hours from the events, the others as
+    // stored.
+    let day_cells: Vec<HourUsage> = (0..24)
+        .filter_map(|h| match hours.contains(&h) {
+            true => wanted_hours.get(&h).copied(),
+            false => stored_hours.and_then(|s| s.get(&h)).copied(),
+        })
+        .collect();
+    let subject = || {
+        format!(
+            "the usage of {} on {day} does not fit a 64-bit count",
+            booking.subject()
+        )
+    };
+    let expected_day = checked_sum(&day_cells).ok_or_else(|| LedgerError::Invalid(subject()))?;
+    let day_total_differs = stored.and_then(|r| r.day_total).unwrap_or_default() != expected_day;
+    if differing.is_empty() && !day_total_differs {
+        return Ok(None);
+    }
+    let sum = |cells: Option<&BTreeMap<u32, HourUsage>>| {
+        let range_hours: Vec<HourUsage> = hours
+            .iter()
+            .filter_map(|h| cells.and_then(|c| c.get(h)).copied())
+            .collect();
+        checked_sum(&range_hours).ok_or_else(|| LedgerError::Invalid(subject()))
+    };
+    let difference = RollupDifference {
+        day: *day,
+        booking: booking.clone(),
+        hours: differing,
+        day_total: day_total_differs,
+        stored: sum(stored_hours)?,
+        expected: sum(Some(wanted_hours))?,
+    };
+    let names = wanted
+        .map(|w| &w.names)
+        .or(stored.map(|r| &r.names))
+        .unwrap_or(&NO_NAMES);
+    let rewrite = Rewrite {
+        key: stored.map_or_else(|| rollup_key(*day, booking), |r| r.key.clone()),
+        hours,
+        wanted: wanted_hours,
+        day: expected_day,
+        names,
+        version: stored.and_then(|r| r.version),
+    };
+    Ok(Some((difference, rewrite)))
+}
+
+static NO_NAMES: BookingNames = BookingNames {
+    sim_iccid: None,
+    sim_unique_name: None,
+    network_name: None,
+};

@@ -1,0 +1,11 @@
+//! The AWS side of the ingestion backend, behind the domain's port
+//! (`kore_ingest_core::port::Ledger`):
+//!
+//! - [`ledger`]: the exactly-once usage ledger on DynamoDB (keys and items, the write path,
+//!   the read path, quarantine, callbacks, closed periods, rebuild);
+//! - [`sdk`]: the AWS SDK configuration of every process, in one place;
+//! - [`secrets`]: reading a secret from Secrets Manager.
+
+pub mod ledger;
+pub mod sdk;
+pub mod secrets;

@@ -1,0 +1,571 @@
+//! The rules of closed periods: an invoice's usage frozen once, and the usage that arrives
+//! late booked as adjustments of it.
+//!
+//! A close covers whole UTC days, for one account or for every account. Its snapshot is one
+//! line per booking (account, SIM, fleet, network, country) with the usage and names, in a
+//! canonical text whose SHA-256 is kept beside it. Usage booked into the period after the
+//! functions learned of the close is also recorded as an adjustment, and counted in the
+//! rollups' late counters, so that snapshot + adjustments = live usage, always; [`verify`]
+//! checks exactly that.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sha2::{Digest, Sha256};
+
+use crate::error::LedgerError;
+use crate::event::DataVolume;
+use crate::time::{TimeRange, midnight, z_time};
+use crate::usage::{Booking, BookingNames, HourUsage, Overflow, UsageCell};
+
+/// Whether the snapshot is stored yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseState {
+    /// Registered; the functions are learning of it; no snapshot yet.
+    Settling,
+    Closed,
+}
+
+/// A closed (or closing) period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Close {
+    /// `None`: every account.
+    pub account_sid: Option<String>,
+    /// Whole UTC days.
+    pub period: TimeRange,
+    pub closed_at: String,
+    pub state: CloseState,
+    /// SHA-256 (hex) of the snapshot's canonical text, once stored.
+    pub snapshot_sha256: Option<String>,
+    pub snapshot_at: Option<String>,
+    pub lines: u64,
+    pub parts: u64,
+}
+
+impl Close {
+    /// `<account or *>#<start>#<end>`.
+    pub fn id(&self) -> String {
+        close_id(self.account_sid.as_deref(), self.period)
+    }
+
+    /// Whether usage of `account` booked on `day` falls in this period.
+    pub fn covers(&self, account_sid: Option<&str>, day: NaiveDate) -> bool {
+        let account_matches = match &self.account_sid {
+            None => true,
+            Some(account) => account_sid == Some(account.as_str()),
+        };
+        account_matches && self.period.contains(midnight(day))
+    }
+
+    /// Whether this close and one of `account_sid` over `period` could claim the same usage.
+    pub fn overlaps(&self, account_sid: Option<&str>, period: &TimeRange) -> bool {
+        let accounts_meet = match (&self.account_sid, account_sid) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        accounts_meet && self.period.overlaps(period)
+    }
+
+    /// Who the close is for, as a sentence says it.
+    pub fn whom(&self) -> &str {
+        self.account_sid.as_deref().unwrap_or("every account")
+    }
+}
+
+pub fn close_id(account_sid: Option<&str>, period: TimeRange) -> String {
+    format!(
+        "{}#{}#{}",
+        account_sid.unwrap_or("*"),
+        z_time(period.start()),
+        z_time(period.end())
+    )
+}
+
+/// How long `close` waits, after registering a period, before it reads the snapshot: the
+/// functions' cache of closes plus the longest a commit can take.
+pub fn settle_time(closed_periods_ttl: Duration) -> Duration {
+    closed_periods_ttl + Duration::from_secs(30)
+}
+
+/// Why a close cannot be made or read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CloseError {
+    #[error("the period from {start} to {end} was already closed at {closed_at}")]
+    AlreadyClosed {
+        start: String,
+        end: String,
+        closed_at: String,
+    },
+    #[error("the period overlaps the closed period from {start} to {end} ({account})")]
+    Overlaps {
+        start: String,
+        end: String,
+        account: String,
+    },
+    #[error("the closed period's snapshot no longer matches its SHA-256: run verify-close")]
+    SnapshotAltered,
+    #[error("the snapshot cannot be read: {0}")]
+    SnapshotUnreadable(String),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// One line of a snapshot: a booking's usage over the period, with its names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotLine {
+    pub booking: Booking,
+    pub names: BookingNames,
+    pub usage: HourUsage,
+}
+
+/// A snapshot's canonical text: one tab-separated line per booking, sorted by account, SIM,
+/// fleet, network and country; tabs, newlines and backslashes inside a value escaped.
+pub fn canonical_text(lines: &[SnapshotLine]) -> String {
+    let mut sorted: Vec<&SnapshotLine> = lines.iter().collect();
+    sorted.sort_by(|a, b| booking_order(&a.booking).cmp(&booking_order(&b.booking)));
+    let mut text = String::new();
+    for line in sorted {
+        let b = &line.booking;
+        let n = &line.names;
+        let u = &line.usage;
+        let fields = [
+            escape(b.account_sid.as_deref()),
+            escape(Some(&b.sim_sid)),
+            escape(b.fleet_sid.as_deref()),
+            escape(b.network_sid.as_deref()),
+            escape(b.iso_country.as_deref()),
+            u.usage.upload.to_string(),
+            u.usage.download.to_string(),
+            u.usage.total.to_string(),
+            u.events.to_string(),
+            escape(n.sim_iccid.as_deref()),
+            escape(n.sim_unique_name.as_deref()),
+            escape(n.network_name.as_deref()),
+        ];
+        text.push_str(&fields.join("\t"));
+        text.push('\n');
+    }
+    text
+}
+
+type BookingOrder<'a> = (
+    Option<&'a str>,
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
+fn booking_order(b: &Booking) -> BookingOrder<'_> {
+    (
+        b.account_sid.as_deref(),
+        &b.sim_sid,
+        b.fleet_sid.as_deref(),
+        b.network_sid.as_deref(),
+        b.iso_country.as_deref(),
+    )
+}
+
+fn escape(value: Option<&str>) -> String {
+    value
+        .unwrap_or_default()
+        .replace('\\', "\\\\")
+        .replace('\t', "\\t")
+        .replace('\n', "\\n")
+}
+
+fn unescape(value: &str) -> Option<String> {
+    if value.is_empty() {
+        return None;
+    }
+    let mut out = String::with_capacity(value.len());
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        match (c, c == '\\') {
+            (_, true) => match chars.next() {
+                Some('t') => out.push('\t'),
+                Some('n') => out.push('\n'),
+                Some(other) => out.push(other),
+                None => {}
+            },
+            (c, false) => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+/// The lines of a canonical text.
+pub fn parse_canonical(text: &str) -> Result<Vec<SnapshotLine>, String> {
+    text.lines()
+        .enumerate()
+        .map(|(n, line)| parse_line(n + 1, line))
+        .collect()
+}
+
+fn parse_line(n: usize, line: &str) -> Result<SnapshotLine, String> {
+    let fields: Vec<&str> = line.split('\t').collect();
+    let [
+        account,
+        sim,
+        fleet,
+        network,
+        country,
+        up,
+        down,
+        total,
+        events,
+        iccid,
+        name,
+        network_name,
+    ] = <[&str; 12]>::try_from(fields).map_err(|_| format!("line {n}: not 12 fields"))?;
+    let number = |field: &str| {
+        field
+            .parse::<u64>()
+            .map_err(|_| format!("line {n}: `{field}` is not a count"))
+    };
+    Ok(SnapshotLine {
+        booking: Booking {
+            sim_sid: unescape(sim).ok_or_else(|| format!("line {n}: no SIM"))?,
+            account_sid: unescape(account),
+            fleet_sid: unescape(fleet),
+            network_sid: unescape(network),
+            iso_country: unescape(country),
+        },
+        names: BookingNames {
+            sim_iccid: unescape(iccid),
+            sim_unique_name: unescape(name),
+            network_name: unescape(network_name),
+        },
+        usage: HourUsage {
+            usage: DataVolume {
+                upload: number(up)?,
+                download: number(down)?,
+                total: number(total)?,
+            },
+            events: number(events)?,
+        },
+    })
+}
+
+pub fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// A stored snapshot's lines, once its text still hashes to what was recorded at the close:
+/// the one check every reader of a snapshot makes.
+pub fn verified_lines(close: &Close, text: &str) -> Result<Vec<SnapshotLine>, CloseError> {
+    if close.snapshot_sha256.as_deref() != Some(sha256_hex(text).as_str()) {
+        return Err(CloseError::SnapshotAltered);
+    }
+    parse_canonical(text).map_err(CloseError::SnapshotUnreadable)
+}
+
+/// The snapshot lines of a close as usage cells: the whole period as one hour, its start.
+pub fn snapshot_cells(close: &Close, lines: &[SnapshotLine]) -> Vec<UsageCell> {
+    lines
+        .iter()
+        .map(|line| UsageCell {
+            booking: line.booking.clone(),
+            hour: close.period.start(),
+            usage: line.usage,
+            names: line.names.clone(),
+        })
+        .collect()
+}
+
+/// A late usage event recorded against a closed period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adjustment {
+    pub close_id: String,
+    pub event_sid: String,
+    pub booking: Booking,
+    /// The UTC hour the usage was booked in.
+    pub booked_hour: DateTime<Utc>,
+    pub usage: DataVolume,
+    pub received_at: String,
+}
+
+/// One day's rollup of one booking, as a close reads it: the day's usage and the part of
+/// it that arrived after the close.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupTotals {
+    pub day: NaiveDate,
+    pub booking: Booking,
+    pub names: BookingNames,
+    pub day_total: HourUsage,
+    pub late: HourUsage,
+}
+
+/// The snapshot of `close` from the rollups as they are: usage minus late usage, per
+/// booking, summed over the period's days, with the names of the latest day.
+pub fn snapshot_lines(
+    close: &Close,
+    rollups: &[RollupTotals],
+) -> Result<Vec<SnapshotLine>, CloseError> {
+    let mut lines: BTreeMap<&Booking, (NaiveDate, SnapshotLine)> = BTreeMap::new();
+    for rollup in rollups {
+        if !close.covers(rollup.booking.account_sid.as_deref(), rollup.day) {
+            continue;
+        }
+        let before = rollup.day_total.checked_sub(rollup.late).ok_or_else(|| {
+            LedgerError::Invalid(format!(
+                "the rollup of {} on {} counts more late usage than usage",
+                rollup.booking.subject(),
+                rollup.day
+            ))
+        })?;
+        let (latest, line) = lines.entry(&rollup.booking).or_insert_with(|| {
+            let line = SnapshotLine {
+                booking: rollup.booking.clone(),
+                names: BookingNames::default(),
+                usage: HourUsage::default(),
+            };
+            (rollup.day, line)
+        });
+        line.usage = add(line.usage, before, &rollup.booking, close)?;
+        if *latest <= rollup.day {
+            *latest = rollup.day;
+            line.names = rollup.names.clone();
+        }
+    }
+    Ok(lines
+        .into_values()
+        .map(|(_, line)| line)
+        .filter(|line| line.usage.events > 0)
+        .collect())
+}
+
+/// Checks a close: the snapshot still hashes to what was stored, and, booking by booking,
+/// snapshot + adjustments = the live rollups (and the rollups' late counters = the
+/// adjustments). Every discrepancy, each as one sentence.
+pub fn verify(
+    close: &Close,
+    snapshot_text: &str,
+    rollups: &[RollupTotals],
+    adjustments: &[Adjustment],
+) -> Result<Vec<String>, CloseError> {
+    let mut problems = Vec::new();
+    let sha256 = sha256_hex(snapshot_text);
+    if close.snapshot_sha256.as_deref() != Some(sha256.as_str()) {
+        problems.push(format!(
+            "the snapshot hashes to {sha256}, not the {} recorded when it was closed",
+            close.snapshot_sha256.as_deref().unwrap_or("(none)")
+        ));
+    }
+    let snapshot = match parse_canonical(snapshot_text) {
+        Ok(lines) => lines,
+        Err(reason) => {
+            problems.push(format!("the snapshot cannot be read: {reason}"));
+            return Ok(problems);
+        }
+    };
+    // Per booking: (usage, late) live, and (snapshot, adjustments) recorded.
+    let mut live: BTreeMap<&Booking, (HourUsage, HourUsage)> = BTreeMap::new();
+    for rollup in rollups {
+        if !close.covers(rollup.booking.account_sid.as_deref(), rollup.day) {
+            continue;
+        }
+        let entry = live.entry(&rollup.booking).or_default();
+        entry.0 = add(entry.0, rollup.day_total, &rollup.booking, close)?;
+        entry.1 = add(entry.1, rollup.late, &rollup.booking, close)?;
+    }
+    let mut recorded: BTreeMap<&Booking, (HourUsage, HourUsage)> = BTreeMap::new();
+    for line in &snapshot {
+        recorded.entry(&line.booking).or_default().0 = line.usage;
+    }
+    for adjustment in adjustments {
+        let entry = recorded.entry(&adjustment.booking).or_default();
+        let late = HourUsage::window(adjustment.usage);
+        entry.1 = add(entry.1, late, &adjustment.booking, close)?;
+    }
+    let bookings: BTreeSet<&Booking> = live.keys().chain(recorded.keys()).copied().collect();
+    for booking in bookings {
+        let (live_usage, late) = live.get(booking).copied().unwrap_or_default();
+        let (snapshot_usage, adjusted) = recorded.get(booking).copied().unwrap_or_default();
+        let name = format!(
+            "{} {}",
+            booking.sim_sid,
+            booking.account_sid.as_deref().unwrap_or("-")
+        );
+        if add(snapshot_usage, adjusted, booking, close)? != live_usage {
+            problems.push(format!(
+                "{name}: snapshot {} B + adjustments {} B is not the live {} B",
+                snapshot_usage.usage.total, adjusted.usage.total, live_usage.usage.total
+            ));
+        } else if late != adjusted {
+            problems.push(format!(
+                "{name}: the rollups count {} B of late usage, the adjustments {} B",
+                late.usage.total, adjusted.usage.total
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+fn add(
+    a: HourUsage,
+    b: HourUsage,
+    booking: &Booking,
+    close: &Close,
+) -> Result<HourUsage, CloseError> {
+    a.plus(b, || (booking.subject(), close.period.to_string()))
+        .map_err(|overflow: Overflow| {
+            CloseError::Ledger(LedgerError::Invalid(overflow.to_string()))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(account: &str, sim: &str, name: &str, total: u64) -> SnapshotLine {
+        SnapshotLine {
+            booking: Booking {
+                sim_sid: sim.into(),
+                account_sid: Some(account.into()),
+                fleet_sid: None,
+                network_sid: Some("HW1".into()),
+                iso_country: Some("DE".into()),
+            },
+            names: BookingNames {
+                sim_iccid: Some("8988".into()),
+                sim_unique_name: Some(name.into()),
+                network_name: None,
+            },
+            usage: HourUsage {
+                usage: DataVolume {
+                    upload: 1,
+                    download: total - 1,
+                    total,
+                },
+                events: 2,
+            },
+        }
+    }
+
+    fn at(t: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc)
+    }
+
+    fn november(account: Option<&str>) -> Close {
+        Close {
+            account_sid: account.map(str::to_owned),
+            period: TimeRange::new(at("2024-11-01T00:00:00Z"), at("2024-12-01T00:00:00Z")).unwrap(),
+            closed_at: String::new(),
+            state: CloseState::Closed,
+            snapshot_sha256: None,
+            snapshot_at: None,
+            lines: 0,
+            parts: 0,
+        }
+    }
+
+    #[test]
+    fn the_canonical_text_is_sorted_escaped_and_reads_back() {
+        let lines = vec![
+            line("AC2", "HS1", "plain", 10),
+            line("AC1", "HS9", "tab\there\nand\\slash", 20),
+        ];
+        let text = canonical_text(&lines);
+        assert!(
+            text.starts_with(
+                "AC1\tHS9\t\tHW1\tDE\t1\t19\t20\t2\t8988\ttab\\there\\nand\\\\slash\t\n"
+            )
+        );
+        let back = parse_canonical(&text).unwrap();
+        assert_eq!(back, vec![lines[1].clone(), lines[0].clone()]);
+        // Order of the input does not change the hash; a changed count does.
+        let reversed = canonical_text(&[lines[1].clone(), lines[0].clone()]);
+        assert_eq!(sha256_hex(&text), sha256_hex(&reversed));
+        assert_ne!(
+            sha256_hex(&text),
+            sha256_hex(&text.replace("\t20\t", "\t21\t"))
+        );
+    }
+
+    #[test]
+    fn a_snapshot_is_read_only_while_it_hashes_to_what_was_recorded() {
+        let text = canonical_text(&[line("AC1", "HS1", "a", 10)]);
+        let mut close = november(None);
+        close.snapshot_sha256 = Some(sha256_hex(&text));
+        assert_eq!(verified_lines(&close, &text).unwrap().len(), 1);
+        let altered = text.replace("\t10\t", "\t11\t");
+        assert_eq!(
+            verified_lines(&close, &altered),
+            Err(CloseError::SnapshotAltered)
+        );
+    }
+
+    #[test]
+    fn closes_cover_their_account_and_days_and_overlap_as_claims_do() {
+        let november = november(Some("AC1"));
+        let range = |s: &str, e: &str| TimeRange::new(at(s), at(e)).unwrap();
+        let day = |d: u32| NaiveDate::from_ymd_opt(2024, 11, d).unwrap();
+        assert!(november.covers(Some("AC1"), day(30)));
+        assert!(!november.covers(Some("AC2"), day(30)));
+        assert!(!november.covers(Some("AC1"), NaiveDate::from_ymd_opt(2024, 12, 1).unwrap()));
+        let end_of_month = range("2024-11-30T00:00:00Z", "2024-12-02T00:00:00Z");
+        assert!(november.overlaps(Some("AC1"), &end_of_month));
+        assert!(november.overlaps(None, &end_of_month));
+        let whole = range("2024-11-01T00:00:00Z", "2024-12-01T00:00:00Z");
+        assert!(!november.overlaps(Some("AC2"), &whole));
+        let december = range("2024-12-01T00:00:00Z", "2025-01-01T00:00:00Z");
+        assert!(!november.overlaps(Some("AC1"), &december));
+        assert_eq!(
+            november.id(),
+            "AC1#2024-11-01T00:00:00Z#2024-12-01T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn snapshot_plus_adjustments_must_equal_the_live_rollups() {
+        let close = {
+            let mut close = november(None);
+            let text = canonical_text(&[line("AC1", "HS1", "a", 10)]);
+            close.snapshot_sha256 = Some(sha256_hex(&text));
+            close
+        };
+        let snapshot = canonical_text(&[line("AC1", "HS1", "a", 10)]);
+        let booking = line("AC1", "HS1", "a", 10).booking;
+        let late = HourUsage::window(DataVolume {
+            upload: 0,
+            download: 5,
+            total: 5,
+        });
+        let live = HourUsage {
+            usage: DataVolume {
+                upload: 1,
+                download: 14,
+                total: 15,
+            },
+            events: 3,
+        };
+        let rollup = RollupTotals {
+            day: NaiveDate::from_ymd_opt(2024, 11, 3).unwrap(),
+            booking: booking.clone(),
+            names: BookingNames::default(),
+            day_total: live,
+            late,
+        };
+        let adjustment = Adjustment {
+            close_id: close.id(),
+            event_sid: "EZ1".into(),
+            booking,
+            booked_hour: at("2024-11-03T10:00:00Z"),
+            usage: late.usage,
+            received_at: String::new(),
+        };
+        let holds = verify(
+            &close,
+            &snapshot,
+            std::slice::from_ref(&rollup),
+            &[adjustment],
+        )
+        .unwrap();
+        assert!(holds.is_empty(), "{holds:?}");
+        let problems = verify(&close, &snapshot, &[rollup], &[]).unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("is not the live 15 B"), "{problems:?}");
+    }
+}

@@ -1,0 +1,194 @@
+//! DynamoDB Local as the tests use it: the run's endpoint, a client whose requests the
+//! recording layer sees, a fresh table per test, and reads of what a ledger holds.
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_dynamodb::types::AttributeValue;
+use kore_ingest_aws::ledger::{Item, LedgerConfig, UsageLedger, create_table, keys};
+use kore_ingest_core::delivery::{Delivery, Outcome};
+use kore_ingest_core::event::{ConnectionEvent, DataVolume, ParsedItem};
+use kore_ingest_core::port::{Ledger, LedgerError};
+use kore_ingest_core::time::TimeRange;
+use kore_ingest_core::usage::{Granularity, GroupBy, GroupValue, UsageFilters, UsageQuery};
+
+use crate::faults;
+
+/// The DynamoDB endpoint of this test run. Tests fail loudly without one: a storage test
+/// that silently skips would prove nothing.
+pub fn dynamodb_endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap_or_else(|_| {
+        panic!(
+            "AWS_ENDPOINT_URL_DYNAMODB is not set: run the suite with scripts/test, \
+             which starts DynamoDB Local"
+        )
+    })
+}
+
+/// A client of the run's DynamoDB Local. Its requests go through the recording layer of
+/// [`faults`]: inside [`faults::as_function`] they are recorded as that function's.
+pub fn local_client() -> Client {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(dynamodb_endpoint())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("local", "local", None, None, "tests"))
+        .http_client(faults::recording_http_client())
+        .build();
+    Client::from_conf(config)
+}
+
+/// A new, empty ledger table with a unique name, created from `infra/table.json`.
+pub async fn fresh_ledger(test_name: &str) -> UsageLedger {
+    let client = local_client();
+    let name = format!("t-{test_name}-{}-{}", std::process::id(), fastrand::u32(..));
+    create_table(&client, &name)
+        .await
+        .expect("create the test table in DynamoDB Local");
+    UsageLedger::new(client, LedgerConfig::new(name))
+}
+
+/// One SIM's usage in a period, whatever it was booked to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimUsage {
+    pub sim_sid: String,
+    pub usage: DataVolume,
+    pub usage_events: u64,
+}
+
+/// A SIM's latest status, as the last SIM-update callback set it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimStatus {
+    pub status: String,
+    pub updated_at: String,
+}
+
+/// What the tests read of a ledger and write to it one at a time, through its public API
+/// (the `usage` query, the port, the table): test helpers, not the ledger's own.
+#[allow(async_fn_in_trait)]
+pub trait LedgerExt {
+    /// One SIM's usage over a day (`YYYY-MM-DD`) or month (`YYYY-MM`), from the `usage`
+    /// query grouped by SIM; `None` without usage.
+    async fn sim_usage(&self, sim_sid: &str, period: &str)
+    -> Result<Option<SimUsage>, LedgerError>;
+    /// Every SIM's usage over a day or month, sorted by SIM.
+    async fn period_usage(&self, period: &str) -> Result<Vec<SimUsage>, LedgerError>;
+    /// Per SIM, the usage booked to an account over a day or month.
+    async fn account_usage(
+        &self,
+        account_sid: &str,
+        period: &str,
+    ) -> Result<Vec<SimUsage>, LedgerError>;
+    /// Records one parsed element through the port, as a batch of one.
+    async fn record(&self, item: &ParsedItem, delivery: &Delivery) -> Outcome;
+    /// Records one event through the port, as a batch of one.
+    async fn record_event(&self, event: &ConnectionEvent, delivery: &Delivery) -> Outcome;
+    /// Whether a callback is stored under this provider and token.
+    async fn callback_exists(&self, provider: &str, token: &str) -> Result<bool, LedgerError>;
+    /// A SIM's latest status item: `(status, updated_at)`.
+    async fn sim_status(&self, sim_sid: &str) -> Result<Option<SimStatus>, LedgerError>;
+}
+
+/// Per SIM, the usage of `period` that `filters` select, from the `usage` query.
+async fn per_sim(
+    ledger: &UsageLedger,
+    period: &str,
+    filters: UsageFilters,
+) -> Result<Vec<SimUsage>, LedgerError> {
+    let range = TimeRange::of_period(period).map_err(|e| LedgerError::Invalid(e.to_string()))?;
+    let query = UsageQuery::new(
+        range.start(),
+        range.end(),
+        Granularity::All,
+        Some(GroupBy::Sim),
+        filters,
+    )
+    .map_err(|e| LedgerError::Invalid(e.to_string()))?;
+    let mut sums: std::collections::BTreeMap<String, SimUsage> = Default::default();
+    for record in ledger.rollups().usage(&query).await? {
+        let Some(GroupValue::Sim { sim_sid, .. }) = &record.group else {
+            continue;
+        };
+        let sum = sums.entry(sim_sid.clone()).or_insert_with(|| SimUsage {
+            sim_sid: sim_sid.clone(),
+            usage: DataVolume::default(),
+            usage_events: 0,
+        });
+        sum.usage = sum
+            .usage
+            .checked_add(record.usage())
+            .expect("test sums fit");
+        sum.usage_events += record.usage_events;
+    }
+    Ok(sums.into_values().collect())
+}
+
+impl LedgerExt for UsageLedger {
+    async fn sim_usage(
+        &self,
+        sim_sid: &str,
+        period: &str,
+    ) -> Result<Option<SimUsage>, LedgerError> {
+        let filters = UsageFilters {
+            sim_sid: Some(sim_sid.to_owned()),
+            ..UsageFilters::default()
+        };
+        Ok(per_sim(self, period, filters).await?.pop())
+    }
+
+    async fn period_usage(&self, period: &str) -> Result<Vec<SimUsage>, LedgerError> {
+        per_sim(self, period, UsageFilters::default()).await
+    }
+
+    async fn account_usage(
+        &self,
+        account_sid: &str,
+        period: &str,
+    ) -> Result<Vec<SimUsage>, LedgerError> {
+        let filters = UsageFilters {
+            account_sid: Some(account_sid.to_owned()),
+            ..UsageFilters::default()
+        };
+        per_sim(self, period, filters).await
+    }
+
+    async fn record(&self, item: &ParsedItem, delivery: &Delivery) -> Outcome {
+        self.record_batch(&[(item.clone(), delivery.clone())], None)
+            .await
+            .remove(0)
+    }
+
+    async fn record_event(&self, event: &ConnectionEvent, delivery: &Delivery) -> Outcome {
+        self.record(&Ok(event.clone()), delivery).await
+    }
+
+    async fn callback_exists(&self, provider: &str, token: &str) -> Result<bool, LedgerError> {
+        let key = Item::from([
+            (
+                "pk".to_owned(),
+                AttributeValue::S(keys::callback_pk(provider, token)),
+            ),
+            ("sk".to_owned(), AttributeValue::S(keys::SINGLE.to_owned())),
+        ]);
+        Ok(self.table().get(key).await?.is_some())
+    }
+
+    async fn sim_status(&self, sim_sid: &str) -> Result<Option<SimStatus>, LedgerError> {
+        let key = Item::from([
+            ("pk".to_owned(), AttributeValue::S(keys::sim_pk(sim_sid))),
+            (
+                "sk".to_owned(),
+                AttributeValue::S(keys::SIM_STATUS_SK.to_owned()),
+            ),
+        ]);
+        let text = |item: &Item, name: &str| {
+            item.get(name)
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+                .unwrap_or_default()
+        };
+        Ok(self.table().get(key).await?.map(|item| SimStatus {
+            status: text(&item, "status"),
+            updated_at: text(&item, "updated_at"),
+        }))
+    }
+}
