@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use kore_ingest_aws::ledger::UsageLedger;
 use kore_ingest_core::event::ConnectionEvent;
-use kore_ingest_core::time::z_time;
+use kore_ingest_core::time::{TimeRange, z_time};
 use kore_ingest_core::usage::{
     Granularity, GroupBy, GroupValue, SessionSummary, UsageFilters, UsageQuery, sessions_of,
 };
@@ -161,7 +161,7 @@ pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
             evidence.insert(sim.clone(), sim_evidence(ledger, sim).await?);
         }
         let (events, sessions) = &evidence[sim];
-        let bucket = (*start, *end);
+        let bucket = TimeRange::new(*start, *end).map_err(|e| Failure::Failed(e.to_string()))?;
         let (cause, detail) = explain(difference, bucket, events, sessions, as_of, settlement);
         comparisons.push(Comparison {
             sim_sid: sim.clone(),
@@ -266,7 +266,7 @@ async fn sim_evidence(
 /// The likely cause of a difference (provider minus ledger) in one SIM's bucket.
 fn explain(
     difference: i128,
-    (start, end): (DateTime<Utc>, DateTime<Utc>),
+    bucket: TimeRange,
     events: &[ConnectionEvent],
     sessions: &[SessionSummary],
     as_of: DateTime<Utc>,
@@ -276,13 +276,13 @@ fn explain(
     if difference < 0
         && as_of
             .checked_sub_signed(settlement)
-            .is_none_or(|settled| end > settled)
+            .is_none_or(|settled| bucket.end() > settled)
     {
         return (
             "settlement",
             Some(format!(
                 "the bucket ended {} before the provider's figures were taken; the provider may not show all of it yet",
-                humane(as_of - end)
+                humane(as_of - bucket.end())
             )),
         );
     }
@@ -295,8 +295,8 @@ fn explain(
         ) else {
             return false;
         };
-        let crosses = (window_start < start && start <= e.booked_at && e.booked_at < end)
-            || (start <= window_start && window_start < end && e.booked_at >= end);
+        let crosses = (window_start < bucket.start() && bucket.contains(e.booked_at))
+            || (bucket.contains(window_start) && e.booked_at >= bucket.end());
         crosses && i128::from(usage.total) == difference.abs()
     });
     if let Some(e) = crossing {
@@ -312,7 +312,7 @@ fn explain(
     if difference > 0 {
         let active: Vec<&str> = events
             .iter()
-            .filter(|e| start <= e.booked_at && e.booked_at < end)
+            .filter(|e| bucket.contains(e.booked_at))
             .filter_map(|e| e.session.as_ref().map(|s| s.sid.as_str()))
             .collect();
         let gap = sessions.iter().find(|s| {

@@ -2419,8 +2419,8 @@ async fn export_kind_keeps_only_that_kind_and_refuses_an_unknown_one() {
             .collect::<Vec<_>>()
     };
     assert_eq!(export("test"), ["3f2b0c1e-8d7a-4c55-9a0e-kindtest0001"]);
-    assert_eq!(export("data-session.updated"), [usage.event_sid.clone()]);
-    assert_eq!(export("attachment.accepted"), [attached.event_sid.clone()]);
+    assert_eq!(export("data-session.updated"), [usage.event_sid.as_str()]);
+    assert_eq!(export("attachment.accepted"), [attached.event_sid.as_str()]);
     assert!(export("data-session.ended").is_empty());
     let mut args = vec!["export"];
     args.extend(range);

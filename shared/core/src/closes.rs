@@ -252,10 +252,15 @@ pub fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-/// A stored snapshot's lines, once its text still hashes to what was recorded at the close:
-/// the one check every reader of a snapshot makes.
+/// Whether a snapshot's text still hashes to what was recorded at the close: the one check
+/// every reader of a snapshot makes.
+pub fn snapshot_intact(close: &Close, text: &str) -> bool {
+    close.snapshot_sha256.as_deref() == Some(sha256_hex(text).as_str())
+}
+
+/// A stored snapshot's lines, once it is [`snapshot_intact`].
 pub fn verified_lines(close: &Close, text: &str) -> Result<Vec<SnapshotLine>, CloseError> {
-    if close.snapshot_sha256.as_deref() != Some(sha256_hex(text).as_str()) {
+    if !snapshot_intact(close, text) {
         return Err(CloseError::SnapshotAltered);
     }
     parse_canonical(text).map_err(CloseError::SnapshotUnreadable)
@@ -346,10 +351,10 @@ pub fn verify(
     adjustments: &[Adjustment],
 ) -> Result<Vec<String>, CloseError> {
     let mut problems = Vec::new();
-    let sha256 = sha256_hex(snapshot_text);
-    if close.snapshot_sha256.as_deref() != Some(sha256.as_str()) {
+    if !snapshot_intact(close, snapshot_text) {
         problems.push(format!(
-            "the snapshot hashes to {sha256}, not the {} recorded when it was closed",
+            "the snapshot hashes to {}, not the {} recorded when it was closed",
+            sha256_hex(snapshot_text),
             close.snapshot_sha256.as_deref().unwrap_or("(none)")
         ));
     }
