@@ -1,6 +1,7 @@
-"""The traffic and the checks of scripts/demo: one realistic day (2024-11-04 UTC) of Super SIM
-Connection Events for a small fleet, delivered to the running local stack the way KORE and
-Twilio deliver them during the migration, then the ledger read back with `kore-usage`.
+"""The traffic and the checks of scripts/demo: one realistic day of Super SIM Connection Events
+for a small fleet (2024-10-28 UTC, a day of the migration: Twilio's events ended on 1 November
+2024), delivered to the running local stack the way KORE and Twilio delivered them then, then
+the ledger read back with `kore-usage`.
 
 Run it through scripts/demo, which starts the stack and builds kore-usage first. Python 3
 standard library plus boto3 (from the repo venv, for the Kinesis puts). Webhook requests are
@@ -32,12 +33,12 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DAY = dt.date(2024, 11, 4)
+DAY = dt.date(2024, 10, 28)
 MONTH = DAY.strftime("%Y-%m")
-RANGE_FROM = "2024-11-04T00:00:00Z"
-RANGE_TO = "2024-11-05T00:00:00Z"
-NAMESPACE = "kore-ingest-demo/2024-11-04/v1"
-SEED = 20241104
+RANGE_FROM = f"{DAY}T00:00:00Z"
+RANGE_TO = f"{DAY + dt.timedelta(days=1)}T00:00:00Z"
+NAMESPACE = f"kore-ingest-demo/{DAY}/v1"
+SEED = int(DAY.strftime("%Y%m%d"))
 
 KORE_SCHEMA = "https://events-schemas.korewireless.com/SuperSim.ConnectionEvent/2"
 TWILIO_SCHEMA = "https://events-schemas.twilio.com/SuperSim.ConnectionEvent/2"
@@ -45,8 +46,8 @@ WINDOW = dt.timedelta(minutes=15)
 BATCH_MAX = 50  # Event Streams webhook batches: at most 50 events
 
 # The migration story that decides who delivers what (see plan_deliveries).
-KORE_SINK_ADDED_FOR_TRACKERS = dt.datetime(2024, 11, 4, 3, 0, tzinfo=dt.timezone.utc)
-TWILIO_SINK_REMOVED_FOR_METERS = dt.datetime(2024, 11, 4, 20, 0, tzinfo=dt.timezone.utc)
+KORE_SINK_ADDED_FOR_TRACKERS = dt.datetime(DAY.year, DAY.month, DAY.day, 3, 0, tzinfo=dt.timezone.utc)
+TWILIO_SINK_REMOVED_FOR_METERS = dt.datetime(DAY.year, DAY.month, DAY.day, 20, 0, tzinfo=dt.timezone.utc)
 
 
 def out(text: str = "") -> None:
@@ -1091,8 +1092,11 @@ def close_day(tool: KoreUsage) -> bool:
     result = tool.run(*args, timeout=300)
     text = (result.stdout or result.stderr).strip()
     out(text)
+    closed_before = result.returncode != 0 and "already closed" in result.stderr
+    if closed_before:
+        out("(an earlier run of the demo closed it: a period is closed once, and stays as it was)")
     out()
-    return result.returncode == 0 or "already closed" in result.stderr
+    return result.returncode == 0 or closed_before
 
 
 def invoice_checks(tool: KoreUsage, expected: Expected, late: Event) -> dict[str, bool]:
