@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::args::{Format, RangeArgs, ReportFormat, humane, parse_duration};
 use crate::failure::{Failure, OrFail, Result, describe};
-use crate::output::{Align, Table, csv_field, json, print};
+use crate::output::{Align, Table, counted, csv_field, json, print};
 
 const CLOSE_EXAMPLES: &str = "\
 Examples:
@@ -312,7 +312,10 @@ fn adjustments_table(records: &[AdjustmentJson<'_>], range: TimeRange) -> Result
         ]);
     }
     table.footer(vec![
-        format!("TOTAL ({} adjustments)", records.len()),
+        format!(
+            "TOTAL ({})",
+            counted(records.len(), "adjustment", "adjustments")
+        ),
         String::new(),
         String::new(),
         String::new(),
@@ -398,4 +401,45 @@ pub async fn closed(
         )));
     }
     Ok(close)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn late(event_sid: &str, total: u64) -> AdjustmentJson<'_> {
+        AdjustmentJson {
+            period_start: "2024-10-28T00:00:00Z".into(),
+            period_end: "2024-10-29T00:00:00Z".into(),
+            event_sid,
+            account_sid: None,
+            sim_sid: "HS1",
+            fleet_sid: None,
+            network_sid: None,
+            iso_country: None,
+            booked_hour: "2024-10-28T23:00:00Z".into(),
+            data_upload: 0,
+            data_download: total,
+            data_total: total,
+            received_at: "2024-10-29T00:05:00Z",
+        }
+    }
+
+    fn footer(records: &[AdjustmentJson<'_>]) -> String {
+        let range = TimeRange::new(
+            "2024-10-28T00:00:00Z".parse().unwrap(),
+            "2024-10-29T00:00:00Z".parse().unwrap(),
+        )
+        .unwrap();
+        let table = adjustments_table(records, range).unwrap();
+        table.lines().last().unwrap().to_owned()
+    }
+
+    #[test]
+    fn the_adjustments_total_counts_one_adjustment_in_the_singular() {
+        assert!(footer(&[late("EZ1", 4444)]).starts_with("TOTAL (1 adjustment) "));
+        let two = footer(&[late("EZ1", 4444), late("EZ2", 1)]);
+        assert!(two.starts_with("TOTAL (2 adjustments) "), "{two}");
+        assert!(two.ends_with("4445"), "{two}");
+    }
 }

@@ -4,6 +4,11 @@ use std::io::Write;
 
 use crate::failure::{Failure, Result};
 
+/// A count with its noun, singular for one: `1 SIM`, `2 SIMs`.
+pub fn counted(count: usize, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
+}
+
 /// Bytes with binary units and one decimal: `512 B`, `1.2 MiB`.
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::args::{ReportFormat, parse_period};
 use crate::failure::{Failure, OrFail, Result};
-use crate::output::{Align, Table, csv_field, human_bytes, json, print};
+use crate::output::{Align, Table, counted, csv_field, human_bytes, json, print};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -170,9 +170,8 @@ fn table(rows: &[Row]) -> Result<String> {
             row.usage_events.to_string(),
         ]);
     }
-    let sims = if rows.len() == 1 { "SIM" } else { "SIMs" };
     table.footer(vec![
-        format!("TOTAL ({} {sims})", rows.len()),
+        format!("TOTAL ({})", counted(rows.len(), "SIM", "SIMs")),
         rows.first().map(|r| r.period.clone()).unwrap_or_default(),
         human_bytes(sum.usage.upload),
         human_bytes(sum.usage.download),

@@ -14,7 +14,7 @@ use kore_ingest_core::usage::{
 use crate::args::{RangeArgs, ReportFormat};
 use crate::close::closed;
 use crate::failure::{Failure, OrFail, Result};
-use crate::output::{Align, Table, csv_field, json, print};
+use crate::output::{Align, Table, counted, csv_field, json, print};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -262,12 +262,10 @@ fn table(group: Option<GroupArg>, records: &[UsageRecord], query: &UsageQuery) -
         cells.extend(numbers.map(|n| n.to_string()));
         table.row(cells);
     }
-    let records_word = if records.len() == 1 {
-        "record"
-    } else {
-        "records"
-    };
-    let mut footer = vec![format!("TOTAL ({} {records_word})", records.len())];
+    let mut footer = vec![format!(
+        "TOTAL ({})",
+        counted(records.len(), "record", "records")
+    )];
     footer.extend(std::iter::repeat_n(
         String::new(),
         2 + group_columns(group).len(),
