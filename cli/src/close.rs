@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use chrono::Utc;
 use kore_ingest_aws::ledger::UsageLedger;
-use kore_ingest_core::closes::{Adjustment, Close, CloseError, CloseState, settle_time};
+use kore_ingest_core::closes::{Adjustment, Close, CloseState, settle_time};
 use kore_ingest_core::config::{Env, vars};
 use kore_ingest_core::time::{TimeRange, z_time};
 use kore_ingest_core::usage::HourUsage;
 use serde::Serialize;
 
 use crate::args::{Format, RangeArgs, ReportFormat, humane, parse_duration};
-use crate::failure::{Failure, OrFail, Result, describe};
+use crate::failure::{Failure, OrFail, Result};
 use crate::output::{Align, Table, counted, csv_field, json, print};
 
 const CLOSE_EXAMPLES: &str = "\
@@ -87,14 +87,6 @@ impl<'a> From<&'a Close> for CloseJson<'a> {
     }
 }
 
-/// A close refused or failed, as one sentence.
-pub fn close_failure(error: &CloseError, ledger: &UsageLedger) -> Failure {
-    match error {
-        CloseError::Ledger(error) => Failure::Failed(describe(error, ledger.table_name())),
-        refused => Failure::Failed(refused.to_string()),
-    }
-}
-
 pub async fn close(ledger: &UsageLedger, args: CloseArgs) -> Result<ExitCode> {
     let period = args.range.whole_days()?;
     let settles_at = chrono::Duration::from_std(args.grace)
@@ -114,11 +106,7 @@ pub async fn close(ledger: &UsageLedger, args: CloseArgs) -> Result<ExitCode> {
             z_time(settles_at)
         )));
     }
-    let registered = ledger
-        .closes()
-        .register(args.account.as_deref(), period)
-        .await
-        .map_err(|e| close_failure(&e, ledger))?;
+    // Read ahead of registering: a bad setting must not leave a close without a snapshot.
     let settle = match args.settle {
         Some(settle) => settle,
         // As long as the functions trust their copy of the closes, plus a commit's time.
@@ -128,6 +116,11 @@ pub async fn close(ledger: &UsageLedger, args: CloseArgs) -> Result<ExitCode> {
                 .map_err(|e| Failure::Usage(e.to_string()))?,
         ),
     };
+    let registered = ledger
+        .closes()
+        .register(args.account.as_deref(), period)
+        .await
+        .or_fail(ledger)?;
     if !settle.is_zero() {
         eprintln!(
             "close: waiting {} for every function to learn of the close before the snapshot",
@@ -139,7 +132,7 @@ pub async fn close(ledger: &UsageLedger, args: CloseArgs) -> Result<ExitCode> {
         .closes()
         .store_snapshot(&registered)
         .await
-        .map_err(|e| close_failure(&e, ledger))?;
+        .or_fail(ledger)?;
     let text = match args.format {
         Format::Json => json(&CloseJson::from(&closed))?,
         Format::Table => format!(
@@ -297,11 +290,9 @@ fn adjustments_table(records: &[AdjustmentJson<'_>], range: TimeRange) -> Result
             },
             events: 1,
         };
-        total = total
-            .plus(late, || {
-                ("the adjustments' total".into(), range.to_string())
-            })
-            .map_err(|e| Failure::Failed(e.to_string()))?;
+        total = total.plus(late, || {
+            ("the adjustments' total".into(), range.to_string())
+        })?;
         table.row(vec![
             format!("{}..{}", r.period_start, r.period_end),
             r.event_sid.to_owned(),
@@ -346,11 +337,7 @@ pub struct VerifyArgs {
 pub async fn verify(ledger: &UsageLedger, args: VerifyArgs) -> Result<ExitCode> {
     let period = args.range.whole_days()?;
     let close = closed(ledger, args.account.as_deref(), period).await?;
-    let problems = ledger
-        .closes()
-        .verify(&close)
-        .await
-        .map_err(|e| close_failure(&e, ledger))?;
+    let problems = ledger.closes().verify(&close).await.or_fail(ledger)?;
     let mut text = String::new();
     for problem in &problems {
         text.push_str(problem);

@@ -11,7 +11,8 @@ use kore_ingest_aws::ledger::UsageLedger;
 use kore_ingest_core::event::ConnectionEvent;
 use kore_ingest_core::time::{TimeRange, z_time};
 use kore_ingest_core::usage::{
-    Granularity, GroupBy, GroupValue, SessionSummary, UsageFilters, UsageQuery, sessions_of,
+    Granularity, GroupBy, GroupValue, Overflow, SessionSummary, UsageFilters, UsageQuery,
+    sessions_of,
 };
 use serde::{Deserialize, Serialize};
 
@@ -236,9 +237,7 @@ async fn ledger_totals(ledger: &UsageLedger, provider: &Buckets) -> Result<Bucke
                 .entry((sim_sid.clone(), period.start_time, period.end_time))
                 .or_default();
             *total = total.checked_add(record.data_total).ok_or_else(|| {
-                Failure::Failed(format!(
-                    "the usage of SIM {sim_sid} for {period} does not fit a 64-bit count"
-                ))
+                Failure::Failed(Overflow::new(format!("SIM {sim_sid}"), period).to_string())
             })?;
         }
     }
@@ -259,7 +258,7 @@ async fn sim_evidence(
         .into_iter()
         .map(|(_, e)| e)
         .collect();
-    let sessions = sessions_of(sim, &events).map_err(|e| Failure::Failed(e.to_string()))?;
+    let sessions = sessions_of(sim, &events)?;
     Ok((events, sessions))
 }
 

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::ValueEnum;
 use kore_ingest_aws::ledger::UsageLedger;
-use kore_ingest_core::event::{ConnectionEvent, ConnectionKind, DataVolume};
+use kore_ingest_core::event::{ConnectionEvent, ConnectionKind, DataVolume, KindName};
 use kore_ingest_core::stored::StoredEvent;
 use kore_ingest_core::time::{TimeRange, z_time};
 use kore_ingest_core::usage::{Booking, HourUsage};
@@ -98,11 +98,9 @@ pub async fn evidence(ledger: &UsageLedger, args: EvidenceArgs) -> Result<ExitCo
     let mut events = Vec::with_capacity(counted.len());
     for (stored, event) in counted {
         let usage = event.usage.unwrap_or_default();
-        sum = sum
-            .plus(HourUsage::window(usage), || {
-                (format!("SIM {}", args.sim), range.to_string())
-            })
-            .map_err(|e| Failure::Failed(e.to_string()))?;
+        sum = sum.plus(HourUsage::window(usage), || {
+            (format!("SIM {}", args.sim), range.to_string())
+        })?;
         events.push(row(&stored, &event, usage));
     }
     let evidence = Evidence {
@@ -204,35 +202,20 @@ pub struct ExportArgs {
     /// Only events of this kind: test, other, or a Connection Event suffix such as
     /// data-session.updated.
     #[arg(long, value_name = "KIND", value_parser = parse_kind)]
-    pub kind: Option<String>,
+    pub kind: Option<KindName>,
 }
 
 /// A kind as the export's `kind` field names it.
-fn parse_kind(text: &str) -> std::result::Result<String, String> {
-    let known = matches!(text, "test" | "other") || ConnectionKind::from_suffix(text).is_some();
-    match known {
-        true => Ok(text.to_owned()),
-        false => {
-            let suffixes: Vec<&str> = ConnectionKind::ALL.iter().map(|k| k.suffix()).collect();
-            Err(format!(
-                "must be test, other or one of {}",
-                suffixes.join(", ")
-            ))
-        }
-    }
+fn parse_kind(text: &str) -> std::result::Result<KindName, String> {
+    KindName::parse(text).ok_or_else(|| {
+        let suffixes: Vec<&str> = ConnectionKind::ALL.iter().map(|k| k.suffix()).collect();
+        format!("must be test, other or one of {}", suffixes.join(", "))
+    })
 }
 
 /// Whether the export keeps `event`: any kind, or the one asked for.
-fn kept(kind: Option<&str>, event: &ConnectionEvent) -> bool {
-    kind.is_none_or(|kind| event.kind.name() == kind)
-}
-
-/// Whether events of `kind` can carry usage (and so are found through booking lists).
-fn may_carry_usage(kind: Option<&str>) -> bool {
-    match kind.and_then(ConnectionKind::from_suffix) {
-        Some(kind) => kind.carries_usage(),
-        None => kind.is_none(),
-    }
+fn kept(kind: Option<KindName>, event: &ConnectionEvent) -> bool {
+    kind.is_none_or(|kind| KindName::of(&event.kind) == kind)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -372,7 +355,7 @@ impl Output<'_> {
 
 pub async fn export(ledger: &UsageLedger, args: ExportArgs) -> Result<ExitCode> {
     let range = args.range.whole_hours()?;
-    let kind = args.kind.as_deref();
+    let kind = args.kind;
     let stdout = std::io::stdout();
     let mut out = Output {
         out: std::io::BufWriter::new(stdout.lock()),
@@ -380,7 +363,10 @@ pub async fn export(ledger: &UsageLedger, args: ExportArgs) -> Result<ExitCode> 
     if args.format == ExportFormat::Csv && !out.write(EXPORT_CSV_HEADER)? {
         return Ok(ExitCode::SUCCESS);
     }
-    if may_carry_usage(kind) && !export_usage(ledger, range, kind, args.format, &mut out).await? {
+    // Usage events are found through booking lists; the rest through the time index.
+    if kind.is_none_or(KindName::carries_usage)
+        && !export_usage(ledger, range, kind, args.format, &mut out).await?
+    {
         return Ok(ExitCode::SUCCESS);
     }
     for day in range.days() {
@@ -404,7 +390,7 @@ pub async fn export(ledger: &UsageLedger, args: ExportArgs) -> Result<ExitCode> 
 async fn export_usage(
     ledger: &UsageLedger,
     range: TimeRange,
-    kind: Option<&str>,
+    kind: Option<KindName>,
     format: ExportFormat,
     out: &mut Output<'_>,
 ) -> Result<bool> {

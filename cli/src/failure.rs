@@ -1,7 +1,9 @@
 //! Failures as one plain sentence: no debug dumps of SDK errors, no backtraces.
 
 use kore_ingest_aws::ledger::UsageLedger;
+use kore_ingest_core::closes::CloseError;
 use kore_ingest_core::port::LedgerError;
+use kore_ingest_core::usage::Overflow;
 
 /// Why a command did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +24,24 @@ pub trait OrFail<T> {
 impl<T> OrFail<T> for std::result::Result<T, LedgerError> {
     fn or_fail(self, ledger: &UsageLedger) -> Result<T> {
         self.map_err(|error| Failure::Failed(describe(&error, ledger.table_name())))
+    }
+}
+
+/// A close refused or failed: the ledger's errors described like any other, the rest as
+/// they say themselves.
+impl<T> OrFail<T> for std::result::Result<T, CloseError> {
+    fn or_fail(self, ledger: &UsageLedger) -> Result<T> {
+        self.map_err(|error| match error {
+            CloseError::Ledger(error) => Failure::Failed(describe(&error, ledger.table_name())),
+            refused => Failure::Failed(refused.to_string()),
+        })
+    }
+}
+
+/// A sum that does not fit: it names whose usage and which period.
+impl From<Overflow> for Failure {
+    fn from(overflow: Overflow) -> Self {
+        Failure::Failed(overflow.to_string())
     }
 }
 
@@ -164,14 +184,18 @@ fn error_chain(message: &str) -> &str {
 }
 
 /// An outcome's reason without the SDK's debug dump. A retryable ledger error's text
-/// (`DynamoDB Op failed for a passing reason (...); retry`) is described as errors are.
+/// (`DynamoDB Op failed for a passing reason (...); retry`) is described as errors are,
+/// also where it ends a longer reason (`could not quarantine (...): DynamoDB ...`).
 pub fn clean_reason(reason: &str, table: &str) -> String {
-    let sdk = reason
+    let (head, error) = reason
+        .find("DynamoDB ")
+        .map_or(("", reason), |at| reason.split_at(at));
+    let sdk = error
         .strip_prefix("DynamoDB ")
         .and_then(|rest| rest.split_once(" failed for a passing reason ("))
         .and_then(|(operation, rest)| Some((operation, rest.strip_suffix("); retry")?)));
     if let Some((operation, message)) = sdk {
-        return describe_sdk(operation, None, message, table);
+        return format!("{head}{}", describe_sdk(operation, None, message, table));
     }
     let chain = error_chain(reason);
     let mut text = chain.to_owned();
@@ -295,5 +319,22 @@ mod tests {
             clean_reason("invocation deadline reached before this write started", "t"),
             "invocation deadline reached before this write started"
         );
+    }
+
+    #[test]
+    fn a_failed_quarantine_reads_like_the_error_behind_it() {
+        let error = LedgerError::Retryable {
+            operation: "PutItem",
+            code: None,
+            message: "dispatch failure: io error: client error (Connect): tcp connect error: Connection refused (os error 111) (DispatchFailure(...))".into(),
+        };
+        let reason = format!("could not quarantine (payload is not UTF-8): {error}");
+        let text = clean_reason(&reason, "t");
+        assert!(
+            text.starts_with("could not quarantine (payload is not UTF-8): "),
+            "{text}"
+        );
+        assert!(text.contains("the connection was refused"), "{text}");
+        assert!(!text.contains("DispatchFailure"), "{text}");
     }
 }

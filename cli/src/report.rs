@@ -2,17 +2,12 @@
 
 use std::process::ExitCode;
 
-use std::collections::BTreeMap;
-
 use kore_ingest_aws::ledger::UsageLedger;
-use kore_ingest_core::time::TimeRange;
-use kore_ingest_core::usage::{
-    Granularity, GroupBy, GroupValue, HourUsage, UsageFilters, UsageQuery, UsageRecord,
-};
+use kore_ingest_core::usage::{HourUsage, UsageFilters};
 use serde::Serialize;
 
 use crate::args::{ReportFormat, parse_period};
-use crate::failure::{Failure, OrFail, Result};
+use crate::failure::{OrFail, Result};
 use crate::output::{Align, Table, counted, csv_field, human_bytes, json, print};
 
 const EXAMPLES: &str = "\
@@ -61,7 +56,6 @@ struct Row {
 
 pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
     let period = args.period.as_str();
-    let range = TimeRange::of_period(period).map_err(|e| Failure::Usage(e.to_string()))?;
     // Usage is booked to the account and fleet each event named: a SIM that moved fleet
     // mid-month shows here only with what it used in that fleet.
     let filters = UsageFilters {
@@ -70,16 +64,21 @@ pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
         fleet_sid: args.fleet.clone(),
         ..UsageFilters::default()
     };
-    let query = UsageQuery::new(
-        range.start(),
-        range.end(),
-        Granularity::All,
-        Some(GroupBy::Sim),
-        filters,
-    )
-    .map_err(|e| Failure::Usage(e.to_string()))?;
-    let records = ledger.rollups().usage(&query).await.or_fail(ledger)?;
-    let rows = per_sim(period, &records)?;
+    let rows: Vec<Row> = ledger
+        .rollups()
+        .usage_per_sim(period, filters)
+        .await
+        .or_fail(ledger)?
+        .into_iter()
+        .map(|(sim_sid, sum)| Row {
+            sim_sid,
+            period: period.to_owned(),
+            data_upload: sum.usage.upload,
+            data_download: sum.usage.download,
+            data_total: sum.usage.total,
+            usage_events: sum.events,
+        })
+        .collect();
     let text = match args.format {
         ReportFormat::Json => json(&rows)?,
         ReportFormat::Csv => csv(&rows),
@@ -90,36 +89,6 @@ pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
     };
     print(&text)?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// The records of `usage --group sim`, one row per SIM (a SIM booked to two accounts has
-/// two records), sorted by SIM; sums checked.
-fn per_sim(period: &str, records: &[UsageRecord]) -> Result<Vec<Row>> {
-    let mut sums: BTreeMap<&str, HourUsage> = BTreeMap::new();
-    for record in records {
-        let Some(GroupValue::Sim { sim_sid, .. }) = &record.group else {
-            continue;
-        };
-        let sum = sums.entry(sim_sid).or_default();
-        let usage = HourUsage {
-            usage: record.usage(),
-            events: record.usage_events,
-        };
-        *sum = sum
-            .plus(usage, || (format!("SIM {sim_sid}"), period.to_owned()))
-            .map_err(|e| Failure::Failed(e.to_string()))?;
-    }
-    Ok(sums
-        .into_iter()
-        .map(|(sim_sid, sum)| Row {
-            sim_sid: sim_sid.to_owned(),
-            period: period.to_owned(),
-            data_upload: sum.usage.upload,
-            data_download: sum.usage.download,
-            data_total: sum.usage.total,
-            usage_events: sum.events,
-        })
-        .collect())
 }
 
 fn csv(rows: &[Row]) -> String {
@@ -158,9 +127,7 @@ fn table(rows: &[Row]) -> Result<String> {
             },
             events: row.usage_events,
         };
-        sum = sum
-            .plus(usage, || ("the report's total".into(), row.period.clone()))
-            .map_err(|e| Failure::Failed(e.to_string()))?;
+        sum = sum.plus(usage, || ("the report's total".into(), row.period.clone()))?;
         table.row(vec![
             row.sim_sid.clone(),
             row.period.clone(),

@@ -85,8 +85,8 @@ pub enum GroupArg {
 }
 
 impl Args {
-    /// The query the arguments ask; `report` asks the same way.
-    pub fn query(&self) -> std::result::Result<UsageQuery, String> {
+    /// The query the arguments ask.
+    fn query(&self) -> std::result::Result<UsageQuery, String> {
         let granularity = match self.granularity {
             GranularityArg::Hour => Granularity::Hour,
             GranularityArg::Day => Granularity::Day,
@@ -149,11 +149,7 @@ async fn closed_records(
         ));
     }
     let close = closed(ledger, args.account.as_deref(), query.range()).await?;
-    let lines = ledger
-        .closes()
-        .snapshot(&close)
-        .await
-        .map_err(|e| crate::close::close_failure(&e, ledger))?;
+    let lines = ledger.closes().snapshot(&close).await.or_fail(ledger)?;
     aggregate(query, snapshot_cells(&close, &lines)).map_err(|e| Failure::Failed(e.to_string()))
 }
 
@@ -244,11 +240,9 @@ fn table(group: Option<GroupArg>, records: &[UsageRecord], query: &UsageQuery) -
             usage: record.usage(),
             events: record.usage_events,
         };
-        sum = sum
-            .plus(usage, || {
-                ("the table's total".into(), query.range().to_string())
-            })
-            .map_err(|e| Failure::Failed(e.to_string()))?;
+        sum = sum.plus(usage, || {
+            ("the table's total".into(), query.range().to_string())
+        })?;
         let mut cells = vec![
             record.account_sid.clone().unwrap_or_else(|| "-".into()),
             z_time(record.period.start_time),

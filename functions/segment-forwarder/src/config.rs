@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use kore_ingest_aws::secrets::read_secret;
-use kore_ingest_core::config::{Env, vars};
-use kore_ingest_core::event::{ConnectionKind, EventKind};
+use kore_ingest_core::config::{Env, comma_list, vars};
+use kore_ingest_core::event::{ConnectionKind, EventKind, KindName};
 use kore_ingest_core::secrets::parse_write_key;
 
 /// Segment's US endpoint; the EU one is `https://events.eu1.segmentapis.com`.
@@ -16,8 +16,6 @@ pub const DEFAULT_ENDPOINT: &str = "https://api.segment.io";
 pub enum ConfigError {
     #[error(transparent)]
     Env(#[from] kore_ingest_core::config::ConfigError),
-    #[error("{var} is invalid: {reason}")]
-    Invalid { var: &'static str, reason: String },
     #[error(
         "no Segment write key: set SEGMENT_WRITE_KEY_SECRET_ARN (deployed) or SEGMENT_WRITE_KEY"
     )]
@@ -28,29 +26,22 @@ pub enum ConfigError {
     Http(String),
 }
 
+/// A variable with a value the forwarder cannot use, worded like every other variable's.
 fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
+    ConfigError::Env(kore_ingest_core::config::ConfigError::Invalid {
         var,
         reason: reason.into(),
-    }
+    })
 }
 
 /// Which event kinds are forwarded (`SEGMENT_EVENT_KINDS`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KindSet {
-    connection: Vec<ConnectionKind>,
-    test: bool,
-    other: bool,
-}
+pub struct KindSet(Vec<KindName>);
 
 impl Default for KindSet {
     /// Every Connection Event, no test events, no unknown types.
     fn default() -> Self {
-        KindSet {
-            connection: ConnectionKind::ALL.to_vec(),
-            test: false,
-            other: false,
-        }
+        KindSet(ConnectionKind::ALL.map(KindName::Connection).to_vec())
     }
 }
 
@@ -60,52 +51,38 @@ impl KindSet {
     /// `test` for test events, `other` for types the parser does not know, `all` for
     /// everything. Empty: the default (`connection`).
     pub fn parse(list: &str) -> Result<Self, ConfigError> {
-        let names: Vec<&str> = list
-            .split(',')
-            .map(str::trim)
-            .filter(|n| !n.is_empty())
-            .collect();
+        let names = comma_list(list);
         if names.is_empty() {
             return Ok(KindSet::default());
         }
-        let mut set = KindSet {
-            connection: Vec::new(),
-            test: false,
-            other: false,
-        };
-        for name in names {
-            match name {
-                "all" => {
-                    set.connection = ConnectionKind::ALL.to_vec();
-                    set.test = true;
-                    set.other = true;
+        let mut set = Vec::new();
+        for name in &names {
+            let kinds = match name.as_str() {
+                "all" => [KindName::Test, KindName::Other]
+                    .into_iter()
+                    .chain(KindSet::default().0)
+                    .collect(),
+                "connection" => KindSet::default().0,
+                name => vec![KindName::parse(name).ok_or_else(|| {
+                    invalid(
+                        "SEGMENT_EVENT_KINDS",
+                        format!(
+                            "unknown kind `{name}` (use connection, all, test, other or a Connection Event suffix such as data-session.updated)"
+                        ),
+                    )
+                })?],
+            };
+            for kind in kinds {
+                if !set.contains(&kind) {
+                    set.push(kind);
                 }
-                "connection" => set.connection = ConnectionKind::ALL.to_vec(),
-                "test" => set.test = true,
-                "other" => set.other = true,
-                suffix => match ConnectionKind::from_suffix(suffix) {
-                    Some(kind) if !set.connection.contains(&kind) => set.connection.push(kind),
-                    Some(_) => {}
-                    None => {
-                        return Err(invalid(
-                            "SEGMENT_EVENT_KINDS",
-                            format!(
-                                "unknown kind `{suffix}` (use connection, all, test, other or a Connection Event suffix such as data-session.updated)"
-                            ),
-                        ));
-                    }
-                },
             }
         }
-        Ok(set)
+        Ok(KindSet(set))
     }
 
     pub fn includes(&self, kind: &EventKind) -> bool {
-        match kind {
-            EventKind::Connection(kind) => self.connection.contains(kind),
-            EventKind::Test => self.test,
-            EventKind::Other(_) => self.other,
-        }
+        self.0.contains(&KindName::of(kind))
     }
 }
 

@@ -25,7 +25,7 @@ use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
-use kore_ingest_aws::ledger::inserted_event;
+use kore_ingest_aws::ledger::{inserted_event, is_event_insert};
 use kore_ingest_core::config::Env;
 use kore_ingest_core::deadline::work_deadline;
 use kore_ingest_core::event::EventKind;
@@ -143,13 +143,16 @@ impl Pending {
 impl<S: Sink> Forwarder<S> {
     /// The call for one record, or why there is none.
     fn prepare(&self, index: usize, record: &EventRecord) -> Result<Pending, RecordOutcome> {
+        // The keys first (two attributes): most records are rollups and booking lists, whose
+        // images are never converted.
         let keys: HashMap<String, AttributeValue> = record.change.keys.clone().into();
+        if !is_event_insert(&record.event_name, &keys) {
+            return Err(RecordOutcome::Ignored);
+        }
         let image: HashMap<String, AttributeValue> = record.change.new_image.clone().into();
-        let stored = inserted_event(&record.event_name, &keys, &image)
-            .ok_or(RecordOutcome::Ignored)?
-            .map_err(|e| RecordOutcome::Undecodable {
-                reason: e.to_string(),
-            })?;
+        let stored = inserted_event(&keys, &image).map_err(|e| RecordOutcome::Undecodable {
+            reason: e.to_string(),
+        })?;
         let kind = EventKind::classify(&stored.event_type);
         if !self.config.kinds.includes(&kind) {
             return Err(RecordOutcome::Skipped {

@@ -108,6 +108,10 @@ pub enum CloseError {
     #[error("the snapshot cannot be read: {0}")]
     SnapshotUnreadable(String),
     #[error(transparent)]
+    Overflow(#[from] Overflow),
+    #[error("the rollup of {subject} on {day} counts more late usage than usage")]
+    LateAboveTotal { subject: String, day: NaiveDate },
+    #[error(transparent)]
     Ledger(#[from] LedgerError),
 }
 
@@ -123,7 +127,7 @@ pub struct SnapshotLine {
 /// fleet, network and country; tabs, newlines and backslashes inside a value escaped.
 pub fn canonical_text(lines: &[SnapshotLine]) -> String {
     let mut sorted: Vec<&SnapshotLine> = lines.iter().collect();
-    sorted.sort_by(|a, b| booking_order(&a.booking).cmp(&booking_order(&b.booking)));
+    sorted.sort_by_key(|line| ByAccount(&line.booking));
     let mut text = String::new();
     for line in sorted {
         let b = &line.booking;
@@ -149,22 +153,34 @@ pub fn canonical_text(lines: &[SnapshotLine]) -> String {
     text
 }
 
-type BookingOrder<'a> = (
-    Option<&'a str>,
-    &'a str,
-    Option<&'a str>,
-    Option<&'a str>,
-    Option<&'a str>,
-);
+/// A booking ordered by account first, then SIM, fleet, network and country: the order of
+/// a snapshot's lines and of `verify`'s problems.
+#[derive(PartialEq, Eq)]
+struct ByAccount<'a>(&'a Booking);
 
-fn booking_order(b: &Booking) -> BookingOrder<'_> {
-    (
-        b.account_sid.as_deref(),
-        &b.sim_sid,
-        b.fleet_sid.as_deref(),
-        b.network_sid.as_deref(),
-        b.iso_country.as_deref(),
-    )
+impl ByAccount<'_> {
+    fn key(&self) -> (Option<&str>, &str, Option<&str>, Option<&str>, Option<&str>) {
+        let b = self.0;
+        (
+            b.account_sid.as_deref(),
+            &b.sim_sid,
+            b.fleet_sid.as_deref(),
+            b.network_sid.as_deref(),
+            b.iso_country.as_deref(),
+        )
+    }
+}
+
+impl Ord for ByAccount<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+impl PartialOrd for ByAccount<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 fn escape(value: Option<&str>) -> String {
@@ -314,11 +330,10 @@ pub fn snapshot_lines(
             continue;
         }
         let before = rollup.day_total.checked_sub(rollup.late).ok_or_else(|| {
-            LedgerError::Invalid(format!(
-                "the rollup of {} on {} counts more late usage than usage",
-                rollup.booking.subject(),
-                rollup.day
-            ))
+            CloseError::LateAboveTotal {
+                subject: rollup.booking.subject(),
+                day: rollup.day,
+            }
         })?;
         let (latest, line) = lines.entry(&rollup.booking).or_insert_with(|| {
             let line = SnapshotLine {
@@ -366,28 +381,29 @@ pub fn verify(
         }
     };
     // Per booking: (usage, late) live, and (snapshot, adjustments) recorded.
-    let mut live: BTreeMap<&Booking, (HourUsage, HourUsage)> = BTreeMap::new();
+    let mut live: BTreeMap<ByAccount, (HourUsage, HourUsage)> = BTreeMap::new();
     for rollup in rollups {
         if !close.covers(rollup.booking.account_sid.as_deref(), rollup.day) {
             continue;
         }
-        let entry = live.entry(&rollup.booking).or_default();
+        let entry = live.entry(ByAccount(&rollup.booking)).or_default();
         entry.0 = add(entry.0, rollup.day_total, &rollup.booking, close)?;
         entry.1 = add(entry.1, rollup.late, &rollup.booking, close)?;
     }
-    let mut recorded: BTreeMap<&Booking, (HourUsage, HourUsage)> = BTreeMap::new();
+    let mut recorded: BTreeMap<ByAccount, (HourUsage, HourUsage)> = BTreeMap::new();
     for line in &snapshot {
-        recorded.entry(&line.booking).or_default().0 = line.usage;
+        recorded.entry(ByAccount(&line.booking)).or_default().0 = line.usage;
     }
     for adjustment in adjustments {
-        let entry = recorded.entry(&adjustment.booking).or_default();
+        let entry = recorded.entry(ByAccount(&adjustment.booking)).or_default();
         let late = HourUsage::window(adjustment.usage);
         entry.1 = add(entry.1, late, &adjustment.booking, close)?;
     }
-    let bookings: BTreeSet<&Booking> = live.keys().chain(recorded.keys()).copied().collect();
-    for booking in bookings {
-        let (live_usage, late) = live.get(booking).copied().unwrap_or_default();
-        let (snapshot_usage, adjusted) = recorded.get(booking).copied().unwrap_or_default();
+    let bookings: BTreeSet<&ByAccount> = live.keys().chain(recorded.keys()).collect();
+    for key in bookings {
+        let booking = key.0;
+        let (live_usage, late) = live.get(key).copied().unwrap_or_default();
+        let (snapshot_usage, adjusted) = recorded.get(key).copied().unwrap_or_default();
         let name = format!(
             "{} {}",
             booking.sim_sid,
@@ -414,10 +430,7 @@ fn add(
     booking: &Booking,
     close: &Close,
 ) -> Result<HourUsage, CloseError> {
-    a.plus(b, || (booking.subject(), close.period.to_string()))
-        .map_err(|overflow: Overflow| {
-            CloseError::Ledger(LedgerError::Invalid(overflow.to_string()))
-        })
+    Ok(a.plus(b, || (booking.subject(), close.period.to_string()))?)
 }
 
 #[cfg(test)]
@@ -572,5 +585,19 @@ mod tests {
         let problems = verify(&close, &snapshot, &[rollup], &[]).unwrap();
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].contains("is not the live 15 B"), "{problems:?}");
+    }
+
+    #[test]
+    fn problems_are_listed_by_account_then_sim_as_the_snapshot_is() {
+        let close = november(None);
+        // Two bookings whose SIM order and account order disagree, both missing live usage.
+        let snapshot = canonical_text(&[line("AC2", "HS1", "a", 10), line("AC1", "HS9", "b", 20)]);
+        let problems = verify(&close, &snapshot, &[], &[]).unwrap();
+        let named: Vec<&str> = problems
+            .iter()
+            .filter_map(|p| p.split(':').next())
+            .filter(|name| name.starts_with("HS"))
+            .collect();
+        assert_eq!(named, ["HS9 AC1", "HS1 AC2"], "{problems:?}");
     }
 }

@@ -141,14 +141,7 @@ impl Env {
     /// A comma-separated list; blanks between commas are dropped.
     pub fn list(&self, name: &str) -> Vec<String> {
         self.text(name)
-            .map(|value| {
-                value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|item| !item.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
+            .map(|value| comma_list(&value))
             .unwrap_or_default()
     }
 
@@ -198,6 +191,17 @@ impl Env {
         self.number(var)
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
     }
+}
+
+/// A comma-separated list, blanks between commas dropped: how every list is written, in a
+/// variable or in a secret document.
+pub fn comma_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 #[cfg(test)]

@@ -70,6 +70,11 @@ pub fn delivery_tag(provider: Provider, origin: &Origin) -> String {
     format!("{}#{}", provider.as_str(), origin.path())
 }
 
+/// The provider part of a [`delivery_tag`]: `kore` of `kore#kinesis`.
+pub fn tag_provider(tag: &str) -> &str {
+    tag.split_once('#').map_or(tag, |(provider, _)| provider)
+}
+
 /// What happened to one input. Every input ends in exactly one of these.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

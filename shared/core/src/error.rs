@@ -1,6 +1,8 @@
 //! The one error of the ledger, whatever implements it: what failed, whether a retry can
 //! help, and the service's code when there is one.
 
+use crate::usage::Overflow;
+
 /// Why the ledger could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LedgerError {
@@ -23,6 +25,9 @@ pub enum LedgerError {
     CorruptItem { pk: String, reason: String },
     #[error("cannot store event: {0}")]
     Invalid(String),
+    /// A sum of stored usage that does not fit a 64-bit count, naming whose and when.
+    #[error(transparent)]
+    Overflow(#[from] Overflow),
 }
 
 impl LedgerError {

@@ -27,7 +27,7 @@ pub mod config;
 pub mod copies;
 pub mod deadline;
 pub mod delivery;
-pub mod error;
+mod error;
 pub mod event;
 pub mod metrics;
 pub mod port;

@@ -4,6 +4,8 @@
 
 use serde::Deserialize;
 
+use crate::config::comma_list;
+
 /// A secret that does not hold what it should.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the secret {what}")]
@@ -64,16 +66,6 @@ pub fn parse_signing_secrets(text: &str) -> Result<SigningSecrets, SecretError> 
         kore: comma_list(&document.kore),
         twilio: comma_list(&document.twilio),
     })
-}
-
-/// A comma-separated list, blanks dropped.
-pub fn comma_list(value: &str) -> Vec<String> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 /// The Segment write key from its secret's text (`SEGMENT_WRITE_KEY_SECRET_ARN`): the key

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::event::Provider;
+use crate::time::timestamp;
 
 /// How every spilled record starts (and so how the consumer tells it from a CloudEvent).
 pub const MARKER: &str = r#"{"kore_ingest_spill":1,"#;
@@ -44,11 +45,7 @@ pub fn encode(request: &SpilledRequest, events: &[&str]) -> Result<Vec<Vec<u8>>,
         "{MARKER}\"provider\":{},\"request_id\":{},\"received_at\":{},\"events\":[",
         serde_json::Value::from(request.provider.map(Provider::as_str)),
         serde_json::Value::from(request.request_id.as_str()),
-        serde_json::Value::from(
-            request
-                .received_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-        ),
+        serde_json::Value::from(timestamp(request.received_at)),
     );
     let tail = "]}";
     let mut records = Vec::new();

@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::delivery::tag_provider;
 use crate::error::LedgerError;
 use crate::event::{ConnectionEvent, DataHash, DedupeKey, Provider, from_stored};
 
@@ -28,7 +29,7 @@ impl StoredEvent {
         let provider = self
             .deliveries
             .iter()
-            .filter_map(|tag| Provider::from_name(tag.split('#').next().unwrap_or_default()))
+            .filter_map(|tag| Provider::from_name(tag_provider(tag)))
             .min()
             .unwrap_or(Provider::Kore);
         from_stored(
@@ -42,14 +43,6 @@ impl StoredEvent {
             pk: format!("event {}", self.key),
             reason: format!("stored data no longer parses: {e}"),
         })
-    }
-
-    /// What the duplicate check compares a copy with.
-    pub fn digest(&self) -> StoredDigest {
-        StoredDigest {
-            data_hash: self.data_hash,
-            deliveries: self.deliveries.clone(),
-        }
     }
 }
 
@@ -73,6 +66,6 @@ impl EventDeliveries {
     pub fn delivered_by(&self, provider: &str) -> bool {
         self.deliveries
             .iter()
-            .any(|tag| tag.split('#').next() == Some(provider))
+            .any(|tag| tag_provider(tag) == provider)
     }
 }

@@ -80,16 +80,11 @@ impl TimeRange {
 
     /// The UTC days the range touches, in order.
     pub fn days(&self) -> Vec<NaiveDate> {
-        let mut days = Vec::new();
-        let mut day = self.start.date_naive();
-        while self.end > midnight(day) {
-            days.push(day);
-            match day.succ_opt() {
-                Some(next) => day = next,
-                None => break,
-            }
-        }
-        days
+        self.start
+            .date_naive()
+            .iter_days()
+            .take_while(|day| self.end > midnight(*day))
+            .collect()
     }
 
     /// The hours (0-23) of `day` that the range contains.

@@ -8,8 +8,7 @@ use kore_ingest_aws::ledger::{Item, LedgerConfig, UsageLedger, create_table, key
 use kore_ingest_core::delivery::{Delivery, Outcome};
 use kore_ingest_core::event::{ConnectionEvent, DataVolume, ParsedItem};
 use kore_ingest_core::port::{Ledger, LedgerError};
-use kore_ingest_core::time::TimeRange;
-use kore_ingest_core::usage::{Granularity, GroupBy, GroupValue, UsageFilters, UsageQuery};
+use kore_ingest_core::usage::UsageFilters;
 
 use crate::faults;
 
@@ -88,38 +87,21 @@ pub trait LedgerExt {
     async fn sim_status(&self, sim_sid: &str) -> Result<Option<SimStatus>, LedgerError>;
 }
 
-/// Per SIM, the usage of `period` that `filters` select, from the `usage` query.
+/// Per SIM, the usage of `period` that `filters` select, as `report` reads it.
 async fn per_sim(
     ledger: &UsageLedger,
     period: &str,
     filters: UsageFilters,
 ) -> Result<Vec<SimUsage>, LedgerError> {
-    let range = TimeRange::of_period(period).map_err(|e| LedgerError::Invalid(e.to_string()))?;
-    let query = UsageQuery::new(
-        range.start(),
-        range.end(),
-        Granularity::All,
-        Some(GroupBy::Sim),
-        filters,
-    )
-    .map_err(|e| LedgerError::Invalid(e.to_string()))?;
-    let mut sums: std::collections::BTreeMap<String, SimUsage> = Default::default();
-    for record in ledger.rollups().usage(&query).await? {
-        let Some(GroupValue::Sim { sim_sid, .. }) = &record.group else {
-            continue;
-        };
-        let sum = sums.entry(sim_sid.clone()).or_insert_with(|| SimUsage {
-            sim_sid: sim_sid.clone(),
-            usage: DataVolume::default(),
-            usage_events: 0,
-        });
-        sum.usage = sum
-            .usage
-            .checked_add(record.usage())
-            .expect("test sums fit");
-        sum.usage_events += record.usage_events;
-    }
-    Ok(sums.into_values().collect())
+    let sums = ledger.rollups().usage_per_sim(period, filters).await?;
+    Ok(sums
+        .into_iter()
+        .map(|(sim_sid, sum)| SimUsage {
+            sim_sid,
+            usage: sum.usage,
+            usage_events: sum.events,
+        })
+        .collect())
 }
 
 impl LedgerExt for UsageLedger {

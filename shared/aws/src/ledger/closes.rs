@@ -153,19 +153,24 @@ impl Closes {
         }
         let snapshot_at = timestamp(Utc::now());
         let (expression, values) = closed_update(&sha256, &snapshot_at, lines.len() as u64, parts);
-        self.table
-            .client()
-            .update_item()
-            .table_name(self.table.name())
-            .set_key(Some(registry_key(&id)))
-            .update_expression(expression)
-            .condition_expression("#state = :settling")
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_names("#lines", "lines")
-            .set_expression_attribute_values(Some(values))
-            .send()
-            .await
-            .map_err(|e| super::error::from_sdk("UpdateItem", e))?;
+        let names = [("#state", "state"), ("#lines", "lines")];
+        let stored = self
+            .table
+            .update_if(
+                registry_key(&id),
+                &expression,
+                "#state = :settling",
+                &names,
+                values,
+            )
+            .await?;
+        if !stored {
+            return Err(CloseError::Ledger(LedgerError::Rejected {
+                operation: "UpdateItem",
+                code: Some("ConditionalCheckFailedException".into()),
+                message: format!("the close {id} is no longer settling: another close stored it"),
+            }));
+        }
         Ok(Close {
             state: CloseState::Closed,
             snapshot_sha256: Some(sha256),

@@ -1,8 +1,12 @@
 //! The quarantine store: entries written once per kind, path and bytes, listed newest first,
 //! read whole, deleted after a redrive.
 
+use kore_ingest_core::delivery::Outcome;
 use kore_ingest_core::port::LedgerError;
-use kore_ingest_core::quarantine::{QuarantineEntry, QuarantineSummary, QuarantinedPayload};
+use kore_ingest_core::quarantine::{
+    QuarantineEntry, QuarantineSummary, QuarantinedPayload, quarantine_or_retry,
+};
+use tokio::time::Instant;
 
 use super::items::attrs::{Item, key};
 use super::items::quarantine::{
@@ -38,6 +42,17 @@ impl QuarantineStore {
             .await?;
         self.table.put_if_absent(items.entry).await?;
         Ok(items.id)
+    }
+
+    /// Quarantines a whole payload on the write path, or hands the input back to be retried
+    /// (`kore_ingest_core::quarantine::quarantine_or_retry`).
+    pub async fn put_or_retry(
+        &self,
+        entry: QuarantineEntry<'_>,
+        deadline: Option<Instant>,
+    ) -> Outcome {
+        let reason = entry.reason.clone();
+        quarantine_or_retry(&reason, deadline, || self.put(entry, usize::MAX)).await
     }
 
     /// The quarantine, newest first, at most `limit` entries.

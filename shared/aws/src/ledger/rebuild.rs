@@ -5,18 +5,17 @@
 //! A rewrite is conditional on the rollup's version, so a commit that lands meanwhile is
 //! never overwritten: the rollup is compared again instead.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::NaiveDate;
 use kore_ingest_core::event::DedupeKey;
 use kore_ingest_core::port::LedgerError;
-use kore_ingest_core::time::TimeRange;
+use kore_ingest_core::time::{TimeRange, day_text};
 use kore_ingest_core::usage::{
     Booking, BookingNames, DayBooking, HourUsage, Overflow, checked_sum, fold,
 };
 
-use super::error::{condition_failed, from_sdk};
 use super::items::attrs::Item;
 use super::items::rollup::{StoredRollup, VERSION, rollup_key, rollup_rewrite};
 use super::read::events::Events;
@@ -69,10 +68,6 @@ struct Rewrite<'a> {
     names: &'a BookingNames,
     /// The version read; `None`: the rollup did not exist.
     version: Option<u64>,
-}
-
-fn overflow(error: Overflow) -> LedgerError {
-    LedgerError::Invalid(error.to_string())
 }
 
 impl Rebuilder {
@@ -181,63 +176,38 @@ impl Rebuilder {
             }
         }
         let count = parts.len();
-        Ok((fold(parts).map_err(overflow)?, count))
+        Ok((fold(parts)?, count))
     }
 
     /// Makes a rollup what the events say, if no commit changed it since it was read (false
     /// when one did). A rollup left without usage is deleted.
     async fn rewrite(&self, rewrite: Rewrite<'_>) -> Result<bool, LedgerError> {
         // Unchanged since it was read (its version), or still absent.
-        let (condition, seen) = match rewrite.version {
-            Some(version) => ("#v = :seen", Some(AttributeValue::N(version.to_string()))),
-            None => ("attribute_not_exists(pk)", None),
+        let (condition, names, mut values) = match rewrite.version {
+            Some(version) => (
+                "#v = :seen",
+                vec![("#v", VERSION)],
+                Item::from([(":seen".to_owned(), AttributeValue::N(version.to_string()))]),
+            ),
+            None => ("attribute_not_exists(pk)", Vec::new(), Item::new()),
         };
-        let names = seen
-            .as_ref()
-            .map(|_| HashMap::from([("#v".to_owned(), VERSION.to_owned())]));
-        let mut values = seen.map(|seen| HashMap::from([(":seen".to_owned(), seen)]));
-        let client = self.table.client();
-        let result = if rewrite.day.events == 0 {
-            let result = client
-                .delete_item()
-                .table_name(self.table.name())
-                .set_key(Some(rewrite.key))
-                .condition_expression(condition)
-                .set_expression_attribute_names(names)
-                .set_expression_attribute_values(values)
-                .send()
-                .await
-                .map(|_| ());
-            result.map_err(|e| (condition_failed(&e), from_sdk("DeleteItem", e)))
-        } else {
-            let update = rollup_rewrite(
-                rewrite.key,
-                rewrite.hours,
-                rewrite.wanted,
-                rewrite.day,
-                rewrite.names,
-            );
-            values
-                .get_or_insert_with(HashMap::new)
-                .extend(update.values);
-            let result = client
-                .update_item()
-                .table_name(self.table.name())
-                .set_key(Some(update.key))
-                .update_expression(update.expression)
-                .condition_expression(condition)
-                .set_expression_attribute_names(names)
-                .set_expression_attribute_values(values)
-                .send()
-                .await
-                .map(|_| ());
-            result.map_err(|e| (condition_failed(&e), from_sdk("UpdateItem", e)))
-        };
-        match result {
-            Ok(()) => Ok(true),
-            Err((true, _)) => Ok(false),
-            Err((false, error)) => Err(error),
+        if rewrite.day.events == 0 {
+            return self
+                .table
+                .delete_if(rewrite.key, condition, &names, values)
+                .await;
         }
+        let update = rollup_rewrite(
+            rewrite.key,
+            rewrite.hours,
+            rewrite.wanted,
+            rewrite.day,
+            rewrite.names,
+        );
+        values.extend(update.values);
+        self.table
+            .update_if(update.key, &update.expression, condition, &names, values)
+            .await
     }
 }
 
@@ -266,13 +236,8 @@ fn compare<'a>(
             false => stored_hours.and_then(|s| s.get(&h)).copied(),
         })
         .collect();
-    let subject = || {
-        format!(
-            "the usage of {} on {day} does not fit a 64-bit count",
-            booking.subject()
-        )
-    };
-    let expected_day = checked_sum(&day_cells).ok_or_else(|| LedgerError::Invalid(subject()))?;
+    let overflow = || Overflow::new(booking.subject(), day_text(*day));
+    let expected_day = checked_sum(&day_cells).ok_or_else(overflow)?;
     let day_total_differs = stored.and_then(|r| r.day_total).unwrap_or_default() != expected_day;
     if differing.is_empty() && !day_total_differs {
         return Ok(None);
@@ -282,7 +247,7 @@ fn compare<'a>(
             .iter()
             .filter_map(|h| cells.and_then(|c| c.get(h)).copied())
             .collect();
-        checked_sum(&range_hours).ok_or_else(|| LedgerError::Invalid(subject()))
+        checked_sum(&range_hours).ok_or_else(overflow)
     };
     let difference = RollupDifference {
         day: *day,

@@ -8,33 +8,28 @@ use super::items::attrs::Item;
 use super::items::event::stored_event_of;
 use super::keys;
 
-/// The stored event of a stream record, if the record is the insert of an event record:
-/// `event_name` as the stream says it (`INSERT`, `MODIFY`, `REMOVE`), `keys` its keys and
-/// `new_image` the item written. A copy from another provider only modifies the record, so
-/// an event is inserted once however it was delivered; every other item is no event.
-pub fn inserted_event(
-    event_name: &str,
-    keys_of_record: &Item,
-    new_image: &Item,
-) -> Option<Result<StoredEvent, LedgerError>> {
-    let key = |name: &str| {
-        [keys_of_record, new_image]
-            .into_iter()
-            .find_map(|item| super::items::attrs::string_attr(item, name))
-    };
-    let is_event = event_name == "INSERT"
+/// Whether a stream record is the insert of an event record: `event_name` as the stream
+/// says it (`INSERT`, `MODIFY`, `REMOVE`), `keys_of_record` its keys. A copy from another
+/// provider only modifies the record, so an event is inserted once however it was delivered;
+/// every other item (rollups, booking lists, callbacks, the quarantine) is no event.
+pub fn is_event_insert(event_name: &str, keys_of_record: &Item) -> bool {
+    let key = |name: &str| super::items::attrs::string_attr(keys_of_record, name);
+    event_name == "INSERT"
         && key("pk").is_some_and(|pk| keys::event_of_pk(pk).is_some())
-        && key("sk") == Some(keys::SINGLE);
-    if !is_event {
-        return None;
-    }
+        && key("sk") == Some(keys::SINGLE)
+}
+
+/// The stored event in the new image of an event record's insert (`keys_of_record` name it).
+pub fn inserted_event(keys_of_record: &Item, new_image: &Item) -> Result<StoredEvent, LedgerError> {
     if new_image.is_empty() {
-        return Some(Err(LedgerError::CorruptItem {
-            pk: key("pk").unwrap_or_default().to_owned(),
+        return Err(LedgerError::CorruptItem {
+            pk: super::items::attrs::string_attr(keys_of_record, "pk")
+                .unwrap_or_default()
+                .to_owned(),
             reason: "the stream record has no new image (the stream must carry NEW_IMAGE)".into(),
-        }));
+        });
     }
-    Some(stored_event_of(new_image))
+    stored_event_of(new_image)
 }
 
 #[cfg(test)]
@@ -46,7 +41,8 @@ mod tests {
     fn only_inserts_of_event_records_are_events() {
         let event = "EVENT#EZ00000000000000000000000000000001";
         let keys_of = |pk: &str, sk: &str| key(pk, sk);
-        assert!(inserted_event("INSERT", &keys_of(event, "#"), &Item::new()).is_some());
+        assert!(is_event_insert("INSERT", &keys_of(event, "#")));
+        assert!(inserted_event(&keys_of(event, "#"), &Item::new()).is_err());
         for (name, pk, sk) in [
             ("MODIFY", event, "#"),
             ("REMOVE", event, "#"),
@@ -57,10 +53,7 @@ mod tests {
             ("INSERT", "QUARANTINE#abc", "PART#00000"),
             ("INSERT", event, "OTHER"),
         ] {
-            assert!(
-                inserted_event(name, &keys_of(pk, sk), &Item::new()).is_none(),
-                "{name} {pk} {sk}"
-            );
+            assert!(!is_event_insert(name, &keys_of(pk, sk)), "{name} {pk} {sk}");
         }
     }
 }

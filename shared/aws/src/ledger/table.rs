@@ -19,7 +19,7 @@ use futures::StreamExt;
 use kore_ingest_core::port::LedgerError;
 
 use super::config::LedgerConfig;
-use super::error::{build_error, from_sdk};
+use super::error::{build_error, condition_failed, from_sdk};
 use super::items::attrs::Item;
 
 /// What [`Table::put_if_absent`] found.
@@ -383,23 +383,89 @@ impl Table {
         names: &[(&str, &str)],
         values: Item,
     ) -> Result<(), LedgerError> {
+        self.update_where(key, expression, None, names, values)
+            .await
+            .map(|_| ())
+    }
+
+    /// An update that only happens while `condition` holds: `false` when it did not (the
+    /// item changed since it was read). `names` and `values` serve both expressions.
+    pub async fn update_if(
+        &self,
+        key: Item,
+        expression: &str,
+        condition: &str,
+        names: &[(&str, &str)],
+        values: Item,
+    ) -> Result<bool, LedgerError> {
+        self.update_where(key, expression, Some(condition), names, values)
+            .await
+    }
+
+    async fn update_where(
+        &self,
+        key: Item,
+        expression: &str,
+        condition: Option<&str>,
+        names: &[(&str, &str)],
+        values: Item,
+    ) -> Result<bool, LedgerError> {
         let mut request = self
             .client
             .update_item()
             .table_name(self.name())
             .set_key(Some(key))
             .update_expression(expression)
+            .set_condition_expression(condition.map(str::to_owned))
             .set_expression_attribute_values(Some(values))
             .return_consumed_capacity(ReturnConsumedCapacity::Total);
         for (name, value) in names {
             request = request.expression_attribute_names(*name, *value);
         }
-        let output = request
-            .send()
-            .await
-            .map_err(|e| from_sdk("UpdateItem", e))?;
-        self.count(output.consumed_capacity(), true);
-        Ok(())
+        match request.send().await {
+            Ok(output) => {
+                self.count(output.consumed_capacity(), true);
+                Ok(true)
+            }
+            Err(error) if condition_failed(&error) => {
+                self.count_failed_writes(1);
+                Ok(false)
+            }
+            Err(error) => Err(from_sdk("UpdateItem", error)),
+        }
+    }
+
+    /// A delete that only happens while `condition` holds: `false` when it did not.
+    pub async fn delete_if(
+        &self,
+        key: Item,
+        condition: &str,
+        names: &[(&str, &str)],
+        values: Item,
+    ) -> Result<bool, LedgerError> {
+        let mut request = self
+            .client
+            .delete_item()
+            .table_name(self.name())
+            .set_key(Some(key))
+            .condition_expression(condition)
+            // DynamoDB refuses an empty map of values.
+            .set_expression_attribute_values((!values.is_empty()).then_some(values))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total);
+        for (name, value) in names {
+            request = request.expression_attribute_names(*name, *value);
+        }
+        match request.send().await {
+            Ok(output) => {
+                self.count(output.consumed_capacity(), true);
+                Ok(true)
+            }
+            Err(error) if condition_failed(&error) => {
+                self.count_failed_writes(1);
+                Ok(false)
+            }
+            Err(error) => Err(from_sdk("DeleteItem", error)),
+        }
     }
 
     /// Every item a query finds, page by page.
@@ -469,13 +535,17 @@ impl Table {
             Unprocessed::AskAgain => BATCH_GET_ROUNDS,
             Unprocessed::LeaveOut => 1,
         };
-        let chunks: Vec<Vec<Item>> = keys.chunks(100).map(<[Item]>::to_vec).collect();
-        let lookups = chunks
-            .into_iter()
-            .map(|chunk| self.batch_get_chunk(chunk, projection, rounds, unprocessed));
+        let count = keys.len();
+        let mut keys = keys.into_iter();
+        let chunks = std::iter::from_fn(|| {
+            let chunk: Vec<Item> = keys.by_ref().take(100).collect();
+            (!chunk.is_empty()).then_some(chunk)
+        });
+        let lookups =
+            chunks.map(|chunk| self.batch_get_chunk(chunk, projection, rounds, unprocessed));
         let mut results =
             futures::stream::iter(lookups.collect::<Vec<_>>()).buffer_unordered(self.concurrency());
-        let mut items = Vec::with_capacity(keys.len());
+        let mut items = Vec::with_capacity(count);
         while let Some(found) = results.next().await {
             items.extend(found?);
         }

@@ -17,7 +17,7 @@ mod types;
 pub use parse::{from_stored, parse_event, parse_events};
 pub use types::{
     ConnectionEvent, ConnectionKind, DataHash, DataSession, DataVolume, DedupeKey, EventError,
-    EventKind, MAX_AMOUNT, Network, ParsedItem, Provider, RejectedEvent,
+    EventKind, KindName, MAX_AMOUNT, Network, ParsedItem, Provider, RejectedEvent,
 };
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use serde_json::Value;
 use super::canonical::write_canonical;
 use super::parse::detect_provider;
 use super::*;
+use crate::time::day_text;
 
 const TWILIO_RECORD: &str =
     include_str!("../../../../tests/fixtures/twilio-kinesis-data-session-updated.json");
@@ -46,8 +47,8 @@ fn real_twilio_kinesis_record_normalizes() {
         Some("HF925ae5b4af6aeb7d5034d3f4b09c78ce")
     );
     assert_eq!(event.usage, Some(DataVolume::default()));
-    assert_eq!(event.billing_day_string(), "2022-12-14");
-    assert_eq!(event.billing_month_string(), "2022-12");
+    assert_eq!(day_text(event.billing_day), "2022-12-14");
+    assert_eq!(event.billing_day.format("%Y-%m").to_string(), "2022-12");
     assert_eq!(event.event_time, utc("2022-12-14T13:40:52Z"));
     let session = event.session.unwrap();
     assert_eq!(session.sid, "PIc64fc7780f12ab694aad316d7b06f7a3");
@@ -88,7 +89,7 @@ fn kore_webhook_batch_yields_window_and_cumulative_totals() {
         events[0].event_time,
         utc("2024-11-03T10:15:00.1234567+00:00")
     );
-    assert_eq!(events[0].billing_day_string(), "2024-11-03");
+    assert_eq!(day_text(events[0].billing_day), "2024-11-03");
     assert_eq!(
         events[1].session.as_ref().unwrap().end_time,
         Some(utc("2024-11-03T10:22:41Z"))
@@ -102,7 +103,7 @@ fn kore_test_event_is_keyed_on_its_id() {
     assert_eq!(event.kind, EventKind::Test);
     assert_eq!(event.key.as_str(), "fff521c2-c7db-4b53-a5a0-c5d5d01f66ce");
     assert_eq!(event.usage, None);
-    assert_eq!(event.billing_day_string(), "2024-09-25");
+    assert_eq!(day_text(event.billing_day), "2024-09-25");
 }
 
 #[test]
@@ -274,13 +275,16 @@ fn billing_day_prefers_update_end_time_then_timestamp_then_time() {
         r#"{"timestamp":"2024-04-01T00:00:05Z","data_session_update_end_time":"2024-03-31T23:59:58Z"}"#,
     ))
     .unwrap();
-    assert_eq!(with_end.billing_day_string(), "2024-03-31");
+    assert_eq!(day_text(with_end.billing_day), "2024-03-31");
     let with_timestamp =
         parse_event(&event_with_data(r#"{"timestamp":"2024-04-01T00:00:05Z"}"#)).unwrap();
-    assert_eq!(with_timestamp.billing_day_string(), "2024-04-01");
-    assert_eq!(with_timestamp.billing_month_string(), "2024-04");
+    assert_eq!(day_text(with_timestamp.billing_day), "2024-04-01");
+    assert_eq!(
+        with_timestamp.billing_day.format("%Y-%m").to_string(),
+        "2024-04"
+    );
     let with_time_only = parse_event(&event_with_data("{}")).unwrap();
-    assert_eq!(with_time_only.billing_day_string(), "2024-03-31");
+    assert_eq!(day_text(with_time_only.billing_day), "2024-03-31");
 }
 
 #[test]
@@ -289,7 +293,7 @@ fn offsets_are_converted_to_utc_for_the_billing_day() {
         r#"{"data_session_update_end_time":"2024-04-01T01:30:00+02:00"}"#,
     ))
     .unwrap();
-    assert_eq!(event.billing_day_string(), "2024-03-31");
+    assert_eq!(day_text(event.billing_day), "2024-03-31");
 }
 
 #[test]

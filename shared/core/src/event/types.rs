@@ -95,14 +95,51 @@ pub enum EventKind {
     Other(String),
 }
 
+/// A kind as people name it: a Connection Event suffix (`data-session.updated`), `test`, or
+/// `other` (every type the parser does not know). `export --kind` and the Segment
+/// forwarder's `SEGMENT_EVENT_KINDS` select events by these names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KindName {
+    Connection(ConnectionKind),
+    Test,
+    Other,
+}
+
+impl KindName {
+    pub fn of(kind: &EventKind) -> Self {
+        match kind {
+            EventKind::Connection(kind) => KindName::Connection(*kind),
+            EventKind::Test => KindName::Test,
+            EventKind::Other(_) => KindName::Other,
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "test" => Some(KindName::Test),
+            "other" => Some(KindName::Other),
+            suffix => ConnectionKind::from_suffix(suffix).map(KindName::Connection),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KindName::Connection(kind) => kind.suffix(),
+            KindName::Test => "test",
+            KindName::Other => "other",
+        }
+    }
+
+    /// Whether events of this kind can carry a usage window.
+    pub fn carries_usage(self) -> bool {
+        matches!(self, KindName::Connection(kind) if kind.carries_usage())
+    }
+}
+
 impl EventKind {
     /// A short stable name: the connection suffix, `test`, or `other`.
-    pub fn name(&self) -> &str {
-        match self {
-            EventKind::Connection(kind) => kind.suffix(),
-            EventKind::Test => "test",
-            EventKind::Other(_) => "other",
-        }
+    pub fn name(&self) -> &'static str {
+        KindName::of(self).name()
     }
 
     /// The kind a CloudEvent `type` names (also for readers of stored events, whose record
@@ -216,12 +253,6 @@ impl DataHash {
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         bytes.try_into().ok().map(DataHash)
     }
-
-    pub fn from_hex(text: &str) -> Option<Self> {
-        let mut bytes = [0u8; 32];
-        hex::decode_to_slice(text, &mut bytes).ok()?;
-        Some(DataHash(bytes))
-    }
 }
 
 impl fmt::Debug for DataHash {
@@ -276,16 +307,6 @@ impl ConnectionEvent {
         self.booked_at
             .duration_trunc(TimeDelta::hours(1))
             .unwrap_or(self.booked_at)
-    }
-
-    /// `YYYY-MM-DD`
-    pub fn billing_day_string(&self) -> String {
-        self.billing_day.format("%Y-%m-%d").to_string()
-    }
-
-    /// `YYYY-MM`
-    pub fn billing_month_string(&self) -> String {
-        self.billing_day.format("%Y-%m").to_string()
     }
 }
 

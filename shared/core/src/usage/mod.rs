@@ -15,6 +15,6 @@ pub use booking::{Booking, BookingNames, DayBooking, fold};
 pub use counts::{HourUsage, Overflow, checked_sum};
 pub use query::{
     Granularity, GroupBy, GroupValue, Period, QueryError, UsageCell, UsageFilters, UsageQuery,
-    UsageRecord, aggregate,
+    UsageRecord, aggregate, per_sim,
 };
 pub use sessions::{SessionSummary, sessions_of};

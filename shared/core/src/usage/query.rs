@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::booking::{Booking, BookingNames};
 use super::counts::{HourUsage, Overflow};
 use crate::event::DataVolume;
-use crate::time::{TimeRange, is_whole_day, is_whole_hour, midnight, z_time};
+use crate::time::{RangeError, TimeRange, is_whole_day, is_whole_hour, midnight, z_time};
 
 /// A stored hour of one booking, as the ledger reads it back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,8 +67,8 @@ impl UsageFilters {
 /// Why a query cannot run; each reads as one sentence.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
-    #[error("--start must be earlier than --end")]
-    EmptyRange,
+    #[error(transparent)]
+    Range(#[from] RangeError),
     #[error(
         "--{which} must be on a whole hour (minutes and seconds zero), e.g. 2024-11-01T00:00:00Z"
     )]
@@ -105,7 +105,7 @@ impl UsageQuery {
                 return Err(QueryError::NotWholeDay { which });
             }
         }
-        let range = TimeRange::new(start, end).map_err(|_| QueryError::EmptyRange)?;
+        let range = TimeRange::new(start, end)?;
         Ok(UsageQuery {
             range,
             granularity,
@@ -335,6 +335,30 @@ impl fmt::Display for Granularity {
     }
 }
 
+/// The records of a query grouped by SIM, one sum per SIM (a SIM booked to two accounts has
+/// two records, and one sum), sorted by SIM; `period` names the period an overflow is of.
+pub fn per_sim(
+    records: &[UsageRecord],
+    period: &str,
+) -> Result<Vec<(String, HourUsage)>, Overflow> {
+    let mut sums: BTreeMap<&str, HourUsage> = BTreeMap::new();
+    for record in records {
+        let Some(GroupValue::Sim { sim_sid, .. }) = &record.group else {
+            continue;
+        };
+        let usage = HourUsage {
+            usage: record.usage(),
+            events: record.usage_events,
+        };
+        let sum = sums.entry(sim_sid).or_default();
+        *sum = sum.plus(usage, || (format!("SIM {sim_sid}"), period.to_owned()))?;
+    }
+    Ok(sums
+        .into_iter()
+        .map(|(sim_sid, sum)| (sim_sid.to_owned(), sum))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,7 +454,7 @@ mod tests {
                 "2024-11-01T05:00:00Z",
                 Granularity::All
             ),
-            Err(QueryError::EmptyRange)
+            Err(QueryError::Range(RangeError::Empty))
         );
     }
 

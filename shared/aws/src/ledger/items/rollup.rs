@@ -9,9 +9,9 @@ use chrono::NaiveDate;
 use kore_ingest_core::closes::RollupTotals;
 use kore_ingest_core::event::DataVolume;
 use kore_ingest_core::port::LedgerError;
-use kore_ingest_core::time::hour_of;
+use kore_ingest_core::time::{day_text, hour_of};
 use kore_ingest_core::usage::{
-    Booking, BookingNames, DayBooking, HourUsage, UsageCell, checked_sum,
+    Booking, BookingNames, DayBooking, HourUsage, Overflow, UsageCell, checked_sum,
 };
 
 use super::attrs::{Item, key, n, number_attr, pk_of, s, string_attr};
@@ -84,10 +84,6 @@ pub fn rollup_key(day: NaiveDate, booking: &Booking) -> Item {
     key(pk, sk)
 }
 
-fn overflow(error: impl ToString) -> LedgerError {
-    LedgerError::Invalid(error.to_string())
-}
-
 /// One `UpdateItem` (or transaction `Update`) to run.
 pub struct UpdateSpec {
     pub key: Item,
@@ -100,7 +96,7 @@ pub struct UpdateSpec {
 pub fn update_of(delta: &DayBooking) -> Result<UpdateSpec, LedgerError> {
     let mut values = Item::from([(":one".to_owned(), n(1))]);
     let mut adds = vec![format!("{VERSION} :one")];
-    let day = delta.day_total().map_err(overflow)?;
+    let day = delta.day_total()?;
     let hour_counts = delta
         .hours
         .iter()
@@ -221,12 +217,8 @@ pub fn rollup_item(
 ) -> Result<Item, LedgerError> {
     let mut item = rollup_key(day, booking);
     item.insert(VERSION.into(), n(1));
-    let total = checked_sum(hours.values()).ok_or_else(|| {
-        overflow(format!(
-            "the usage of {} on {day} overflows",
-            booking.subject()
-        ))
-    })?;
+    let total = checked_sum(hours.values())
+        .ok_or_else(|| Overflow::new(booking.subject(), day_text(day)))?;
     let hour_counts = hours
         .iter()
         .map(|(hour, usage)| (hour_attrs(*hour), counts(usage)));

@@ -90,8 +90,7 @@ impl Events {
     /// A SIM's data sessions, from its usage events.
     pub async fn sessions(&self, sim_sid: &str) -> Result<Vec<SessionSummary>, LedgerError> {
         let events = self.of_sim(sim_sid, None).await?;
-        sessions_of(sim_sid, events.iter().map(|(_, event)| event))
-            .map_err(|overflow| LedgerError::Invalid(overflow.to_string()))
+        Ok(sessions_of(sim_sid, events.iter().map(|(_, event)| event))?)
     }
 
     /// The events without usage whose time is on `day` and in `range`, from the time index
@@ -187,18 +186,19 @@ impl Events {
                 projection: None,
             };
             for item in self.table.query(query).await? {
-                let Some((event_time, sid)) =
-                    string_attr(&item, "gsi1sk").and_then(keys::time_index_entry)
+                let Some((event_time, sid)) = string_attr(&item, "gsi1sk")
+                    .and_then(keys::time_index_entry)
+                    .map(|(time, sid)| (time.to_owned(), sid.to_owned()))
                 else {
                     continue;
                 };
-                let at = DateTime::parse_from_rfc3339(event_time).map(|t| t.with_timezone(&Utc));
+                let at = DateTime::parse_from_rfc3339(&event_time).map(|t| t.with_timezone(&Utc));
                 // BETWEEN includes `high`; the range does not.
                 if !at.is_ok_and(|at| range.contains(at)) {
                     continue;
                 }
-                if let Ok(key) = DedupeKey::new(sid, "gsi1sk") {
-                    entries.push((event_time.to_owned(), key, item.clone()));
+                if let Ok(key) = DedupeKey::new(&sid, "gsi1sk") {
+                    entries.push((event_time, key, item));
                 }
             }
         }

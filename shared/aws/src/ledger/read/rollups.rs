@@ -6,7 +6,11 @@ use std::collections::BTreeSet;
 use chrono::NaiveDate;
 use futures::StreamExt;
 use kore_ingest_core::port::LedgerError;
-use kore_ingest_core::usage::{GroupBy, UsageCell, UsageQuery, UsageRecord, aggregate};
+use kore_ingest_core::time::TimeRange;
+use kore_ingest_core::usage::{
+    Granularity, GroupBy, HourUsage, QueryError, UsageCell, UsageFilters, UsageQuery, UsageRecord,
+    aggregate, per_sim,
+};
 
 use crate::ledger::items::rollup::{
     BOOKING_ONLY, DAY_TOTALS, DAY_TOTALS_AND_NETWORK_NAME, DAY_TOTALS_AND_SIM_NAMES, StoredRollup,
@@ -85,7 +89,30 @@ impl Rollups {
             .filter_map(StoredRollup::day_cell)
             .chain(partial?.iter().flat_map(StoredRollup::cells))
             .collect();
-        aggregate(query, cells).map_err(|e| LedgerError::Invalid(e.to_string()))
+        aggregate(query, cells).map_err(|e| match e {
+            QueryError::Overflow(overflow) => overflow.into(),
+            other => LedgerError::Invalid(other.to_string()),
+        })
+    }
+
+    /// Per SIM, the usage of a month (`YYYY-MM`) or a day (`YYYY-MM-DD`) that `filters`
+    /// select: `usage --group sim` over the period, one sum per SIM, sorted by SIM.
+    pub async fn usage_per_sim(
+        &self,
+        period: &str,
+        filters: UsageFilters,
+    ) -> Result<Vec<(String, HourUsage)>, LedgerError> {
+        let invalid = |e: &dyn std::fmt::Display| LedgerError::Invalid(e.to_string());
+        let range = TimeRange::of_period(period).map_err(|e| invalid(&e))?;
+        let query = UsageQuery::new(
+            range.start(),
+            range.end(),
+            Granularity::All,
+            Some(GroupBy::Sim),
+            filters,
+        )
+        .map_err(|e| invalid(&e))?;
+        Ok(per_sim(&self.usage(&query).await?, period)?)
     }
 
     /// The SIMs with usage booked on any of `days`.

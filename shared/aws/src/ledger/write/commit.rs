@@ -290,9 +290,7 @@ impl<'r, 'a> Commits<'r, 'a> {
                     None,
                 );
             }
-            let deltas = unit
-                .deltas()
-                .map_err(|overflow| LedgerError::Invalid(overflow.to_string()))?;
+            let deltas = unit.deltas()?;
             for delta in &deltas {
                 let spec = update_of(delta)?;
                 let update = Update::builder()

@@ -6,9 +6,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use futures::StreamExt;
 use kore_ingest_core::delivery::{Delivery, Outcome};
 use kore_ingest_core::event::{DedupeKey, ParsedItem};
-use kore_ingest_core::quarantine::{
-    DEADLINE_REASON, QuarantineEntry, QuarantineKind, past, quarantine_or_retry,
-};
+use kore_ingest_core::quarantine::{DEADLINE_REASON, QuarantineEntry, QuarantineKind, past};
 use tokio::time::Instant;
 
 use crate::ledger::items::attrs::Item;
@@ -139,12 +137,11 @@ async fn quarantine_copy(
     let entry = QuarantineEntry {
         kind,
         payload: event.raw.as_bytes(),
-        reason: reason.clone(),
+        reason,
         delivery,
         related_event: Some(&event.key),
     };
-    let outcome =
-        quarantine_or_retry(&reason, deadline, || quarantine.put(entry, usize::MAX)).await;
+    let outcome = quarantine.put_or_retry(entry, deadline).await;
     let outcome = match outcome {
         Outcome::Quarantined { quarantine_id, .. } if conflict => {
             Outcome::Conflict { quarantine_id }

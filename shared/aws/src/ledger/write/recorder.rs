@@ -18,9 +18,7 @@ use kore_ingest_core::copies::{Verdict, chains, classify, conflict_reason};
 use kore_ingest_core::delivery::{Delivery, Outcome, delivery_tag};
 use kore_ingest_core::event::{ConnectionEvent, DedupeKey, ParsedItem};
 use kore_ingest_core::port::LedgerError;
-use kore_ingest_core::quarantine::{
-    DEADLINE_REASON, QuarantineEntry, QuarantineKind, past, quarantine_or_retry,
-};
+use kore_ingest_core::quarantine::{DEADLINE_REASON, QuarantineEntry, QuarantineKind, past};
 use kore_ingest_core::stored::StoredDigest;
 use tokio::time::Instant;
 use tracing::warn;
@@ -164,9 +162,7 @@ impl Recorder {
                 delivery,
                 related_event: None,
             };
-            let reason = entry.reason.clone();
-            let write = || self.quarantine.put(entry, usize::MAX);
-            (index, quarantine_or_retry(&reason, deadline, write).await)
+            (index, self.quarantine.put_or_retry(entry, deadline).await)
         });
         futures::stream::iter(writes.collect::<Vec<_>>())
             .buffer_unordered(self.table.concurrency())

@@ -5,7 +5,7 @@
 use kore_ingest_core::delivery::Outcome;
 use kore_ingest_core::event::DedupeKey;
 use kore_ingest_core::port::LedgerError;
-use kore_ingest_core::quarantine::{QuarantineEntry, QuarantineKind, quarantine_or_retry};
+use kore_ingest_core::quarantine::{QuarantineEntry, QuarantineKind};
 use kore_ingest_core::stored::StoredDigest;
 use tokio::time::Instant;
 
@@ -65,6 +65,5 @@ pub async fn refused(
         delivery: pending.delivery,
         related_event: Some(&pending.event.key),
     };
-    let reason = entry.reason.clone();
-    quarantine_or_retry(&reason, deadline, || quarantine.put(entry, usize::MAX)).await
+    quarantine.put_or_retry(entry, deadline).await
 }
