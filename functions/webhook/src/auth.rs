@@ -67,10 +67,10 @@ fn signed_url(config: &WebhookConfig, incoming: &Incoming<'_>) -> String {
             request.raw_path.as_deref().unwrap_or_default()
         ),
     };
-    if incoming.query.is_empty() {
+    if incoming.query().is_empty() {
         base
     } else {
-        format!("{base}?{}", incoming.query)
+        format!("{base}?{}", incoming.query())
     }
 }
 
@@ -84,7 +84,7 @@ fn verify(
     let url = signed_url(config, incoming);
     let header = |name: &str| {
         incoming
-            .headers
+            .headers()
             .get(name)
             .map(|v| v.to_str().unwrap_or("\u{fffd}"))
     };
@@ -109,7 +109,7 @@ fn verify(
         return Ok(Some(Provider::Kore));
     }
     if let Some(signature) = header(TWILIO_SIGNATURE_HEADER) {
-        let params = if incoming.method == "POST" && is_form(incoming.headers) {
+        let params = if incoming.method == "POST" && is_form(incoming.headers()) {
             parse_form(&incoming.body).unwrap_or_default()
         } else {
             Vec::new()

@@ -21,7 +21,7 @@ pub async fn store_callback<L: Ledger>(
     metrics: &mut InvocationMetrics,
 ) -> LambdaFunctionUrlResponse {
     let payload = incoming.callback_payload();
-    let callback = match parse_callback(kind, payload, incoming.headers) {
+    let callback = match parse_callback(kind, payload, incoming.headers()) {
         Ok(callback) => callback,
         Err(error) => {
             let quarantine_kind = QuarantineKind::Callback {

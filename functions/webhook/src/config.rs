@@ -17,8 +17,8 @@ use tracing::{info, warn};
 pub struct WebhookConfig {
     /// The accepted secrets when they come from the environment (`KORE_WEBHOOK_SECRETS`,
     /// `TWILIO_AUTH_TOKENS`, comma-separated): the active one and, during a rotation, the
-    /// pending one.
-    pub secrets: SigningSecrets,
+    /// pending one. Deployed, [`Self::secrets_source`] has them instead.
+    pub secrets: Arc<SigningSecrets>,
     /// The base URL configured at KORE or Twilio (`WEBHOOK_PUBLIC_URL`); the request path is
     /// appended to it for signing. `None`: derived from the Function URL request.
     pub public_url: Option<String>,
@@ -151,10 +151,10 @@ impl WebhookConfig {
     /// From environment variables alone (see `docs/REFERENCE.md`).
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(WebhookConfig {
-            secrets: SigningSecrets {
+            secrets: Arc::new(SigningSecrets {
                 kore: env.list("KORE_WEBHOOK_SECRETS"),
                 twilio: env.list("TWILIO_AUTH_TOKENS"),
-            },
+            }),
             public_url: env
                 .text("WEBHOOK_PUBLIC_URL")
                 .map(|url| url.trim_end_matches('/').to_owned())
@@ -179,7 +179,6 @@ impl WebhookConfig {
         if let Some(arn) = env.text(SECRETS_ARN) {
             let client = aws_sdk_secretsmanager::Client::new(aws);
             let secrets = SecretsSource::read(&client, &arn).await?;
-            config.secrets = secrets.clone();
             config.secrets_source = Some(SecretsSource {
                 client,
                 arn,
@@ -195,7 +194,7 @@ impl WebhookConfig {
     pub fn current_secrets(&self) -> Arc<SigningSecrets> {
         match &self.secrets_source {
             Some(source) => source.current(),
-            None => Arc::new(self.secrets.clone()),
+            None => Arc::clone(&self.secrets),
         }
     }
 }

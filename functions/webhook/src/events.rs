@@ -59,7 +59,11 @@ pub async fn store_events<L: Ledger>(
         // duplicates.
         let all: Vec<&str> = inputs.iter().map(|(item, _)| raw_of(item)).collect();
         let summary = summary(&OutcomeCounts::default());
-        return answer_unstored(config, &all, delivery, deadline, metrics, summary).await;
+        let unstored = Unstored {
+            raw: &all,
+            retry: "not everything was stored in time; retry",
+        };
+        return answer_unstored(config, unstored, delivery, deadline, metrics, summary).await;
     };
     let counts: OutcomeCounts = outcomes.iter().collect();
     let unstored = count(&outcomes, &inputs, &counts, metrics);
@@ -67,7 +71,11 @@ pub async fn store_events<L: Ledger>(
         warn!(%reason, "batch not fully stored");
         metrics.count("WritesRetryable", 1);
         let summary = summary(&counts);
-        return answer_unstored(config, &unstored, delivery, deadline, metrics, summary).await;
+        let unstored = Unstored {
+            raw: &unstored,
+            retry: "not everything was stored; retry",
+        };
+        return answer_unstored(config, unstored, delivery, deadline, metrics, summary).await;
     }
     info!(
         events = inputs.len(),
@@ -110,22 +118,28 @@ fn count<'a>(
     unstored
 }
 
+/// The elements of a batch not stored, and what a 503 tells the sender about them.
+struct Unstored<'a> {
+    raw: &'a [&'a str],
+    retry: &'static str,
+}
+
 /// What was not stored goes to the stream (200 with `spilled`); without one, or if that
 /// fails, the sender retries the whole batch (503).
 async fn answer_unstored(
     config: &WebhookConfig,
-    unstored: &[&str],
+    unstored: Unstored<'_>,
     delivery: &Delivery,
     deadline: Instant,
     metrics: &mut InvocationMetrics,
     mut summary: Value,
 ) -> LambdaFunctionUrlResponse {
-    match spill(config, unstored, delivery, deadline, metrics).await {
+    match spill(config, unstored.raw, delivery, deadline, metrics).await {
         Some(spilled) => {
             summary["spilled"] = json!(spilled);
             json_response(200, summary)
         }
-        None => retry_later("not everything was stored; retry"),
+        None => retry_later(unstored.retry),
     }
 }
 

@@ -48,17 +48,24 @@ impl Route {
 pub struct Incoming<'a> {
     pub method: String,
     pub route: Route,
-    pub headers: &'a HeaderMap,
     pub body: Vec<u8>,
-    pub query: &'a str,
     pub request: &'a LambdaFunctionUrlRequest,
 }
 
-impl Incoming<'_> {
+impl<'a> Incoming<'a> {
+    pub fn headers(&self) -> &'a HeaderMap {
+        &self.request.headers
+    }
+
+    /// The raw query string, as the sender signed it.
+    pub fn query(&self) -> &'a str {
+        self.request.raw_query_string.as_deref().unwrap_or_default()
+    }
+
     /// A callback's payload: the query of a GET, else the body.
     pub fn callback_payload(&self) -> &[u8] {
         match self.method.as_str() {
-            "GET" => self.query.as_bytes(),
+            "GET" => self.query().as_bytes(),
             _ => &self.body,
         }
     }
@@ -106,7 +113,7 @@ pub fn is_form(headers: &HeaderMap) -> bool {
 /// True (answered 415) when a body arrives in a type the route does not take. A missing type
 /// is accepted (the body is parsed as the route expects).
 pub fn unsupported_media_type(incoming: &Incoming<'_>) -> bool {
-    let kind = content_type(incoming.headers);
+    let kind = content_type(incoming.headers());
     let accepted = match incoming.route {
         _ if kind.is_empty() => true,
         Route::Events => matches!(

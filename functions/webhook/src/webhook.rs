@@ -152,7 +152,7 @@ impl<L: Ledger> Webhook<L> {
             ),
             Refusal::UnsupportedType => format!(
                 "content type `{}` is not accepted on this route: answered 415",
-                content_type(incoming.headers)
+                content_type(incoming.headers())
             ),
         };
         let kind = match incoming.route {
@@ -217,9 +217,7 @@ fn read(
     Ok(Incoming {
         method,
         route,
-        headers: &request.headers,
         body,
-        query: request.raw_query_string.as_deref().unwrap_or_default(),
         request,
     })
 }

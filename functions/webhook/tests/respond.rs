@@ -694,6 +694,7 @@ async fn storage_failures_get_503_and_the_retry_is_exact() {
     };
     let down = post_kore(&webhook, KORE_ACTIVE, body.as_bytes()).await;
     assert_eq!(down.status, 503, "{}", down.body);
+    assert_eq!(down.body["error"], "not everything was stored; retry");
     assert_eq!(down.metrics.get("WritesRetryable"), 1.0);
     assert_eq!(webhook.ledger.stored().len(), 3);
 
@@ -748,5 +749,9 @@ async fn storage_slower_than_the_time_budget_gets_503_within_it() {
     let reply = post_kore(&webhook, KORE_ACTIVE, body.as_bytes()).await;
     let took = started.elapsed();
     assert_eq!(reply.status, 503, "{}", reply.body);
+    assert_eq!(
+        reply.body["error"],
+        "not everything was stored in time; retry"
+    );
     assert!(took < Duration::from_secs(2), "answered after {took:?}");
 }
