@@ -133,6 +133,8 @@ async fn deliveries_from_both_providers_reach_segment_once_each() {
         );
         assert_eq!(call["properties"], sample.data());
     }
+    // Every request authenticated with the stack's write key (scripts/dev's default).
+    assert_eq!(stand_in.write_keys().await, ["local-segment-write-key"]);
 }
 
 #[tokio::test]

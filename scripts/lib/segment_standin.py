@@ -4,7 +4,7 @@ does and records everything it receives, so that what the forwarder sent can be 
 
 Python 3 standard library only. Run it through scripts/dev, or directly:
 
-    python3 scripts/lib/segment_standin.py --port 9400 [--record FILE] [--port-file FILE]
+    python3 scripts/lib/segment_standin.py --port 9400 [--record FILE]
 
 Segment's rules it applies (../shared/PROTOCOL.md, section 8): HTTP basic auth with the
 write key as user name (recorded, like Segment it answers 200 whatever the key); a body of
@@ -210,8 +210,7 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="segment_standin.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=9400, help="0: any free port (see --port-file)")
-    p.add_argument("--port-file", help="write the port listened on to this file once listening")
+    p.add_argument("--port", type=int, default=9400)
     p.add_argument("--record", help="append every request (status and calls) as a JSON line here")
     p.add_argument("--max-call-bytes", type=int, default=32 * KIB)
     p.add_argument("--max-request-bytes", type=int, default=500 * KIB)
@@ -220,8 +219,6 @@ def main(argv: list[str]) -> int:
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True
     port = server.server_address[1]
-    if args.port_file:
-        Path(args.port_file).write_text(f"{port}\n", encoding="utf-8")
 
     def stop(_signum, _frame):
         threading.Thread(target=server.shutdown, daemon=True).start()

@@ -51,8 +51,9 @@ pub fn env_or(name: &str, default: &str) -> String {
 
 /// `.local/<file>` in the repository: where the local stack keeps its state.
 pub fn local_file(file: &str) -> PathBuf {
+    // This crate is scripts/pollers: the repository is two levels up.
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
+        .join("../..")
         .join(".local")
         .join(file)
 }

@@ -29,8 +29,6 @@ pub struct Throttle {
     active: Arc<AtomicBool>,
     throttled: Arc<AtomicUsize>,
     marker: Arc<String>,
-    /// Instead of throttling, hold the request this long before sending it (a stalled server).
-    stall: Option<std::time::Duration>,
     /// Throttle this share of all requests, whatever their body (0.0 to 1.0).
     share: Option<f64>,
     /// Instead of a `ThrottlingException`, answer with this DynamoDB error body (status 400);
@@ -45,7 +43,6 @@ impl Throttle {
             active: Arc::new(AtomicBool::new(true)),
             throttled: Arc::default(),
             marker: Arc::new(marker.to_owned()),
-            stall: None,
             share: None,
             response: None,
         }
@@ -75,14 +72,6 @@ impl Throttle {
         Throttle {
             share: Some(share),
             ..Self::on_marker("")
-        }
-    }
-
-    /// Holds requests whose body contains `marker` for `stall` while active.
-    pub fn stall_on_marker(marker: &str, stall: std::time::Duration) -> Self {
-        Throttle {
-            stall: Some(stall),
-            ..Self::on_marker(marker)
         }
     }
 
@@ -187,8 +176,6 @@ pub fn iam_actions(request: &HttpRequest) -> Vec<(String, &'static str)> {
     }
 }
 
-/// Appends `function`'s actions for `request` to `AWS_OPERATIONS_LOG`, each line once per
-/// process: `function<TAB>action<TAB>resource`.
 /// Records `request` as the current function's, when a test runs one (see [`as_function`]).
 pub fn record_if_in_function(request: &HttpRequest) {
     if let Ok(function) = FUNCTION.try_with(|f| *f) {
@@ -196,6 +183,8 @@ pub fn record_if_in_function(request: &HttpRequest) {
     }
 }
 
+/// Appends `function`'s actions for `request` to `AWS_OPERATIONS_LOG`, each line once per
+/// process: `function<TAB>action<TAB>resource`.
 fn record(function: &str, request: &HttpRequest) {
     use std::collections::HashSet;
     use std::io::Write;
@@ -224,9 +213,7 @@ fn record(function: &str, request: &HttpRequest) {
 
 impl HttpConnector for ThrottlingConnector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-        if let Ok(function) = FUNCTION.try_with(|f| *f) {
-            record(function, &request);
-        }
+        record_if_in_function(&request);
         let target = |operation: &str| {
             request
                 .headers()
@@ -250,13 +237,6 @@ impl HttpConnector for ThrottlingConnector {
             return self.inner.call(request);
         }
         self.throttle.throttled.fetch_add(1, Ordering::SeqCst);
-        if let Some(stall) = self.throttle.stall {
-            let inner = self.inner.clone();
-            return HttpConnectorFuture::new(async move {
-                tokio::time::sleep(stall).await;
-                inner.call(request).await
-            });
-        }
         // A marked item inside a transaction is throttled the way DynamoDB throttles a hot
         // item: the transaction is cancelled, and only that item's reason says why.
         let transaction = target(".TransactWriteItems");

@@ -1,8 +1,5 @@
 //! The local stand-in for Segment's batch endpoint (`scripts/lib/segment_standin.py`), as the
-//! end-to-end tests see it: started, controlled, and asked what it received.
-
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+//! end-to-end tests see it: controlled, and asked what it received.
 
 use serde_json::Value;
 
@@ -19,56 +16,19 @@ pub struct Stats {
     pub distinct_accepted: u64,
 }
 
-/// A Segment stand-in: its URL and, when this test started it, its process.
+/// The Segment stand-in of the local stack.
 pub struct StandIn {
     pub url: String,
-    child: Option<Child>,
 }
 
 impl StandIn {
-    /// A stand-in of its own on a free loopback port.
-    pub fn start() -> Self {
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../scripts/lib/segment_standin.py"
-        );
-        let port_file = std::env::temp_dir().join(format!("segment-standin-{}", fastrand::u64(..)));
-        let child = Command::new("python3")
-            .args([script, "--port", "0", "--port-file"])
-            .arg(&port_file)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 runs the Segment stand-in");
-        let started = Instant::now();
-        let port = loop {
-            if let Some(port) = std::fs::read_to_string(&port_file)
-                .ok()
-                .and_then(|text| text.trim().parse::<u16>().ok())
-            {
-                break port;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "the Segment stand-in did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let _ = std::fs::remove_file(&port_file);
-        StandIn {
-            url: format!("http://127.0.0.1:{port}"),
-            child: Some(child),
-        }
-    }
-
     /// The stand-in of the local stack (`SEGMENT_URL`, exported by `scripts/dev up` with
     /// `SEGMENT_LOCAL=1`).
     pub fn of_stack() -> Self {
         let url = std::env::var("SEGMENT_URL").unwrap_or_else(|_| {
             panic!("SEGMENT_URL is not set: run the suite with scripts/test (SEGMENT_LOCAL=1)")
         });
-        StandIn { url, child: None }
+        StandIn { url }
     }
 
     pub async fn control(&self, order: Value) {
@@ -125,14 +85,5 @@ impl StandIn {
             .flatten()
             .filter_map(|k| k.as_str().map(str::to_owned))
             .collect()
-    }
-}
-
-impl Drop for StandIn {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }

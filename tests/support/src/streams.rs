@@ -7,7 +7,6 @@ use aws_lambda_events::event::dynamodb::Event;
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use kore_ingest_aws::ledger::UsageLedger;
 use serde_json::{Map, Value, json};
 
 /// An attribute value as Lambda writes it into a stream record (binary as base64).
@@ -70,36 +69,4 @@ pub fn stream_sequence(n: u64) -> String {
 
 pub fn stream_event(records: Vec<Value>) -> Event {
     serde_json::from_value(json!({ "Records": records })).expect("a valid DynamoDB stream event")
-}
-
-/// Every item of the ledger's table (a test table: a scan is fine), in key order.
-pub async fn table_items(ledger: &UsageLedger) -> Vec<HashMap<String, AttributeValue>> {
-    let mut items = Vec::new();
-    let mut start = None;
-    loop {
-        let page = ledger
-            .table()
-            .client()
-            .scan()
-            .table_name(ledger.table_name())
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .expect("scan the test table");
-        items.extend(page.items().iter().cloned());
-        start = page.last_evaluated_key().cloned();
-        if start.is_none() {
-            break;
-        }
-    }
-    let key = |item: &HashMap<String, AttributeValue>| {
-        ["pk", "sk"].map(|k| {
-            item.get(k)
-                .and_then(|v| v.as_s().ok())
-                .cloned()
-                .unwrap_or_default()
-        })
-    };
-    items.sort_by_key(key);
-    items
 }
