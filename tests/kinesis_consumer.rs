@@ -255,3 +255,82 @@ async fn a_duplicate_whose_stored_copy_is_not_returned_is_read_and_counted_once(
         .unwrap();
     assert_eq!((day.usage.total, day.usage_events), (15, 1));
 }
+
+/// Issue 21, item 1: a field of 300 KB that cannot be parsed (a `time`, an unknown `type`, a
+/// `data` string) is quarantined whole with a reason that names the field in at most about a
+/// kilobyte, and the shard goes on; the error never copies the field whole.
+#[tokio::test]
+async fn a_300_kb_bad_field_is_quarantined_whole_with_a_bounded_reason() {
+    let ledger = fresh_ledger("consumer-huge-field").await;
+    let huge = "9".repeat(300_000);
+    let good = SampleEvent::usage_update(
+        "EZ00000000000000000000000000hugeok",
+        "HS000000000000000000000000000huge",
+        "2024-11-03T10:00:00Z",
+        (1, 2),
+    );
+    let mut bad_time: serde_json::Value = serde_json::from_str(&good.kore_json()).unwrap();
+    bad_time["time"] = huge.clone().into();
+    let mut bad_type = bad_time.clone();
+    bad_type["time"] = "2024-11-03T10:00:00Z".into();
+    bad_type["type"] = format!("com.example.{huge}").into();
+    bad_type["source"] = "elsewhere".into();
+    bad_type["dataschema"] = "elsewhere".into();
+    let mut bad_data = bad_type.clone();
+    bad_data["type"] = "com.kore.iot.supersim.connection.data-session.updated".into();
+    bad_data["data"] = serde_json::to_string(&huge).unwrap().into();
+    let bad: Vec<Vec<u8>> = [bad_time, bad_type, bad_data]
+        .iter()
+        .map(|v| v.to_string().into_bytes())
+        .collect();
+    let records: Vec<(u64, Vec<u8>)> = bad
+        .iter()
+        .cloned()
+        .chain([good.kore_json().into_bytes()])
+        .enumerate()
+        .map(|(i, bytes)| (i as u64 + 1, bytes))
+        .collect();
+
+    let report = consume(&ledger, kinesis_event(&records), None)
+        .await
+        .unwrap();
+
+    assert!(
+        failures(&report.response).is_empty(),
+        "the shard must not stall: {:?}",
+        report.outcomes
+    );
+    assert_eq!(report.metrics.get("RecordsQuarantined"), 3.0);
+    assert_eq!(report.metrics.get("EventsNew"), 1.0);
+    let summaries = ledger.quarantined().list(10).await.unwrap();
+    assert_eq!(summaries.len(), 3);
+    let mut reasons = Vec::new();
+    for summary in &summaries {
+        assert!(
+            summary.reason.len() <= 1100,
+            "{} bytes",
+            summary.reason.len()
+        );
+        let kept = ledger
+            .quarantined()
+            .get(&summary.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(bad.contains(&kept.payload), "kept whole");
+        reasons.push(summary.reason.clone());
+    }
+    reasons.sort();
+    assert!(
+        reasons[0].starts_with("cannot tell whether KORE or Twilio"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].starts_with("field `data` is invalid"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[2].starts_with("field `time` is invalid"),
+        "{reasons:?}"
+    );
+}

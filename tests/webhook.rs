@@ -530,3 +530,122 @@ async fn a_duplicate_whose_stored_copy_is_not_returned_is_read_and_counted_once(
         "read back once"
     );
 }
+
+/// Issue 21, item 1: a callback with a nameless field of 300 KB and an event whose `time` is
+/// 300 KB are quarantined whole, each answered with a reason of about a kilobyte at most.
+#[tokio::test]
+async fn a_300_kb_bad_field_is_quarantined_whole_with_a_bounded_reason() {
+    let webhook = webhook("wh-huge-field").await;
+    let huge = "9".repeat(300_000);
+    let form = format!("={huge}&SimSid=HS0000000000000000000000000000huge&Status=active");
+    let signature = kore_signature(
+        KORE_ACTIVE.as_bytes(),
+        "POST",
+        &format!("{PUBLIC_URL}/callbacks/sims"),
+        form.as_bytes(),
+    );
+    let headers = [
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Kore-Signature", signature.as_str()),
+        (
+            "Kore-Idempotency-Token",
+            "RQ0000000000000000000000000000huge",
+        ),
+    ];
+    let callback = send(
+        &webhook,
+        "POST",
+        "/callbacks/sims",
+        "",
+        &headers,
+        Some(form.as_bytes()),
+    )
+    .await;
+
+    let mut event: Value = serde_json::from_str(
+        &SampleEvent::usage_update("EZhuge", SIM, "2024-11-03T10:00:00Z", (1, 2)).kore_json(),
+    )
+    .unwrap();
+    event["time"] = huge.clone().into();
+    let element = event.to_string();
+    let events = post_kore_events(&webhook, KORE_ACTIVE, &format!("[{element}]")).await;
+
+    // The callback is refused (400) with its quarantine id; the batch is answered 200 with
+    // its element quarantined. Both answers stay small.
+    assert_eq!(callback.status, 400, "{}", callback.body);
+    assert_eq!(events.status, 200);
+    assert_eq!(events.body["quarantined"], 1, "{}", events.body);
+    for reply in [&callback, &events] {
+        let text = reply.body.to_string();
+        assert!(
+            text.len() < 2000,
+            "a bounded answer, not {} bytes",
+            text.len()
+        );
+    }
+    let quarantined = webhook.ledger.quarantined().list(10).await.unwrap();
+    assert_eq!(quarantined.len(), 2);
+    assert!(
+        quarantined
+            .iter()
+            .any(|q| Some(q.id.as_str()) == callback.body["quarantine_id"].as_str())
+    );
+    for summary in &quarantined {
+        let kept = webhook
+            .ledger
+            .quarantined()
+            .get(&summary.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            kept.payload == form.as_bytes() || kept.payload == element.as_bytes(),
+            "kept whole"
+        );
+        assert!(
+            kept.reason.len() <= 1100 && kept.reason.contains("field `"),
+            "{}",
+            kept.reason
+        );
+    }
+}
+
+/// Issue 21, item 10: a signed callback that cannot be parsed is quarantined with the
+/// idempotency token it arrived with, so that a redrive keys it as the original would be.
+#[tokio::test]
+async fn an_unparseable_callback_is_quarantined_with_its_idempotency_token() {
+    let webhook = webhook("wh-bad-callback-token").await;
+    let form = "=nameless&SimSid=HS0000000000000000000000000000tokn&Status=active";
+    let signature = kore_signature(
+        KORE_ACTIVE.as_bytes(),
+        "POST",
+        &format!("{PUBLIC_URL}/callbacks/sims"),
+        form.as_bytes(),
+    );
+    let token = "RQ0000000000000000000000000000tokn";
+    let headers = [
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Kore-Signature", signature.as_str()),
+        ("Kore-Idempotency-Token", token),
+    ];
+    let reply = send(
+        &webhook,
+        "POST",
+        "/callbacks/sims",
+        "",
+        &headers,
+        Some(form.as_bytes()),
+    )
+    .await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    let id = reply.body["quarantine_id"].as_str().unwrap();
+    let kept = webhook.ledger.quarantined().get(id).await.unwrap().unwrap();
+    assert_eq!(
+        kept.kind,
+        kore_ingest_core::quarantine::QuarantineKind::Callback {
+            kind: kore_ingest_core::callback::CallbackKind::Sims,
+            idempotency_token: Some(token.into()),
+        }
+    );
+    assert_eq!(kept.provider, Some(Provider::Kore));
+}

@@ -4,6 +4,7 @@
 use aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlResponse;
 use http::HeaderValue;
 use kore_ingest_core::delivery::Delivery;
+use kore_ingest_core::excerpt::bounded_reason;
 use kore_ingest_core::metrics::InvocationMetrics;
 use kore_ingest_core::port::Ledger;
 use kore_ingest_core::quarantine::{QuarantineEntry, QuarantineKind};
@@ -72,6 +73,7 @@ pub async fn reject<L: Ledger>(
         Some(id) => {
             metrics.count("RecordsQuarantined", 1);
             metrics.count("SignedResponses4xx", 1);
+            let reason = bounded_reason(reason);
             json_response(400, json!({"error": reason, "quarantine_id": id}))
         }
         None => retry_later("storage unavailable; retry"),

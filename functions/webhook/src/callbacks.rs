@@ -2,7 +2,7 @@
 //! idempotency token; one that cannot be parsed, or that DynamoDB refuses, is quarantined.
 
 use aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlResponse;
-use kore_ingest_core::callback::{CallbackKind, parse_callback};
+use kore_ingest_core::callback::{CallbackKind, header_token, parse_callback};
 use kore_ingest_core::delivery::Delivery;
 use kore_ingest_core::metrics::InvocationMetrics;
 use kore_ingest_core::port::{CallbackOutcome, Ledger};
@@ -26,7 +26,7 @@ pub async fn store_callback<L: Ledger>(
         Err(error) => {
             let quarantine_kind = QuarantineKind::Callback {
                 kind,
-                idempotency_token: None,
+                idempotency_token: header_token(incoming.headers()),
             };
             let reason = error.to_string();
             return reject(ledger, quarantine_kind, payload, &reason, delivery, metrics).await;

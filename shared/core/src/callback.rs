@@ -9,6 +9,7 @@ use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
 use crate::event::Provider;
+use crate::excerpt::{MAX_QUOTE_BYTES, excerpt};
 
 pub const KORE_IDEMPOTENCY_HEADER: &str = "kore-idempotency-token";
 pub const TWILIO_IDEMPOTENCY_HEADER: &str = "i-twilio-idempotency-token";
@@ -130,7 +131,7 @@ pub fn parse_callback(
     }
     if let Some((_, value)) = fields.iter().find(|(name, _)| name.is_empty()) {
         return Err(CallbackError::InvalidField {
-            field: format!("={value}"),
+            field: format!("={}", excerpt(value, MAX_QUOTE_BYTES)),
             reason: "a field has no name",
         });
     }
@@ -170,6 +171,15 @@ pub fn parse_callback(
 
 /// The provider from the idempotency token header, else the signature header, else the
 /// User-Agent (`KoreProxy/1.1`, `TwilioProxy/1.1`). `HeaderMap` lookups ignore case.
+/// The idempotency token the headers carry, when they carry a usable one. A callback that
+/// cannot be parsed is quarantined with it, so that a redrive keys it as the original would
+/// have been keyed.
+pub fn header_token(headers: &HeaderMap) -> Option<String> {
+    provider_and_token(headers)
+        .ok()
+        .and_then(|(_, token)| token)
+}
+
 fn provider_and_token(headers: &HeaderMap) -> Result<(Provider, Option<String>), CallbackError> {
     for (header, provider) in [
         (KORE_IDEMPOTENCY_HEADER, Provider::Kore),

@@ -9,7 +9,8 @@
 //! - [`delivery`]: how an input arrived and what became of it.
 //! - [`copies`]: the exactly-once rule for copies of one event.
 //! - [`stored`]: events as the ledger gives them back.
-//! - [`quarantine`]: what cannot be stored, kept raw with its reason.
+//! - [`quarantine`]: what cannot be stored, kept raw with its reason; [`excerpt`]: input
+//!   quoted in a reason, never whole.
 //! - [`usage`]: the booking rule, checked sums, usage records, data sessions.
 //! - [`closes`]: closed periods, their snapshots and adjustments.
 //! - [`time`]: UTC ranges, whole hours and days, the text forms of times.
@@ -29,6 +30,7 @@ pub mod deadline;
 pub mod delivery;
 mod error;
 pub mod event;
+pub mod excerpt;
 pub mod metrics;
 pub mod port;
 pub mod quarantine;

@@ -15,6 +15,7 @@ use crate::callback::CallbackKind;
 use crate::delivery::{Delivery, Outcome};
 use crate::error::LedgerError;
 use crate::event::{DedupeKey, Provider};
+use crate::excerpt::bounded_reason;
 
 /// Why an input is handed back: the invocation's deadline came before its write started.
 pub const DEADLINE_REASON: &str = "invocation deadline reached before this write started";
@@ -72,6 +73,7 @@ impl QuarantineKind {
 pub struct QuarantineEntry<'a> {
     pub kind: QuarantineKind,
     pub payload: &'a [u8],
+    /// Stored through [`bounded_reason`], whatever its length.
     pub reason: String,
     pub delivery: &'a Delivery,
     pub related_event: Option<&'a DedupeKey>,
@@ -133,10 +135,11 @@ where
             reason: DEADLINE_REASON.into(),
         };
     }
+    let reason = bounded_reason(reason);
     match write().await {
         Ok(quarantine_id) => Outcome::Quarantined {
             quarantine_id,
-            reason: reason.to_owned(),
+            reason: reason.into_owned(),
         },
         Err(error) => Outcome::Retry {
             reason: format!("could not quarantine ({reason}): {error}"),

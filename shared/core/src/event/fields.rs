@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
+use crate::excerpt::quoted;
+
 use super::types::{DataVolume, EventError, MAX_AMOUNT, Network};
 
 pub(super) const WINDOW_FIELDS: [(&str, &str); 3] = [
@@ -167,7 +169,12 @@ pub(super) fn optional_string(
 pub(super) fn parse_time(text: &str, field: &'static str) -> Result<DateTime<Utc>, EventError> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| EventError::invalid(field, format!("`{text}` is not an RFC 3339 time: {e}")))
+        .map_err(|e| {
+            EventError::invalid(
+                field,
+                format!("{} is not an RFC 3339 time: {e}", quoted(text)),
+            )
+        })
 }
 
 pub(super) fn json_type_name(value: &Value) -> &'static str {

@@ -6,6 +6,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::excerpt::{MAX_QUOTE_BYTES, excerpt, quoted};
+
 use super::fields::{
     DataFields, SESSION_FIELDS, WINDOW_FIELDS, json_type_name, optional_string, parse_time,
 };
@@ -99,7 +101,7 @@ pub fn parse_event(json: &str) -> Result<ConnectionEvent, EventError> {
 
     let provider = detect_provider(&event_type, source.as_deref(), dataschema.as_deref())
         .ok_or_else(|| EventError::UnknownProvider {
-            event_type: event_type.clone(),
+            quoted_type: quoted(&event_type),
         })?;
     let envelope = EnvelopeFields {
         provider,
@@ -156,8 +158,15 @@ fn normalize(envelope: EnvelopeFields, data_text: String) -> Result<ConnectionEv
     } = envelope;
     let kind = EventKind::classify(&event_type);
 
-    let data: Map<String, Value> = serde_json::from_str(&data_text)
-        .map_err(|e| EventError::invalid("data", format!("not a JSON object: {e}")))?;
+    let data: Map<String, Value> = serde_json::from_str(&data_text).map_err(|e| {
+        EventError::invalid(
+            "data",
+            format!(
+                "not a JSON object: {}",
+                excerpt(&e.to_string(), MAX_QUOTE_BYTES)
+            ),
+        )
+    })?;
     let fields = DataFields(&data);
 
     let key = match fields.string("event_sid", "data.event_sid")? {
@@ -264,7 +273,7 @@ fn data_text(data: Option<&RawValue>) -> Result<String, EventError> {
     match raw.get().as_bytes().first() {
         Some(b'{') => Ok(raw.get().to_owned()),
         Some(b'"') => serde_json::from_str::<String>(raw.get())
-            .map_err(|e| EventError::invalid("data", e.to_string())),
+            .map_err(|e| EventError::invalid("data", excerpt(&e.to_string(), MAX_QUOTE_BYTES))),
         Some(b'n') => Err(EventError::MissingField { field: "data" }),
         _ => Err(EventError::invalid(
             "data",

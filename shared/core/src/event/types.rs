@@ -324,9 +324,12 @@ pub enum EventError {
     #[error("field `{field}` is invalid: {reason}")]
     InvalidField { field: &'static str, reason: String },
     #[error(
-        "cannot tell whether KORE or Twilio sent type `{event_type}` (source and dataschema name neither)"
+        "cannot tell whether KORE or Twilio sent type {quoted_type} (source and dataschema name neither)"
     )]
-    UnknownProvider { event_type: String },
+    UnknownProvider {
+        /// The type as `crate::excerpt::quoted` shows it: never the whole field.
+        quoted_type: String,
+    },
     #[error("no dedupe key: neither `data.event_sid` nor `id` is present")]
     NoDedupeKey,
 }

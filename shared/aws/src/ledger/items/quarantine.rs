@@ -9,6 +9,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use kore_ingest_core::event::Provider;
+use kore_ingest_core::excerpt::bounded_reason;
 use kore_ingest_core::port::LedgerError;
 use kore_ingest_core::quarantine::{
     QuarantineEntry, QuarantineKind, QuarantineSummary, QuarantinedPayload, quarantine_id,
@@ -46,7 +47,7 @@ pub fn entry_items(entry: &QuarantineEntry<'_>, keep: usize) -> EntryItems {
     };
     put("quarantine_id", id.clone());
     put("payload_kind", entry.kind.name().to_owned());
-    put("reason", entry.reason.clone());
+    put("reason", bounded_reason(&entry.reason).into_owned());
     put("path", path.to_owned());
     put("origin", entry.delivery.origin.locator());
     put("received_at", received_at.clone());
