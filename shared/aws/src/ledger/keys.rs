@@ -158,8 +158,10 @@ pub fn booked_sk(day: NaiveDate, first_event: &DedupeKey) -> String {
 pub fn booked_sk_range(first: NaiveDate, last: NaiveDate) -> (String, String) {
     (
         format!("{BOOKED_SK_PREFIX}{}", day_text(first)),
-        // `~` sorts after every character of an event sid.
-        format!("{BOOKED_SK_PREFIX}{}#~", day_text(last)),
+        // `$` is the byte after the `#` that follows the day: every key of the last day,
+        // whatever its event id (free text, any UTF-8), sorts below it, and the next day's
+        // above it.
+        format!("{BOOKED_SK_PREFIX}{}$", day_text(last)),
     )
 }
 
@@ -215,6 +217,25 @@ pub fn adjustment_sk(event: &DedupeKey) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 21, item 4: an event id is free text (a CloudEvent `id` when `event_sid` is
+    /// absent), so the booking list it starts may sort after any printable character.
+    #[test]
+    fn every_booking_list_of_the_last_day_is_in_the_range_whatever_its_first_id() {
+        let day = |d: &str| NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap();
+        let (low, high) = booked_sk_range(day("2024-11-02"), day("2024-11-03"));
+        for id in ["EZ1", "~", "~~zz", "é-vent", "\u{10FFFF}", "test-event"] {
+            let key = DedupeKey::new(id, "id").unwrap();
+            for listed in ["2024-11-02", "2024-11-03"] {
+                let sk = booked_sk(day(listed), &key);
+                assert!(low <= sk && sk <= high, "{sk} outside {low}..={high}");
+            }
+            for outside in ["2024-11-01", "2024-11-04"] {
+                let sk = booked_sk(day(outside), &key);
+                assert!(!(low <= sk && sk <= high), "{sk} inside {low}..={high}");
+            }
+        }
+    }
 
     #[test]
     fn shards_are_stable_and_in_range() {
