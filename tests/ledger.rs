@@ -632,3 +632,51 @@ async fn new_usage_waits_when_the_closed_periods_cannot_be_read() {
     assert!(reason.contains("closed periods"), "{reason}");
     assert_eq!(table.sim_usage(SIM, "2024-11-03").await.unwrap(), None);
 }
+
+/// Issue 21, item 5: one event may carry 2^50 bytes, so a SIM-hour can pass 2^64. DynamoDB
+/// stores such a sum exactly (38 digits); reading it is an error naming the SIM and the
+/// period, never a count of 0.
+#[tokio::test]
+async fn a_sim_hour_past_2_pow_64_is_an_overflow_naming_the_sim_and_hour_never_zero() {
+    let ledger = fresh_ledger("sum-past-u64").await;
+    let sim = "HS000000000000000000000000000big64";
+    let sample = SampleEvent::usage_update("EZbig64", sim, "2024-11-03T10:15:00Z", (100, 900));
+    let event = parse_one(&sample.kore_json());
+    assert_eq!(ledger.record_event(&event, &kinesis(1)).await, Outcome::New);
+    // What thousands of events of 2^50 bytes leave in the rollup, in one step: the same
+    // `ADD` the write path runs, past u64::MAX.
+    let booking = kore_ingest_core::usage::Booking::of(&event).unwrap();
+    let (pk, sk) = kore_ingest_aws::ledger::keys::rollup_key(event.billing_day, &booking);
+    let big = aws_sdk_dynamodb::types::AttributeValue::N(u64::MAX.to_string());
+    local_client()
+        .update_item()
+        .table_name(ledger.table_name())
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(pk))
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S(sk))
+        .update_expression("ADD t10 :big, d10 :big, dt :big, dd :big")
+        .expression_attribute_values(":big", big)
+        .send()
+        .await
+        .unwrap();
+
+    let error = ledger.sim_usage(sim, "2024-11-03").await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!("the usage of SIM {sim} for 2024-11-03 does not fit a 64-bit count")
+    );
+    let hourly = kore_ingest_core::usage::UsageQuery::new(
+        Utc.with_ymd_and_hms(2024, 11, 3, 10, 0, 0).unwrap(),
+        Utc.with_ymd_and_hms(2024, 11, 3, 11, 0, 0).unwrap(),
+        kore_ingest_core::usage::Granularity::Hour,
+        None,
+        kore_ingest_core::usage::UsageFilters::default(),
+    )
+    .unwrap();
+    let error = ledger.rollups().usage(&hourly).await.unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("SIM {sim} for 2024-11-03")),
+        "{error}"
+    );
+}

@@ -36,6 +36,31 @@ pub fn number_attr(item: &Item, name: &str) -> Option<u64> {
     }
 }
 
+/// What a stored number holds when it is not a 64-bit count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotACount {
+    /// Only digits, more than `u64` holds: a sum DynamoDB stored exactly (it keeps 38
+    /// digits) that no reader may turn into anything else.
+    TooLarge,
+    /// Something this code never writes as a count (a sign, a fraction).
+    Malformed,
+}
+
+/// A count the ledger stored, `None` when absent, and never a different number: a sum
+/// beyond `u64` or a malformed number is an error the caller names.
+pub fn count_attr(item: &Item, name: &str) -> Result<Option<u64>, NotACount> {
+    match item.get(name) {
+        Some(AttributeValue::N(value)) => match value.parse() {
+            Ok(count) => Ok(Some(count)),
+            Err(_) if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                Err(NotACount::TooLarge)
+            }
+            Err(_) => Err(NotACount::Malformed),
+        },
+        _ => Ok(None),
+    }
+}
+
 pub fn string_set(item: &Item, name: &str) -> Vec<String> {
     match item.get(name) {
         Some(AttributeValue::Ss(values)) => values.clone(),

@@ -9,12 +9,12 @@ use chrono::NaiveDate;
 use kore_ingest_core::closes::RollupTotals;
 use kore_ingest_core::event::DataVolume;
 use kore_ingest_core::port::LedgerError;
-use kore_ingest_core::time::{day_text, hour_of};
+use kore_ingest_core::time::{day_text, hour_of, timestamp};
 use kore_ingest_core::usage::{
     Booking, BookingNames, DayBooking, HourUsage, Overflow, UsageCell, checked_sum,
 };
 
-use super::attrs::{Item, key, n, number_attr, pk_of, s, string_attr};
+use super::attrs::{Item, NotACount, count_attr, key, n, number_attr, pk_of, s, string_attr};
 use crate::ledger::keys;
 
 const SET_ICCID: &str = "ic";
@@ -52,16 +52,34 @@ fn counts(usage: &HourUsage) -> [u64; 4] {
     ]
 }
 
-fn read_counts(item: &Item, names: [&str; 4]) -> Option<HourUsage> {
-    let [up, down, total, events] = names.map(|name| number_attr(item, name));
-    Some(HourUsage {
+/// The counters `names` of a rollup read back (`None` when it has none of them): a sum past
+/// 2^64, which DynamoDB stores exactly, is an overflow naming the SIM and `period`, never a
+/// wrong count.
+fn read_counts(
+    item: &Item,
+    names: [&str; 4],
+    booking: &Booking,
+    period: impl Fn() -> String,
+) -> Result<Option<HourUsage>, LedgerError> {
+    let mut counts = [None; 4];
+    for (count, name) in counts.iter_mut().zip(names) {
+        *count = count_attr(item, name).map_err(|problem| match problem {
+            NotACount::TooLarge => LedgerError::from(Overflow::new(booking.subject(), period())),
+            NotACount::Malformed => LedgerError::CorruptItem {
+                pk: pk_of(item).to_owned(),
+                reason: format!("`{name}` is not a count"),
+            },
+        })?;
+    }
+    let [up, down, total, events] = counts;
+    Ok(events.map(|events| HourUsage {
         usage: DataVolume {
             upload: up.unwrap_or(0),
             download: down.unwrap_or(0),
             total: total.unwrap_or(0),
         },
-        events: events?,
-    })
+        events,
+    }))
 }
 
 /// `SET` clauses for the names that are known.
@@ -149,13 +167,19 @@ impl StoredRollup {
         let day = keys::day_of_usage_pk(pk).ok_or_else(|| corrupt("not a usage rollup"))?;
         let sk = string_attr(item, "sk").unwrap_or_default();
         let booking = keys::booking_of_sk(sk).ok_or_else(|| corrupt("bad booking sort key"))?;
-        let hours = (0..24)
-            .filter_map(|hour| {
-                let names = hour_attrs(hour);
-                let names = [&names[0], &names[1], &names[2], &names[3]].map(String::as_str);
-                Some((hour, read_counts(item, names)?))
-            })
-            .collect();
+        let mut hours = BTreeMap::new();
+        for hour in 0..24 {
+            let names = hour_attrs(hour);
+            let names = [&names[0], &names[1], &names[2], &names[3]].map(String::as_str);
+            let period = || hour_of(day, hour).map_or_else(|| day_text(day), timestamp);
+            if let Some(usage) = read_counts(item, names, &booking, period)? {
+                hours.insert(hour, usage);
+            }
+        }
+        let day_total = read_counts(item, DAY_ATTRS, &booking, || day_text(day))?;
+        let late = read_counts(item, LATE_ATTRS, &booking, || {
+            format!("{} (usage booked after its close)", day_text(day))
+        })?;
         let text = |name: &str| string_attr(item, name).map(str::to_owned);
         Ok(StoredRollup {
             key: key(pk, sk),
@@ -167,8 +191,8 @@ impl StoredRollup {
                 network_name: text(SET_NETWORK_NAME),
             },
             hours,
-            day_total: read_counts(item, DAY_ATTRS),
-            late: read_counts(item, LATE_ATTRS),
+            day_total,
+            late,
             version: number_attr(item, VERSION),
         })
     }
