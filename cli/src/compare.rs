@@ -26,7 +26,9 @@ Examples:
   kore-usage compare --usage-records records.json --as-of 2024-12-02T12:00:00Z --format json
 
 Reads the JSON the KORE or Twilio UsageRecords API returns (`usage_records`, grouped by SIM,
-hourly or daily; any number of pages) and compares each record with the ledger. A difference
+hourly or daily; any number of pages, of at most 400 days; a page given twice counts once) and
+compares each record with the ledger, and each bucket the ledger has in the records' days that
+no record shows (provider 0). A difference
 is explained as: a window the ledger never received (one of the SIM's sessions has a gap),
 the provider's settlement delay (the provider shows less, and the bucket ended less than
 --settlement before --as-of), or a window that crossed the bucket's boundary (its bytes are
@@ -57,6 +59,8 @@ struct Page {
 #[derive(Debug, Deserialize)]
 struct ProviderRecord {
     sim_sid: Option<String>,
+    #[serde(default)]
+    account_sid: Option<String>,
     period: ProviderPeriod,
     #[serde(default)]
     data_total: Option<u64>,
@@ -104,8 +108,18 @@ fn parse_time(text: &str, file: &str) -> Result<DateTime<Utc>> {
 /// Provider records: (SIM, start, end) -> bytes.
 type Buckets = BTreeMap<(String, DateTime<Utc>, DateTime<Utc>), u64>;
 
+/// What identifies a provider's record: SIM, account, start and end.
+type RecordKey = (String, Option<String>, DateTime<Utc>, DateTime<Utc>);
+
+/// The most days the records of one bucket length may span: the ledger is read over the
+/// whole span, so records far apart (a typo, a hostile file) would be read hour by hour.
+const MAX_SPAN_DAYS: i64 = 400;
+
+/// The provider's records, summed per SIM and bucket over accounts. A record is one SIM,
+/// account and period: the same record again (a page given twice) counts once, and two
+/// different figures for it are refused.
 fn read_pages(files: &[PathBuf]) -> Result<Buckets> {
-    let mut buckets = Buckets::new();
+    let mut records: BTreeMap<RecordKey, u64> = BTreeMap::new();
     for path in files {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path)
@@ -134,9 +148,26 @@ fn read_pages(files: &[PathBuf]) -> Result<Buckets> {
                     .checked_add(record.data_download.unwrap_or(0))
                     .ok_or_else(too_large)?,
             };
-            let bucket = buckets.entry((sim.clone(), start, end)).or_default();
-            *bucket = bucket.checked_add(total).ok_or_else(too_large)?;
+            let account = record.account_sid;
+            match records.insert((sim.clone(), account.clone(), start, end), total) {
+                Some(earlier) if earlier != total => {
+                    return Err(Failure::Failed(format!(
+                        "{name}: two records for {sim} (account {}) from {} to {} differ ({earlier} and {total} bytes): give each page of one fetch once",
+                        account.as_deref().unwrap_or("-"),
+                        record.period.start_time,
+                        record.period.end_time
+                    )));
+                }
+                _ => {}
+            }
         }
+    }
+    let mut buckets = Buckets::new();
+    for ((sim, _, start, end), total) in records {
+        let bucket = buckets.entry((sim.clone(), start, end)).or_default();
+        *bucket = bucket.checked_add(total).ok_or_else(|| {
+            Failure::Failed(Overflow::new(format!("SIM {sim}"), z_time(start)).to_string())
+        })?;
     }
     Ok(buckets)
 }
@@ -150,7 +181,12 @@ pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
     let mut matching = 0;
     let mut evidence: BTreeMap<String, (Vec<ConnectionEvent>, Vec<SessionSummary>)> =
         BTreeMap::new();
-    for (key, provider_total) in &provider {
+    // Every bucket either side has: usage the provider does not show is a difference too.
+    let ledger_only = ledger_totals
+        .iter()
+        .filter(|(key, total)| **total > 0 && !provider.contains_key(*key))
+        .map(|(key, _)| (key, &0));
+    for (key, provider_total) in provider.iter().chain(ledger_only) {
         let ledger_total = ledger_totals.get(key).copied().unwrap_or(0);
         let difference = i128::from(*provider_total) - i128::from(ledger_total);
         if difference == 0 {
@@ -211,6 +247,14 @@ async fn ledger_totals(ledger: &UsageLedger, provider: &Buckets) -> Result<Bucke
         span.1 = span.1.max(*end);
     }
     for (length, (start, end)) in by_length {
+        let days = (end - start).num_days();
+        if days > MAX_SPAN_DAYS {
+            return Err(Failure::Failed(format!(
+                "the records span {days} days, from {} to {}: compare takes records of at most {MAX_SPAN_DAYS} days at once (give the pages of one period)",
+                z_time(start),
+                z_time(end)
+            )));
+        }
         let granularity = match length {
             3600 => Granularity::Hour,
             86_400 => Granularity::Day,

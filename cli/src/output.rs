@@ -105,9 +105,22 @@ pub fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// One CSV field, quoted when it has to be.
+/// One CSV field, quoted when it has to be. Text a spreadsheet would run as a formula (it
+/// starts with `=`, `+`, `-`, `@`, a tab or a carriage return, and is not a number) gets a
+/// leading `'` and quotes, as OWASP recommends: SIM unique names are typed by users.
 pub fn csv_field(value: &str) -> String {
-    if value.contains([',', '"', '\n', '\r']) {
+    let formula = match value.chars().next() {
+        Some('=' | '@' | '\t' | '\r') => true,
+        // A signed number is data; `-inf` parses as one, but is not digits.
+        Some('+' | '-') => {
+            let digits = value[1..].starts_with(|c: char| c.is_ascii_digit() || c == '.');
+            !(digits && value.parse::<f64>().is_ok())
+        }
+        _ => false,
+    };
+    if formula {
+        format!("\"'{}\"", value.replace('"', "\"\""))
+    } else if value.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", value.replace('"', "\"\""))
     } else {
         value.to_owned()
@@ -162,6 +175,39 @@ mod tests {
         assert_eq!(lines[2], "long name      3 B");
         assert!(lines[3].chars().all(|c| c == '-'));
         assert_eq!(lines[4], "TOTAL      1.2 MiB");
+    }
+
+    /// Issue 21, item 7: SIM unique names are typed by users; a CSV cell a spreadsheet would
+    /// run as a formula is neutralised as OWASP recommends (a leading `'`, quoted).
+    #[test]
+    fn csv_cells_a_spreadsheet_would_run_are_neutralised() {
+        for (cell, written) in [
+            (
+                "=HYPERLINK(\"http://x\",\"y\")",
+                "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\"",
+            ),
+            ("+1+cmd", "\"'+1+cmd\""),
+            ("-2+3", "\"'-2+3\""),
+            ("@SUM(A1)", "\"'@SUM(A1)\""),
+            ("\tx", "\"'\tx\""),
+            ("\rx", "\"'\rx\""),
+            ("-", "\"'-\""),
+            ("-inf", "\"'-inf\""),
+        ] {
+            assert_eq!(csv_field(cell), written, "{cell:?}");
+        }
+        // Numbers and ordinary text are written as they are.
+        for cell in [
+            "-12",
+            "+3.5",
+            "-1e3",
+            "HS1",
+            "2024-11-03T10:00:00Z",
+            "a=b",
+            "",
+        ] {
+            assert_eq!(csv_field(cell), cell);
+        }
     }
 
     #[test]

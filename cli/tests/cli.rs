@@ -2082,9 +2082,12 @@ async fn compare_explains_a_lost_window_and_a_late_settlement_and_flags_the_rest
     let last_day = daily.keys().map(|(_, d)| d.clone()).max().unwrap();
     let settling_sim = format!("HScp{:030}", 2);
     let odd_sim = format!("HScp{:030}", 3);
-    let page = |with_unexplained: bool| {
+    let first_day = daily.keys().map(|(_, d)| d.clone()).min().unwrap();
+    let unlisted_sim = format!("HScp{:030}", 4);
+    let page = |with_unexplained: bool, with_unlisted: bool| {
         let records: Vec<Value> = daily
             .iter()
+            .filter(|((sim, day), _)| with_unlisted || !(*sim == unlisted_sim && *day == first_day))
             .map(|((sim, day), total)| {
                 let mut total = *total;
                 if *sim == settling_sim && *day == last_day {
@@ -2109,7 +2112,7 @@ async fn compare_explains_a_lost_window_and_a_late_settlement_and_flags_the_rest
         file
     };
     let as_of = format!("{last_day}T12:00:00Z");
-    let with_all = page(true);
+    let with_all = page(true, true);
     let run = kore_usage(
         &ledger,
         &[
@@ -2153,19 +2156,76 @@ async fn compare_explains_a_lost_window_and_a_late_settlement_and_flags_the_rest
     );
     assert_eq!(report["unexplained"], 1);
 
-    let without = page(false);
+    // Issue 21, item 7: the same page given twice is the same records, not twice the usage.
+    let without = page(false, true);
+    let path = without.path().to_str().unwrap();
+    let run = kore_usage(
+        &ledger,
+        &["compare", "--usage-records", path, path, "--as-of", &as_of],
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("0 unexplained"), "{}", run.stdout);
+
+    // Usage the ledger has and the provider does not show is a difference too.
+    let unlisted = page(false, false);
     let run = kore_usage(
         &ledger,
         &[
             "compare",
             "--usage-records",
-            without.path().to_str().unwrap(),
+            unlisted.path().to_str().unwrap(),
             "--as-of",
             &as_of,
+            // Settled by then: a missing record cannot pass for a late one.
+            "--settlement",
+            "1h",
+            "--format",
+            "json",
         ],
     );
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("0 unexplained"), "{}", run.stdout);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    let unlisted_bucket = report["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["sim_sid"] == unlisted_sim.as_str())
+        .unwrap_or_else(|| panic!("the unlisted bucket is reported: {report}"));
+    assert_eq!(
+        unlisted_bucket["start_time"],
+        format!("{first_day}T00:00:00Z")
+    );
+    assert_eq!(unlisted_bucket["provider_total"], 0);
+    assert_eq!(
+        unlisted_bucket["ledger_total"],
+        daily[&(unlisted_sim.clone(), first_day.clone())]
+    );
+    assert_eq!(unlisted_bucket["cause"], "unexplained");
+}
+
+/// Issue 21, item 7: records millions of days apart are refused at once, with the reason,
+/// rather than read hour by hour.
+#[tokio::test]
+async fn compare_refuses_records_too_far_apart_at_once() {
+    let ledger = fresh_ledger("cli-compare-far").await;
+    let record = |start: &str, end: &str| {
+        json!({"account_sid": ACCOUNT_A, "sim_sid": format!("HSfar{:029}", 1),
+               "period": {"start_time": start, "end_time": end}, "data_total": 1})
+    };
+    let page = json!({"usage_records": [
+        record("2024-11-01T00:00:00Z", "2024-11-01T01:00:00Z"),
+        record("9999-11-01T00:00:00Z", "9999-11-01T01:00:00Z"),
+    ]});
+    let mut file = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
+    write!(file, "{page}").unwrap();
+    let started = std::time::Instant::now();
+    let run = kore_usage(
+        &ledger,
+        &["compare", "--usage-records", file.path().to_str().unwrap()],
+    );
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("days"), "{}", run.stderr);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
 
 /// `send` signs as KORE and Twilio sign (events, a form POST, a GET callback): the webhook
