@@ -55,6 +55,7 @@ async fn a_rotation_is_picked_up_without_a_redeploy_and_a_bad_document_is_not_ec
         std::env::set_var("WEBHOOK_PUBLIC_URL", PUBLIC_URL);
         std::env::set_var("TIME_BUDGET_MS", "30000");
         std::env::set_var("SECRETS_REFRESH_MIN_MS", "1000");
+        std::env::set_var("SECRETS_MAX_AGE_MS", "4000");
     }
     let aws = manager.sdk_config().await;
     let webhook = Webhook {
@@ -88,6 +89,25 @@ async fn a_rotation_is_picked_up_without_a_redeploy_and_a_bad_document_is_not_ec
     }
     assert_eq!(manager.reads(), 2, "rate-limited");
     assert_eq!(post_signed(&webhook, "old-secret", &first).await, 401);
+
+    // Issue 21, item 8: the operator removes a secret (it leaked). No signature fails, yet
+    // within SECRETS_MAX_AGE_MS the warm container reads the secret again and refuses it.
+    manager.set(r#"{"KORE_WEBHOOK_SECRETS": "newer-secret", "TWILIO_AUTH_TOKENS": ""}"#);
+    let (_, third) = kore_batch(2, "HS0000000000000000000000000secrets", "R3");
+    assert_eq!(
+        post_signed(&webhook, "new-secret", &third).await,
+        200,
+        "the copy is young"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(4100)).await;
+    assert_eq!(
+        post_signed(&webhook, "new-secret", &third).await,
+        401,
+        "a removed secret is refused once the copy is SECRETS_MAX_AGE_MS old"
+    );
+    assert_eq!(manager.reads(), 3);
+    assert_eq!(post_signed(&webhook, "newer-secret", &third).await, 200);
+    assert_eq!(manager.reads(), 3, "one read per SECRETS_MAX_AGE_MS");
 
     // A document that is not the expected JSON: the error says so without the value.
     for document in [

@@ -35,7 +35,7 @@ pub async fn authenticate(
     config: &WebhookConfig,
     incoming: &Incoming<'_>,
 ) -> Result<Option<Provider>, Refused> {
-    let secrets = config.current_secrets();
+    let secrets = config.current_secrets().await;
     let result = verify(config, incoming, &secrets);
     let rotated = matches!(
         result,

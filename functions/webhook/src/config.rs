@@ -68,11 +68,15 @@ const SECRETS_ARN: &str = "WEBHOOK_SECRETS_ARN";
 /// The Secrets Manager secret of the signing secrets, with its current copy. A failed
 /// signature reads it again when the copy is older than `min_age`, at most once per
 /// `min_age` whatever the traffic: rejected requests cannot make it hammer Secrets Manager.
+/// A copy older than `max_age` is read again before it is used, so that a secret removed
+/// from Secrets Manager stops being accepted within `max_age` (while Secrets Manager
+/// answers: a failed read keeps the old copy, and the next request tries again).
 #[derive(Clone)]
 pub struct SecretsSource {
     client: aws_sdk_secretsmanager::Client,
     arn: String,
     min_age: Duration,
+    max_age: Duration,
     current: Arc<RwLock<Arc<SigningSecrets>>>,
     /// When it was last read (or tried); held while reading, so reads never overlap.
     last_read: Arc<tokio::sync::Mutex<Instant>>,
@@ -83,6 +87,7 @@ impl std::fmt::Debug for SecretsSource {
         f.debug_struct("SecretsSource")
             .field("arn", &self.arn)
             .field("min_age", &self.min_age)
+            .field("max_age", &self.max_age)
             .finish()
     }
 }
@@ -115,6 +120,15 @@ impl SecretsSource {
         }
     }
 
+    /// The copy to check a request with: read again first when older than `max_age`.
+    pub async fn fresh(&self) -> Arc<SigningSecrets> {
+        let mut last_read = self.last_read.lock().await;
+        if last_read.elapsed() >= self.max_age {
+            self.read_again(&mut last_read).await;
+        }
+        self.current()
+    }
+
     /// After a signature failed with `used`: newer secrets to try, if another request has
     /// read them meanwhile or if the copy is old enough to read again (and they differ).
     pub async fn newer_than(&self, used: &Arc<SigningSecrets>) -> Option<Arc<SigningSecrets>> {
@@ -126,9 +140,15 @@ impl SecretsSource {
         if last_read.elapsed() < self.min_age {
             return None;
         }
+        self.read_again(&mut last_read).await
+    }
+
+    /// Reads the secret, holding `last_read`; the new copy when it changed. A failed read
+    /// keeps the old copy.
+    async fn read_again(&self, last_read: &mut Instant) -> Option<Arc<SigningSecrets>> {
         *last_read = Instant::now();
         match Self::read(&self.client, &self.arn).await {
-            Ok(secrets) if secrets == *current => None,
+            Ok(secrets) if secrets == *self.current() => None,
             Ok(secrets) => {
                 info!("signing secrets changed in Secrets Manager; using the new ones");
                 let secrets = Arc::new(secrets);
@@ -138,9 +158,8 @@ impl SecretsSource {
                 }
                 Some(secrets)
             }
-            // The old copy stays in use; the next try is a min_age later.
             Err(error) => {
-                warn!(%error, "could not read the signing secrets again");
+                warn!(%error, "could not read the signing secrets again; the old copy stays in use");
                 None
             }
         }
@@ -183,6 +202,7 @@ impl WebhookConfig {
                 client,
                 arn,
                 min_age: env.millis(&vars::SECRETS_REFRESH_MIN_MS)?,
+                max_age: env.millis(&vars::SECRETS_MAX_AGE_MS)?,
                 current: Arc::new(RwLock::new(Arc::new(secrets))),
                 last_read: Arc::new(tokio::sync::Mutex::new(Instant::now())),
             });
@@ -190,10 +210,10 @@ impl WebhookConfig {
         Ok(config)
     }
 
-    /// The secrets to verify with now.
-    pub fn current_secrets(&self) -> Arc<SigningSecrets> {
+    /// The secrets to verify with now (read again first when the copy is too old).
+    pub async fn current_secrets(&self) -> Arc<SigningSecrets> {
         match &self.secrets_source {
-            Some(source) => source.current(),
+            Some(source) => source.fresh().await,
             None => Arc::clone(&self.secrets),
         }
     }

@@ -60,6 +60,9 @@ pub mod vars {
     /// The least age of the webhook's secrets before a failed signature reads them again.
     pub const SECRETS_REFRESH_MIN_MS: Number =
         millis("SECRETS_REFRESH_MIN_MS", 60_000, 0, 86_400_000);
+    /// The most age of the webhook's secrets: older, they are read again before a request is
+    /// checked, so a secret removed from Secrets Manager stops being accepted within it.
+    pub const SECRETS_MAX_AGE_MS: Number = millis("SECRETS_MAX_AGE_MS", 300_000, 1_000, 3_600_000);
     /// The Segment forwarder's first back-off; it doubles with each attempt.
     pub const SEGMENT_RETRY_BASE_MS: Number = millis("SEGMENT_RETRY_BASE_MS", 500, 1, 60_000);
     /// How many writes one batch runs at once.
