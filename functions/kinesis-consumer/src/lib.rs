@@ -16,7 +16,7 @@ use std::time::Duration;
 use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use kore_ingest_core::config::{ConfigError, Env, vars};
-use kore_ingest_core::deadline::work_deadline;
+use kore_ingest_core::deadline::{cutoff, work_deadline};
 use kore_ingest_core::delivery::{Delivery, Origin, Outcome, OutcomeCounts};
 use kore_ingest_core::event::{ParsedItem, parse_events};
 use kore_ingest_core::metrics::{InvocationMetrics, take_cold_start};
@@ -58,11 +58,45 @@ impl<L: Ledger> Consumer<L> {
         &self,
         event: LambdaEvent<KinesisEvent>,
     ) -> Result<KinesisEventResponse, Error> {
-        let deadline = work_deadline(event.context.deadline(), self.deadline_margin);
-        let report = process_batch(&self.ledger, event.payload, Some(deadline)).await?;
-        report.metrics.emit();
-        Ok(report.response)
+        let invocation_deadline = event.context.deadline();
+        let deadline = work_deadline(invocation_deadline, self.deadline_margin);
+        let first = (event.payload.records.first()).map(|r| r.kinesis.sequence_number.clone());
+        let records = event.payload.records.len();
+        let batch = process_batch(&self.ledger, event.payload, Some(deadline));
+        match tokio::time::timeout_at(cutoff(invocation_deadline), batch).await {
+            Ok(report) => {
+                let report = report?;
+                report.metrics.emit();
+                Ok(report.response)
+            }
+            Err(_) => cut_off(first, records),
+        }
     }
+}
+
+/// Why a whole batch is retried: Lambda cannot restart from a record without a number.
+const NO_SEQUENCE_NUMBER: &str = "a failed record has no sequence number; retrying the whole batch";
+
+/// The answer when the batch's writes were cut off at the invocation's deadline: every record
+/// from the first comes again (those already stored come back as duplicates).
+fn cut_off(first: Option<String>, records: usize) -> Result<KinesisEventResponse, Error> {
+    warn!(
+        records,
+        "writes still running at the invocation's deadline were cut off; the batch is retried"
+    );
+    let mut metrics = InvocationMetrics::new("kinesis-consumer");
+    metrics.count("RecordsReceived", records as u64);
+    metrics.count("RecordsFailed", records as u64);
+    metrics.emit();
+    let mut response = KinesisEventResponse::default();
+    match first {
+        Some(sequence) if !sequence.is_empty() => response.add_failure(sequence),
+        Some(_) => {
+            return Err(NO_SEQUENCE_NUMBER.into());
+        }
+        None => {}
+    }
+    Ok(response)
 }
 
 /// One record that was not even a payload (not UTF-8, not JSON...): quarantined whole.
@@ -239,7 +273,7 @@ fn response(
     if let Some(&lowest) = failed.first() {
         if lowest.is_empty() {
             // An empty identifier would fail the batch anyway; say so plainly.
-            return Err("a failed record has no sequence number; retrying the whole batch".into());
+            return Err(NO_SEQUENCE_NUMBER.into());
         }
         // Lambda restarts from the lowest reported sequence number; reporting it alone is
         // exact, and everything after it comes again.

@@ -241,20 +241,22 @@ async fn past_the_deadline_nothing_is_written_and_every_record_is_reported() {
     );
 }
 
+/// An invocation of `records` with `seconds_left` before Lambda's timeout.
+fn invocation(records: &[(u64, Vec<u8>)], seconds_left: u64) -> LambdaEvent<KinesisEvent> {
+    let mut context = Context::default();
+    let deadline = SystemTime::now() + Duration::from_secs(seconds_left);
+    context.deadline = deadline
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    LambdaEvent::new(kinesis_event(records), context)
+}
+
 /// The handler's deadline is the invocation's less `DEADLINE_MARGIN_MS`.
 #[tokio::test]
 async fn the_invocation_deadline_less_the_margin_bounds_the_writes() {
     let env = Env::from_pairs(&[("DEADLINE_MARGIN_MS", "5000")]);
     let consumer = Consumer::new(FakeLedger::new(), &env).unwrap();
-    let invocation = |records: &[(u64, Vec<u8>)], seconds_left: u64| {
-        let mut context = Context::default();
-        let deadline = SystemTime::now() + Duration::from_secs(seconds_left);
-        context.deadline = deadline
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
-        LambdaEvent::new(kinesis_event(records), context)
-    };
 
     let closer_than_the_margin = consumer
         .handle(invocation(&[(1, usage(1))], 3))
@@ -269,6 +271,29 @@ async fn the_invocation_deadline_less_the_margin_bounds_the_writes() {
         .unwrap();
     assert!(failures(&in_time).is_empty());
     assert_eq!(consumer.ledger.stored().len(), 1);
+}
+
+/// Issue 21, item 9: a write started just inside the margin that then hangs (a stalled
+/// table; the SDK's own timeout is longer than the margin) is cut off before Lambda's
+/// timeout, with the time to answer kept, and the batch is reported for retry from its
+/// first record (what was stored comes again as harmless duplicates).
+#[tokio::test(start_paused = true)]
+async fn a_write_that_would_outlast_the_invocation_is_cut_off_and_reported_for_retry() {
+    let env = Env::from_pairs(&[("DEADLINE_MARGIN_MS", "5000")]);
+    let stalled = FakeLedger::new().delay_batches(Duration::from_secs(60));
+    let consumer = Consumer::new(stalled, &env).unwrap();
+    let started = tokio::time::Instant::now();
+
+    // Six seconds left: the write starts one second before the margin, then stalls.
+    let response = consumer
+        .handle(invocation(&[(1, usage(1)), (2, usage(2))], 6))
+        .await
+        .unwrap();
+
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(6), "answered after {took:?}");
+    assert!(took > Duration::from_secs(5), "cut off too early: {took:?}");
+    assert_eq!(failures(&response), [sequence_number(1)]);
 }
 
 #[test]

@@ -10,12 +10,22 @@ use tokio::time::Instant;
 /// Lambda's longest timeout.
 const LAMBDA_MAX: Duration = Duration::from_secs(15 * 60);
 
+/// What is kept, after work is cut off, to build the answer and hand it to Lambda.
+pub const ANSWER_RESERVE: Duration = Duration::from_millis(500);
+
 /// The instant after which no new piece of work starts.
 pub fn work_deadline(invocation_deadline: SystemTime, margin: Duration) -> Instant {
     let remaining = invocation_deadline
         .duration_since(SystemTime::now())
         .unwrap_or_default();
     Instant::now() + remaining.saturating_sub(margin)
+}
+
+/// The instant at which work still running is abandoned and reported for retry, so that
+/// the invocation answers before Lambda's timeout whatever a call's own timeout is: a write
+/// started just before [`work_deadline`] may otherwise outlast the invocation.
+pub fn cutoff(invocation_deadline: SystemTime) -> Instant {
+    work_deadline(invocation_deadline, ANSWER_RESERVE)
 }
 
 /// Lambda's deadline (`Context::deadline`, milliseconds since the epoch) is always ahead
