@@ -294,3 +294,33 @@ fn the_table_stream_mapping_forwards_inserted_event_records_and_reports_failures
         .is_null()
     );
 }
+
+/// `scripts/deploy --dry-run` with the given arguments: (exit code, stderr).
+fn deploy_dry_run(args: &[&str]) -> (i32, String) {
+    let output =
+        std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/deploy"))
+            .args(["--dry-run", "--skip-build", "--region", "us-east-1"])
+            .args(args)
+            .env_remove("PARAM_AlarmEmail")
+            .output()
+            .expect("run scripts/deploy");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Issue 21, item 11: without `AlarmEmail` the alarms notify a topic nobody reads, so the
+/// deployment says so, loudly; with one it does not.
+#[test]
+fn deploy_warns_loudly_when_no_alarm_reaches_anyone() {
+    let (code, stderr) = deploy_dry_run(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("WARNING: no AlarmEmail"),
+        "no warning in: {stderr}"
+    );
+    let (code, stderr) = deploy_dry_run(&["--param", "AlarmEmail=ops@example.com"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("AlarmEmail"), "{stderr}");
+}

@@ -2,6 +2,7 @@
 //! `WebhookConfig::load`): while DynamoDB refuses every write, signed webhook batches from
 //! KORE and Twilio are answered 200 and handed to the stream; the consumer, reading that
 //! stream once DynamoDB is back, stores every event exactly once, as delivered by the webhook.
+//! With the stream gone too, the sender is told to retry (503).
 //! Against kinesalite (a stream of this test's own) and DynamoDB Local. Its own test binary:
 //! it sets the process environment that `load` reads.
 
@@ -225,4 +226,50 @@ async fn with_storage_down_signed_batches_get_200_and_the_consumer_stores_them_o
         .filter(|e| e.delivered_by("kore") && e.delivered_by("twilio"))
         .count();
     assert_eq!(both, 10);
+
+    // Issue 21, item 11: storage down and the stream gone too: nothing can keep the batch,
+    // so the sender is told to retry (503), and nothing was stored.
+    kinesis
+        .delete_stream()
+        .stream_name(&stream)
+        .send()
+        .await
+        .expect("delete the test stream");
+    let down_again = Throttle::on_marker("");
+    let webhook = Webhook {
+        ledger: UsageLedger::new(
+            throttled_client(&down_again),
+            LedgerConfig::new(table.table_name()),
+        ),
+        config: WebhookConfig::load(&aws, &Env::process())
+            .await
+            .expect("configuration"),
+    };
+    let (_, lost_body) = kore_batch(5, "HS000000000000000000000000spill003", "SPC");
+    let signature = kore_signature(
+        KORE_SECRET.as_bytes(),
+        "POST",
+        &format!("{PUBLIC_URL}/events"),
+        lost_body.as_bytes(),
+    );
+    let (status, reply) = respond(
+        &webhook,
+        &[
+            ("Content-Type", "application/json"),
+            ("Kore-Signature", &signature),
+        ],
+        "",
+        &lost_body,
+    )
+    .await;
+    assert_eq!(status, 503, "{reply}");
+    assert!(down_again.throttled() > 0);
+    down_again.stop();
+    assert_eq!(
+        table
+            .sim_usage("HS000000000000000000000000spill003", "2024-11-03")
+            .await
+            .unwrap(),
+        None
+    );
 }
