@@ -1,12 +1,15 @@
 //! Segment `track` calls made from stored events, and the limits of Segment's batch endpoint
 //! (`POST /v1/batch`): 32 KB per call and 500 KB per request. Pure functions, no I/O.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
+
+use kore_ingest_core::config::comma_list;
 
 /// Most bytes of one call. Segment says 32 KB; read as 32,000 so that either reading of
 /// "KB" holds.
@@ -33,6 +36,61 @@ const KEPT_LONGEST: [&str; 8] = [
 /// `NOTED_NAME_BYTES`, so the note itself stays small whatever `data` holds.
 const NOTED_NAMES: usize = 20;
 const NOTED_NAME_BYTES: usize = 64;
+
+/// `data` fields that never leave the account (`SEGMENT_OMIT_PROPERTIES`): top-level names
+/// (`imei`) or dotted paths into objects (`location.cell_id`). Empty: `data` goes as received,
+/// as Twilio's Segment sink sent it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OmittedProperties(Vec<Vec<String>>);
+
+impl OmittedProperties {
+    /// A comma-separated list of names or dotted paths; `Err` names the bad entry.
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let mut paths = Vec::new();
+        for entry in comma_list(list) {
+            let path: Vec<String> = entry.split('.').map(str::to_owned).collect();
+            if path.iter().any(String::is_empty) {
+                return Err(format!(
+                    "`{entry}` is not a field name or a dotted path such as location.cell_id"
+                ));
+            }
+            paths.push(path);
+        }
+        Ok(OmittedProperties(paths))
+    }
+
+    /// `data` without the omitted fields: the same text when none of them is in it.
+    pub fn apply<'a>(&self, data: &'a str) -> Cow<'a, str> {
+        if self.0.is_empty() {
+            return Cow::Borrowed(data);
+        }
+        let Ok(mut value) = serde_json::from_str::<Value>(data) else {
+            // Not JSON: `track_call` says so; nothing to leave out.
+            return Cow::Borrowed(data);
+        };
+        let mut removed = false;
+        for path in &self.0 {
+            removed |= remove_path(&mut value, path);
+        }
+        match removed {
+            true => Cow::Owned(value.to_string()),
+            false => Cow::Borrowed(data),
+        }
+    }
+}
+
+/// Removes the field at `path` from `value`; whether it was there.
+fn remove_path(value: &mut Value, path: &[String]) -> bool {
+    match path {
+        [] => false,
+        [name] => value
+            .as_object_mut()
+            .is_some_and(|object| object.remove(name).is_some()),
+        [name, rest @ ..] => value
+            .get_mut(name.as_str())
+            .is_some_and(|inner| remove_path(inner, rest)),
+    }
+}
 
 /// The stored event a call is made of.
 #[derive(Debug, Clone)]

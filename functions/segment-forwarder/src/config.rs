@@ -9,6 +9,8 @@ use kore_ingest_core::config::{Env, comma_list, vars};
 use kore_ingest_core::event::{ConnectionKind, EventKind, KindName};
 use kore_ingest_core::secrets::parse_write_key;
 
+use crate::calls::OmittedProperties;
+
 /// Segment's US endpoint; the EU one is `https://events.eu1.segmentapis.com`.
 pub const DEFAULT_ENDPOINT: &str = "https://api.segment.io";
 
@@ -93,6 +95,8 @@ pub struct ForwarderConfig {
     pub endpoint: String,
     pub write_key: String,
     pub kinds: KindSet,
+    /// `data` fields left out of every call (`SEGMENT_OMIT_PROPERTIES`).
+    pub omit: OmittedProperties,
     pub max_attempts: u32,
     pub retry_base: Duration,
     pub deadline_margin: Duration,
@@ -104,6 +108,7 @@ impl std::fmt::Debug for ForwarderConfig {
             .field("endpoint", &self.endpoint)
             .field("write_key", &"<redacted>")
             .field("kinds", &self.kinds)
+            .field("omit", &self.omit)
             .field("max_attempts", &self.max_attempts)
             .field("retry_base", &self.retry_base)
             .field("deadline_margin", &self.deadline_margin)
@@ -164,6 +169,10 @@ impl ForwarderConfig {
             endpoint,
             write_key,
             kinds: KindSet::parse(&env.text("SEGMENT_EVENT_KINDS").unwrap_or_default())?,
+            omit: OmittedProperties::parse(
+                &env.text("SEGMENT_OMIT_PROPERTIES").unwrap_or_default(),
+            )
+            .map_err(|reason| invalid("SEGMENT_OMIT_PROPERTIES", reason))?,
             max_attempts: env.number(&vars::SEGMENT_MAX_ATTEMPTS)? as u32,
             retry_base: env.millis(&vars::SEGMENT_RETRY_BASE_MS)?,
             deadline_margin: env.millis(&vars::DEADLINE_MARGIN_MS)?,

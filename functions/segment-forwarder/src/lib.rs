@@ -160,11 +160,12 @@ impl<S: Sink> Forwarder<S> {
             });
         }
         let message_id = stored.key.as_str().to_owned();
+        let data = self.config.omit.apply(&stored.data).into_owned();
         let fields = EventFields {
             message_id: &message_id,
             event_type: &stored.event_type,
             event_time: stored.event_time,
-            data: &stored.data,
+            data: &data,
         };
         let call = match calls::track_call(&fields, MAX_CALL_BYTES) {
             Ok(call) => call,
@@ -183,7 +184,7 @@ impl<S: Sink> Forwarder<S> {
             message_id,
             event_type: stored.event_type,
             event_time: stored.event_time,
-            data: stored.data,
+            data,
             call,
         })
     }

@@ -344,6 +344,38 @@ async fn each_new_event_reaches_segment_once_with_the_fields() {
     assert_eq!(call["anonymousId"], format!("{ids}test"));
 }
 
+/// Issue 21, item 12: fields named in `SEGMENT_OMIT_PROPERTIES` (top-level, or a dotted
+/// path into an object) never leave the account; everything else is sent as received.
+#[tokio::test]
+async fn omitted_personal_fields_never_reach_segment() {
+    let segment = FakeSegment::default();
+    let ids = prefix("omit");
+    let event = &usage_events(&ids, "HS00000000000000000000000000omit", 1)[0];
+    let personal = json!({
+        "imei": "356938035643809", "imsi": "732123200000001", "ip_address": "100.64.12.34",
+        "location": {"lat": 41.8781, "lon": -87.6298, "cell_id": "20981234", "lac": "7001"},
+    });
+    let (records, _) = stream_of(&[kore_with(event, personal)]);
+    let forwarder = forwarder_of(
+        &segment,
+        &[(
+            "SEGMENT_OMIT_PROPERTIES",
+            "imei, imsi,ip_address,location.cell_id,location.lac,nowhere.x",
+        )],
+    );
+
+    let report = forward(&forwarder, records).await;
+
+    assert!(failures(&report).is_empty());
+    let call = segment.accepted(&ids).remove(0);
+    let mut expected = event.data();
+    expected["location"] = json!({"lat": 41.8781, "lon": -87.6298});
+    assert_eq!(
+        call["properties"], expected,
+        "only the named fields are left out"
+    );
+}
+
 #[tokio::test]
 async fn server_errors_are_retried_then_handed_back_and_nothing_is_lost() {
     let segment = FakeSegment::default();
