@@ -13,6 +13,7 @@ use kore_ingest_core::delivery::{Delivery, Origin, Outcome, OutcomeCounts};
 use kore_ingest_core::event::{ParsedItem, parse_events};
 use kore_ingest_core::port::Ledger;
 use kore_ingest_core::quarantine::{QuarantineEntry, QuarantineKind};
+use kore_ingest_core::spill;
 use serde::Serialize;
 
 use crate::args::Format;
@@ -25,8 +26,10 @@ Examples:
   kore-usage replay day1.jsonl day2.json --format json
 
 An archive is JSON lines (one CloudEvent, or a JSON array of them, per line) or one JSON
-array of CloudEvents (e.g. exported from a Twilio Kinesis sink), read as a stream. Every
-event is stored exactly once: replaying an archive again reports only duplicates. Elements
+array of CloudEvents (e.g. exported from a Twilio Kinesis sink), read as a stream. A line
+holding a record the webhook spilled to the stream (it starts with {\"kore_ingest_spill\":1,)
+is stored as that webhook delivery, as the consumer stores it. Every event is stored exactly
+once: replaying an archive again reports only duplicates. Elements
 that cannot be parsed are quarantined with the reason, as the functions do. The exit code
 is 1 if any write was still failing for a passing reason (throttling, timeouts) after the
 ledger's own retries; those inputs are named on stderr: replay the archive again.";
@@ -245,23 +248,33 @@ async fn replay_file(ledger: &UsageLedger, path: &Path, batch_size: usize) -> Re
             Err(error) => break Err(error),
         };
         let source = format!("{display}:{}", unit.line);
-        let delivery = Delivery::now(Origin::Replay {
-            source: source.clone(),
-        });
-        match parse_events(&unit.bytes) {
-            Ok(items) => {
+        let replayed = || {
+            Delivery::now(Origin::Replay {
+                source: source.clone(),
+            })
+        };
+        // A record the webhook spilled to the stream holds its request's events, stored as
+        // that webhook delivery, as the consumer stores them.
+        let parsed = spill::delivery_of(&unit.bytes, replayed)
+            .map_err(|e| e.to_string())
+            .and_then(|(delivery, payload)| {
+                let items = parse_events(payload).map_err(|e| e.to_string())?;
+                Ok((delivery, items))
+            });
+        match parsed {
+            Ok((delivery, items)) => {
                 for item in items {
                     summary.inputs += 1;
                     batch.inputs.push((item, delivery.clone()));
                     batch.sources.push(source.clone());
                 }
             }
-            Err(error) => {
+            Err(reason) => {
                 summary.inputs += 1;
                 batch.poison.push(Poison {
                     bytes: unit.bytes,
-                    reason: error.to_string(),
-                    delivery,
+                    reason,
+                    delivery: replayed(),
                     source,
                 });
             }

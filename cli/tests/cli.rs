@@ -586,6 +586,16 @@ async fn replay_quarantines_unparseable_lines_with_their_place_in_the_archive() 
         r#"[{{"type":"com.kore.iot.supersim.connection.attachment.accepted","source":"kore-events","data":{{}}}}]"#
     )
     .unwrap();
+    // Issue 21, item 6: an event larger than any function takes (7 MiB: neither a Kinesis
+    // record nor a webhook body can be) is quarantined as the functions would, not stored
+    // for rebuild, evidence and export to fail on.
+    let mut huge: Value = serde_json::from_str(
+        &SampleEvent::usage_update("EZpoisonhuge", "HSpoison", "2024-11-03T11:00:00Z", (1, 1))
+            .kore_json(),
+    )
+    .unwrap();
+    huge["data"]["padding"] = "x".repeat(7 * 1024 * 1024).into();
+    writeln!(file, "{huge}").unwrap();
     file.flush().unwrap();
     let path = file.path().to_str().unwrap();
 
@@ -593,9 +603,10 @@ async fn replay_quarantines_unparseable_lines_with_their_place_in_the_archive() 
     let total = &report["total"];
     assert_eq!(
         (total["inputs"].as_u64(), total["new"].as_u64()),
-        (Some(3), Some(1))
+        (Some(4), Some(1)),
+        "{report}"
     );
-    assert_eq!(total["quarantined"], 2, "{report}");
+    assert_eq!(total["quarantined"], 3, "{report}");
     let listed = ok_json(&ledger, &["quarantine", "list", "--format", "json"]);
     let mut origins: Vec<&str> = listed
         .as_array()
@@ -604,13 +615,115 @@ async fn replay_quarantines_unparseable_lines_with_their_place_in_the_archive() 
         .map(|e| e["origin"].as_str().unwrap())
         .collect();
     origins.sort_unstable();
-    assert_eq!(origins, [format!("{path}:2"), format!("{path}:4")]);
+    assert_eq!(
+        origins,
+        [
+            format!("{path}:2"),
+            format!("{path}:4"),
+            format!("{path}:5")
+        ]
+    );
+    let reasons: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("more than the functions take")),
+        "{reasons:?}"
+    );
     let day = ledger
         .sim_usage("HSpoison", "2024-11-03")
         .await
         .unwrap()
         .unwrap();
     assert_eq!((day.usage, day.usage_events), (volume(5, 7), 1));
+}
+
+/// Issue 21, item 3: the runbook for the consumer's on-failure queue replays the records the
+/// consumer gave up on, spilled webhook requests among them: `replay` stores their events as
+/// the webhook deliveries they are, and `quarantine redrive` does the same with one that was
+/// quarantined before this was understood.
+#[tokio::test]
+async fn replay_and_redrive_store_records_the_webhook_spilled_as_its_deliveries() {
+    use kore_ingest_core::spill::{SpilledRequest, encode};
+    let ledger = fresh_ledger("cli-replay-spill").await;
+    let sim = "HS00000000000000000000000000spill";
+    let events: Vec<SampleEvent> = (1..=4u64)
+        .map(|n| {
+            SampleEvent::usage_update(
+                &format!("EZspilled{n:023}"),
+                sim,
+                &format!("2024-11-03T10:0{n}:00Z"),
+                (n, 10 * n),
+            )
+        })
+        .collect();
+    let spilled = |request_id: &str, events: &[SampleEvent]| {
+        let raw: Vec<String> = events.iter().map(SampleEvent::kore_json).collect();
+        let raw: Vec<&str> = raw.iter().map(String::as_str).collect();
+        let request = SpilledRequest {
+            provider: Some(Provider::Kore),
+            request_id: request_id.into(),
+            received_at: Utc.with_ymd_and_hms(2024, 11, 3, 10, 30, 0).unwrap(),
+        };
+        let mut records = encode(&request, &raw).unwrap();
+        assert_eq!(records.len(), 1);
+        records.remove(0)
+    };
+    // The records the consumer gave up on, one per line, as the runbook writes them.
+    let mut file = tempfile::Builder::new()
+        .suffix(".jsonl")
+        .tempfile()
+        .unwrap();
+    file.write_all(&spilled("req-spilled-1", &events[..3]))
+        .unwrap();
+    writeln!(file).unwrap();
+    file.flush().unwrap();
+    let report = ok_json(
+        &ledger,
+        &["replay", file.path().to_str().unwrap(), "--format", "json"],
+    );
+    assert_eq!(
+        (
+            report["total"]["new"].as_u64(),
+            report["total"]["quarantined"].as_u64()
+        ),
+        (Some(3), Some(0)),
+        "{report}"
+    );
+    // A spilled record quarantined earlier is redriven the same way.
+    let record = spilled("req-spilled-2", &events[2..]);
+    let id = ledger
+        .quarantine(QuarantineEntry {
+            kind: QuarantineKind::Event,
+            payload: &record,
+            reason: "simulated: spilled record quarantined by an older replay".into(),
+            delivery: &kinesis(7),
+            related_event: None,
+        })
+        .await
+        .unwrap();
+    let redriven = ok_json(&ledger, &["quarantine", "redrive", &id, "--format", "json"]);
+    assert_eq!(redriven[0]["result"], "removed", "{redriven}");
+    assert_eq!(
+        (
+            redriven[0]["new"].as_u64(),
+            redriven[0]["duplicate"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+
+    let day = ledger.sim_usage(sim, "2024-11-03").await.unwrap().unwrap();
+    assert_eq!(day.usage_events, 4);
+    let stored = ledger.events().of_sim(sim, None).await.unwrap();
+    assert_eq!(stored.len(), 4);
+    for (record, _) in &stored {
+        assert_eq!(record.deliveries, ["kore#webhook"], "{}", record.key);
+    }
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ use kore_ingest_core::delivery::{Delivery, Origin, Outcome, OutcomeCounts};
 use kore_ingest_core::event::{Provider, parse_events};
 use kore_ingest_core::port::{CallbackOutcome, Ledger};
 use kore_ingest_core::quarantine::{QuarantineKind, QuarantinedPayload, quarantine_id};
+use kore_ingest_core::spill;
 use serde::Serialize;
 
 use crate::args::Format;
@@ -175,7 +176,15 @@ async fn plan_one(ledger: &UsageLedger, id: &str) -> Result<Redriven> {
     } else {
         match &entry.kind {
             QuarantineKind::Event | QuarantineKind::Conflict => {
-                match parse_events(&entry.payload) {
+                let replayed = || {
+                    Delivery::now(Origin::Replay {
+                        source: id.to_owned(),
+                    })
+                };
+                let events = spill::delivery_of(&entry.payload, replayed)
+                    .map_err(|e| e.to_string())
+                    .and_then(|(_, payload)| parse_events(payload).map_err(|e| e.to_string()));
+                match events {
                     Err(error) => Some(format!("still unparseable: {error}")),
                     Ok(items) => {
                         let bad: Vec<String> = items
@@ -258,10 +267,18 @@ async fn redrive_events(
     delivery: &Delivery,
     mut result: Redriven,
 ) -> Result<Redriven> {
-    let items = match parse_events(&entry.payload) {
-        Ok(items) => items,
+    // A record the webhook spilled is redriven as that webhook delivery.
+    let parsed = spill::delivery_of(&entry.payload, || delivery.clone())
+        .map_err(|e| e.to_string())
+        .and_then(|(delivery, payload)| {
+            let items = parse_events(payload).map_err(|e| e.to_string())?;
+            Ok((delivery, items))
+        });
+    let (delivery, items) = match parsed {
+        Ok(parsed) => parsed,
         Err(error) => return Ok(result.kept(format!("still unparseable: {error}"))),
     };
+    let delivery = &delivery;
     // Elements that still do not parse stay in this entry: recording them would only
     // quarantine a second copy under the replay path.
     let single = items.len() == 1;

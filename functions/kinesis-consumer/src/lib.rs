@@ -119,20 +119,7 @@ struct Parsed<'a> {
 /// or the record's own.
 fn unwrap_record(record: &KinesisEventRecord) -> Result<(Delivery, &[u8]), String> {
     let bytes = record.kinesis.data.0.as_slice();
-    match spill::decode(bytes) {
-        None => Ok((Delivery::now(origin_of(record)), bytes)),
-        Some(Ok((request, events))) => Ok((
-            Delivery {
-                origin: Origin::Webhook {
-                    request_id: request.request_id,
-                },
-                received_at: request.received_at,
-                provider_hint: request.provider,
-            },
-            events.as_bytes(),
-        )),
-        Some(Err(error)) => Err(error.to_string()),
-    }
+    spill::delivery_of(bytes, || Delivery::now(origin_of(record))).map_err(|e| e.to_string())
 }
 
 /// Parses every record of the batch; a record that is no payload at all is poison.

@@ -78,7 +78,7 @@ pub mod vars {
         name: "MAX_BODY_BYTES",
         default: 1024 * 1024,
         min: 1,
-        max: 6 * 1024 * 1024,
+        max: crate::event::MAX_PAYLOAD_BYTES as u64,
         unit: Unit::Bytes,
     };
     /// Attempts of one Segment request before its records go back to Lambda.

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::delivery::{Delivery, Origin};
 use crate::event::Provider;
 use crate::time::timestamp;
 
@@ -122,6 +123,30 @@ pub fn decode(record: &[u8]) -> Option<Result<(SpilledRequest, &str), SpillError
             ))
         });
     Some(decoded)
+}
+
+/// The delivery a stream record stands for and the bytes to parse, one rule for every reader
+/// of stream records (the consumer, `replay`, `quarantine redrive`): a spilled webhook
+/// request's events, delivered by the webhook (its provider, request id and time of
+/// receipt), or the record itself, delivered as `otherwise` says.
+pub fn delivery_of(
+    record: &[u8],
+    otherwise: impl FnOnce() -> Delivery,
+) -> Result<(Delivery, &[u8]), SpillError> {
+    match decode(record) {
+        None => Ok((otherwise(), record)),
+        Some(Ok((request, events))) => Ok((
+            Delivery {
+                origin: Origin::Webhook {
+                    request_id: request.request_id,
+                },
+                received_at: request.received_at,
+                provider_hint: request.provider,
+            },
+            events.as_bytes(),
+        )),
+        Some(Err(error)) => Err(error),
+    }
 }
 
 #[cfg(test)]

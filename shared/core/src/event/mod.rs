@@ -15,6 +15,12 @@ mod parse;
 mod types;
 
 pub use parse::{from_stored, parse_event, parse_events};
+
+/// The largest payload a function takes: a webhook body at `MAX_BODY_BYTES`'s ceiling (a
+/// Function URL takes 6 MB; a Kinesis record holds 1 MiB). [`parse_events`] refuses larger
+/// ones, so `replay` and `quarantine redrive` quarantine what the functions would never
+/// see, rather than store `data` that reading back (`rebuild`, `evidence`, `export`) refuses.
+pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
 pub use types::{
     ConnectionEvent, ConnectionKind, DataHash, DataSession, DataVolume, DedupeKey, EventError,
     EventKind, KindName, MAX_AMOUNT, Network, ParsedItem, Provider, RejectedEvent,

@@ -20,6 +20,9 @@ use super::types::{
 /// of them. `Err` means the payload as a whole is unusable (not UTF-8, not JSON, neither object
 /// nor array); otherwise each element gets its own result, in order.
 pub fn parse_events(bytes: &[u8]) -> Result<Vec<ParsedItem>, EventError> {
+    if bytes.len() > super::MAX_PAYLOAD_BYTES {
+        return Err(EventError::TooLarge { bytes: bytes.len() });
+    }
     let text = std::str::from_utf8(bytes).map_err(|e| EventError::NotUtf8 {
         valid_up_to: e.valid_up_to(),
     })?;

@@ -315,6 +315,11 @@ impl ConnectionEvent {
 pub enum EventError {
     #[error("payload is not UTF-8 (invalid byte at offset {valid_up_to})")]
     NotUtf8 { valid_up_to: usize },
+    #[error(
+        "payload is {bytes} bytes, more than the functions take ({} bytes)",
+        super::MAX_PAYLOAD_BYTES
+    )]
+    TooLarge { bytes: usize },
     #[error("payload is not valid JSON: {0}")]
     NotJson(String),
     #[error("payload must be a CloudEvent object or a JSON array of them, found {found}")]

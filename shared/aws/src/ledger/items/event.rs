@@ -26,8 +26,9 @@ pub const DELIVERIES: &str = "deliveries";
 pub const DIGEST_PROJECTION: &str = "pk, h, deliveries";
 
 /// A stored data object larger than this after inflating is refused as corrupt: nothing
-/// the pipeline accepts is larger (Kinesis records and webhook bodies are at most 1 MB).
+/// the pipeline accepts is larger (`MAX_PAYLOAD_BYTES`).
 const MAX_DATA_BYTES: usize = 8 * 1024 * 1024;
+const _: () = assert!(MAX_DATA_BYTES > kore_ingest_core::event::MAX_PAYLOAD_BYTES);
 
 /// The key of an event record.
 pub fn event_key(key_of_event: &DedupeKey) -> Item {
