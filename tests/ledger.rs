@@ -680,3 +680,85 @@ async fn a_sim_hour_past_2_pow_64_is_an_overflow_naming_the_sim_and_hour_never_z
         "{error}"
     );
 }
+
+/// A ledger on the same table as `ledger` with its own (empty) cache of the closes: another
+/// process, such as the operator's `kore-usage close`.
+fn another_process(
+    ledger: &kore_ingest_aws::ledger::UsageLedger,
+) -> kore_ingest_aws::ledger::UsageLedger {
+    kore_ingest_aws::ledger::UsageLedger::new(
+        local_client(),
+        kore_ingest_aws::ledger::LedgerConfig::new(ledger.table_name()),
+    )
+}
+
+fn november() -> TimeRange {
+    TimeRange::new(
+        Utc.with_ymd_and_hms(2024, 11, 1, 0, 0, 0).unwrap(),
+        Utc.with_ymd_and_hms(2024, 12, 1, 0, 0, 0).unwrap(),
+    )
+    .unwrap()
+}
+
+/// Issue 21, item 2: a writer whose copy of the closes predates a close (a long retry, a
+/// replay, a longer CLOSED_PERIODS_TTL_MS) commits after the close's snapshot was read: the
+/// event is in the period's adjustments, never in neither, and the close still verifies.
+#[tokio::test]
+async fn a_write_committed_after_a_close_it_did_not_know_of_is_an_adjustment() {
+    let writer = fresh_ledger("close-race-writer").await;
+    let sim = "HS0000000000000000000000000closerace";
+    let first = SampleEvent::usage_update("EZcloserace1", sim, "2024-11-03T10:00:00Z", (1, 2));
+    // The writer reads the closes (none yet) and keeps its copy.
+    assert_eq!(
+        writer
+            .record_event(&parse_one(&first.kore_json()), &kinesis(1))
+            .await,
+        Outcome::New
+    );
+
+    let operator = another_process(&writer);
+    let close = operator.closes().register(None, november()).await.unwrap();
+    let close = operator.closes().store_snapshot(&close).await.unwrap();
+
+    let late = SampleEvent::usage_update("EZcloserace2", sim, "2024-11-03T11:00:00Z", (3, 4));
+    assert_eq!(
+        writer
+            .record_event(&parse_one(&late.kore_json()), &kinesis(2))
+            .await,
+        Outcome::New
+    );
+
+    let problems = operator.closes().verify(&close).await.unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    let adjusted: Vec<String> = operator
+        .closes()
+        .adjustments(&close)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.event_sid)
+        .collect();
+    assert_eq!(adjusted, ["EZcloserace2"]);
+}
+
+/// Issue 21, item 2: two closes whose periods overlap, registered at the same moment, are
+/// never both taken (the usage would be invoiced twice): one is refused.
+#[tokio::test]
+async fn overlapping_closes_registered_at_once_are_never_both_taken() {
+    let ledger = fresh_ledger("close-overlap-race").await;
+    for round in 0..4u32 {
+        let day = |d: u32| Utc.with_ymd_and_hms(2025, 1 + round, d, 0, 0, 0).unwrap();
+        let every_account = TimeRange::new(day(1), day(20)).unwrap();
+        let one_account = TimeRange::new(day(10), day(25)).unwrap();
+        let (a, b) = (another_process(&ledger), another_process(&ledger));
+        let (first, second) = tokio::join!(
+            a.closes().register(None, every_account),
+            b.closes()
+                .register(Some("AC00000000000000000000000000000001"), one_account),
+        );
+        assert!(
+            first.is_ok() != second.is_ok(),
+            "round {round}: exactly one is taken: {first:?} / {second:?}"
+        );
+    }
+}

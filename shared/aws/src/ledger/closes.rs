@@ -18,14 +18,17 @@ use kore_ingest_core::port::LedgerError;
 use kore_ingest_core::time::{TimeRange, timestamp, z_time};
 use tokio::time::Instant;
 
+use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+
+use super::error::build_error;
 use super::items::close::{
-    adjustment_of, close_of, closed_at_of, closed_update, registry_item, registry_key,
-    snapshot_part_item, snapshot_part_text,
+    adjustment_of, close_of, closed_day_key, closed_update, lock_key, lock_update, lock_version,
+    mark_update, registry_item, registry_key, snapshot_part_item, snapshot_part_text,
 };
 use super::items::rollup::CLOSE_READ;
 use super::keys;
 use super::read::rollups::Rollups;
-use super::table::{PutIfAbsent, Query, Table};
+use super::table::{Query, Sent, Table};
 
 /// A snapshot part holds at most this much canonical text before deflating (items hold
 /// 400 KB).
@@ -63,6 +66,15 @@ impl Closes {
             .collect()
     }
 
+    /// The closes read afresh, and the cache replaced with them: after a commit found a day
+    /// closed that the cached copy did not show.
+    pub async fn refresh(&self) -> Result<Arc<Vec<Close>>, LedgerError> {
+        let mut cached = self.cache.cached.lock().await;
+        let closes = Arc::new(self.all().await?);
+        *cached = Some((Instant::now(), closes.clone()));
+        Ok(closes)
+    }
+
     /// The closes, from the per-process cache while it is younger than
     /// `closed_periods_ttl`: how the functions learn of a close without a read per batch.
     pub async fn cached(&self) -> Result<Arc<Vec<Close>>, LedgerError> {
@@ -77,22 +89,47 @@ impl Closes {
         Ok(closes)
     }
 
-    /// Registers a close (or finds the one being settled for the same period, to resume it).
+    /// Registers a close (or finds the one being settled for the same period, to resume it),
+    /// then marks its days, so that from then on every commit into them decides for itself
+    /// that it is late (`keys::closed_day_pk`). Registrations take the lock in the same
+    /// transaction as the registry entry: two at once cannot both pass the overlap check.
     pub async fn register(
         &self,
         account_sid: Option<&str>,
         period: TimeRange,
     ) -> Result<Close, CloseError> {
+        // Each lost race means another registration was stored: look again.
+        const ATTEMPTS: usize = 5;
+        for _ in 0..ATTEMPTS {
+            if let Some(close) = self.try_register(account_sid, period).await? {
+                self.mark_days(&close).await?;
+                return Ok(close);
+            }
+        }
+        Err(CloseError::Ledger(LedgerError::Retryable {
+            operation: "TransactWriteItems",
+            code: None,
+            message: "other closes kept being registered at the same time".into(),
+        }))
+    }
+
+    /// One registration: the close, or `None` when another registration took the lock first.
+    async fn try_register(
+        &self,
+        account_sid: Option<&str>,
+        period: TimeRange,
+    ) -> Result<Option<Close>, CloseError> {
         let id = close_id(account_sid, period);
         let already = |closed_at: String| CloseError::AlreadyClosed {
             start: z_time(period.start()),
             end: z_time(period.end()),
             closed_at,
         };
+        let seen = lock_version(self.table.get(lock_key()).await?.as_ref());
         for close in self.all().await? {
             if close.id() == id {
                 return match close.state {
-                    CloseState::Settling => Ok(close),
+                    CloseState::Settling => Ok(Some(close)),
                     CloseState::Closed => Err(already(close.closed_at)),
                 };
             }
@@ -114,16 +151,44 @@ impl Closes {
             lines: 0,
             parts: 0,
         };
-        match self.table.put_if_absent(registry_item(&close)).await? {
-            PutIfAbsent::Created => Ok(close),
-            // Another close of the same period got there first: say when.
-            PutIfAbsent::Exists(existing) => Err(already(
-                existing
-                    .as_ref()
-                    .and_then(closed_at_of)
-                    .unwrap_or_else(|| "just now, by another close".into()),
-            )),
+        let (update, condition, values) = lock_update(seen);
+        let build = || -> Result<Vec<TransactWriteItem>, aws_sdk_dynamodb::error::BuildError> {
+            let put = Put::builder()
+                .table_name(self.table.name())
+                .set_item(Some(registry_item(&close)))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()?;
+            let lock = Update::builder()
+                .table_name(self.table.name())
+                .set_key(Some(lock_key()))
+                .update_expression(update)
+                .condition_expression(condition)
+                .set_expression_attribute_values(Some(values))
+                .build()?;
+            Ok(vec![
+                TransactWriteItem::builder().put(put).build(),
+                TransactWriteItem::builder().update(lock).build(),
+            ])
+        };
+        let actions = build().map_err(build_error)?;
+        match self.table.transact(actions).await {
+            Sent::Committed => Ok(Some(close)),
+            // The lock moved (another registration) or the same close was registered by
+            // another run: either way, read again.
+            Sent::Cancelled(_) => Ok(None),
+            Sent::Failed(error) => Err(error.into()),
         }
+    }
+
+    /// Adds a close to the markers of its days (idempotent: a resumed close marks again).
+    async fn mark_days(&self, close: &Close) -> Result<(), LedgerError> {
+        let (expression, values) = mark_update(close);
+        for day in close.period.days() {
+            self.table
+                .update(closed_day_key(day), expression, &[], values.clone())
+                .await?;
+        }
+        Ok(())
     }
 
     /// The day totals and late counters of the rollups of a close's days.

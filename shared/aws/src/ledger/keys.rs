@@ -16,7 +16,8 @@
 //! - the quarantine: `QUARANTINE#<id>` / `#` (and `PART#00000`... for large payloads), listed
 //!   newest first through `gsi1` under `QUARANTINE`;
 //! - closes: the registry `CLOSES` / `<close id>`, and under `CLOSE#<close id>` the snapshot's
-//!   parts `PART#00000`... and the adjustments `ADJ#<event_sid>`.
+//!   parts `PART#00000`... and the adjustments `ADJ#<event_sid>`; the marker of each closed
+//!   day `CLOSEDDAY#<day>` / `#`, and the registration lock `CLOSES#LOCK` / `#`.
 
 use chrono::NaiveDate;
 use kore_ingest_core::event::DedupeKey;
@@ -203,6 +204,17 @@ pub fn part_sk(index: usize) -> String {
 
 /// The partition that lists every close: closes are few, and every function reads them all.
 pub const CLOSES_PK: &str = "CLOSES";
+
+/// The item whose version every registration of a close bumps, so that two registrations
+/// at once cannot both pass the overlap check.
+pub const CLOSES_LOCK_PK: &str = "CLOSES#LOCK";
+
+/// The marker of one UTC day: which closes cover it. Every commit of usage its writer does
+/// not know to be in a closed period checks the marker of its day, so the commit itself
+/// decides, whatever the writer's copy of the closes.
+pub fn closed_day_pk(day: NaiveDate) -> String {
+    format!("CLOSEDDAY#{}", day_text(day))
+}
 
 pub fn close_pk(close_id: &str) -> String {
     format!("CLOSE#{close_id}")

@@ -1,9 +1,10 @@
 //! The items of closed periods: the registry entry of each close, the parts of its snapshot
-//! (deflated canonical text), and one adjustment per late usage event.
+//! (deflated canonical text), one adjustment per late usage event, the marker of each closed
+//! day (which accounts' closes cover it) and the lock registrations take.
 
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use kore_ingest_core::closes::{Adjustment, Close, CloseState};
 use kore_ingest_core::event::{ConnectionEvent, DataVolume};
 use kore_ingest_core::port::LedgerError;
@@ -12,6 +13,76 @@ use kore_ingest_core::usage::Booking;
 
 use super::attrs::{Item, bytes_attr, key, n, number_attr, s, string_attr};
 use crate::ledger::keys;
+
+/// The marker's set of the accounts whose closes cover its day.
+const CLOSERS: &str = "closers";
+/// How the marker names a close for every account.
+const EVERY_ACCOUNT: &str = "*";
+/// The lock's version.
+const LOCK_VERSION: &str = "v";
+
+/// The marker of one closed day.
+pub fn closed_day_key(day: NaiveDate) -> Item {
+    key(keys::closed_day_pk(day), keys::SINGLE)
+}
+
+/// The update that adds a close to the markers of its days: `ADD closers :who`.
+pub fn mark_update(close: &Close) -> (&'static str, Item) {
+    let who = close
+        .account_sid
+        .as_deref()
+        .unwrap_or(EVERY_ACCOUNT)
+        .to_owned();
+    (
+        "ADD closers :who",
+        Item::from([(":who".to_owned(), AttributeValue::Ss(vec![who]))]),
+    )
+}
+
+/// The condition a commit puts on a day's marker: no close covers the day for any of
+/// `accounts` (`None`: an event without an account, covered only by a close for every
+/// account). It mirrors `Close::covers`. Returns the expression and its values.
+pub fn unclosed_condition<'a>(
+    accounts: impl IntoIterator<Item = Option<&'a str>>,
+) -> (String, Item) {
+    let mut values = Item::from([(":every".to_owned(), s(EVERY_ACCOUNT))]);
+    let mut covered = vec![format!("contains({CLOSERS}, :every)")];
+    let named: std::collections::BTreeSet<&str> = accounts.into_iter().flatten().collect();
+    for (i, account) in named.into_iter().enumerate() {
+        values.insert(format!(":a{i}"), s(account));
+        covered.push(format!("contains({CLOSERS}, :a{i})"));
+    }
+    (
+        format!(
+            "attribute_not_exists({CLOSERS}) OR NOT ({})",
+            covered.join(" OR ")
+        ),
+        values,
+    )
+}
+
+/// The lock registrations of closes take.
+pub fn lock_key() -> Item {
+    key(keys::CLOSES_LOCK_PK, keys::SINGLE)
+}
+
+/// The lock's version as read (0 when it was never taken).
+pub fn lock_version(item: Option<&Item>) -> u64 {
+    item.and_then(|item| number_attr(item, LOCK_VERSION))
+        .unwrap_or(0)
+}
+
+/// Taking the lock after reading version `seen`: (update, condition, values).
+pub fn lock_update(seen: u64) -> (String, String, Item) {
+    (
+        format!("SET {LOCK_VERSION} = :next"),
+        format!("attribute_not_exists({LOCK_VERSION}) OR {LOCK_VERSION} = :seen"),
+        Item::from([
+            (":next".to_owned(), n(seen + 1)),
+            (":seen".to_owned(), n(seen)),
+        ]),
+    )
+}
 
 /// A snapshot part inflates to at most this much text.
 const MAX_PART_TEXT: usize = 64 << 20;
@@ -50,11 +121,6 @@ pub fn closed_update(sha256: &str, snapshot_at: &str, lines: u64, parts: u64) ->
             .to_owned(),
         values,
     )
-}
-
-/// When a close was made, from its registry entry (for a close that lost a race).
-pub fn closed_at_of(item: &Item) -> Option<String> {
-    string_attr(item, "closed_at").map(str::to_owned)
 }
 
 /// A registry entry read back.

@@ -7,9 +7,13 @@
 //! retried with back-off; anything else (an item DynamoDB refuses) splits the transaction
 //! until the event that cannot be stored is alone, and that one is quarantined.
 
+use std::collections::BTreeMap;
+
 use aws_sdk_dynamodb::types::{
-    CancellationReason, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+    CancellationReason, ConditionCheck, Put, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update,
 };
+use chrono::NaiveDate;
 use futures::StreamExt;
 use kore_ingest_core::delivery::Outcome;
 use kore_ingest_core::port::LedgerError;
@@ -22,17 +26,19 @@ use super::stored::{Stored, existing_or_fetch, refused};
 use crate::ledger::error::build_error;
 use crate::ledger::items::attrs::Item;
 use crate::ledger::items::booking_list::booking_list_item;
-use crate::ledger::items::close::adjustment_item;
+use crate::ledger::items::close::{adjustment_item, closed_day_key, unclosed_condition};
 use crate::ledger::items::event::event_item;
 use crate::ledger::items::rollup::update_of;
 use crate::ledger::quarantine::QuarantineStore;
 use crate::ledger::table::{CancelCode, Sent, Table, TransactionRetries};
 
-/// A transaction's actions, the input index of each event put, and each action's unit.
+/// A transaction's actions, the input index of each event put, each action's unit (the
+/// day markers' belong to none), and the day of each check of a day's marker.
 struct Transaction {
     actions: Vec<TransactWriteItem>,
     puts: Vec<Option<usize>>,
     unit_of: Vec<usize>,
+    marker_days: Vec<Option<NaiveDate>>,
 }
 
 /// Where a group of units stands after a cancelled transaction.
@@ -50,7 +56,16 @@ struct Commits<'r, 'a> {
     quarantine: &'r QuarantineStore,
     deadline: Option<Instant>,
     queue: Vec<Vec<Unit<'a>>>,
-    results: Vec<(usize, Stored)>,
+    results: Committed,
+}
+
+/// What the commits of a batch did: each event's write, and the events not written because
+/// a close of their booking day was registered after the batch read the closes (planned
+/// again with the closes read afresh, they are adjustments of that close).
+#[derive(Debug, Default)]
+pub(super) struct Committed {
+    pub stored: Vec<(usize, Stored)>,
+    pub closed_meanwhile: Vec<usize>,
 }
 
 /// Sends the waves one after another, the transactions of a wave at once.
@@ -59,8 +74,8 @@ pub(super) async fn commit_waves(
     quarantine: &QuarantineStore,
     waves: Waves<'_>,
     deadline: Option<Instant>,
-) -> Vec<(usize, Stored)> {
-    let mut results = Vec::new();
+) -> Committed {
+    let mut results = Committed::default();
     for wave in waves {
         let commits = wave.into_iter().map(|units| {
             let commits = Commits {
@@ -68,14 +83,15 @@ pub(super) async fn commit_waves(
                 quarantine,
                 deadline,
                 queue: vec![units],
-                results: Vec::new(),
+                results: Committed::default(),
             };
             commits.run()
         });
         let mut done = futures::stream::iter(commits.collect::<Vec<_>>())
             .buffer_unordered(table.concurrency());
         while let Some(outcomes) = done.next().await {
-            results.extend(outcomes);
+            results.stored.extend(outcomes.stored);
+            results.closed_meanwhile.extend(outcomes.closed_meanwhile);
         }
     }
     results
@@ -83,7 +99,7 @@ pub(super) async fn commit_waves(
 
 impl<'r, 'a> Commits<'r, 'a> {
     /// Every unit group in the queue, until every event has an outcome.
-    async fn run(mut self) -> Vec<(usize, Stored)> {
+    async fn run(mut self) -> Committed {
         while let Some(units) = self.queue.pop() {
             self.settle(units).await;
         }
@@ -99,25 +115,22 @@ impl<'r, 'a> Commits<'r, 'a> {
                 self.fail_all(&units, DEADLINE_REASON);
                 return;
             }
-            let transaction = match self.transaction(&units) {
+            let mut transaction = match self.transaction(&units) {
                 Ok(built) => built,
                 Err(error) => return self.split(units, error).await,
             };
-            match self.table.transact(transaction.actions).await {
+            let actions = std::mem::take(&mut transaction.actions);
+            match self.table.transact(actions).await {
                 Sent::Committed => {
                     let stored = units.iter().flat_map(|u| &u.events);
-                    self.results.extend(stored.map(|p| (p.index, Stored::New)));
+                    self.results
+                        .stored
+                        .extend(stored.map(|p| (p.index, Stored::New)));
                     return;
                 }
                 Sent::Cancelled(reasons) => {
                     let after = self
-                        .after_cancel(
-                            units,
-                            &reasons,
-                            &transaction.puts,
-                            &transaction.unit_of,
-                            &mut retries,
-                        )
+                        .after_cancel(units, &reasons, &transaction, &mut retries)
                         .await;
                     match after {
                         AfterCancel::Again(rest) => units = rest,
@@ -139,11 +152,30 @@ impl<'r, 'a> Commits<'r, 'a> {
         &mut self,
         units: Vec<Unit<'a>>,
         reasons: &[CancellationReason],
-        puts: &[Option<usize>],
-        unit_of: &[usize],
+        transaction: &Transaction,
         retries: &mut TransactionRetries,
     ) -> AfterCancel<'a> {
+        let (puts, unit_of) = (&transaction.puts, &transaction.unit_of);
         let codes = CancelCode::all(reasons, puts.len());
+        // A day closed since the batch read the closes: its units go back to be planned
+        // again as late usage; the others go on.
+        let closed: Vec<NaiveDate> = codes
+            .iter()
+            .zip(&transaction.marker_days)
+            .filter_map(|(code, day)| {
+                (*code == CancelCode::ConditionalCheckFailed).then_some(*day)?
+            })
+            .collect();
+        if !closed.is_empty() {
+            let (replan, rest): (Vec<_>, Vec<_>) = units
+                .into_iter()
+                .partition(|unit| closed.contains(&unit.day));
+            let events = replan.iter().flat_map(|unit| &unit.events);
+            self.results
+                .closed_meanwhile
+                .extend(events.map(|p| p.index));
+            return AfterCancel::Again(rest);
+        }
         let mut stored = Vec::new();
         for (i, code) in codes.iter().enumerate() {
             if let (Some(Some(index)), CancelCode::ConditionalCheckFailed) = (puts.get(i), code) {
@@ -154,7 +186,7 @@ impl<'r, 'a> Commits<'r, 'a> {
             let indexes: Vec<usize> = stored.iter().map(|(i, _)| *i).collect();
             for (index, old) in stored {
                 let outcome = self.existing(&units, index, old).await;
-                self.results.push((index, outcome));
+                self.results.stored.push((index, outcome));
             }
             return AfterCancel::Again(units.iter().filter_map(|u| u.without(&indexes)).collect());
         }
@@ -207,13 +239,15 @@ impl<'r, 'a> Commits<'r, 'a> {
         }
         for pending in &unit.events {
             let outcome = refused(self.quarantine, pending, error.clone(), self.deadline).await;
-            self.results.push((pending.index, Stored::Failed(outcome)));
+            self.results
+                .stored
+                .push((pending.index, Stored::Failed(outcome)));
         }
     }
 
     fn fail_all(&mut self, units: &[Unit<'_>], reason: &str) {
         let events = units.iter().flat_map(|u| &u.events);
-        self.results.extend(events.map(|p| {
+        self.results.stored.extend(events.map(|p| {
             let retry = Outcome::Retry {
                 reason: reason.to_owned(),
             };
@@ -249,11 +283,14 @@ impl<'r, 'a> Commits<'r, 'a> {
             actions: Vec::new(),
             puts: Vec::new(),
             unit_of: Vec::new(),
+            marker_days: Vec::new(),
         };
         let push = |built: &mut Transaction, action: TransactWriteItem, put: Option<usize>| {
             built.actions.push(action);
             built.puts.push(put);
         };
+        // The accounts of the usage not known to be late, per booking day.
+        let mut unknown: BTreeMap<NaiveDate, Vec<Option<&str>>> = BTreeMap::new();
         for (u, unit) in units.iter().enumerate() {
             for pending in &unit.events {
                 let put = Put::builder()
@@ -306,6 +343,10 @@ impl<'r, 'a> Commits<'r, 'a> {
                     None,
                 );
             }
+            for pending in unit.events.iter().filter(|p| p.close.is_none()) {
+                let accounts = unknown.entry(unit.day).or_default();
+                accounts.push(pending.event.account_sid.as_deref());
+            }
             let keys: Vec<_> = unit.events.iter().map(|p| &p.event.key).collect();
             let list = Put::builder()
                 .table_name(table)
@@ -318,6 +359,27 @@ impl<'r, 'a> Commits<'r, 'a> {
                 None,
             );
             built.unit_of.resize(built.actions.len(), u);
+        }
+        built.marker_days.resize(built.actions.len(), None);
+        // Each day's marker, checked where the write happens: a close registered since
+        // the batch read the closes cancels the transaction rather than let usage of its
+        // period land in neither its snapshot nor its adjustments.
+        for (day, accounts) in unknown {
+            let (condition, values) = unclosed_condition(accounts);
+            let check = ConditionCheck::builder()
+                .table_name(table)
+                .set_key(Some(closed_day_key(day)))
+                .condition_expression(condition)
+                .set_expression_attribute_values(Some(values))
+                .build()
+                .map_err(build_error)?;
+            push(
+                &mut built,
+                TransactWriteItem::builder().condition_check(check).build(),
+                None,
+            );
+            built.unit_of.push(units.len());
+            built.marker_days.push(Some(day));
         }
         Ok(built)
     }

@@ -7,7 +7,7 @@
 //!    SIM and day touch the same rollup, so they go into successive *waves*, never into
 //!    concurrent transactions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::NaiveDate;
 
@@ -53,10 +53,17 @@ impl<'a> Unit<'a> {
         Ok(fold(parts)?.into_values().collect())
     }
 
-    /// Puts, rollup updates and the booking list.
+    /// Puts, adjustments, rollup updates and the booking list.
     pub fn actions(&self) -> usize {
         let bookings = self.deltas().map(|d| d.len()).unwrap_or(self.events.len());
-        self.events.len() + bookings + 1
+        let adjustments = self.events.iter().filter(|p| p.close.is_some()).count();
+        self.events.len() + adjustments + bookings + 1
+    }
+
+    /// Whether its transaction checks its day's marker: some of its usage is not known to
+    /// be in a closed period.
+    pub fn checks_its_day(&self) -> bool {
+        self.events.iter().any(|p| p.close.is_none())
     }
 
     fn data_bytes(&self) -> usize {
@@ -112,23 +119,32 @@ pub fn plan_commits<'a>(new_usage: &[Pending<'a>]) -> Waves<'a> {
         .collect()
 }
 
-/// Greedily fills transactions up to 100 actions and 2 MB of data.
+/// Greedily fills transactions up to 100 actions (with one check of each day's marker) and
+/// 2 MB of data.
 pub fn pack<'a>(units: impl IntoIterator<Item = Unit<'a>>) -> Vec<Vec<Unit<'a>>> {
     let mut transactions: Vec<Vec<Unit<'a>>> = Vec::new();
     let (mut actions, mut bytes) = (0, 0);
+    let mut checked_days: HashSet<NaiveDate> = HashSet::new();
     for unit in units {
-        let (unit_actions, unit_bytes) = (unit.actions(), unit.data_bytes());
-        let fits = actions + unit_actions <= MAX_ACTIONS_PER_TRANSACTION
+        let check = |days: &HashSet<NaiveDate>| {
+            usize::from(unit.checks_its_day() && !days.contains(&unit.day))
+        };
+        let unit_bytes = unit.data_bytes();
+        let fits = actions + unit.actions() + check(&checked_days) <= MAX_ACTIONS_PER_TRANSACTION
             && bytes + unit_bytes <= MAX_DATA_BYTES_PER_TRANSACTION;
-        match transactions.last_mut() {
-            Some(transaction) if fits => transaction.push(unit),
-            _ => {
-                transactions.push(vec![unit]);
-                (actions, bytes) = (0, 0);
-            }
+        if !fits || transactions.is_empty() {
+            transactions.push(Vec::new());
+            (actions, bytes) = (0, 0);
+            checked_days.clear();
         }
-        actions += unit_actions;
+        actions += unit.actions() + check(&checked_days);
         bytes += unit_bytes;
+        if unit.checks_its_day() {
+            checked_days.insert(unit.day);
+        }
+        if let Some(transaction) = transactions.last_mut() {
+            transaction.push(unit);
+        }
     }
     transactions
 }

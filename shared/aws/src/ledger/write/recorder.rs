@@ -23,7 +23,7 @@ use kore_ingest_core::stored::StoredDigest;
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::commit::commit_waves;
+use super::commit::{Committed, commit_waves};
 use super::copies::{Copies, write_copies};
 use super::plan::{Pending, plan_commits};
 use super::stored::{Stored, existing_or_fetch, refused};
@@ -104,6 +104,9 @@ impl Recorder {
         for (index, outcome) in quarantined {
             outcomes[index] = Some(outcome);
         }
+        let committed = self
+            .replan_closed_meanwhile(inputs, committed, deadline)
+            .await;
         let written: HashMap<usize, Stored> = committed
             .into_iter()
             .chain(put)
@@ -122,6 +125,69 @@ impl Recorder {
                 })
             })
             .collect()
+    }
+
+    /// Events whose transaction found their day closed after the batch read the closes:
+    /// planned once more with the closes read afresh, now as adjustments of that close. One
+    /// more close in between hands them back for retry.
+    async fn replan_closed_meanwhile(
+        &self,
+        inputs: &[(ParsedItem, Delivery)],
+        committed: Committed,
+        deadline: Option<Instant>,
+    ) -> Vec<(usize, Stored)> {
+        let Committed {
+            mut stored,
+            closed_meanwhile,
+        } = committed;
+        if closed_meanwhile.is_empty() {
+            return stored;
+        }
+        let retry = |reason: String, indexes: Vec<usize>| -> Vec<(usize, Stored)> {
+            indexes
+                .into_iter()
+                .map(|index| {
+                    let outcome = Outcome::Retry {
+                        reason: reason.clone(),
+                    };
+                    (index, Stored::Failed(outcome))
+                })
+                .collect()
+        };
+        let closes = match self.closes.refresh().await {
+            Ok(closes) => closes,
+            Err(error) => {
+                let reason = format!("the closed periods could not be read: {error}");
+                stored.extend(retry(reason, closed_meanwhile));
+                return stored;
+            }
+        };
+        let pending: Vec<Pending<'_>> = closed_meanwhile
+            .iter()
+            .filter_map(|index| {
+                let (item, delivery) = &inputs[*index];
+                let event = item.as_ref().ok()?;
+                Some(Pending {
+                    index: *index,
+                    event,
+                    delivery,
+                    close: close_of(&closes, event),
+                })
+            })
+            .collect();
+        let again = commit_waves(
+            &self.table,
+            &self.quarantine,
+            plan_commits(&pending),
+            deadline,
+        )
+        .await;
+        stored.extend(again.stored);
+        stored.extend(retry(
+            "closes of its booking day kept being registered while it was written".into(),
+            again.closed_meanwhile,
+        ));
+        stored
     }
 
     /// The stored hash and deliveries of each key that exists (consistent batched reads, one
