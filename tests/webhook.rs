@@ -91,6 +91,30 @@ async fn post_kore_events(webhook: &Webhook<UsageLedger>, secret: &str, body: &s
     .await
 }
 
+/// A KORE-signed SIM-update callback (POST, form body) with its idempotency token.
+async fn post_kore_callback(webhook: &Webhook<UsageLedger>, form: &str, token: &str) -> Reply {
+    let signature = kore_signature(
+        KORE_ACTIVE.as_bytes(),
+        "POST",
+        &format!("{PUBLIC_URL}/callbacks/sims"),
+        form.as_bytes(),
+    );
+    let headers = [
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Kore-Signature", signature.as_str()),
+        ("Kore-Idempotency-Token", token),
+    ];
+    send(
+        webhook,
+        "POST",
+        "/callbacks/sims",
+        "",
+        &headers,
+        Some(form.as_bytes()),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn kore_signed_batch_of_50_then_again_then_from_twilio_counts_once() {
     let webhook = webhook("wh-batch").await;
@@ -180,30 +204,8 @@ async fn kore_signed_batch_of_50_then_again_then_from_twilio_counts_once() {
 async fn callbacks_by_post_and_get_from_both_providers_are_stored_once() {
     let webhook = webhook("wh-callbacks").await;
     let form = include_str!("fixtures/callback-sim-status.form").trim_end();
-    let kore_sig = kore_signature(
-        KORE_ACTIVE.as_bytes(),
-        "POST",
-        &format!("{PUBLIC_URL}/callbacks/sims"),
-        form.as_bytes(),
-    );
-    let kore_headers = [
-        ("Content-Type", "application/x-www-form-urlencoded"),
-        ("Kore-Signature", kore_sig.as_str()),
-        (
-            "Kore-Idempotency-Token",
-            "RQa48ec9b6ef475034c35566c02b654243",
-        ),
-    ];
     for expected_new in [1, 0] {
-        let reply = send(
-            &webhook,
-            "POST",
-            "/callbacks/sims",
-            "",
-            &kore_headers,
-            Some(form.as_bytes()),
-        )
-        .await;
+        let reply = post_kore_callback(&webhook, form, "RQa48ec9b6ef475034c35566c02b654243").await;
         assert_eq!(reply.status, 200, "{}", reply.body);
         assert_eq!(reply.body["accepted"], expected_new);
     }
@@ -431,41 +433,14 @@ async fn a_throttled_callback_transaction_gets_503_and_the_retry_stores_it() {
         config: config(),
     };
     let form = include_str!("fixtures/callback-sim-status.form").trim_end();
-    let signature = kore_signature(
-        KORE_ACTIVE.as_bytes(),
-        "POST",
-        &format!("{PUBLIC_URL}/callbacks/sims"),
-        form.as_bytes(),
-    );
     let token = "RQ00000000000000000000000000cancel";
-    let headers = [
-        ("Content-Type", "application/x-www-form-urlencoded"),
-        ("Kore-Signature", signature.as_str()),
-        ("Kore-Idempotency-Token", token),
-    ];
-    let reply = send(
-        &webhook,
-        "POST",
-        "/callbacks/sims",
-        "",
-        &headers,
-        Some(form.as_bytes()),
-    )
-    .await;
+    let reply = post_kore_callback(&webhook, form, token).await;
     assert_eq!(reply.status, 503, "{}", reply.body);
     assert!(throttle.throttled() > 0);
     assert!(table.quarantined().list(10).await.unwrap().is_empty());
 
     throttle.stop();
-    let reply = send(
-        &webhook,
-        "POST",
-        "/callbacks/sims",
-        "",
-        &headers,
-        Some(form.as_bytes()),
-    )
-    .await;
+    let reply = post_kore_callback(&webhook, form, token).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.body["accepted"], 1);
     assert!(table.callback_exists("kore", token).await.unwrap());
@@ -538,29 +513,7 @@ async fn a_300_kb_bad_field_is_quarantined_whole_with_a_bounded_reason() {
     let webhook = webhook("wh-huge-field").await;
     let huge = "9".repeat(300_000);
     let form = format!("={huge}&SimSid=HS0000000000000000000000000000huge&Status=active");
-    let signature = kore_signature(
-        KORE_ACTIVE.as_bytes(),
-        "POST",
-        &format!("{PUBLIC_URL}/callbacks/sims"),
-        form.as_bytes(),
-    );
-    let headers = [
-        ("Content-Type", "application/x-www-form-urlencoded"),
-        ("Kore-Signature", signature.as_str()),
-        (
-            "Kore-Idempotency-Token",
-            "RQ0000000000000000000000000000huge",
-        ),
-    ];
-    let callback = send(
-        &webhook,
-        "POST",
-        "/callbacks/sims",
-        "",
-        &headers,
-        Some(form.as_bytes()),
-    )
-    .await;
+    let callback = post_kore_callback(&webhook, &form, "RQ0000000000000000000000000000huge").await;
 
     let mut event: Value = serde_json::from_str(
         &SampleEvent::usage_update("EZhuge", SIM, "2024-11-03T10:00:00Z", (1, 2)).kore_json(),
@@ -616,27 +569,8 @@ async fn a_300_kb_bad_field_is_quarantined_whole_with_a_bounded_reason() {
 async fn an_unparseable_callback_is_quarantined_with_its_idempotency_token() {
     let webhook = webhook("wh-bad-callback-token").await;
     let form = "=nameless&SimSid=HS0000000000000000000000000000tokn&Status=active";
-    let signature = kore_signature(
-        KORE_ACTIVE.as_bytes(),
-        "POST",
-        &format!("{PUBLIC_URL}/callbacks/sims"),
-        form.as_bytes(),
-    );
     let token = "RQ0000000000000000000000000000tokn";
-    let headers = [
-        ("Content-Type", "application/x-www-form-urlencoded"),
-        ("Kore-Signature", signature.as_str()),
-        ("Kore-Idempotency-Token", token),
-    ];
-    let reply = send(
-        &webhook,
-        "POST",
-        "/callbacks/sims",
-        "",
-        &headers,
-        Some(form.as_bytes()),
-    )
-    .await;
+    let reply = post_kore_callback(&webhook, form, token).await;
     assert_eq!(reply.status, 400, "{}", reply.body);
     let id = reply.body["quarantine_id"].as_str().unwrap();
     let kept = webhook.ledger.quarantined().get(id).await.unwrap().unwrap();
