@@ -38,12 +38,16 @@ async fn production_shaped() -> Result<(), String> {
     let (new_cpu, new_wall) = (cpu_time() - cpu, started.elapsed());
     let reported = ledger.table().consumed_write_units();
     let new_requests = requests.total();
-    let billed = billed_write_units(&ledger, &fleet, &days).await?;
+    // A ConditionCheck (a closed-day marker) billed as a transactional write of one
+    // kilobyte: the most it can cost.
+    let checks = 2.0 * requests.condition_checks() as f64;
+    let billed = billed_write_units(&ledger, &fleet, &days).await? + checks;
     let per_new = billed / fleet.len() as f64;
     row(
         "WCU per new usage event, one per SIM per batch (3,000 events, 300 SIMs, batches of 100)",
         &format!(
-            "{per_new:.2} as AWS bills it ({:.2} as DynamoDB Local reports transactions); {:.3} requests per event",
+            "{per_new:.2} as AWS bills it, of which {:.2} for the closed-day checks ({:.2} as DynamoDB Local reports transactions); {:.3} requests per event",
+            checks / fleet.len() as f64,
             reported / fleet.len() as f64,
             new_requests as f64 / fleet.len() as f64
         ),
@@ -166,7 +170,7 @@ async fn other_provider(
 /// Twenty-five events per SIM per batch: 3,000 events over 120 SIMs.
 async fn grouped_per_sim() -> Result<(), String> {
     let days = [day(2024, 11, 3)];
-    let (ledger, _) = counted_ledger("per-sim").await?;
+    let (ledger, requests) = counted_ledger("per-sim").await?;
     let mut grouped = fleet_windows("b", 120, 25);
     // Batches of four SIMs' 25 windows each.
     grouped.sort_by(|a, b| a.sim_sid.cmp(&b.sim_sid).then(a.time.cmp(&b.time)));
@@ -175,7 +179,8 @@ async fn grouped_per_sim() -> Result<(), String> {
         .map(|e| e.twilio_json().into_bytes())
         .collect();
     consume(&ledger, &records, |o| matches!(o, Outcome::New)).await?;
-    let billed = billed_write_units(&ledger, &grouped, &days).await?;
+    let checks = 2.0 * requests.condition_checks() as f64;
+    let billed = billed_write_units(&ledger, &grouped, &days).await? + checks;
     row(
         "WCU per new usage event, 25 per SIM per batch (3,000 events, 120 SIMs)",
         &format!(

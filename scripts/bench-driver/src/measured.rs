@@ -11,6 +11,7 @@
 //! Single-item writes (deliveries added to stored events) are measured as they happen.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,20 +32,33 @@ use kore_test_support::{SampleEvent, dynamodb_endpoint, kinesis_event};
 /// Records per batch, as the consumer gets them.
 pub const BATCH: usize = 100;
 
-/// Requests sent, by operation.
+/// Requests sent, by operation, and the `ConditionCheck` actions of the transactions among
+/// them (each commit checks the markers of the days it books into): they write nothing, so
+/// `billed_write_units` cannot see them.
 #[derive(Debug, Clone, Default)]
-pub struct Requests(Arc<Mutex<BTreeMap<String, u64>>>);
+pub struct Requests {
+    by_operation: Arc<Mutex<BTreeMap<String, u64>>>,
+    condition_checks: Arc<AtomicU64>,
+}
 
 impl Requests {
     pub fn total(&self) -> u64 {
-        self.0.lock().map(|m| m.values().sum()).unwrap_or(0)
+        self.by_operation
+            .lock()
+            .map(|m| m.values().sum())
+            .unwrap_or(0)
     }
 
     pub fn of(&self, operation: &str) -> u64 {
-        self.0
+        self.by_operation
             .lock()
             .map(|m| m.get(operation).copied().unwrap_or(0))
             .unwrap_or(0)
+    }
+
+    /// `ConditionCheck` actions sent in transactions so far.
+    pub fn condition_checks(&self) -> u64 {
+        self.condition_checks.load(Ordering::Relaxed)
     }
 }
 
@@ -66,7 +80,16 @@ impl Intercept for Requests {
             .and_then(|t| t.split('.').nth(1))
             .unwrap_or("unknown")
             .to_owned();
-        if let Ok(mut counts) = self.0.lock() {
+        if operation == "TransactWriteItems"
+            && let Some(body) = context.request().body().bytes()
+        {
+            let checks = String::from_utf8_lossy(body)
+                .matches("\"ConditionCheck\"")
+                .count();
+            self.condition_checks
+                .fetch_add(checks as u64, Ordering::Relaxed);
+        }
+        if let Ok(mut counts) = self.by_operation.lock() {
             *counts.entry(operation).or_default() += 1;
         }
         Ok(())
