@@ -762,3 +762,22 @@ async fn overlapping_closes_registered_at_once_are_never_both_taken() {
         );
     }
 }
+
+/// A close comes an hour after its period at the earliest, even forced: that is what lets
+/// the commits of today's usage skip the check of their day's marker.
+#[tokio::test]
+async fn a_period_that_has_not_ended_an_hour_ago_cannot_be_closed() {
+    let ledger = fresh_ledger("close-too-recent").await;
+    let today = Utc::now().date_naive();
+    let midnight = |day: chrono::NaiveDate| day.and_hms_opt(0, 0, 0).unwrap().and_utc();
+    let period = TimeRange::new(midnight(today), midnight(today.succ_opt().unwrap())).unwrap();
+    let refused = ledger.closes().register(None, period).await.unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            kore_ingest_core::closes::CloseError::TooRecent { .. }
+        ),
+        "{refused}"
+    );
+    assert!(ledger.closes().all().await.unwrap().is_empty());
+}

@@ -25,7 +25,8 @@ Examples:
 
 A period is whole UTC days, for one account or for every account. Usage keeps arriving for
 up to 48 hours after a period ends, so close refuses before --end plus --grace unless
---force. It registers the period, waits --settle for every function to learn of it, then
+--force, and within an hour of --end even with it. It registers the period, marks its days
+(a commit into a marked day is an adjustment, whatever its writer knew), waits --settle, then
 stores the snapshot: one line per account, SIM, fleet, network and country, with a SHA-256
 over its canonical form. Usage booked into the period after that is stored and counted as
 always, and also recorded as an adjustment of the period. Closing a period twice, or one
@@ -44,7 +45,7 @@ pub struct CloseArgs {
     /// How long after --end usage is still expected (e.g. 48h, 2d, 30m).
     #[arg(long, value_name = "DURATION", default_value = "48h", value_parser = parse_duration)]
     pub grace: Duration,
-    /// Close before --end plus --grace.
+    /// Close before --end plus --grace (never within an hour of --end).
     #[arg(long)]
     pub force: bool,
     /// How long to wait for the functions to learn of the close before the snapshot is read

@@ -82,6 +82,35 @@ pub fn close_id(account_sid: Option<&str>, period: TimeRange) -> String {
     )
 }
 
+/// The least time between a period's end and its close, even with `--force`. It lets the
+/// commits of recent usage skip the check of their day's marker: that one item would
+/// otherwise be part of every transaction of the day, a hot key and a source of
+/// transaction conflicts between unrelated SIMs.
+pub const MIN_CLOSE_AGE: Duration = Duration::from_secs(3600);
+
+/// The longest a commit is in flight after it decided whether to check its day (the SDK's
+/// timeouts and retries are well under it).
+const COMMIT_IN_FLIGHT: Duration = Duration::from_secs(600);
+
+/// When a close of `period` may be registered at the earliest.
+pub fn earliest_close(period: &TimeRange) -> DateTime<Utc> {
+    period.end() + chrono::Duration::from_std(MIN_CLOSE_AGE).unwrap_or_default()
+}
+
+/// Whether usage booked on `day`, committed at `now`, could land in a period closed
+/// meanwhile, so that its commit must check the day's marker. A close covering `day` ends at
+/// midnight after it at the earliest and is registered `MIN_CLOSE_AGE` later still.
+pub fn closable(day: NaiveDate, now: DateTime<Utc>) -> bool {
+    let in_flight = chrono::Duration::from_std(COMMIT_IN_FLIGHT).unwrap_or_default();
+    match day.succ_opt() {
+        Some(next) => {
+            now + in_flight
+                >= midnight(next) + chrono::Duration::from_std(MIN_CLOSE_AGE).unwrap_or_default()
+        }
+        None => true,
+    }
+}
+
 /// How long `close` waits, after registering a period, before it reads the snapshot: the
 /// functions' cache of closes plus the longest a commit can take.
 pub fn settle_time(closed_periods_ttl: Duration) -> Duration {
@@ -97,6 +126,8 @@ pub enum CloseError {
         end: String,
         closed_at: String,
     },
+    #[error("the period ends at {end}: it can be closed from {earliest} on, even with --force")]
+    TooRecent { end: String, earliest: String },
     #[error("the period overlaps the closed period from {start} to {end} ({account})")]
     Overlaps {
         start: String,
@@ -436,6 +467,24 @@ fn add(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Today's usage, and yesterday's until 00:50, can be in no close when its commit lands
+    /// (a close comes an hour after its period at the earliest, a commit is in flight ten
+    /// minutes at most): only older usage checks its day's marker.
+    #[test]
+    fn only_usage_a_close_could_cover_by_the_time_it_lands_checks_its_day() {
+        let at = |t: &str| DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc);
+        let day = |d: &str| NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap();
+        assert!(!closable(day("2024-11-03"), at("2024-11-03T23:59:00Z")));
+        assert!(!closable(day("2024-11-03"), at("2024-11-04T00:49:59Z")));
+        assert!(closable(day("2024-11-03"), at("2024-11-04T00:50:00Z")));
+        assert!(closable(day("2024-11-02"), at("2024-11-04T00:00:00Z")));
+        let november = TimeRange::new(at("2024-11-01T00:00:00Z"), at("2024-12-01T00:00:00Z"));
+        assert_eq!(
+            earliest_close(&november.unwrap()),
+            at("2024-12-01T01:00:00Z")
+        );
+    }
 
     fn line(account: &str, sim: &str, name: &str, total: u64) -> SnapshotLine {
         SnapshotLine {

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use kore_ingest_core::closes::{
-    Adjustment, Close, CloseError, CloseState, SnapshotLine, canonical_text, close_id, sha256_hex,
-    snapshot_lines, verified_lines, verify,
+    Adjustment, Close, CloseError, CloseState, SnapshotLine, canonical_text, close_id,
+    earliest_close, sha256_hex, snapshot_lines, verified_lines, verify,
 };
 use kore_ingest_core::port::LedgerError;
 use kore_ingest_core::time::{TimeRange, timestamp, z_time};
@@ -28,7 +28,7 @@ use super::items::close::{
 use super::items::rollup::CLOSE_READ;
 use super::keys;
 use super::read::rollups::Rollups;
-use super::table::{Query, Sent, Table};
+use super::table::{Query, Sent, Table, TransactionRetries};
 
 /// A snapshot part holds at most this much canonical text before deflating (items hold
 /// 400 KB).
@@ -98,19 +98,22 @@ impl Closes {
         account_sid: Option<&str>,
         period: TimeRange,
     ) -> Result<Close, CloseError> {
-        // Each lost race means another registration was stored: look again.
-        const ATTEMPTS: usize = 5;
-        for _ in 0..ATTEMPTS {
+        // A lost race (another registration was stored) or a passing refusal: look again
+        // after the transactions' back-off.
+        let mut retries = TransactionRetries::default();
+        loop {
             if let Some(close) = self.try_register(account_sid, period).await? {
                 self.mark_days(&close).await?;
                 return Ok(close);
             }
+            if !retries.wait().await {
+                return Err(CloseError::Ledger(LedgerError::Retryable {
+                    operation: "TransactWriteItems",
+                    code: None,
+                    message: "other closes kept being registered at the same time".into(),
+                }));
+            }
         }
-        Err(CloseError::Ledger(LedgerError::Retryable {
-            operation: "TransactWriteItems",
-            code: None,
-            message: "other closes kept being registered at the same time".into(),
-        }))
     }
 
     /// One registration: the close, or `None` when another registration took the lock first.
@@ -119,6 +122,13 @@ impl Closes {
         account_sid: Option<&str>,
         period: TimeRange,
     ) -> Result<Option<Close>, CloseError> {
+        let earliest = earliest_close(&period);
+        if Utc::now() < earliest {
+            return Err(CloseError::TooRecent {
+                end: z_time(period.end()),
+                earliest: z_time(earliest),
+            });
+        }
         let id = close_id(account_sid, period);
         let already = |closed_at: String| CloseError::AlreadyClosed {
             start: z_time(period.start()),

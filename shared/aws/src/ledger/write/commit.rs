@@ -13,8 +13,9 @@ use aws_sdk_dynamodb::types::{
     CancellationReason, ConditionCheck, Put, ReturnValuesOnConditionCheckFailure,
     TransactWriteItem, Update,
 };
-use chrono::NaiveDate;
+use chrono::{NaiveDate, Utc};
 use futures::StreamExt;
+use kore_ingest_core::closes::closable;
 use kore_ingest_core::delivery::Outcome;
 use kore_ingest_core::port::LedgerError;
 use kore_ingest_core::quarantine::{DEADLINE_REASON, past};
@@ -289,7 +290,9 @@ impl<'r, 'a> Commits<'r, 'a> {
             built.actions.push(action);
             built.puts.push(put);
         };
-        // The accounts of the usage not known to be late, per booking day.
+        // The accounts of the usage not known to be late, per booking day a close could
+        // cover by the time the transaction lands (recent usage cannot be in one yet).
+        let now = Utc::now();
         let mut unknown: BTreeMap<NaiveDate, Vec<Option<&str>>> = BTreeMap::new();
         for (u, unit) in units.iter().enumerate() {
             for pending in &unit.events {
@@ -343,7 +346,8 @@ impl<'r, 'a> Commits<'r, 'a> {
                     None,
                 );
             }
-            for pending in unit.events.iter().filter(|p| p.close.is_none()) {
+            let closable = closable(unit.day, now);
+            for pending in unit.events.iter().filter(|p| closable && p.close.is_none()) {
                 let accounts = unknown.entry(unit.day).or_default();
                 accounts.push(pending.event.account_sid.as_deref());
             }

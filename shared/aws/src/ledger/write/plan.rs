@@ -60,8 +60,9 @@ impl<'a> Unit<'a> {
         self.events.len() + adjustments + bookings + 1
     }
 
-    /// Whether its transaction checks its day's marker: some of its usage is not known to
-    /// be in a closed period.
+    /// Whether its transaction may check its day's marker: some of its usage is not known
+    /// to be in a closed period (whether the day is old enough to be closable is decided
+    /// when the transaction is built; packing counts the check either way).
     pub fn checks_its_day(&self) -> bool {
         self.events.iter().any(|p| p.close.is_none())
     }
