@@ -1,7 +1,7 @@
 //! `kore-usage compare`: the ledger against the provider's UsageRecords, SIM by SIM and
 //! bucket by bucket, with the likely cause of each difference.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -27,8 +27,8 @@ Examples:
 
 Reads the JSON the KORE or Twilio UsageRecords API returns (`usage_records`, grouped by SIM,
 hourly or daily; any number of pages, of at most 400 days; a page given twice counts once) and
-compares each record with the ledger, and each bucket the ledger has in the records' days that
-no record shows (provider 0). A difference
+compares each record with the ledger, and each bucket the ledger has in the records' days, for
+the records' accounts, that no record shows (provider 0). A difference
 is explained as: a window the ledger never received (one of the SIM's sessions has a gap),
 the provider's settlement delay (the provider shows less, and the bucket ended less than
 --settlement before --as-of), or a window that crossed the bucket's boundary (its bytes are
@@ -115,10 +115,28 @@ type RecordKey = (String, Option<String>, DateTime<Utc>, DateTime<Utc>);
 /// whole span, so records far apart (a typo, a hostile file) would be read hour by hour.
 const MAX_SPAN_DAYS: i64 = 400;
 
-/// The provider's records, summed per SIM and bucket over accounts. A record is one SIM,
-/// account and period: the same record again (a page given twice) counts once, and two
-/// different figures for it are refused.
-fn read_pages(files: &[PathBuf]) -> Result<Buckets> {
+/// What the provider's pages show: the records summed per SIM and bucket over accounts, and
+/// the accounts they are for (`None`: a record named none, so any account may be in them).
+struct ProviderUsage {
+    buckets: Buckets,
+    accounts: Option<BTreeSet<String>>,
+}
+
+impl ProviderUsage {
+    /// Whether usage of `account` belongs in these pages: a bucket only the ledger has is a
+    /// difference only then (pages fetched for one account say nothing of the others).
+    fn covers(&self, account: Option<&str>) -> bool {
+        match (&self.accounts, account) {
+            (None, _) => true,
+            (Some(accounts), Some(account)) => accounts.contains(account),
+            (Some(_), None) => false,
+        }
+    }
+}
+
+/// The provider's records. A record is one SIM, account and period: the same record again
+/// (a page given twice) counts once, and two different figures for it are refused.
+fn read_pages(files: &[PathBuf]) -> Result<ProviderUsage> {
     let mut records: BTreeMap<RecordKey, u64> = BTreeMap::new();
     for path in files {
         let name = path.display().to_string();
@@ -163,28 +181,46 @@ fn read_pages(files: &[PathBuf]) -> Result<Buckets> {
         }
     }
     let mut buckets = Buckets::new();
-    for ((sim, _, start, end), total) in records {
+    let mut accounts = Some(BTreeSet::new());
+    for ((sim, account, start, end), total) in records {
+        match (&mut accounts, account) {
+            (Some(seen), Some(account)) => {
+                seen.insert(account);
+            }
+            (_, None) => accounts = None,
+            (None, Some(_)) => {}
+        }
         let bucket = buckets.entry((sim.clone(), start, end)).or_default();
         *bucket = bucket.checked_add(total).ok_or_else(|| {
             Failure::Failed(Overflow::new(format!("SIM {sim}"), z_time(start)).to_string())
         })?;
     }
-    Ok(buckets)
+    Ok(ProviderUsage { buckets, accounts })
 }
 
 pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
-    let provider = read_pages(&args.files)?;
+    let pages = read_pages(&args.files)?;
+    let provider = &pages.buckets;
     let as_of = args.as_of.unwrap_or_else(Utc::now);
     let settlement = chrono::Duration::from_std(args.settlement).unwrap_or_default();
-    let ledger_totals = ledger_totals(ledger, &provider).await?;
+    let ledger_buckets = ledger_totals(ledger, provider).await?;
+    let ledger_totals: Buckets = ledger_buckets
+        .iter()
+        .map(|(key, bucket)| (key.clone(), bucket.total))
+        .collect();
     let mut comparisons = Vec::new();
     let mut matching = 0;
     let mut evidence: BTreeMap<String, (Vec<ConnectionEvent>, Vec<SessionSummary>)> =
         BTreeMap::new();
-    // Every bucket either side has: usage the provider does not show is a difference too.
-    let ledger_only = ledger_totals
+    // Every bucket either side has: usage of the pages' accounts that the provider does not
+    // show is a difference too.
+    let ledger_only = ledger_buckets
         .iter()
-        .filter(|(key, total)| **total > 0 && !provider.contains_key(*key))
+        .filter(|(key, bucket)| {
+            bucket.total > 0
+                && !provider.contains_key(*key)
+                && bucket.accounts.iter().any(|a| pages.covers(a.as_deref()))
+        })
         .map(|(key, _)| (key, &0));
     for (key, provider_total) in provider.iter().chain(ledger_only) {
         let ledger_total = ledger_totals.get(key).copied().unwrap_or(0);
@@ -234,10 +270,20 @@ pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
     })
 }
 
-/// The ledger's figure for every bucket the provider's records name, one query per bucket
-/// length.
-async fn ledger_totals(ledger: &UsageLedger, provider: &Buckets) -> Result<Buckets> {
-    let mut totals = Buckets::new();
+/// The ledger's usage in one SIM's bucket, and the accounts it was booked to.
+#[derive(Debug, Default)]
+struct LedgerBucket {
+    total: u64,
+    accounts: BTreeSet<Option<String>>,
+}
+
+/// The ledger's figure for every bucket in the days the provider's records span, one query
+/// per bucket length.
+async fn ledger_totals(
+    ledger: &UsageLedger,
+    provider: &Buckets,
+) -> Result<BTreeMap<(String, DateTime<Utc>, DateTime<Utc>), LedgerBucket>> {
+    let mut totals: BTreeMap<_, LedgerBucket> = BTreeMap::new();
     let mut by_length: BTreeMap<i64, (DateTime<Utc>, DateTime<Utc>)> = BTreeMap::new();
     for (_, start, end) in provider.keys() {
         let span = by_length
@@ -277,12 +323,13 @@ async fn ledger_totals(ledger: &UsageLedger, provider: &Buckets) -> Result<Bucke
                 continue;
             };
             let period = record.period;
-            let total = totals
+            let bucket = totals
                 .entry((sim_sid.clone(), period.start_time, period.end_time))
                 .or_default();
-            *total = total.checked_add(record.data_total).ok_or_else(|| {
+            bucket.total = bucket.total.checked_add(record.data_total).ok_or_else(|| {
                 Failure::Failed(Overflow::new(format!("SIM {sim_sid}"), period).to_string())
             })?;
+            bucket.accounts.insert(record.account_sid.clone());
         }
     }
     Ok(totals)

@@ -2314,6 +2314,47 @@ async fn compare_explains_a_lost_window_and_a_late_settlement_and_flags_the_rest
         daily[&(unlisted_sim.clone(), first_day.clone())]
     );
     assert_eq!(unlisted_bucket["cause"], "unexplained");
+
+    // Pages fetched for one account say nothing of the others: with ACCOUNT_B's records
+    // only, ACCOUNT_A's usage is no difference.
+    let of_account_b: Vec<Value> = daily
+        .iter()
+        .filter(|((sim, _), _)| sim.ends_with(['1', '3', '5']))
+        .map(|((sim, day), total)| {
+            let start = format!("{day}T00:00:00Z");
+            let end = z(chrono::DateTime::parse_from_rfc3339(&start)
+                .unwrap()
+                .with_timezone(&Utc)
+                + Duration::days(1));
+            json!({"account_sid": ACCOUNT_B, "sim_sid": sim,
+                   "period": {"start_time": start, "end_time": end}, "data_total": total})
+        })
+        .collect();
+    let mut file = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
+    write!(file, "{}", json!({"usage_records": of_account_b})).unwrap();
+    let run = kore_usage(
+        &ledger,
+        &[
+            "compare",
+            "--usage-records",
+            file.path().to_str().unwrap(),
+            "--as-of",
+            &as_of,
+            "--format",
+            "json",
+        ],
+    );
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    let sims: Vec<&str> = report["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["sim_sid"].as_str().unwrap())
+        .collect();
+    assert!(
+        sims.iter().all(|sim| sim.ends_with(['1', '3', '5'])),
+        "only ACCOUNT_B's SIMs: {report}"
+    );
 }
 
 /// Issue 21, item 7: records millions of days apart are refused at once, with the reason,

@@ -69,8 +69,9 @@ const SECRETS_ARN: &str = "WEBHOOK_SECRETS_ARN";
 /// signature reads it again when the copy is older than `min_age`, at most once per
 /// `min_age` whatever the traffic: rejected requests cannot make it hammer Secrets Manager.
 /// A copy older than `max_age` is read again before it is used, so that a secret removed
-/// from Secrets Manager stops being accepted within `max_age` (while Secrets Manager
-/// answers: a failed read keeps the old copy, and the next request tries again).
+/// from Secrets Manager stops being accepted within `max_age` while Secrets Manager answers
+/// (a failed read keeps the old copy; the next read is a `max_age` later, or a `min_age`
+/// later after a failed signature, so an outage is not hammered).
 #[derive(Clone)]
 pub struct SecretsSource {
     client: aws_sdk_secretsmanager::Client,

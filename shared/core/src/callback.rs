@@ -169,8 +169,6 @@ pub fn parse_callback(
     })
 }
 
-/// The provider from the idempotency token header, else the signature header, else the
-/// User-Agent (`KoreProxy/1.1`, `TwilioProxy/1.1`). `HeaderMap` lookups ignore case.
 /// The idempotency token the headers carry, when they carry a usable one. A callback that
 /// cannot be parsed is quarantined with it, so that a redrive keys it as the original would
 /// have been keyed.
@@ -180,6 +178,8 @@ pub fn header_token(headers: &HeaderMap) -> Option<String> {
         .and_then(|(_, token)| token)
 }
 
+/// The provider from the idempotency token header, else the signature header, else the
+/// User-Agent (`KoreProxy/1.1`, `TwilioProxy/1.1`). `HeaderMap` lookups ignore case.
 fn provider_and_token(headers: &HeaderMap) -> Result<(Provider, Option<String>), CallbackError> {
     for (header, provider) in [
         (KORE_IDEMPOTENCY_HEADER, Provider::Kore),
