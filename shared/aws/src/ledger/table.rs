@@ -422,17 +422,8 @@ impl Table {
         for (name, value) in names {
             request = request.expression_attribute_names(*name, *value);
         }
-        match request.send().await {
-            Ok(output) => {
-                self.count(output.consumed_capacity(), true);
-                Ok(true)
-            }
-            Err(error) if condition_failed(&error) => {
-                self.count_failed_writes(1);
-                Ok(false)
-            }
-            Err(error) => Err(from_sdk("UpdateItem", error)),
-        }
+        let sent = request.send().await;
+        self.conditional("UpdateItem", sent.map(|o| o.consumed_capacity))
     }
 
     /// A delete that only happens while `condition` holds: `false` when it did not.
@@ -455,16 +446,31 @@ impl Table {
         for (name, value) in names {
             request = request.expression_attribute_names(*name, *value);
         }
-        match request.send().await {
-            Ok(output) => {
-                self.count(output.consumed_capacity(), true);
+        let sent = request.send().await;
+        self.conditional("DeleteItem", sent.map(|o| o.consumed_capacity))
+    }
+
+    /// A conditional write's answer: `true` when it happened (its capacity counted),
+    /// `false` when its condition did not hold (billed all the same).
+    fn conditional<E, R>(
+        &self,
+        operation: &'static str,
+        sent: Result<Option<ConsumedCapacity>, SdkError<E, R>>,
+    ) -> Result<bool, LedgerError>
+    where
+        E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        match sent {
+            Ok(capacity) => {
+                self.count(capacity.as_ref(), true);
                 Ok(true)
             }
             Err(error) if condition_failed(&error) => {
                 self.count_failed_writes(1);
                 Ok(false)
             }
-            Err(error) => Err(from_sdk("DeleteItem", error)),
+            Err(error) => Err(from_sdk(operation, error)),
         }
     }
 
