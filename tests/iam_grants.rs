@@ -15,7 +15,7 @@ use serde_norway::Value;
 /// behalf: Lambda's log agent, the event source mappings reading the streams (Kinesis, the
 /// table's) and writing the on-failure queues, KMS used by Kinesis or DynamoDB Streams for
 /// a customer-keyed stream.
-const NOT_CALLED_BY_THE_CODE: [(&str, &str); 10] = [
+const NOT_CALLED_BY_THE_CODE: [(&str, &str); 14] = [
     ("kinesis-consumer", "Logs"),
     ("kinesis-consumer", "ReadStream"),
     ("kinesis-consumer", "OnFailureDestination"),
@@ -26,12 +26,17 @@ const NOT_CALLED_BY_THE_CODE: [(&str, &str); 10] = [
     ("segment-forwarder", "ReadTableStream"),
     ("segment-forwarder", "OnFailureDestination"),
     ("segment-forwarder", "DecryptTableStream"),
+    ("callback-forwarder", "Logs"),
+    ("callback-forwarder", "ReadTableStream"),
+    ("callback-forwarder", "OnFailureDestination"),
+    ("callback-forwarder", "DecryptTableStream"),
 ];
 
-const FUNCTIONS: [(&str, &str); 3] = [
+const FUNCTIONS: [(&str, &str); 4] = [
     ("kinesis-consumer", "KinesisConsumerFunction"),
     ("webhook", "WebhookFunction"),
     ("segment-forwarder", "SegmentForwarderFunction"),
+    ("callback-forwarder", "CallbackForwarderFunction"),
 ];
 
 /// What a granted action applies to: the table, its indexes, or anything else.

@@ -323,7 +323,7 @@ async fn callbacks_are_stored_once_per_provider_and_token() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(status.status, "active");
+    assert_eq!(status.change.status, "active");
     assert!(
         ledger
             .callback_exists("kore", "RQa48ec9b6ef475034c35566c02b654243")

@@ -215,7 +215,7 @@ async fn callbacks_by_post_and_get_from_both_providers_are_stored_once() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(status.status, "active");
+    assert_eq!(status.change.status, "active");
 
     // Twilio, GET with the payload in the query: the signature covers the URL with its query.
     let command = include_str!("fixtures/callback-command.form").trim_end();

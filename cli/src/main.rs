@@ -1,13 +1,15 @@
 //! `kore-usage`: the operator's tool for the usage ledger. Usage records as UsageRecords
 //! answers them, rollups rebuilt from the events, reports per SIM, data sessions and their
 //! gaps, migration reconciliation between KORE and Twilio, replay of CloudEvent
-//! archives, the quarantine (list, show, redrive), and signed test requests to a webhook.
+//! archives, the quarantine (list, show, redrive), SIM statuses and active SIM-days from the
+//! callbacks, and signed test requests to a webhook.
 //! Every write goes through the same shared path as the Lambda functions, so replays and
 //! redrives are exactly once too.
 //!
 //! Exit codes: 0 success, 1 failure (one plain sentence on stderr), 2 wrong usage.
 
 mod args;
+mod callbacks;
 mod close;
 mod compare;
 mod evidence;
@@ -20,6 +22,7 @@ mod replay;
 mod report;
 mod send;
 mod sessions;
+mod sims;
 mod usage;
 
 use std::process::ExitCode;
@@ -45,6 +48,9 @@ Examples:
   kore-usage sessions --sim HS11112222333344445555666677778888 --gaps
   kore-usage reconcile --from 2024-11-01T00:00:00Z --to 2024-11-08T00:00:00Z
   kore-usage replay kinesis-export-2024-11-03.jsonl
+  kore-usage sims status --account AC0a1b2c3d4e5f60718293a4b5c6d7e8f9
+  kore-usage sims active --start 2024-11-01T00:00:00Z --end 2024-12-01T00:00:00Z --format csv
+  kore-usage callbacks redrive --event-bus kore-ingest-callbacks
   kore-usage quarantine list
   kore-usage quarantine redrive
   kore-usage send --secret \"$KORE_SECRET\" --body batch.json https://xyz.lambda-url.eu-west-1.on.aws/events
@@ -92,6 +98,10 @@ enum LedgerCommand {
     Replay(replay::Args),
     #[command(subcommand)]
     Quarantine(quarantine::Command),
+    #[command(subcommand)]
+    Sims(sims::Command),
+    #[command(subcommand)]
+    Callbacks(callbacks::Command),
 }
 
 #[tokio::main]
@@ -131,6 +141,8 @@ async fn run(ledger: &UsageLedger, command: LedgerCommand) -> failure::Result<Ex
         LedgerCommand::Reconcile(args) => reconcile::run(ledger, args).await,
         LedgerCommand::Replay(args) => replay::run(ledger, args).await,
         LedgerCommand::Quarantine(command) => quarantine::run(ledger, command).await,
+        LedgerCommand::Sims(command) => sims::run(ledger, command).await,
+        LedgerCommand::Callbacks(command) => callbacks::run(ledger, command).await,
     }
 }
 

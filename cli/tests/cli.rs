@@ -2467,7 +2467,7 @@ async fn send_signs_requests_the_running_webhook_accepts() {
     assert_eq!(code, Some(0), "{answer}");
     assert!(stack.ledger.callback_exists("kore", &token).await.unwrap());
     let status = stack.ledger.sim_status(&sim).await.unwrap().unwrap();
-    assert_eq!(status.status, "inactive");
+    assert_eq!(status.change.status, "inactive");
 
     let commands_url = stack.webhook_url("/callbacks/sms-commands");
     let commands_signed = format!("{public}/callbacks/sms-commands");
@@ -2645,5 +2645,232 @@ async fn export_kind_keeps_only_that_kind_and_refuses_an_unknown_one() {
         run.stderr.contains("data-session.updated"),
         "{}",
         run.stderr
+    );
+}
+
+/// Stores a SIM-update callback through the port, sent (`Date`) and received at the times given.
+async fn sim_update(
+    ledger: &UsageLedger,
+    sim: &str,
+    status: &str,
+    token: &str,
+    date: Option<&str>,
+    received: &str,
+) {
+    let mut headers = http::HeaderMap::new();
+    headers.insert("kore-idempotency-token", token.parse().unwrap());
+    if let Some(date) = date {
+        headers.insert("date", date.parse().unwrap());
+    }
+    let form = format!("SimSid={sim}&SimStatus={status}&AccountSid={ACCOUNT_A}");
+    let callback =
+        kore_ingest_core::callback::parse_callback(CallbackKind::Sims, form.as_bytes(), &headers)
+            .unwrap();
+    let delivery = Delivery {
+        received_at: chrono::DateTime::parse_from_rfc3339(received)
+            .unwrap()
+            .to_utc(),
+        ..webhook(token)
+    };
+    ledger
+        .record_callback(&callback, form.as_bytes(), &delivery)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn sims_status_history_and_active_answer_their_contracts() {
+    let ledger = fresh_ledger("cli-sims").await;
+    let sim = "HS0000000000000000000000000000sims";
+    // Sent 1 July active, 3 July inactive; the inactive arrives first, the active is retried
+    // late and replayed with a fresh token: none of it rolls the status back.
+    sim_update(
+        &ledger,
+        sim,
+        "inactive",
+        "RQ2",
+        Some("2024-07-03T12:00:00Z"),
+        "2024-07-03T12:00:05Z",
+    )
+    .await;
+    sim_update(
+        &ledger,
+        sim,
+        "active",
+        "RQ1",
+        Some("Mon, 01 Jul 2024 08:00:00 GMT"),
+        "2024-07-04T00:00:00Z",
+    )
+    .await;
+    sim_update(
+        &ledger,
+        sim,
+        "active",
+        "RQ1b",
+        Some("2024-07-01T08:00:00Z"),
+        "2024-07-05T00:00:00Z",
+    )
+    .await;
+    // A SIM whose only update has no Date: sent when it arrived, and said so.
+    let other = "HS0000000000000000000000000000nodt";
+    sim_update(
+        &ledger,
+        other,
+        "active",
+        "RQ3",
+        None,
+        "2024-07-02T06:00:00Z",
+    )
+    .await;
+
+    let status = ok_json(&ledger, &["sims", "status", "--format", "json"]);
+    assert_eq!(
+        status,
+        json!([
+            {"sim_sid": other, "account_sid": ACCOUNT_A, "status": "active",
+             "as_of": "2024-07-02T06:00:00Z", "received_at": "2024-07-02T06:00:00Z",
+             "provider": "kore", "sent_at_source": "arrival:no-date-header"},
+            {"sim_sid": sim, "account_sid": ACCOUNT_A, "status": "inactive",
+             "as_of": "2024-07-03T12:00:00Z", "received_at": "2024-07-03T12:00:05Z",
+             "provider": "kore", "sent_at_source": "date-header"},
+        ])
+    );
+    let one = ok_json(
+        &ledger,
+        &["sims", "status", "--sim", sim, "--format", "json"],
+    );
+    assert_eq!(one.as_array().unwrap().len(), 1);
+    let other_account = ok_json(
+        &ledger,
+        &["sims", "status", "--account", ACCOUNT_B, "--format", "json"],
+    );
+    assert_eq!(other_account, json!([]));
+
+    let history = ok_json(
+        &ledger,
+        &["sims", "history", "--sim", sim, "--format", "json"],
+    );
+    let changes: Vec<(&str, &str)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap(),
+                c["sent_at"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("active", "2024-07-01T08:00:00Z"),
+            ("inactive", "2024-07-03T12:00:00Z")
+        ]
+    );
+
+    let range = [
+        "--start",
+        "2024-07-01T00:00:00Z",
+        "--end",
+        "2024-07-06T00:00:00Z",
+    ];
+    let active = ok_json(
+        &ledger,
+        &[&["sims", "active", "--format", "json"][..], &range].concat(),
+    );
+    assert_eq!(
+        active,
+        json!([
+            {"sim_sid": other, "account_sid": ACCOUNT_A, "active_days": 4, "active_at_end": true},
+            {"sim_sid": sim, "account_sid": ACCOUNT_A, "active_days": 3, "active_at_end": false},
+        ])
+    );
+    let csv = ok(
+        &ledger,
+        &[&["sims", "active", "--format", "csv"][..], &range].concat(),
+    );
+    assert_eq!(
+        csv.lines().next(),
+        Some("sim_sid,account_sid,active_days,active_at_end")
+    );
+    // Before any status was sent: not known, so not listed.
+    let before = ok_json(
+        &ledger,
+        &[
+            "sims",
+            "active",
+            "--start",
+            "2024-06-01T00:00:00Z",
+            "--end",
+            "2024-06-02T00:00:00Z",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(before, json!([]));
+    let partial = kore_usage(
+        &ledger,
+        &[
+            "sims",
+            "active",
+            "--start",
+            "2024-07-01T06:00:00Z",
+            "--end",
+            "2024-07-02T00:00:00Z",
+        ],
+    );
+    assert_eq!(partial.code, 2, "{}", partial.stderr);
+}
+
+#[tokio::test]
+async fn callbacks_redrive_puts_the_kept_callbacks_on_the_bus_once_and_empties_the_list() {
+    let ledger = fresh_ledger("cli-callbacks").await;
+    let (bus, queue) = kore_test_support::bus::BusQueue::fresh("cli-redrive").await;
+    sim_update(
+        &ledger,
+        "HS1redrive",
+        "active",
+        "RQredrive1",
+        None,
+        "2024-07-02T06:00:00Z",
+    )
+    .await;
+    let id = "kore#RQredrive1";
+    ledger
+        .callbacks()
+        .keep_unforwarded(id, "PutEvents failed (ResourceNotFoundException): no bus")
+        .await
+        .unwrap();
+    ledger
+        .callbacks()
+        .keep_unforwarded("kore#RQgone", "PutEvents failed")
+        .await
+        .unwrap();
+    let listed = ok_json(&ledger, &["callbacks", "unforwarded", "--format", "json"]);
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+
+    // One kept callback is not in the ledger: the rest still go, and the run exits 1.
+    let run = kore_usage(&ledger, &["callbacks", "redrive", "--event-bus", &bus]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("kore#RQgone"), "{}", run.stderr);
+    assert_one_sentence(&run.stderr);
+    let events = queue.drain(std::time::Duration::from_secs(2)).await;
+    let ids: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["detail"]["id"].as_str())
+        .collect();
+    assert_eq!(ids, [id]);
+    let left = ok_json(&ledger, &["callbacks", "unforwarded", "--format", "json"]);
+    assert_eq!(left[0]["id"], "kore#RQgone");
+
+    ledger.callbacks().forwarded("kore#RQgone").await.unwrap();
+    let run = kore_usage(&ledger, &["callbacks", "redrive", "--event-bus", &bus]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        queue
+            .drain(std::time::Duration::from_secs(2))
+            .await
+            .is_empty()
     );
 }

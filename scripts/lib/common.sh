@@ -18,6 +18,8 @@ REPO_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd -P)
 TOOLS_DIR=$REPO_ROOT/.tools
 STATE_DIR=$REPO_ROOT/.local
 VENV_DIR=$TOOLS_DIR/venv
+# moto's server (EventBridge and SQS locally), in a venv of its own.
+MOTO_VENV=$TOOLS_DIR/moto-venv
 NODE_PREFIX=$TOOLS_DIR/node
 NODE_MODULES=$NODE_PREFIX/node_modules
 export REPO_ROOT TOOLS_DIR STATE_DIR VENV_DIR NODE_PREFIX NODE_MODULES

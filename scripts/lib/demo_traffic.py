@@ -476,6 +476,8 @@ class Demo:
         # What the webhook answered in this run: events and callbacks.
         self.counts = {"accepted": 0, "duplicates": 0, "conflicts": 0, "quarantined": 0}
         self.callback_counts = {"accepted": 0, "duplicates": 0}
+        # Each callback's id on the event bus (provider#token), and whether this run stored it.
+        self.callback_ids: dict[str, bool] = {}
         self.retried_5xx = 0  # requests answered 5xx first, then retried
         self.last_seq: dict[str, str] = {}  # shard -> highest sequence number we put
         self.partition_keys: dict[str, str] = {}  # shard -> a partition key that lands there
@@ -666,7 +668,8 @@ class Demo:
         token = str(uuid.UUID(hex=hashlib.sha256(f"{NAMESPACE}/kore-sim-status".encode()).hexdigest()[:32]))
         for attempt in ("", " again (retry)"):
             reply = self.request("KORE SIM status callback", "/callbacks/sims", form, callback=True,
-                                 headers=(f"Kore-Idempotency-Token: {token}",))
+                                 headers=(f"Kore-Idempotency-Token: {token}", "Date: 2024-10-28T23:30:00Z"))
+            self.callback_ids.setdefault(f"kore#{token}", int(reply[0].get("accepted", 0)) == 1)
             out(f"  KORE   callback POST /callbacks/sims ({tracker.name} -> inactive){attempt} -> {self.tally(reply, True)}")
 
         meter = by_name("meter-02")
@@ -681,6 +684,7 @@ class Demo:
             reply = self.request("Twilio SMS Command callback", "/callbacks/sms-commands", query.encode(),
                                  twilio=True, callback=True, get=True,
                                  headers=(f"I-Twilio-Idempotency-Token: {token}",))
+            self.callback_ids.setdefault(f"twilio#{token}", int(reply[0].get("accepted", 0)) == 1)
             out(f"  Twilio callback GET /callbacks/sms-commands ({meter.name}, from_sim){attempt} "
                 f"-> {self.tally(reply, True)}")
 
@@ -912,6 +916,41 @@ def check_segment(stand_in: SegmentStandIn, day: Day, expected: Expected, before
     return distinct == want and not mismatched and len(accepted_calls) == len(distinct)
 
 
+# --- the callbacks' event bus ----------------------------------------------------------------
+
+
+def check_bus(queue_url: str, ids: dict[str, bool], timeout: float) -> bool:
+    """Reads the queue the local bus is copied into (moto's SQS, through boto3) until every
+    callback this run stored is there, then three quiet seconds more; each must be there
+    once, and a callback an earlier run stored not at all (it is not stored again)."""
+    import boto3  # the venv's, from aws-sam-cli
+
+    sqs = boto3.client("sqs", endpoint_url=os.environ["AWS_ENDPOINT_URL_SQS"], region_name="us-east-1",
+                       aws_access_key_id="local", aws_secret_access_key="local")
+    seen: dict[str, int] = {}
+    want = {i for i, new in ids.items() if new}
+    started = quiet_since = time.monotonic()
+    while True:
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
+                                       WaitTimeSeconds=1).get("Messages", [])
+        for m in messages:
+            event = json.loads(m["Body"])
+            callback_id = event.get("detail", {}).get("id")
+            if callback_id in ids:
+                seen[callback_id] = seen.get(callback_id, 0) + 1
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+            quiet_since = time.monotonic()
+        if set(seen) >= want and time.monotonic() - quiet_since >= 3:
+            break
+        if time.monotonic() - started > timeout:
+            out(f"  timed out after {timeout:.0f}s: {len(set(seen) & want)} of {len(want)} callbacks on the bus")
+            break
+    for callback_id, new in ids.items():
+        out(f"  {callback_id}: stored {'in this run' if new else 'by an earlier run'}, "
+            f"on the bus {seen.get(callback_id, 0)} time(s) in this run")
+    return all(seen.get(i, 0) == (1 if new else 0) for i, new in ids.items())
+
+
 # --- main -------------------------------------------------------------------------------------
 
 
@@ -922,6 +961,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the ledger")
     p.add_argument("--segment-url", help="the stack's Segment stand-in (SEGMENT_LOCAL=1): check what "
                    "segment-forwarder sent it")
+    p.add_argument("--events-queue-url", help="the queue the stack's event bus is copied into: check the "
+                   "callbacks callback-forwarder put on the bus")
     args = p.parse_args(argv)
 
     day = generate()
@@ -1038,6 +1079,12 @@ def main(argv: list[str]) -> int:
         checks.update(invoice_checks(tool, expected, late, verified))
     else:
         checks["the day is closed"] = False
+
+    if args.events_queue_url:
+        out("== The event bus: each callback the stack stored, put once on its bus by callback-forwarder")
+        checks["every stored callback on the event bus once"] = check_bus(
+            args.events_queue_url, demo.callback_ids, args.timeout)
+        out()
 
     out("== Checks")
     for name, ok in checks.items():

@@ -222,7 +222,7 @@ impl<S: Sink> Forwarder<S> {
             if attempt >= self.config.max_attempts {
                 return Err(format!("{reason} ({attempt} attempts)"));
             }
-            let wait = segment::backoff(
+            let wait = kore_ingest_core::retry::backoff(
                 attempt,
                 self.config.retry_base,
                 retry_after,

@@ -12,8 +12,6 @@ use crate::config::{ConfigError, ForwarderConfig};
 
 /// One request is given at most this long (less when the invocation's deadline is closer).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// The longest back-off, whatever `Retry-After` asks for: the invocation has a deadline.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(20);
 
 /// What Segment's answer means for the calls in the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,22 +42,6 @@ pub fn classify(status: u16) -> Answer {
             retry_after: None,
         },
     }
-}
-
-/// The wait before attempt `attempt + 1` (after `attempt` failed, from 1): the base doubled
-/// per attempt, scaled by `jitter` (0.5 to 1.0, so concurrent shards spread out), at least
-/// what `Retry-After` asked, never more than [`MAX_BACKOFF`].
-pub fn backoff(
-    attempt: u32,
-    base: Duration,
-    retry_after: Option<Duration>,
-    jitter: f64,
-) -> Duration {
-    let exponential = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-    let jittered = exponential.mul_f64(jitter.clamp(0.5, 1.0));
-    jittered
-        .max(retry_after.unwrap_or_default())
-        .min(MAX_BACKOFF)
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is not used by Segment).
@@ -190,28 +172,6 @@ mod tests {
         for status in [429, 500, 502, 503, 504, 401, 403, 404, 301] {
             assert!(matches!(classify(status), Answer::Retry { .. }), "{status}");
         }
-    }
-
-    #[test]
-    fn backoff_doubles_with_jitter_and_honours_retry_after() {
-        let base = Duration::from_millis(500);
-        assert_eq!(backoff(1, base, None, 1.0), Duration::from_millis(500));
-        assert_eq!(backoff(2, base, None, 1.0), Duration::from_secs(1));
-        assert_eq!(backoff(3, base, None, 0.5), Duration::from_secs(1));
-        assert_eq!(
-            backoff(4, base, None, 0.0),
-            Duration::from_secs(2),
-            "jitter floor"
-        );
-        assert_eq!(
-            backoff(1, base, Some(Duration::from_secs(3)), 1.0),
-            Duration::from_secs(3)
-        );
-        assert_eq!(backoff(40, base, None, 1.0), MAX_BACKOFF);
-        assert_eq!(
-            backoff(1, base, Some(Duration::from_secs(3600)), 1.0),
-            MAX_BACKOFF
-        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+use chrono::{DateTime, Duration, Utc};
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
@@ -13,6 +14,12 @@ use crate::excerpt::{MAX_QUOTE_BYTES, excerpt};
 
 pub const KORE_IDEMPOTENCY_HEADER: &str = "kore-idempotency-token";
 pub const TWILIO_IDEMPOTENCY_HEADER: &str = "i-twilio-idempotency-token";
+/// The time KORE sent the callback. Not covered by `Kore-Signature`: it orders callbacks
+/// but proves nothing.
+pub const DATE_HEADER: &str = "date";
+/// How far a `Date` may lie ahead of the arrival (clocks differ) and still be believed. A
+/// later one would pin the SIM's status until that time, whatever came after it.
+pub const MAX_DATE_AHEAD: Duration = Duration::minutes(5);
 
 /// The `{kind}` of `/callbacks/{kind}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -76,6 +83,84 @@ pub struct Callback {
     pub status: Option<String>,
     /// Every field received, decoded, in the order received (names may repeat).
     pub fields: Vec<(String, String)>,
+    /// The `Date` header, as far as it could be read.
+    pub date: DateHeader,
+}
+
+/// The `Date` header of a callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DateHeader {
+    Sent(DateTime<Utc>),
+    Absent,
+    /// Neither `2024-07-03T14:40:58Z` nor `Wed, 03 Jul 2024 14:40:58 GMT`.
+    Unparseable,
+}
+
+/// Where a callback's send time comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SentAtSource {
+    DateHeader,
+    /// Arrival time: no `Date` header.
+    ArrivalNoDate,
+    /// Arrival time: a `Date` header that is not a time.
+    ArrivalUnparseableDate,
+    /// Arrival time: a `Date` more than [`MAX_DATE_AHEAD`] after the arrival.
+    ArrivalDateAhead,
+}
+
+impl SentAtSource {
+    pub const ALL: [SentAtSource; 4] = [
+        SentAtSource::DateHeader,
+        SentAtSource::ArrivalNoDate,
+        SentAtSource::ArrivalUnparseableDate,
+        SentAtSource::ArrivalDateAhead,
+    ];
+
+    /// The stored and printed name: says when the arrival time stands in, and why.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SentAtSource::DateHeader => "date-header",
+            SentAtSource::ArrivalNoDate => "arrival:no-date-header",
+            SentAtSource::ArrivalUnparseableDate => "arrival:date-header-unparseable",
+            SentAtSource::ArrivalDateAhead => "arrival:date-header-ahead-of-arrival",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+impl DateHeader {
+    /// KORE writes UTC as `2024-07-03T14:40:58Z`; HTTP senders commonly use the RFC 7231 form
+    /// `Wed, 03 Jul 2024 14:40:58 GMT`. Both are accepted.
+    pub fn of(headers: &HeaderMap) -> Self {
+        let Some(value) = headers.get(DATE_HEADER) else {
+            return DateHeader::Absent;
+        };
+        let Ok(text) = value.to_str() else {
+            return DateHeader::Unparseable;
+        };
+        let text = text.trim();
+        DateTime::parse_from_rfc3339(text)
+            .or_else(|_| DateTime::parse_from_rfc2822(text))
+            .map(|at| DateHeader::Sent(at.to_utc()))
+            .unwrap_or(DateHeader::Unparseable)
+    }
+}
+
+impl Callback {
+    /// When the callback was sent: its `Date`, else its arrival, with where it came from.
+    pub fn sent_at(&self, received_at: DateTime<Utc>) -> (DateTime<Utc>, SentAtSource) {
+        match self.date {
+            DateHeader::Sent(at) if at <= received_at + MAX_DATE_AHEAD => {
+                (at, SentAtSource::DateHeader)
+            }
+            DateHeader::Sent(_) => (received_at, SentAtSource::ArrivalDateAhead),
+            DateHeader::Absent => (received_at, SentAtSource::ArrivalNoDate),
+            DateHeader::Unparseable => (received_at, SentAtSource::ArrivalUnparseableDate),
+        }
+    }
 }
 
 impl Callback {
@@ -166,6 +251,7 @@ pub fn parse_callback(
         account_sid: first("AccountSid"),
         status: first("SimStatus").or_else(|| first("Status")),
         fields,
+        date: DateHeader::of(headers),
     })
 }
 
@@ -364,6 +450,48 @@ mod tests {
                 reason: "must be 1 to 256 characters"
             })
         );
+    }
+
+    #[test]
+    fn the_send_time_is_the_date_header_in_either_form_else_the_arrival() {
+        let arrival = DateTime::parse_from_rfc3339("2024-07-03T15:00:00Z")
+            .unwrap()
+            .to_utc();
+        let sent = |date: Option<&'static str>| {
+            let mut pairs = vec![("kore-idempotency-token", "RQ1")];
+            pairs.extend(date.map(|d| ("Date", d)));
+            parse_callback(CallbackKind::Sims, b"SimSid=HS1", &headers(&pairs))
+                .unwrap()
+                .sent_at(arrival)
+        };
+        let kore_form = DateTime::parse_from_rfc3339("2024-07-03T14:40:58Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(
+            sent(Some("2024-07-03T14:40:58Z")),
+            (kore_form, SentAtSource::DateHeader)
+        );
+        assert_eq!(
+            sent(Some("Wed, 03 Jul 2024 14:40:58 GMT")),
+            (kore_form, SentAtSource::DateHeader)
+        );
+        assert_eq!(sent(None), (arrival, SentAtSource::ArrivalNoDate));
+        assert_eq!(
+            sent(Some("yesterday")),
+            (arrival, SentAtSource::ArrivalUnparseableDate)
+        );
+        // A clock a little ahead is believed; a Date hours ahead would pin the status.
+        assert_eq!(
+            sent(Some("2024-07-03T15:04:00Z")).1,
+            SentAtSource::DateHeader
+        );
+        assert_eq!(
+            sent(Some("2024-07-03T18:00:00Z")),
+            (arrival, SentAtSource::ArrivalDateAhead)
+        );
+        for source in SentAtSource::ALL {
+            assert_eq!(SentAtSource::parse(source.as_str()), Some(source));
+        }
     }
 
     #[test]

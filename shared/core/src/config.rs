@@ -65,6 +65,9 @@ pub mod vars {
     pub const SECRETS_MAX_AGE_MS: Number = millis("SECRETS_MAX_AGE_MS", 300_000, 1_000, 3_600_000);
     /// The Segment forwarder's first back-off; it doubles with each attempt.
     pub const SEGMENT_RETRY_BASE_MS: Number = millis("SEGMENT_RETRY_BASE_MS", 500, 1, 60_000);
+    /// The callback forwarder's first back-off before sending failed entries to the event
+    /// bus again; it doubles with each attempt.
+    pub const EVENTS_RETRY_BASE_MS: Number = millis("EVENTS_RETRY_BASE_MS", 200, 1, 60_000);
     /// How many writes one batch runs at once.
     pub const MAX_CONCURRENT_WRITES: Number = Number {
         name: "MAX_CONCURRENT_WRITES",
@@ -84,6 +87,14 @@ pub mod vars {
     /// Attempts of one Segment request before its records go back to Lambda.
     pub const SEGMENT_MAX_ATTEMPTS: Number = Number {
         name: "SEGMENT_MAX_ATTEMPTS",
+        default: 5,
+        min: 1,
+        max: 20,
+        unit: Unit::Count,
+    };
+    /// Attempts of one entry on the event bus before it is kept for redrive.
+    pub const EVENTS_MAX_ATTEMPTS: Number = Number {
+        name: "EVENTS_MAX_ATTEMPTS",
         default: 5,
         min: 1,
         max: 20,

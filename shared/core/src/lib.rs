@@ -3,7 +3,9 @@
 //!
 //! - [`event`]: CloudEvents (Connection Events, test events) from Kinesis records and webhook
 //!   bodies, normalized into one typed [`event::ConnectionEvent`].
-//! - [`callback`]: form-urlencoded callbacks (SIM updates, SMS/IP Commands, eSIM profiles).
+//! - [`callback`]: form-urlencoded callbacks (SIM updates, SMS/IP Commands, eSIM profiles);
+//!   [`sim_status`]: a SIM's status by send time, its history and active days;
+//!   [`forward`]: a stored callback as an entry on the customer's event bus.
 //! - [`signature`]: `Kore-Signature` and `X-Twilio-Signature` verification.
 //! - [`spill`]: webhook deliveries handed to the Kinesis stream when storage fails.
 //! - [`delivery`]: how an input arrived and what became of it.
@@ -17,7 +19,8 @@
 //! - [`port`]: the ledger as the functions see it (the trait their handlers use), and its
 //!   [`error`].
 //! - [`config`]: environment variables, read one way; [`secrets`]: the secret documents.
-//! - [`deadline`]: when a function stops starting work within its invocation.
+//! - [`deadline`]: when a function stops starting work within its invocation; [`retry`]: the
+//!   back-off of what it sends again.
 //! - [`metrics`]: CloudWatch Embedded Metric Format.
 //!
 //! The DynamoDB ledger that implements [`port::Ledger`] is in `kore-ingest-aws`.
@@ -31,11 +34,14 @@ pub mod delivery;
 mod error;
 pub mod event;
 pub mod excerpt;
+pub mod forward;
 pub mod metrics;
 pub mod port;
 pub mod quarantine;
+pub mod retry;
 pub mod secrets;
 pub mod signature;
+pub mod sim_status;
 pub mod spill;
 pub mod stored;
 pub mod time;

@@ -4,7 +4,9 @@
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_dynamodb::types::AttributeValue;
-use kore_ingest_aws::ledger::{Item, LedgerConfig, UsageLedger, create_table, keys};
+use kore_ingest_aws::ledger::{
+    Item, LedgerConfig, SimStatusEntry, UsageLedger, create_table, keys,
+};
 use kore_ingest_core::delivery::{Delivery, Outcome};
 use kore_ingest_core::event::{ConnectionEvent, DataVolume, ParsedItem};
 use kore_ingest_core::port::{Ledger, LedgerError};
@@ -54,13 +56,6 @@ pub struct SimUsage {
     pub usage_events: u64,
 }
 
-/// A SIM's latest status, as the last SIM-update callback set it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SimStatus {
-    pub status: String,
-    pub updated_at: String,
-}
-
 /// What the tests read of a ledger and write to it one at a time, through its public API
 /// (the `usage` query, the port, the table): test helpers, not the ledger's own.
 #[allow(async_fn_in_trait)]
@@ -83,8 +78,8 @@ pub trait LedgerExt {
     async fn record_event(&self, event: &ConnectionEvent, delivery: &Delivery) -> Outcome;
     /// Whether a callback is stored under this provider and token.
     async fn callback_exists(&self, provider: &str, token: &str) -> Result<bool, LedgerError>;
-    /// A SIM's latest status item: `(status, updated_at)`.
-    async fn sim_status(&self, sim_sid: &str) -> Result<Option<SimStatus>, LedgerError>;
+    /// A SIM's current status.
+    async fn sim_status(&self, sim_sid: &str) -> Result<Option<SimStatusEntry>, LedgerError>;
 }
 
 /// Per SIM, the usage of `period` that `filters` select, as `report` reads it.
@@ -154,23 +149,7 @@ impl LedgerExt for UsageLedger {
         Ok(self.table().get(key).await?.is_some())
     }
 
-    async fn sim_status(&self, sim_sid: &str) -> Result<Option<SimStatus>, LedgerError> {
-        let key = Item::from([
-            ("pk".to_owned(), AttributeValue::S(keys::sim_pk(sim_sid))),
-            (
-                "sk".to_owned(),
-                AttributeValue::S(keys::SIM_STATUS_SK.to_owned()),
-            ),
-        ]);
-        let text = |item: &Item, name: &str| {
-            item.get(name)
-                .and_then(|v| v.as_s().ok())
-                .cloned()
-                .unwrap_or_default()
-        };
-        Ok(self.table().get(key).await?.map(|item| SimStatus {
-            status: text(&item, "status"),
-            updated_at: text(&item, "updated_at"),
-        }))
+    async fn sim_status(&self, sim_sid: &str) -> Result<Option<SimStatusEntry>, LedgerError> {
+        self.callbacks().status(sim_sid).await
     }
 }

@@ -88,6 +88,7 @@ impl Throttle {
 pub const KINESIS_CONSUMER: &str = "kinesis-consumer";
 pub const WEBHOOK: &str = "webhook";
 pub const SEGMENT_FORWARDER: &str = "segment-forwarder";
+pub const CALLBACK_FORWARDER: &str = "callback-forwarder";
 
 tokio::task_local! {
     /// The function whose handler the current task is running (see [`as_function`]).
@@ -141,6 +142,9 @@ pub fn iam_actions(request: &HttpRequest) -> Vec<(String, &'static str)> {
         "dynamodb"
     } else if service.starts_with("kinesis") {
         "kinesis"
+    } else if service == "awsevents" {
+        // EventBridge's target prefix is AWSEvents; its IAM prefix is events.
+        "events"
     } else {
         service.as_str()
     };

@@ -1,5 +1,6 @@
 //! What the tests share, one module per concern:
 //!
+//! - [`bus`]: the run's EventBridge emulator: the stack's bus and the queue that copies it;
 //! - [`dynamodb`]: the run's DynamoDB Local, fresh tables, reads of a ledger;
 //! - [`events`]: events as KORE and Twilio send them, and Lambda's Kinesis events;
 //! - [`requests`]: Function URL requests and signatures;
@@ -10,6 +11,7 @@
 //! - [`segment`]: the Segment stand-in process (`scripts/lib/segment_standin.py`);
 //! - [`streams`]: the ledger table's stream as Lambda delivers it.
 
+pub mod bus;
 pub mod dynamodb;
 pub mod events;
 pub mod fake_ledger;
@@ -21,7 +23,7 @@ pub mod segment;
 pub mod stack;
 pub mod streams;
 
-pub use dynamodb::{LedgerExt, SimStatus, SimUsage, dynamodb_endpoint, fresh_ledger, local_client};
+pub use dynamodb::{LedgerExt, SimUsage, dynamodb_endpoint, fresh_ledger, local_client};
 pub use events::{
     SampleEvent, kinesis, kinesis_event, kore_batch, kore_body, parse_item, parse_one,
     sequence_number, webhook, window_bytes,

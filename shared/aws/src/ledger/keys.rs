@@ -11,8 +11,10 @@
 //!   without an index entry per event;
 //! - events without usage: the time index `gsi1`, `EVENTS#<day>#<shard>` /
 //!   `<event time>#<event_sid>`;
-//! - callbacks `CALLBACK#<provider>#<token>` / `#`, and a SIM's latest status `SIM#<sim>` /
-//!   `STATUS`;
+//! - callbacks `CALLBACK#<provider>#<token>` / `#`; each SIM-update callback's status in the
+//!   SIM's history `SIM#<sim>` / `STATUS#<sent at>#<received at>#<callback id>`, and the
+//!   SIM's current status `SIMSTATUS#<shard>` / `<sim>`; the callbacks not yet on the event
+//!   bus `CALLBACKS#UNFORWARDED` / `<callback id>`;
 //! - the quarantine: `QUARANTINE#<id>` / `#` (and `PART#00000`... for large payloads), listed
 //!   newest first through `gsi1` under `QUARANTINE`;
 //! - closes: the registry `CLOSES` / `<close id>`, and under `CLOSE#<close id>` the snapshot's
@@ -172,13 +174,50 @@ pub fn day_of_booked_sk(sk: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()
 }
 
-pub const SIM_STATUS_SK: &str = "STATUS";
+/// The status history of a SIM, under its partition: one entry per SIM-update callback.
+pub const STATUS_SK_PREFIX: &str = "STATUS#";
+
+/// A history entry's sort key: send time, arrival (both as stored, sortable text), then the
+/// callback's id, which makes it unique.
+pub fn status_history_sk(sent_at: &str, received_at: &str, callback_id: &str) -> String {
+    format!("{STATUS_SK_PREFIX}{sent_at}#{received_at}#{callback_id}")
+}
+
+/// The current statuses, one item per SIM (sort key: the SIM), spread over [`SHARDS`]
+/// partitions so that listing them all is a few parallel queries.
+pub fn sim_status_pk(sim_sid: &str) -> String {
+    sim_status_shard_pk(shard_of(sim_sid))
+}
+
+pub fn sim_status_shard_pk(shard: u8) -> String {
+    format!("SIMSTATUS#{shard}")
+}
 
 // ---- callbacks and the quarantine ------------------------------------------------------
 
-pub fn callback_pk(provider: &str, token: &str) -> String {
-    format!("CALLBACK#{provider}#{token}")
+const CALLBACK_PK_PREFIX: &str = "CALLBACK#";
+
+/// A callback's id: its provider and idempotency token. What the ledger de-duplicates on, so
+/// it is the id consumers de-duplicate on too.
+pub fn callback_id(provider: &str, token: &str) -> String {
+    format!("{provider}#{token}")
 }
+
+pub fn callback_pk(provider: &str, token: &str) -> String {
+    callback_pk_of_id(&callback_id(provider, token))
+}
+
+pub fn callback_pk_of_id(id: &str) -> String {
+    format!("{CALLBACK_PK_PREFIX}{id}")
+}
+
+pub fn callback_id_of_pk(pk: &str) -> Option<&str> {
+    pk.strip_prefix(CALLBACK_PK_PREFIX)
+}
+
+/// The callbacks the forwarder could not put on the event bus, kept for redrive (sort key:
+/// the callback's id). One partition: they are rare, and the redrive reads them all.
+pub const UNFORWARDED_PK: &str = "CALLBACKS#UNFORWARDED";
 
 pub fn quarantine_pk(id: &str) -> String {
     format!("QUARANTINE#{id}")

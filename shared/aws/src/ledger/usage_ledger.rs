@@ -12,6 +12,7 @@ use kore_ingest_core::delivery::{Delivery, Outcome};
 use kore_ingest_core::event::ParsedItem;
 use kore_ingest_core::port::{CallbackOutcome, Ledger, LedgerError};
 use kore_ingest_core::quarantine::QuarantineEntry;
+use kore_ingest_core::time::TimeRange;
 use tokio::time::Instant;
 
 use super::callbacks::Callbacks;
@@ -20,6 +21,7 @@ use super::config::LedgerConfig;
 use super::quarantine::QuarantineStore;
 use super::read::events::Events;
 use super::read::rollups::Rollups;
+use super::read::sims::{SimActivity, sims_active};
 use super::rebuild::Rebuilder;
 use super::table::Table;
 use super::write::Recorder;
@@ -80,6 +82,22 @@ impl UsageLedger {
 
     pub fn callbacks(&self) -> Callbacks {
         Callbacks::new(self.table.clone())
+    }
+
+    /// Every SIM known in `range` (whole UTC days) and the days it was active.
+    pub async fn sims_active(
+        &self,
+        range: &TimeRange,
+        account: Option<&str>,
+    ) -> Result<Vec<SimActivity>, LedgerError> {
+        sims_active(
+            &self.callbacks(),
+            &self.rollups(),
+            range,
+            account,
+            self.table.concurrency(),
+        )
+        .await
     }
 
     pub fn closes(&self) -> &Closes {

@@ -2,7 +2,9 @@
 //!
 //! - `rollups`: usage records (any range, bucket, grouping and filter) from the day
 //!   partitions of the rollups;
-//! - `events`: stored events through the SIMs' booking lists and the time index.
+//! - `events`: stored events through the SIMs' booking lists and the time index;
+//! - `sims`: SIMs active over a range, from their status history and booked usage.
 
 pub mod events;
 pub mod rollups;
+pub mod sims;
