@@ -235,15 +235,41 @@ fn the_segment_forwarder_exists_only_with_its_write_key() {
             "{expected} in {segment_resources:?}"
         );
     }
-    // The table's stream too: new images, only with the forwarder.
-    let stream = format!(
-        "{:?}",
-        template["Resources"]["UsageTable"]["Properties"]["StreamSpecification"]
+}
+
+#[test]
+fn every_stored_callback_goes_from_the_table_stream_to_the_stacks_bus() {
+    let template = template();
+    let resources = &template["Resources"];
+    // The table's stream is always on (callback-forwarder reads it), with new images.
+    let stream = &resources["UsageTable"]["Properties"]["StreamSpecification"];
+    assert_eq!(
+        stream["StreamViewType"].as_str(),
+        Some("NEW_IMAGE"),
+        "{stream:?}"
     );
+    assert_eq!(
+        resources["CallbackEventBus"]["Type"].as_str(),
+        Some("AWS::Events::EventBus")
+    );
+    let mapping = &resources["CallbackEventSourceMapping"]["Properties"];
+    let pattern = format!("{:?}", mapping["FilterCriteria"]);
     assert!(
-        stream.contains("Segment") && stream.contains("NEW_IMAGE"),
-        "{stream}"
+        pattern.contains("INSERT") && pattern.contains("CALLBACK#"),
+        "{pattern}"
     );
+    assert_eq!(
+        mapping["FunctionResponseTypes"][0].as_str(),
+        Some("ReportBatchItemFailures")
+    );
+    let environment = format!(
+        "{:?}",
+        resources["CallbackForwarderFunction"]["Properties"]["Environment"]
+    );
+    assert!(environment.contains("CallbackEventBus"), "{environment}");
+    for output in ["EventBusName", "EventBusArn"] {
+        assert!(!template["Outputs"][output].is_null(), "{output}");
+    }
 }
 
 #[test]

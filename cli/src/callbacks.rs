@@ -8,6 +8,7 @@ use kore_ingest_aws::bus::{EventBus, RetryPolicy, put_all};
 use kore_ingest_aws::ledger::{Unforwarded, UsageLedger};
 use kore_ingest_aws::sdk::{Caller, sdk_config};
 use kore_ingest_core::forward::bus_entry;
+use kore_ingest_core::port::LedgerError;
 use serde::Serialize;
 
 use crate::args::Format;
@@ -104,9 +105,14 @@ async fn redrive(ledger: &UsageLedger, args: RedriveArgs) -> Result<ExitCode> {
     let mut entries = Vec::new();
     let mut missing = Vec::new();
     for k in &kept {
-        match callbacks.stored(&k.id).await.or_fail(ledger)? {
-            Some(callback) => entries.push(bus_entry(&callback)),
-            None => missing.push(k.id.clone()),
+        match callbacks.stored(&k.id).await {
+            Ok(Some(callback)) => entries.push(bus_entry(&callback)),
+            Ok(None) => missing.push(format!("{}: no such callback in the ledger", k.id)),
+            // A record that does not decode stays kept; the others still go.
+            Err(LedgerError::CorruptItem { reason, .. }) => {
+                missing.push(format!("{}: its record does not decode ({reason})", k.id))
+            }
+            Err(error) => return Err(error).or_fail(ledger),
         }
     }
     let aws = sdk_config(Caller::Tool).await;

@@ -70,7 +70,8 @@ UTC days.";
 pub struct ActiveArgs {
     #[command(flatten)]
     pub range: RangeArgs,
-    /// Only the SIMs of this account (AC...), and only the usage booked to it.
+    /// Only the SIMs whose current status or booked usage names this account (AC...), and
+    /// only the usage booked to it.
     #[arg(long, value_name = "AC..")]
     pub account: Option<String>,
     /// Output format.

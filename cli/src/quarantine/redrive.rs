@@ -237,12 +237,20 @@ async fn redrive_one(ledger: &UsageLedger, id: &str) -> Result<Redriven> {
             "only the start of this payload was kept (it was larger than a DynamoDB item), so it cannot be re-processed",
         ));
     }
-    let delivery = Delivery {
+    let mut delivery = Delivery {
         provider_hint: entry.provider,
         ..Delivery::now(Origin::Replay {
             source: format!("quarantine:{id}"),
         })
     };
+    // A callback's arrival orders a SIM's statuses when it has no `Date` (the quarantine
+    // does not keep headers): the original arrival, never the redrive's.
+    if let (QuarantineKind::Callback { .. }, Ok(arrived)) = (
+        &entry.kind,
+        chrono::DateTime::parse_from_rfc3339(&entry.received_at),
+    ) {
+        delivery.received_at = arrived.to_utc();
+    }
     let result = match &entry.kind {
         QuarantineKind::Event | QuarantineKind::Conflict => {
             redrive_events(ledger, &entry, &delivery, result).await?

@@ -9,7 +9,7 @@ use aws_sdk_eventbridge::Client;
 use aws_sdk_eventbridge::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_eventbridge::primitives::DateTime as SmithyTime;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
-use kore_ingest_core::forward::{BusEntry, SOURCE, pack};
+use kore_ingest_core::forward::{BusEntry, MAX_CALL_BYTES, SOURCE, pack};
 use kore_ingest_core::retry::backoff;
 use tokio::time::Instant;
 
@@ -117,7 +117,19 @@ pub async fn put_all<B: Bus>(
         results: vec![Err("not sent".to_owned()); entries.len()],
         ..Delivered::default()
     };
-    let mut pending: Vec<usize> = (0..entries.len()).collect();
+    // An entry over EventBridge's limit is refused whatever is tried: not sent at all.
+    let mut pending = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        match entry.too_large() {
+            true => {
+                delivered.results[index] = Err(format!(
+                    "the entry is {} bytes, more than EventBridge takes ({MAX_CALL_BYTES})",
+                    entry.size()
+                ))
+            }
+            false => pending.push(index),
+        }
+    }
     let mut attempt = 0;
     while !pending.is_empty() {
         attempt += 1;
@@ -127,7 +139,9 @@ pub async fn put_all<B: Bus>(
             delivered.calls += 1;
             let indices = &pending[range.clone()];
             match bus.put(&batch[range]).await {
-                Ok(results) => {
+                Ok(mut results) => {
+                    // An entry the answer says nothing about did not go.
+                    results.resize(indices.len(), Err("no result for the entry".to_owned()));
                     for (&index, result) in indices.iter().zip(results) {
                         if result.is_err() {
                             failed.push(index);
@@ -166,4 +180,71 @@ pub async fn put_all<B: Bus>(
         }
     }
     delivered
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use chrono::Utc;
+
+    use super::*;
+
+    /// Answers each call with one result fewer than it got, and records what it got.
+    #[derive(Default)]
+    struct ShortAnswers {
+        calls: Mutex<Vec<Vec<String>>>,
+    }
+
+    impl Bus for ShortAnswers {
+        async fn put(&self, entries: &[BusEntry]) -> Result<Vec<Result<(), String>>, String> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(entries.iter().map(|e| e.id.clone()).collect());
+            Ok(vec![Ok(()); entries.len().saturating_sub(1)])
+        }
+    }
+
+    fn entry(id: &str, detail_bytes: usize) -> BusEntry {
+        BusEntry {
+            id: id.into(),
+            detail_type: "SIM Update",
+            detail: "x".repeat(detail_bytes),
+            time: Utc::now(),
+        }
+    }
+
+    const POLICY: RetryPolicy = RetryPolicy {
+        max_attempts: 3,
+        base: Duration::from_millis(1),
+    };
+
+    #[tokio::test]
+    async fn an_entry_too_large_for_eventbridge_is_never_sent_and_the_others_go() {
+        let bus = ShortAnswers::default();
+        let entries = [entry("big", 300 * 1024), entry("a", 10), entry("b", 10)];
+        let delivered = put_all(&bus, &entries, POLICY, None).await;
+        let sent = bus.calls.lock().unwrap().clone();
+        assert!(sent.iter().flatten().all(|id| id != "big"), "{sent:?}");
+        let big = delivered.results[0].as_ref().unwrap_err();
+        assert!(big.contains("more than EventBridge takes"), "{big}");
+        assert_eq!(delivered.results[1], Ok(()));
+    }
+
+    #[tokio::test]
+    async fn an_entry_the_answer_leaves_out_is_sent_again_not_taken_as_delivered() {
+        let bus = ShortAnswers::default();
+        let entries = [entry("a", 10), entry("b", 10)];
+        let delivered = put_all(&bus, &entries, POLICY, None).await;
+        // First call: a answered, b not; then b alone, answered with nothing, until the
+        // attempts are spent.
+        assert_eq!(
+            *bus.calls.lock().unwrap(),
+            vec![vec!["a", "b"], vec!["b"], vec!["b"]]
+        );
+        assert_eq!(delivered.results[0], Ok(()));
+        let b = delivered.results[1].as_ref().unwrap_err();
+        assert!(b.contains("no result") && b.contains("3 attempts"), "{b}");
+    }
 }

@@ -57,9 +57,15 @@ pub struct BusEntry {
 }
 
 impl BusEntry {
-    /// The size EventBridge counts against [`MAX_CALL_BYTES`].
+    /// The size EventBridge counts against [`MAX_CALL_BYTES`]: source, detail-type and
+    /// detail as UTF-8, and 14 bytes for the `Time` every entry carries.
     pub fn size(&self) -> usize {
-        SOURCE.len() + self.detail_type.len() + self.detail.len()
+        SOURCE.len() + self.detail_type.len() + self.detail.len() + 14
+    }
+
+    /// Too large for any call: EventBridge refuses it whatever is tried.
+    pub fn too_large(&self) -> bool {
+        self.size() > MAX_CALL_BYTES
     }
 }
 
@@ -93,8 +99,8 @@ pub fn bus_entry(callback: &StoredCallback) -> BusEntry {
 }
 
 /// Consecutive entries packed into calls under EventBridge's limits, as index ranges. An
-/// entry too large for a call alone gets a call of its own (EventBridge refuses it, and the
-/// refusal is kept for redrive like any other).
+/// entry too large for a call alone gets a call of its own ([`BusEntry::too_large`] entries
+/// are never sent).
 pub fn pack(entries: &[BusEntry]) -> Vec<std::ops::Range<usize>> {
     let mut calls = Vec::new();
     let mut start = 0;
@@ -176,6 +182,7 @@ mod tests {
         large.detail = "x".repeat(100 * 1024);
         let mut huge = small.clone();
         huge.detail = "x".repeat(300 * 1024);
+        assert!(huge.too_large() && !large.too_large());
         let entries = vec![large.clone(), large.clone(), large, huge, small];
         assert_eq!(pack(&entries), vec![0..2, 2..3, 3..4, 4..5]);
         assert!(pack(&[]).is_empty());
