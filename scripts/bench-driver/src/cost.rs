@@ -21,7 +21,8 @@ const DOLLARS_PER_MILLION_READ_UNITS: f64 = 0.125;
 pub async fn cost_rows() -> Result<(), String> {
     production_shaped().await?;
     grouped_per_sim().await?;
-    migration().await
+    migration().await?;
+    crate::callbacks::callback_rows().await
 }
 
 /// New usage events one per SIM per batch (3,000 events over 300 SIMs), the same records

@@ -10,6 +10,7 @@
 //! - `ingest-bench startup BINARY...`: start-to-ready of each function binary: from spawning
 //!   it to its first request for an invocation on a stand-in Runtime API (median of 15).
 
+mod callbacks;
 mod cost;
 mod export;
 mod measured;

@@ -234,6 +234,12 @@ pub async fn billed_write_units(
         }
     }
 
+    billed_units_of(items).await
+}
+
+/// Items written again into an empty copy of the table, one per transaction, each as many
+/// times as given: the write units AWS bills for having written them in transactions.
+pub async fn billed_units_of(items: Vec<(HashItem, u64)>) -> Result<f64, String> {
     let (scratch, _) = counted_ledger("billed").await?;
     let writes = items.into_iter().map(|(item, times)| {
         let request = scratch
