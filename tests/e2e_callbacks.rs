@@ -9,22 +9,8 @@ use std::time::Duration;
 
 use kore_ingest_core::signature::{kore_signature, twilio_signature};
 use kore_test_support::bus::{BusQueue, count_by_id};
-use kore_test_support::stack::{LocalStack, http};
+use kore_test_support::stack::{LocalStack, http, signed_url, stack_list};
 use serde_json::Value;
-
-fn env_list(var: &str) -> Vec<String> {
-    std::env::var(var)
-        .unwrap_or_else(|_| panic!("{var} is not set: run the suite with scripts/test"))
-        .split(',')
-        .map(str::to_owned)
-        .collect()
-}
-
-fn signed_url(path: &str) -> String {
-    let base =
-        std::env::var("WEBHOOK_PUBLIC_URL").expect("WEBHOOK_PUBLIC_URL (scripts/test sets it)");
-    format!("{base}{path}")
-}
 
 /// One callback as a provider sends it.
 struct Callback {
@@ -52,7 +38,7 @@ impl Callback {
         let (url, body) = match (self.kore, self.get) {
             (true, _) => {
                 let signature = kore_signature(
-                    env_list("KORE_WEBHOOK_SECRETS")[0].as_bytes(),
+                    stack_list("KORE_WEBHOOK_SECRETS")[0].as_bytes(),
                     "POST",
                     &signed_url(&path),
                     self.form.as_bytes(),
@@ -68,7 +54,7 @@ impl Callback {
             }
             (false, true) => {
                 let signed = format!("{}?{}", signed_url(&path), self.form);
-                let token = env_list("TWILIO_AUTH_TOKENS")[0].clone();
+                let token = stack_list("TWILIO_AUTH_TOKENS")[0].clone();
                 headers.push(h(
                     "X-Twilio-Signature",
                     &twilio_signature(token.as_bytes(), &signed, &[]),
@@ -78,7 +64,7 @@ impl Callback {
             }
             (false, false) => {
                 let params: Vec<(String, String)> = form_pairs(&self.form);
-                let token = env_list("TWILIO_AUTH_TOKENS")[0].clone();
+                let token = stack_list("TWILIO_AUTH_TOKENS")[0].clone();
                 let signature = twilio_signature(token.as_bytes(), &signed_url(&path), &params);
                 headers.push(h("X-Twilio-Signature", &signature));
                 headers.push(h("I-Twilio-Idempotency-Token", &self.token));

@@ -5,24 +5,9 @@
 use std::time::Instant;
 
 use kore_ingest_core::signature::{kore_signature, twilio_signature};
-use kore_test_support::stack::{LocalStack, http};
+use kore_test_support::stack::{LocalStack, http, signed_url, stack_list as secrets};
 use kore_test_support::*;
 use serde_json::Value;
-
-fn secrets(var: &str) -> Vec<String> {
-    std::env::var(var)
-        .unwrap_or_else(|_| panic!("{var} is not set: run the suite with scripts/test"))
-        .split(',')
-        .map(str::to_owned)
-        .collect()
-}
-
-/// What the stack signs against: `WEBHOOK_PUBLIC_URL` plus the route.
-fn signed_url(path: &str) -> String {
-    let base =
-        std::env::var("WEBHOOK_PUBLIC_URL").expect("WEBHOOK_PUBLIC_URL (scripts/test sets it)");
-    format!("{base}{path}")
-}
 
 fn header(name: &str, value: &str) -> (String, String) {
     (name.to_owned(), value.to_owned())

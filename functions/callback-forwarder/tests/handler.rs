@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use aws_lambda_events::event::dynamodb::Event;
-use callback_forwarder::{Forwarder, RecordOutcome, process_batch};
+use callback_forwarder::{BatchReport, Forwarder, RecordOutcome, process_batch};
 use http::{HeaderMap, HeaderValue};
 use kore_ingest_aws::bus::{Bus, EventBus};
 use kore_ingest_aws::ledger::{Item, LedgerConfig, UsageLedger, keys};
@@ -132,6 +132,24 @@ fn batch(records: Vec<Value>) -> Event {
     serde_json::from_value(json!({ "Records": records })).unwrap()
 }
 
+/// The inserts of `items`, with sequence numbers from `first`, as one batch.
+fn inserts(items: &[Item], first: u64) -> Event {
+    batch(
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| stream_record("INSERT", item, first + i as u64))
+            .collect(),
+    )
+}
+
+/// The handler on one batch, its AWS calls recorded as callback-forwarder's.
+async fn forward<B: Bus>(forwarder: &Forwarder<B>, event: Event) -> BatchReport {
+    as_function(CALLBACK_FORWARDER, process_batch(forwarder, event, None))
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn only_the_insert_of_a_callback_record_goes_on_the_bus() {
     let ledger = fresh_ledger("cbf-inserts").await;
@@ -143,12 +161,7 @@ async fn only_the_insert_of_a_callback_record_goes_on_the_bus() {
         stream_record("MODIFY", &items[0], 2),
     ];
     let forwarder = Forwarder::new(local_bus(&bus_name), ledger.callbacks(), &env()).unwrap();
-    let report = as_function(
-        CALLBACK_FORWARDER,
-        process_batch(&forwarder, batch(records), None),
-    )
-    .await
-    .unwrap();
+    let report = forward(&forwarder, batch(records)).await;
     assert_eq!(
         report.outcomes,
         vec![
@@ -171,20 +184,10 @@ async fn a_bus_that_fails_for_a_while_gets_every_callback_once_after_retries() {
     let ledger = fresh_ledger("cbf-outage").await;
     let (bus_name, queue) = BusQueue::fresh("cbf-outage").await;
     let (items, ids) = stored_callbacks(&ledger, "out", 12).await;
-    let records = items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| stream_record("INSERT", item, i as u64 + 1))
-        .collect();
     // Two failed calls: the first attempt of both calls (10 + 2 entries).
     let bus = FaultyBus::new(local_bus(&bus_name), 2, None);
     let forwarder = Forwarder::new(bus, ledger.callbacks(), &env()).unwrap();
-    let report = as_function(
-        CALLBACK_FORWARDER,
-        process_batch(&forwarder, batch(records), None),
-    )
-    .await
-    .unwrap();
+    let report = forward(&forwarder, inserts(&items, 1)).await;
     assert!(report.response.batch_item_failures.is_empty());
     assert_eq!(report.metrics.get("CallbacksForwarded"), 12.0);
     assert_eq!(report.metrics.get("EventBusRetries"), 12.0);
@@ -200,19 +203,9 @@ async fn an_entry_the_bus_keeps_refusing_is_kept_for_redrive_and_holds_back_no_o
     let ledger = fresh_ledger("cbf-refused").await;
     let (bus_name, queue) = BusQueue::fresh("cbf-refused").await;
     let (items, ids) = stored_callbacks(&ledger, "ref", 3).await;
-    let records = items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| stream_record("INSERT", item, i as u64 + 1))
-        .collect();
     let bus = FaultyBus::new(local_bus(&bus_name), 0, Some("ref-0"));
     let forwarder = Forwarder::new(bus, ledger.callbacks(), &env()).unwrap();
-    let report = as_function(
-        CALLBACK_FORWARDER,
-        process_batch(&forwarder, batch(records), None),
-    )
-    .await
-    .unwrap();
+    let report = forward(&forwarder, inserts(&items, 1)).await;
     assert!(
         report.response.batch_item_failures.is_empty(),
         "the batch goes on"
@@ -241,21 +234,11 @@ async fn an_entry_the_bus_keeps_refusing_is_kept_for_redrive_and_holds_back_no_o
 async fn a_callback_neither_on_the_bus_nor_kept_is_handed_back_to_lambda() {
     let ledger = fresh_ledger("cbf-handback").await;
     let (items, _) = stored_callbacks(&ledger, "hb", 2).await;
-    let records = items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| stream_record("INSERT", item, i as u64 + 7))
-        .collect();
     // The bus fails every call, and the redrive list's table does not exist.
     let bus = FaultyBus::new(local_bus("no-such-bus"), usize::MAX, None);
     let missing = UsageLedger::new(local_client(), LedgerConfig::new("no-such-table"));
     let forwarder = Forwarder::new(bus, missing.callbacks(), &env()).unwrap();
-    let report = as_function(
-        CALLBACK_FORWARDER,
-        process_batch(&forwarder, batch(records), None),
-    )
-    .await
-    .unwrap();
+    let report = forward(&forwarder, inserts(&items, 7)).await;
     let failures: Vec<Option<String>> = report
         .response
         .batch_item_failures

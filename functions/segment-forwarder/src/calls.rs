@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use kore_ingest_core::config::comma_list;
+use kore_ingest_core::pack::Limits;
 
 /// Most bytes of one call. Segment says 32 KB; read as 32,000 so that either reading of
 /// "KB" holds.
@@ -301,23 +302,16 @@ fn cut(text: &str, max: usize) -> &str {
 /// Consecutive calls, by their sizes, grouped into requests whose bodies stay within
 /// `max_request` bytes. A call larger than a request on its own still gets a request.
 pub fn pack(sizes: &[usize], max_request: usize) -> Vec<Range<usize>> {
-    let mut ranges = Vec::new();
-    let mut start = 0;
-    let mut bytes = BODY_OVERHEAD;
-    for (i, size) in sizes.iter().enumerate() {
-        let added = size + usize::from(i > start);
-        if i > start && bytes + added > max_request {
-            ranges.push(start..i);
-            start = i;
-            bytes = BODY_OVERHEAD + size;
-        } else {
-            bytes += added;
-        }
-    }
-    if start < sizes.len() {
-        ranges.push(start..sizes.len());
-    }
-    ranges
+    kore_ingest_core::pack::pack(
+        sizes,
+        Limits {
+            max_bytes: max_request,
+            max_items: usize::MAX,
+            overhead: BODY_OVERHEAD,
+            // The comma between two calls.
+            separator: 1,
+        },
+    )
 }
 
 /// The body of one batch request: `{"batch":[call,...]}`, its size what [`pack`] counted.

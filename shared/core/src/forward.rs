@@ -102,22 +102,16 @@ pub fn bus_entry(callback: &StoredCallback) -> BusEntry {
 /// entry too large for a call alone gets a call of its own ([`BusEntry::too_large`] entries
 /// are never sent).
 pub fn pack(entries: &[BusEntry]) -> Vec<std::ops::Range<usize>> {
-    let mut calls = Vec::new();
-    let mut start = 0;
-    let mut bytes = 0;
-    for (i, entry) in entries.iter().enumerate() {
-        let full = i - start == MAX_ENTRIES_PER_CALL || bytes + entry.size() > MAX_CALL_BYTES;
-        if i > start && full {
-            calls.push(start..i);
-            start = i;
-            bytes = 0;
-        }
-        bytes += entry.size();
-    }
-    if start < entries.len() {
-        calls.push(start..entries.len());
-    }
-    calls
+    let sizes: Vec<usize> = entries.iter().map(BusEntry::size).collect();
+    crate::pack::pack(
+        &sizes,
+        crate::pack::Limits {
+            max_bytes: MAX_CALL_BYTES,
+            max_items: MAX_ENTRIES_PER_CALL,
+            overhead: 0,
+            separator: 0,
+        },
+    )
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@
 //!   [`error`].
 //! - [`config`]: environment variables, read one way; [`secrets`]: the secret documents.
 //! - [`deadline`]: when a function stops starting work within its invocation; [`retry`]: the
-//!   back-off of what it sends again.
+//!   back-off of what it sends again; [`pack`]: items into requests under a service's limits.
 //! - [`metrics`]: CloudWatch Embedded Metric Format.
 //!
 //! The DynamoDB ledger that implements [`port::Ledger`] is in `kore-ingest-aws`.
@@ -36,6 +36,7 @@ pub mod event;
 pub mod excerpt;
 pub mod forward;
 pub mod metrics;
+pub mod pack;
 pub mod port;
 pub mod quarantine;
 pub mod retry;

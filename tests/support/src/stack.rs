@@ -19,6 +19,17 @@ fn required(name: &str) -> String {
     })
 }
 
+/// A comma-separated list the stack was started with (`KORE_WEBHOOK_SECRETS`,
+/// `TWILIO_AUTH_TOKENS`: `scripts/test` sets them, and the tests sign with them).
+pub fn stack_list(var: &str) -> Vec<String> {
+    required(var).split(',').map(str::to_owned).collect()
+}
+
+/// What the stack's webhook signs against: `WEBHOOK_PUBLIC_URL` plus the route.
+pub fn signed_url(path: &str) -> String {
+    format!("{}{path}", required("WEBHOOK_PUBLIC_URL"))
+}
+
 impl LocalStack {
     pub fn from_env() -> Self {
         let kinesis = aws_sdk_kinesis::Config::builder()
