@@ -350,3 +350,42 @@ fn deploy_warns_loudly_when_no_alarm_reaches_anyone() {
     assert_eq!(code, 0, "{stderr}");
     assert!(!stderr.contains("AlarmEmail"), "{stderr}");
 }
+
+#[test]
+fn alerts_are_evaluated_from_inserted_event_records_and_retried_whole() {
+    let template = template();
+    let resources = &template["Resources"];
+    let mapping = &resources["AlertsEventSourceMapping"]["Properties"];
+    let pattern: serde_json::Value = serde_json::from_str(
+        mapping["FilterCriteria"]["Filters"][0]["Pattern"]
+            .as_str()
+            .expect("a filter pattern"),
+    )
+    .expect("the pattern is JSON");
+    assert_eq!(
+        pattern["dynamodb"]["Keys"]["pk"]["S"],
+        serde_json::json!([{"prefix": "EVENT#"}])
+    );
+    // The running sums' batch marks are keyed on a batch's first record: a failed batch
+    // must come again whole, from that record, never bisected or partly acknowledged.
+    assert!(mapping["FunctionResponseTypes"].is_null(), "{mapping:?}");
+    assert_eq!(mapping["BisectBatchOnFunctionError"].as_bool(), Some(false));
+    let events = &resources["AlertsFunction"]["Properties"]["Events"];
+    assert_eq!(events["SilenceCheck"]["Type"].as_str(), Some("Schedule"));
+    // It writes only the alert partitions.
+    let role = format!("{:?}", resources["AlertsRole"]["Properties"]["Policies"]);
+    assert!(
+        role.contains("ALERT*") && role.contains("LeadingKeys"),
+        "{role}"
+    );
+    // Each alert it stores goes on the bus through callback-forwarder.
+    let forwarded = format!(
+        "{:?}",
+        resources["CallbackEventSourceMapping"]["Properties"]["FilterCriteria"]
+    );
+    assert!(forwarded.contains("ALERTS#"), "{forwarded}");
+    assert_eq!(
+        resources["UsageTable"]["Properties"]["TimeToLiveSpecification"]["AttributeName"].as_str(),
+        Some("expires_at")
+    );
+}

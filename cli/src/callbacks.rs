@@ -7,7 +7,7 @@ use std::time::Duration;
 use kore_ingest_aws::bus::{EventBus, RetryPolicy, put_all};
 use kore_ingest_aws::ledger::{Unforwarded, UsageLedger};
 use kore_ingest_aws::sdk::{Caller, sdk_config};
-use kore_ingest_core::forward::bus_entry;
+use kore_ingest_core::forward::{ALERT_ID_PREFIX, alert_entry, bus_entry};
 use kore_ingest_core::port::LedgerError;
 use serde::Serialize;
 
@@ -20,8 +20,9 @@ Examples:
   kore-usage callbacks unforwarded
   kore-usage callbacks redrive --event-bus kore-ingest-callbacks
 
-The forwarder puts every callback the ledger stores on the stack's event bus; one it could
-not put there after its retries stays in the ledger's redrive list. `redrive` puts each on
+The forwarder puts every callback and alert the ledger stores on the stack's event bus; one
+it could not put there after its retries stays in the ledger's redrive list (alerts by
+`alert#<key>`). `redrive` puts each on
 the bus with the same `id` (consumers de-duplicate on it) and takes it off the list; it exits
 1 if any is still refused. The bus is the stack's EventBusName output; AWS_ENDPOINT_URL_EVENTBRIDGE
 points the tool at a local emulator.";
@@ -104,10 +105,21 @@ async fn redrive(ledger: &UsageLedger, args: RedriveArgs) -> Result<ExitCode> {
     let kept = callbacks.unforwarded().await.or_fail(ledger)?;
     let mut entries = Vec::new();
     let mut missing = Vec::new();
+    let alerts = ledger.alerts();
     for k in &kept {
-        match callbacks.stored(&k.id).await {
-            Ok(Some(callback)) => entries.push(bus_entry(&callback)),
-            Ok(None) => missing.push(format!("{}: no such callback in the ledger", k.id)),
+        let stored = match k.id.strip_prefix(ALERT_ID_PREFIX) {
+            Some(alert_key) => alerts
+                .by_key(alert_key)
+                .await
+                .map(|a| a.map(|a| alert_entry(&a))),
+            None => callbacks
+                .stored(&k.id)
+                .await
+                .map(|c| c.map(|c| bus_entry(&c))),
+        };
+        match stored {
+            Ok(Some(entry)) => entries.push(entry),
+            Ok(None) => missing.push(format!("{}: not in the ledger", k.id)),
             // A record that does not decode stays kept; the others still go.
             Err(LedgerError::CorruptItem { reason, .. }) => {
                 missing.push(format!("{}: its record does not decode ({reason})", k.id))

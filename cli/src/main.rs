@@ -2,12 +2,13 @@
 //! answers them, rollups rebuilt from the events, reports per SIM, data sessions and their
 //! gaps, migration reconciliation between KORE and Twilio, replay of CloudEvent
 //! archives, the quarantine (list, show, redrive), SIM statuses and active SIM-days from the
-//! callbacks, and signed test requests to a webhook.
+//! callbacks, alert rules and the alerts they raised, and signed test requests to a webhook.
 //! Every write goes through the same shared path as the Lambda functions, so replays and
 //! redrives are exactly once too.
 //!
 //! Exit codes: 0 success, 1 failure (one plain sentence on stderr), 2 wrong usage.
 
+mod alerts;
 mod args;
 mod callbacks;
 mod close;
@@ -51,6 +52,8 @@ Examples:
   kore-usage sims status --account AC0a1b2c3d4e5f60718293a4b5c6d7e8f9
   kore-usage sims active --start 2024-11-01T00:00:00Z --end 2024-12-01T00:00:00Z --format csv
   kore-usage callbacks redrive --event-bus kore-ingest-callbacks
+  kore-usage alerts apply rules.json
+  kore-usage alerts list --start 2024-11-01T00:00:00Z --end 2024-12-01T00:00:00Z
   kore-usage quarantine list
   kore-usage quarantine redrive
   kore-usage send --secret \"$KORE_SECRET\" --body batch.json https://xyz.lambda-url.eu-west-1.on.aws/events
@@ -102,6 +105,8 @@ enum LedgerCommand {
     Sims(sims::Command),
     #[command(subcommand)]
     Callbacks(callbacks::Command),
+    #[command(subcommand)]
+    Alerts(alerts::Command),
 }
 
 #[tokio::main]
@@ -143,6 +148,7 @@ async fn run(ledger: &UsageLedger, command: LedgerCommand) -> failure::Result<Ex
         LedgerCommand::Quarantine(command) => quarantine::run(ledger, command).await,
         LedgerCommand::Sims(command) => sims::run(ledger, command).await,
         LedgerCommand::Callbacks(command) => callbacks::run(ledger, command).await,
+        LedgerCommand::Alerts(command) => alerts::run(ledger, command).await,
     }
 }
 

@@ -1,10 +1,12 @@
 //! The callback forwarder: fed by the ledger table's DynamoDB stream, it puts every callback
-//! the ledger inserts on the stack's EventBridge event bus, for the customer's application.
+//! and every alert the ledger inserts on the stack's EventBridge event bus, for the
+//! customer's application.
 //!
-//! - only the insert of a callback record is forwarded: the ledger inserts each callback
-//!   once however often it was delivered (its key is the provider and idempotency token),
-//!   so each stored callback goes on the bus once; every other item is ignored here too,
-//!   not only by the event source mapping's filter;
+//! - only the insert of a callback record or of an alert is forwarded: the ledger inserts
+//!   each callback once however often it was delivered (its key is the provider and
+//!   idempotency token), and each alert once (its key is its rule, subject, period and
+//!   threshold), so each goes on the bus once; every other item is ignored here too, not
+//!   only by the event source mapping's filter;
 //! - entries that fail (a whole `PutEvents` call, or single entries) are sent again with
 //!   back-off, each on its own account, so one never holds back the others;
 //! - what still fails, and a record whose image does not decode, is kept in the ledger's
@@ -18,11 +20,12 @@ use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventR
 use aws_sdk_dynamodb::types::AttributeValue;
 use kore_ingest_aws::bus::{Bus, EventBus, RetryPolicy, put_all};
 use kore_ingest_aws::ledger::{
-    Callbacks, Item, UsageLedger, inserted_callback, is_callback_insert, keys,
+    Callbacks, Item, UsageLedger, inserted_alert, inserted_callback, is_alert_insert,
+    is_callback_insert, keys,
 };
 use kore_ingest_core::config::{ConfigError, Env, vars};
 use kore_ingest_core::deadline::work_deadline;
-use kore_ingest_core::forward::{BusEntry, bus_entry};
+use kore_ingest_core::forward::{ALERT_ID_PREFIX, BusEntry, alert_entry, bus_entry};
 use kore_ingest_core::metrics::{InvocationMetrics, take_cold_start};
 use lambda_runtime::{Error, LambdaEvent};
 use tokio::time::Instant;
@@ -99,10 +102,25 @@ pub async fn handle<B: Bus>(
     Ok(report.response)
 }
 
-/// The callback a record inserts: its entry, or its id and why it cannot be forwarded.
+/// The callback or alert a record inserts: its entry, or its id and why it cannot be
+/// forwarded.
 fn prepare(record: &EventRecord) -> Option<Result<BusEntry, (String, String)>> {
-    // The keys first (two attributes): most records are not callbacks.
+    // The keys first (two attributes): most records are neither.
     let keys_of: Item = record.change.keys.clone().into();
+    let string_key = |name: &str| match keys_of.get(name) {
+        Some(AttributeValue::S(value)) => value.as_str(),
+        _ => "",
+    };
+    if is_alert_insert(&record.event_name, &keys_of) {
+        let image: Item = record.change.new_image.clone().into();
+        return Some(match inserted_alert(&keys_of, &image) {
+            Ok(alert) => Ok(alert_entry(&alert)),
+            Err(error) => Err((
+                format!("{ALERT_ID_PREFIX}{}", string_key("sk")),
+                error.to_string(),
+            )),
+        });
+    }
     if !is_callback_insert(&record.event_name, &keys_of) {
         return None;
     }
@@ -110,10 +128,8 @@ fn prepare(record: &EventRecord) -> Option<Result<BusEntry, (String, String)>> {
     Some(match inserted_callback(&keys_of, &image) {
         Ok(callback) => Ok(bus_entry(&callback)),
         Err(error) => {
-            let id = match keys_of.get("pk") {
-                Some(AttributeValue::S(pk)) => keys::callback_id_of_pk(pk).unwrap_or(pk),
-                _ => "",
-            };
+            let pk = string_key("pk");
+            let id = keys::callback_id_of_pk(pk).unwrap_or(pk);
             Err((id.to_owned(), error.to_string()))
         }
     })

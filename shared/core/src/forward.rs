@@ -1,4 +1,4 @@
-//! Callbacks on the customer's event bus: a stored callback becomes one EventBridge entry,
+//! Callbacks and alerts on the customer's event bus: a stored callback becomes one EventBridge entry,
 //! `source` [`SOURCE`], one `detail-type` per kind, and a `detail` that carries the stable
 //! `id` consumers de-duplicate on (EventBridge does not), when it was sent and received, and
 //! every form field as received.
@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+use crate::alerts::Alert;
 use crate::callback::{CallbackKind, SentAtSource};
 use crate::event::Provider;
 use crate::time::timestamp;
@@ -95,6 +96,22 @@ pub fn bus_entry(callback: &StoredCallback) -> BusEntry {
         detail_type: detail_type(callback.kind),
         detail: detail.to_string(),
         time: callback.sent_at,
+    }
+}
+
+/// What starts the id of an alert's entry (`alert#<the alert's key>`): a callback's id
+/// starts with its provider, so the two never meet in the redrive list.
+pub const ALERT_ID_PREFIX: &str = "alert#";
+
+/// The bus entry of an alert: its `detail` is the alert record.
+pub fn alert_entry(alert: &Alert) -> BusEntry {
+    BusEntry {
+        id: format!("{ALERT_ID_PREFIX}{}", alert.key()),
+        detail_type: alert.kind.detail_type(),
+        detail: alert.to_json().to_string(),
+        time: DateTime::parse_from_rfc3339(&alert.raised_at)
+            .map(|t| t.to_utc())
+            .unwrap_or_else(|_| Utc::now()),
     }
 }
 

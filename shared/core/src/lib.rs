@@ -6,6 +6,7 @@
 //! - [`callback`]: form-urlencoded callbacks (SIM updates, SMS/IP Commands, eSIM profiles);
 //!   [`sim_status`]: a SIM's status by send time, its history and active days;
 //!   [`forward`]: a stored callback as an entry on the customer's event bus.
+//! - [`alerts`]: alert rules, what stored events mean for them, the alert record.
 //! - [`signature`]: `Kore-Signature` and `X-Twilio-Signature` verification.
 //! - [`spill`]: webhook deliveries handed to the Kinesis stream when storage fails.
 //! - [`delivery`]: how an input arrived and what became of it.
@@ -25,6 +26,7 @@
 //!
 //! The DynamoDB ledger that implements [`port::Ledger`] is in `kore-ingest-aws`.
 
+pub mod alerts;
 pub mod callback;
 pub mod closes;
 pub mod config;

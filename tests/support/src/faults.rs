@@ -89,6 +89,7 @@ pub const KINESIS_CONSUMER: &str = "kinesis-consumer";
 pub const WEBHOOK: &str = "webhook";
 pub const SEGMENT_FORWARDER: &str = "segment-forwarder";
 pub const CALLBACK_FORWARDER: &str = "callback-forwarder";
+pub const ALERTS: &str = "alerts";
 
 tokio::task_local! {
     /// The function whose handler the current task is running (see [`as_function`]).

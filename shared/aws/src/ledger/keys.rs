@@ -19,7 +19,11 @@
 //!   newest first through `gsi1` under `QUARANTINE`;
 //! - closes: the registry `CLOSES` / `<close id>`, and under `CLOSE#<close id>` the snapshot's
 //!   parts `PART#00000`... and the adjustments `ADJ#<event_sid>`; the marker of each closed
-//!   day `CLOSEDDAY#<day>` / `#`, and the registration lock `CLOSES#LOCK` / `#`.
+//!   day `CLOSEDDAY#<day>` / `#`, and the registration lock `CLOSES#LOCK` / `#`;
+//! - alerts: the rules `ALERTRULES` / `#`; each alert `ALERTS#<month of its period>` /
+//!   `<its key>`; a `per: total` rule's sums `ALERTSUM#<rule>#<period's first day>#<subject>`
+//!   / `#`; what was applied of a stream batch `ALERTBATCH#<first sequence number>` / `#`;
+//!   the SIMs a silence rule has seen `ALERTSEEN#<rule>#<shard>` / `<sim>`.
 
 use chrono::NaiveDate;
 use kore_ingest_core::event::DedupeKey;
@@ -237,6 +241,47 @@ pub const PART_SK_PREFIX: &str = "PART#";
 
 pub fn part_sk(index: usize) -> String {
     format!("{PART_SK_PREFIX}{index:05}")
+}
+
+// ---- alerts --------------------------------------------------------------------------------
+
+/// The rules in force, one item: what `kore-usage alerts apply` wrote last.
+pub const ALERT_RULES_PK: &str = "ALERTRULES";
+
+const ALERTS_PK_PREFIX: &str = "ALERTS#";
+
+/// The alerts whose period starts in one month (`YYYY-MM`), sorted by their key
+/// (`kore_ingest_core::alerts::Alert::key`, which starts with the period's start).
+pub fn alerts_pk(period_start: &str) -> String {
+    format!(
+        "{ALERTS_PK_PREFIX}{}",
+        period_start.get(..7).unwrap_or(period_start)
+    )
+}
+
+/// Whether a partition key is one of the alerts' months.
+pub fn is_alerts_pk(pk: &str) -> bool {
+    pk.starts_with(ALERTS_PK_PREFIX)
+}
+
+/// The running sum of a `per: total` usage rule for one subject and period (sort key `#`).
+pub fn alert_sum_pk(rule_id: &str, subject: &str, first_day: NaiveDate) -> String {
+    format!("ALERTSUM#{rule_id}#{}#{subject}", day_text(first_day))
+}
+
+/// What the alert function applied of the stream batch that starts at `first_sequence`.
+pub fn alert_batch_pk(first_sequence: &str) -> String {
+    format!("ALERTBATCH#{first_sequence}")
+}
+
+/// The SIMs a silence rule has seen, spread over [`SHARDS`] partitions (sort key: the SIM)
+/// so that the scheduled check reads them with a few parallel queries, never a scan.
+pub fn alert_seen_pk(rule_id: &str, sim_sid: &str) -> String {
+    alert_seen_shard_pk(rule_id, shard_of(sim_sid))
+}
+
+pub fn alert_seen_shard_pk(rule_id: &str, shard: u8) -> String {
+    format!("ALERTSEEN#{rule_id}#{shard}")
 }
 
 // ---- closes ------------------------------------------------------------------------------

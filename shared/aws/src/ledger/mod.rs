@@ -19,6 +19,7 @@
 //! - `usage_ledger`: [`UsageLedger`], which hands each concern its table and implements the
 //!   functions' port.
 
+mod alerts;
 mod callbacks;
 mod closes;
 mod config;
@@ -34,6 +35,7 @@ mod table;
 mod usage_ledger;
 mod write;
 
+pub use alerts::{Alerts, RunningSum, SeenSim};
 pub use callbacks::{Callbacks, Unforwarded};
 pub use closes::Closes;
 pub use config::LedgerConfig;
@@ -47,7 +49,10 @@ pub use read::events::Events;
 pub use read::rollups::Rollups;
 pub use read::sims::SimActivity;
 pub use rebuild::{RebuildReport, Rebuilder, RollupDifference};
-pub use stream::{inserted_callback, inserted_event, is_callback_insert, is_event_insert};
+pub use stream::{
+    inserted_alert, inserted_callback, inserted_event, is_alert_insert, is_callback_insert,
+    is_event_insert,
+};
 pub use table::Table;
 pub use usage_ledger::UsageLedger;
 pub use write::Recorder;

@@ -1,9 +1,13 @@
 //! The table's stream, as the forwarders read it: which records are the insert of an event
-//! record (Segment) or of a callback record (the event bus), and what their new image holds.
+//! record (Segment, alerts) or of a callback record or an alert (the event bus), and what
+//! their new image holds.
 
 use kore_ingest_core::port::LedgerError;
 use kore_ingest_core::stored::StoredEvent;
 
+use kore_ingest_core::alerts::Alert;
+
+use super::alerts::alert_of;
 use super::items::attrs::{Item, string_attr};
 use kore_ingest_core::forward::StoredCallback;
 
@@ -40,6 +44,17 @@ pub fn inserted_callback(
     new_image: &Item,
 ) -> Result<StoredCallback, LedgerError> {
     stored_callback_of(image_of(keys_of_record, new_image)?)
+}
+
+/// Whether a stream record is the insert of an alert: each alert is written once (its key
+/// is its rule, subject, period and threshold), so it is inserted once.
+pub fn is_alert_insert(event_name: &str, keys_of_record: &Item) -> bool {
+    event_name == "INSERT" && string_attr(keys_of_record, "pk").is_some_and(keys::is_alerts_pk)
+}
+
+/// The alert in the new image of an alert's insert.
+pub fn inserted_alert(keys_of_record: &Item, new_image: &Item) -> Result<Alert, LedgerError> {
+    alert_of(image_of(keys_of_record, new_image)?)
 }
 
 /// An `INSERT` of the record alone in its partition (sort key `#`), the partition key being
@@ -95,11 +110,13 @@ mod tests {
                 "STATUS#2024-07-03T14:40:58.000Z#x#kore#RQ1",
             ),
             ("INSERT", "SIMSTATUS#3", "HS1"),
+            ("INSERT", "ALERTSUM#r#2024-11-01#AC1", "#"),
         ] {
             assert!(
                 !is_callback_insert(name, &keys_of(pk, sk)),
                 "{name} {pk} {sk}"
             );
+            assert!(!is_alert_insert(name, &keys_of(pk, sk)), "{name} {pk} {sk}");
         }
     }
 }

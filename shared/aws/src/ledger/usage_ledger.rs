@@ -15,6 +15,7 @@ use kore_ingest_core::quarantine::QuarantineEntry;
 use kore_ingest_core::time::TimeRange;
 use tokio::time::Instant;
 
+use super::alerts::Alerts;
 use super::callbacks::Callbacks;
 use super::closes::Closes;
 use super::config::LedgerConfig;
@@ -78,6 +79,10 @@ impl UsageLedger {
     /// The quarantined payloads (the port's `quarantine` stores one).
     pub fn quarantined(&self) -> QuarantineStore {
         QuarantineStore::new(self.table.clone())
+    }
+
+    pub fn alerts(&self) -> Alerts {
+        Alerts::new(self.table.clone())
     }
 
     pub fn callbacks(&self) -> Callbacks {
