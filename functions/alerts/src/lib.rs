@@ -26,7 +26,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use futures::StreamExt;
 use kore_ingest_aws::ledger::{Alerts, Item, UsageLedger, inserted_event, is_event_insert};
 use kore_ingest_core::alerts::{
-    Added, Alert, Observed, Per, Rule, RuleKind, Rules, SumKey, plan, silence_alert, usage_alerts,
+    Added, Alert, Observed, Rule, RuleKind, Rules, SumKey, plan, silence_alert, usage_alerts,
 };
 use kore_ingest_core::config::{ConfigError, Env};
 use kore_ingest_core::metrics::{InvocationMetrics, take_cold_start};
@@ -315,16 +315,10 @@ async fn sim_sum(
     added: &Added,
     today: NaiveDate,
 ) -> Result<u64, LedgerError> {
-    debug_assert!(matches!(rule.kind, RuleKind::Usage { per: Per::Sim, .. }));
     let (first, last) = key.days();
     let latest = added.days.last().copied().unwrap_or(first).max(today);
     alerts
-        .sim_sum(
-            &key.subject,
-            &rule.scope,
-            (first, last.min(latest)),
-            &added.days,
-        )
+        .sim_sum(key, &rule.scope, last.min(latest), &added.days, today)
         .await
 }
 

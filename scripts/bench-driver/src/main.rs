@@ -10,6 +10,7 @@
 //! - `ingest-bench startup BINARY...`: start-to-ready of each function binary: from spawning
 //!   it to its first request for an invocation on a stand-in Runtime API (median of 15).
 
+mod alerts;
 mod callbacks;
 mod cost;
 mod export;
@@ -45,6 +46,9 @@ fn main() -> ExitCode {
         Some((command, rest)) if command == "cost" && rest.is_empty() => {
             on_one_thread(cost::cost_rows())
         }
+        Some((command, rest)) if command == "alerts" && rest.is_empty() => {
+            on_one_thread(alerts::alert_rows())
+        }
         Some((command, rest)) if command == "month" && rest.is_empty() => {
             on_one_thread(month::month_query_row())
         }
@@ -56,7 +60,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: ingest-bench storage | ingest-bench cost | ingest-bench month | ingest-bench export KORE_USAGE | ingest-bench startup BINARY..."
+                "usage: ingest-bench storage | ingest-bench cost | ingest-bench alerts | ingest-bench month | ingest-bench export KORE_USAGE | ingest-bench startup BINARY..."
             );
             return ExitCode::from(2);
         }
@@ -111,6 +115,7 @@ fn storage() -> Result<(), String> {
             "",
         );
         cost::cost_rows().await?;
+        alerts::alert_rows().await?;
         month::month_query_row().await?;
         Ok(())
     })

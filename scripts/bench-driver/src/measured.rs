@@ -96,8 +96,8 @@ impl Intercept for Requests {
     }
 }
 
-/// A fresh ledger whose client counts its requests.
-pub async fn counted_ledger(name: &str) -> Result<(UsageLedger, Requests), String> {
+/// A client of the bench's DynamoDB Local that counts its requests.
+pub fn counted_client() -> (Client, Requests) {
     let requests = Requests::default();
     let config = aws_sdk_dynamodb::Config::builder()
         .behavior_version(BehaviorVersion::latest())
@@ -106,7 +106,12 @@ pub async fn counted_ledger(name: &str) -> Result<(UsageLedger, Requests), Strin
         .credentials_provider(Credentials::new("local", "local", None, None, "bench"))
         .interceptor(requests.clone())
         .build();
-    let client = Client::from_conf(config);
+    (Client::from_conf(config), requests)
+}
+
+/// A fresh ledger whose client counts its requests.
+pub async fn counted_ledger(name: &str) -> Result<(UsageLedger, Requests), String> {
+    let (client, requests) = counted_client();
     let table = format!("b-{name}-{}", fastrand::u32(..));
     create_table(&client, &table)
         .await

@@ -29,6 +29,16 @@ const SEEN_AT: &str = "last_arrival";
 const SEEN_EVENT: &str = "last_event";
 const RAISED_FOR: &str = "raised_for";
 
+/// What a `per: sim` sum reads of a SIM's rollups: the booking, the day's totals, the
+/// version.
+const SIM_DAY_READ: &str = "pk, sk, v, du, dd, dt, dn";
+
+/// A checkpoint's attributes for one day: its total and the version it was read at.
+fn day_attrs(day: NaiveDate) -> (String, String) {
+    let day = day.format("%d");
+    (format!("t{day}"), format!("v{day}"))
+}
+
 /// How long what was applied of a stream batch is kept: a stream keeps records 24 hours,
 /// so no retry of a batch comes later than that.
 const BATCH_MARK_SECONDS: i64 = 2 * 24 * 3600;
@@ -210,36 +220,97 @@ impl Alerts {
             .map(|_| ())
     }
 
-    /// A SIM's usage booked to `scope` in the days `first..=last`: the days in `fresh` (those
-    /// this batch added to) read consistently, the others as DynamoDB last settled them.
+    /// A `per: sim` sum as the SIM's rollups hold it now: its usage booked to `scope` on
+    /// the days of the period up to `last`.
+    ///
+    /// Every day is read consistently, or taken from the sum's checkpoint: the days before
+    /// `today` as they were last read, each with the version of the SIM's rollups that day
+    /// (the sum of their `v`, which every write bumps). A day that the batch booked to
+    /// (`fresh`) is always read again, so a late event is counted; a checkpoint day is only
+    /// ever replaced by a read of a later version. So a month costs one read of the
+    /// checkpoint and of the days the batch touched, not one read per day.
     pub async fn sim_sum(
         &self,
-        sim_sid: &str,
+        sum: &SumKey,
         scope: &Scope,
-        (first, last): (NaiveDate, NaiveDate),
+        last: NaiveDate,
         fresh: &BTreeSet<NaiveDate>,
+        today: NaiveDate,
     ) -> Result<u64, LedgerError> {
-        let rollups = Rollups::new(self.table.clone());
-        let days = kore_ingest_core::time::day_list(first, last);
-        let (fresh_days, settled): (Vec<NaiveDate>, Vec<NaiveDate>) =
-            days.into_iter().partition(|d| fresh.contains(d));
-        let mut total = 0u64;
-        for (days, consistent) in [(fresh_days, true), (settled, false)] {
-            if days.is_empty() {
-                continue;
+        let days = kore_ingest_core::time::day_list(sum.first_day, last);
+        let checkpoint_key = key(
+            keys::alert_sim_sum_pk(&sum.rule_id, &sum.subject, sum.first_day),
+            keys::SINGLE,
+        );
+        // Day: (bytes, version) as the checkpoint holds it.
+        let mut known: BTreeMap<NaiveDate, (u64, u64)> = BTreeMap::new();
+        if days.iter().any(|d| !fresh.contains(d))
+            && let Some(item) = self.table.get(checkpoint_key.clone()).await?
+        {
+            for day in &days {
+                let (total, version) = day_attrs(*day);
+                if let (Some(bytes), Some(version)) =
+                    (number_attr(&item, &total), number_attr(&item, &version))
+                {
+                    known.insert(*day, (bytes, version));
+                }
             }
-            let found = rollups
-                .of_days(
-                    &days,
-                    Some(sim_sid),
-                    consistent,
-                    Some(super::items::rollup::DAY_TOTALS),
+        }
+        let to_read: Vec<NaiveDate> = days
+            .iter()
+            .copied()
+            .filter(|d| fresh.contains(d) || !known.contains_key(d))
+            .collect();
+        let mut read: BTreeMap<NaiveDate, (u64, u64)> =
+            to_read.iter().map(|d| (*d, (0, 0))).collect();
+        if !to_read.is_empty() {
+            let rollups = Rollups::new(self.table.clone())
+                .of_days(&to_read, Some(&sum.subject), true, Some(SIM_DAY_READ))
+                .await?;
+            for rollup in rollups {
+                let day = read.entry(rollup.day).or_default();
+                day.1 = day.1.saturating_add(rollup.version.unwrap_or(0));
+                if scope.covers(&rollup.booking) {
+                    let bytes = rollup.day_total.map(|d| d.usage.total).unwrap_or(0);
+                    day.0 = day.0.saturating_add(bytes);
+                }
+            }
+        }
+        let total = days
+            .iter()
+            .map(|d| read.get(d).or(known.get(d)).map(|r| r.0).unwrap_or(0))
+            .fold(0u64, u64::saturating_add);
+        // Keep the days before today that were read at a version the checkpoint lacks (a day
+        // without usage too, at version 0: it is not read again until an event is booked
+        // on it, and then that event's batch reads it).
+        let keep: Vec<(NaiveDate, (u64, u64))> = read
+            .into_iter()
+            .filter(|(d, (_, version))| {
+                *d < today && known.get(d).is_none_or(|(_, held)| held < version)
+            })
+            .collect();
+        if !keep.is_empty() {
+            let mut sets = Vec::new();
+            let mut conditions = Vec::new();
+            let mut values = Item::new();
+            for (day, (bytes, version)) in keep {
+                let (t, v) = day_attrs(day);
+                sets.push(format!("{t} = :{t}, {v} = :{v}"));
+                conditions.push(format!("(attribute_not_exists({v}) OR {v} < :{v})"));
+                values.insert(format!(":{t}"), n(bytes));
+                values.insert(format!(":{v}"), n(version));
+            }
+            // A checkpoint written meanwhile from a later version stays: this one is only
+            // a cache of reads, and the next evaluation reads what it lacks.
+            self.table
+                .update_if(
+                    checkpoint_key,
+                    &format!("SET {}", sets.join(", ")),
+                    &conditions.join(" AND "),
+                    &[],
+                    values,
                 )
                 .await?;
-            for rollup in found.iter().filter(|r| scope.covers(&r.booking)) {
-                let bytes = rollup.day_total.map(|d| d.usage.total).unwrap_or(0);
-                total = total.saturating_add(bytes);
-            }
         }
         Ok(total)
     }

@@ -22,6 +22,7 @@
 //!   day `CLOSEDDAY#<day>` / `#`, and the registration lock `CLOSES#LOCK` / `#`;
 //! - alerts: the rules `ALERTRULES` / `#`; each alert `ALERTS#<month of its period>` /
 //!   `<its key>`; a `per: total` rule's sums `ALERTSUM#<rule>#<period's first day>#<subject>`
+//!   / `#`, and the checkpoint of a `per: sim` rule's sum `ALERTSIM#<rule>#<first day>#<sim>`
 //!   / `#`; what was applied of a stream batch `ALERTBATCH#<first sequence number>` / `#`;
 //!   the SIMs a silence rule has seen `ALERTSEEN#<rule>#<shard>` / `<sim>`.
 
@@ -267,6 +268,12 @@ pub fn is_alerts_pk(pk: &str) -> bool {
 /// The running sum of a `per: total` usage rule for one subject and period (sort key `#`).
 pub fn alert_sum_pk(rule_id: &str, subject: &str, first_day: NaiveDate) -> String {
     format!("ALERTSUM#{rule_id}#{}#{subject}", day_text(first_day))
+}
+
+/// The checkpoint of a `per: sim` rule's sum for one SIM and period: the settled days as
+/// they were last read (sort key `#`).
+pub fn alert_sim_sum_pk(rule_id: &str, sim_sid: &str, first_day: NaiveDate) -> String {
+    format!("ALERTSIM#{rule_id}#{}#{sim_sid}", day_text(first_day))
 }
 
 /// What the alert function applied of the stream batch that starts at `first_sequence`.
