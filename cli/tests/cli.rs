@@ -2874,3 +2874,101 @@ async fn callbacks_redrive_puts_the_kept_callbacks_on_the_bus_once_and_empties_t
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn alerts_apply_rules_and_list_answer_their_contracts() {
+    use kore_ingest_core::alerts::{Alert, AlertKind};
+    let ledger = fresh_ledger("cli-alerts").await;
+    let file = |text: &str| {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+        f
+    };
+    let rules = format!(
+        r#"{{"rules": [
+          {{"id": "fleet-a-monthly", "kind": "usage", "fleet": "{FLEET_1}", "per": "sim",
+            "period": "month", "thresholds": [800000000, 1000000000]}},
+          {{"id": "acct-daily", "kind": "usage", "account": "{ACCOUNT_A}", "per": "total",
+            "period": "day", "thresholds": [50000000000]}},
+          {{"id": "silent", "kind": "silence", "fleet": "{FLEET_1}", "after_minutes": 180}},
+          {{"id": "quality", "kind": "quality"}}
+        ]}}"#
+    );
+    let good = file(&rules);
+    let path = good.path().to_str().unwrap();
+    assert!(ok(&ledger, &["alerts", "apply", path]).starts_with("4 rules applied"));
+    // `rules --format json` gives back a file `apply` takes: the same rules.
+    let applied = ok_json(&ledger, &["alerts", "rules", "--format", "json"]);
+    let expected: Value = serde_json::from_str(&rules).unwrap();
+    assert_eq!(applied, expected);
+    let table = ok(&ledger, &["alerts", "rules"]);
+    assert!(table.contains("each SIM's month reaches"), "{table}");
+
+    // A bad file is refused whole, naming the field and the reason; the rules stay.
+    let bad = file(&rules.replace("[800000000, 1000000000]", "[800000000, 800000000]"));
+    let run = kore_usage(&ledger, &["alerts", "apply", bad.path().to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_one_sentence(&run.stderr);
+    assert!(
+        run.stderr
+            .contains("rules[0].thresholds[1]: must be greater than the threshold before it"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        ok_json(&ledger, &["alerts", "rules", "--format", "json"]),
+        expected
+    );
+
+    // The list: by period start, one rule or all, the record's fields.
+    let alert = |rule: &str, start: &str, threshold: u64| Alert {
+        rule_id: rule.into(),
+        kind: AlertKind::Usage,
+        subject: "HS1".into(),
+        period_start: start.into(),
+        threshold: Some(threshold),
+        value: threshold + 5,
+        crossed_by: Some("EZ1".into()),
+        raised_at: "2024-11-20T08:00:00.000Z".into(),
+    };
+    for a in [
+        alert("fleet-a-monthly", "2024-11-01T00:00:00.000Z", 800_000_000),
+        alert("acct-daily", "2024-11-03T00:00:00.000Z", 50_000_000_000),
+        alert("acct-daily", "2024-12-01T00:00:00.000Z", 50_000_000_000),
+    ] {
+        ledger.alerts().raise(&a).await.unwrap();
+    }
+    let november = [
+        "alerts",
+        "list",
+        "--start",
+        "2024-11-01T00:00:00Z",
+        "--end",
+        "2024-12-01T00:00:00Z",
+        "--format",
+        "json",
+    ];
+    let listed = ok_json(&ledger, &november);
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert_eq!(listed[0]["rule_id"], "fleet-a-monthly");
+    for field in [
+        "rule_id",
+        "kind",
+        "subject",
+        "period_start",
+        "threshold",
+        "value",
+        "crossed_by",
+        "raised_at",
+    ] {
+        assert!(!listed[1][field].is_null(), "{field} in {}", listed[1]);
+    }
+    let mut one_rule = november.to_vec();
+    one_rule.extend(["--rule", "acct-daily"]);
+    let listed = ok_json(&ledger, &one_rule);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["period_start"], "2024-11-03T00:00:00.000Z");
+    let table = ok(&ledger, &november[..6]);
+    assert!(table.contains("2 alerts"), "{table}");
+}

@@ -1039,6 +1039,15 @@ def main(argv: list[str]) -> int:
         except (OSError, ValueError) as e:
             raise SystemExit(f"demo: the Segment stand-in at {args.segment_url} does not answer: {e}")
 
+    out("== Alert rules, applied before the traffic (the alerts function evaluates what the ledger stores)")
+    rules = alert_rules(expected)
+    rules_file = args.dlq.parent / "demo-alert-rules.json"
+    rules_file.write_text(json.dumps(rules, indent=2) + "\n")
+    applied = tool.show("alerts", "apply", str(rules_file))
+    if applied.returncode != 0:
+        raise SystemExit("demo: kore-usage alerts apply failed")
+    tool.show("alerts", "rules")
+
     out("== Sending (sequentially; webhook batches of at most 50 events)")
     dlq_size = args.dlq.stat().st_size if args.dlq.exists() else 0
     out("  signed empty batches from KORE and Twilio -> 200 (the stack has the demo's secrets)")
@@ -1079,6 +1088,11 @@ def main(argv: list[str]) -> int:
         checks.update(invoice_checks(tool, expected, late, verified))
     else:
         checks["the day is closed"] = False
+
+    out("== Alerts: each crossing of the demo's rules, raised once")
+    per_sim = with_late(expected.per_sim, late) if late_stored(tool, late) else expected.per_sim
+    checks["the alerts are the generator's crossings, each once"] = check_alerts(
+        tool, expected_alerts(rules, per_sim), args.timeout)
 
     if args.events_queue_url:
         out("== The event bus: each callback the stack stored, put once on its bus by callback-forwarder")
@@ -1133,6 +1147,61 @@ def ledger_checks(tool: KoreUsage, expected: Expected, late: Event) -> dict[str,
         "reconciliation (KORE, Twilio, both) matches the generator": rec_ok,
         "the session gap is where the generator left it": gap_ok,
     }
+
+
+def alert_rules(expected: Expected) -> dict:
+    """Two rules whose thresholds the day crosses, from the generator's totals: each water
+    meter's day reaching the median meter's, and the trackers' day reaching half, then all,
+    of what the trackers use together."""
+    meters = sorted(r["data_total"] for sid_, r in expected.per_sim.items()
+                    if by_sim(sid_).fleet == "meters")
+    trackers = sum(r["data_total"] for sid_, r in expected.per_sim.items()
+                   if by_sim(sid_).fleet == "trackers")
+    return {"rules": [
+        {"id": "meters-daily", "kind": "usage", "fleet": FLEETS["meters"], "per": "sim",
+         "period": "day", "thresholds": [meters[len(meters) // 2]]},
+        {"id": "trackers-daily", "kind": "usage", "fleet": FLEETS["trackers"], "per": "total",
+         "period": "day", "thresholds": [trackers // 2, trackers]},
+    ]}
+
+
+def by_sim(sim_sid: str) -> Sim:
+    return next(s for s in SIMS if s.sim_sid == sim_sid)
+
+
+def expected_alerts(rules: dict, per_sim: dict[str, dict[str, int]]) -> set[tuple[str, str, int]]:
+    """(rule, subject, threshold) of every crossing, from the generator's totals."""
+    crossings = set()
+    for rule in rules["rules"]:
+        in_fleet = {sid_: r["data_total"] for sid_, r in per_sim.items()
+                    if by_sim(sid_).fleet_sid == rule["fleet"]}
+        sums = in_fleet if rule["per"] == "sim" else {rule["fleet"]: sum(in_fleet.values())}
+        for subject, total in sums.items():
+            crossings |= {(rule["id"], subject, t) for t in rule["thresholds"] if total >= t}
+    return crossings
+
+
+def check_alerts(tool: KoreUsage, want: set[tuple[str, str, int]], timeout: float) -> bool:
+    """Waits until the alerts of the demo's rules are the crossings the generator computed,
+    each once, then lists them."""
+    ids = {rule for rule, _, _ in want} | {"meters-daily", "trackers-daily"}
+    deadline = time.monotonic() + timeout
+    got: list = []
+    while True:
+        try:
+            listed = tool.json("alerts", "list", "--start", RANGE_FROM, "--end", RANGE_TO)
+        except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
+            out(f"kore-usage failed: {e}")
+            return False
+        got = [(a["rule_id"], a["subject"], int(a["threshold"])) for a in listed if a["rule_id"] in ids]
+        if sorted(got) == sorted(want) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    tool.show("alerts", "list", "--start", RANGE_FROM, "--end", RANGE_TO)
+    ok = sorted(got) == sorted(want)
+    if not ok:
+        out(f"  alerts {sorted(got)} != the generator's crossings {sorted(want)}")
+    return ok
 
 
 def close_day(tool: KoreUsage) -> bool:

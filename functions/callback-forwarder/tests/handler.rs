@@ -256,3 +256,48 @@ async fn a_callback_neither_on_the_bus_nor_kept_is_handed_back_to_lambda() {
             .all(|o| matches!(o, RecordOutcome::Failed { .. }))
     );
 }
+
+#[tokio::test]
+async fn each_stored_alert_goes_on_the_bus_once_with_its_record_as_detail() {
+    use kore_ingest_core::alerts::{Alert, AlertKind};
+    let ledger = fresh_ledger("cbf-alerts").await;
+    let (bus_name, queue) = BusQueue::fresh("cbf-alerts").await;
+    let alert = Alert {
+        rule_id: "fleet-a-monthly".into(),
+        kind: AlertKind::Usage,
+        subject: "HS1".into(),
+        period_start: "2024-11-01T00:00:00.000Z".into(),
+        threshold: Some(800_000_000),
+        value: 800_000_123,
+        crossed_by: Some("EZ1".into()),
+        raised_at: "2024-11-20T08:00:00.000Z".into(),
+    };
+    assert!(ledger.alerts().raise(&alert).await.unwrap());
+    assert!(!ledger.alerts().raise(&alert).await.unwrap(), "stored once");
+    let key = Item::from([
+        (
+            "pk".to_owned(),
+            aws_sdk_dynamodb::types::AttributeValue::S(keys::alerts_pk(&alert.period_start)),
+        ),
+        (
+            "sk".to_owned(),
+            aws_sdk_dynamodb::types::AttributeValue::S(alert.key()),
+        ),
+    ]);
+    let item = ledger.table().get(key).await.unwrap().expect("the alert");
+    let forwarder = Forwarder::new(local_bus(&bus_name), ledger.callbacks(), &env()).unwrap();
+    let records = vec![
+        stream_record("INSERT", &item, 1),
+        stream_record("MODIFY", &item, 2),
+    ];
+    let report = forward(&forwarder, batch(records)).await;
+    let id = format!("alert#{}", alert.key());
+    assert_eq!(
+        report.outcomes,
+        vec![RecordOutcome::Forwarded { id }, RecordOutcome::Ignored]
+    );
+    let events = queue.drain(Duration::from_secs(2)).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["detail-type"], "Usage Threshold Crossed");
+    assert_eq!(events[0]["detail"], alert.to_json());
+}
