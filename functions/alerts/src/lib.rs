@@ -165,6 +165,7 @@ pub async fn evaluate_batch(
     for alert in &batch.inconsistent {
         raise(alerts, alert, &mut report).await?;
     }
+    let mut crossed = Vec::new();
     if !batch.totals.is_empty() {
         let first = records
             .first()
@@ -174,37 +175,20 @@ pub async fn evaluate_batch(
         add_to_totals(alerts, &rules, first, &events, now).await?;
         let sums = alerts.sums(batch.totals.keys()).await?;
         for (key, added) in &batch.totals {
-            let Some(thresholds) = thresholds_of(&rules, key) else {
-                continue;
-            };
-            let sum = sums.get(key).copied().unwrap_or_default();
-            let crossed = usage_alerts(key, thresholds, sum.raised, sum.total, added, now);
-            for alert in &crossed {
-                raise(alerts, alert, &mut report).await?;
-            }
-            if let Some(highest) = crossed.iter().filter_map(|a| a.threshold).max() {
-                alerts.raised_through(key, highest).await?;
-            }
+            let total = sums.get(key).copied().unwrap_or(0);
+            crossed.extend(not_yet_raised(alerts, &rules, key, total, added, now).await?);
         }
     }
     let today = now.date_naive();
+    let rules = &rules;
     let sim_reads = batch.sims.iter().filter_map(|(key, added)| {
         let rule = rules.as_slice().iter().find(|r| r.id == key.rule_id)?;
-        let thresholds = thresholds_of(&rules, key)?;
         Some(async move {
             let total = sim_sum(alerts, rule, key, added, today).await?;
-            let candidates = usage_alerts(key, thresholds, 0, total, added, now);
-            let stored = alerts.stored(&candidates).await?;
-            Ok::<_, LedgerError>(
-                candidates
-                    .into_iter()
-                    .filter(|a| !stored.contains(&a.key()))
-                    .collect::<Vec<_>>(),
-            )
+            not_yet_raised(alerts, rules, key, total, added, now).await
         })
     });
     let mut reads = futures::stream::iter(sim_reads.collect::<Vec<_>>()).buffer_unordered(16);
-    let mut crossed = Vec::new();
     while let Some(found) = reads.next().await {
         crossed.extend(found?);
     }
@@ -236,43 +220,44 @@ async fn add_to_totals(
         .iter()
         .filter(|(seq, _)| through.as_deref().is_none_or(|t| sequence_after(seq, t)))
         .collect();
-    let mut chunk: Vec<Observed> = Vec::new();
+    for (last_sequence, chunk) in chunks(rules, &pending, now) {
+        commit_chunk(
+            alerts,
+            rules,
+            first_sequence,
+            &mut through,
+            &last_sequence,
+            &chunk,
+            now,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The pending events in runs that each add to at most [`SUMS_PER_TRANSACTION`] sums, in
+/// stream order, each with the sequence number of its last event.
+fn chunks(
+    rules: &Rules,
+    pending: &[&(String, Observed)],
+    now: DateTime<Utc>,
+) -> Vec<(String, Vec<Observed>)> {
+    let mut chunks: Vec<(String, Vec<Observed>)> = Vec::new();
     let mut chunk_keys: BTreeSet<SumKey> = BTreeSet::new();
-    let mut last_sequence = String::new();
-    for (index, (sequence, event)) in pending.iter().enumerate() {
+    for (sequence, event) in pending {
         let keys = plan(rules, std::slice::from_ref(event), now).totals;
         let grows = keys.keys().filter(|k| !chunk_keys.contains(*k)).count();
-        if chunk_keys.len() + grows > SUMS_PER_TRANSACTION && !chunk.is_empty() {
-            commit_chunk(
-                alerts,
-                rules,
-                first_sequence,
-                &mut through,
-                &last_sequence,
-                &chunk,
-                now,
-            )
-            .await?;
-            chunk.clear();
+        if chunks.is_empty() || chunk_keys.len() + grows > SUMS_PER_TRANSACTION {
+            chunks.push((String::new(), Vec::new()));
             chunk_keys.clear();
         }
         chunk_keys.extend(keys.into_keys());
-        chunk.push(event.clone());
-        last_sequence = sequence.clone();
-        if index + 1 == pending.len() {
-            commit_chunk(
-                alerts,
-                rules,
-                first_sequence,
-                &mut through,
-                &last_sequence,
-                &chunk,
-                now,
-            )
-            .await?;
+        if let Some((last, chunk)) = chunks.last_mut() {
+            chunk.push(event.clone());
+            *last = sequence.clone();
         }
     }
-    Ok(())
+    chunks
 }
 
 async fn commit_chunk(
@@ -294,6 +279,27 @@ async fn commit_chunk(
         .await?;
     *through = Some(last_sequence.to_owned());
     Ok(())
+}
+
+/// The usage alerts a sum of `total` raises that are not stored yet (whatever raised the
+/// others: an earlier batch, an earlier try of this one, thresholds applied since).
+async fn not_yet_raised(
+    alerts: &Alerts,
+    rules: &Rules,
+    key: &SumKey,
+    total: u64,
+    added: &Added,
+    now: DateTime<Utc>,
+) -> Result<Vec<Alert>, LedgerError> {
+    let Some(thresholds) = thresholds_of(rules, key) else {
+        return Ok(Vec::new());
+    };
+    let candidates = usage_alerts(key, thresholds, total, added, now);
+    let stored = alerts.stored(&candidates).await?;
+    Ok(candidates
+        .into_iter()
+        .filter(|a| !stored.contains(&a.key()))
+        .collect())
 }
 
 fn thresholds_of<'a>(
@@ -369,6 +375,56 @@ pub async fn check_silence(evaluator: &Evaluator, now: DateTime<Utc>) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_adding_to_more_sums_than_a_transaction_holds_is_cut_in_stream_order() {
+        let rules: Vec<String> = (0..60)
+            .map(|i| {
+                format!(
+                    r#"{{"id": "r{i}", "kind": "usage", "per": "total", "period": "day", "thresholds": [1]}}"#
+                )
+            })
+            .collect();
+        let rules = Rules::parse(&format!(r#"{{"rules": [{}]}}"#, rules.join(","))).unwrap();
+        let event = |sid: &str, day: u32| {
+            let at = chrono::NaiveDate::from_ymd_opt(2024, 11, day)
+                .unwrap()
+                .and_hms_opt(7, 0, 0)
+                .unwrap()
+                .and_utc();
+            Observed {
+                event_sid: sid.into(),
+                sim_sid: Some("HS1".into()),
+                account_sid: None,
+                fleet_sid: None,
+                booking: Some(kore_ingest_core::usage::Booking {
+                    sim_sid: "HS1".into(),
+                    account_sid: None,
+                    fleet_sid: None,
+                    network_sid: None,
+                    iso_country: None,
+                }),
+                usage: Some(kore_ingest_core::event::DataVolume {
+                    upload: 1,
+                    download: 1,
+                    total: 2,
+                }),
+                day: at.date_naive(),
+                hour_start: at,
+                received_at: at,
+            }
+        };
+        // Days 1, 1, 2: 60 sums, the same 60, then 60 more: cut before the third event.
+        let events = [
+            ("11".to_owned(), event("EZ1", 1)),
+            ("12".to_owned(), event("EZ2", 1)),
+            ("13".to_owned(), event("EZ3", 2)),
+        ];
+        let pending: Vec<&(String, Observed)> = events.iter().collect();
+        let cut = chunks(&rules, &pending, Utc::now());
+        let shape: Vec<(String, usize)> = cut.iter().map(|(s, c)| (s.clone(), c.len())).collect();
+        assert_eq!(shape, [("12".to_owned(), 2), ("13".to_owned(), 1)]);
+    }
 
     #[test]
     fn sequence_numbers_compare_as_numbers_whatever_their_length() {

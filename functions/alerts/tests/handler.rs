@@ -173,7 +173,7 @@ fn expected_crossings(rules: &Rules, deliveries: &[(Generated, bool)]) -> BTreeS
         let kore_ingest_core::alerts::RuleKind::Usage { thresholds, .. } = &rule.kind else {
             unreachable!()
         };
-        for threshold in thresholds.reached(0, total) {
+        for threshold in thresholds.reached(total) {
             crossings.insert(format!("{rule_id}|{subject}|{start}|{threshold}"));
         }
     }

@@ -34,6 +34,14 @@ fn key(pk: String, sk: &str) -> HashItem {
     ])
 }
 
+async fn apply(ledger: &UsageLedger, rules: &Rules) -> Result<(), String> {
+    ledger
+        .alerts()
+        .apply(rules)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// The ledger's table as the alerts function sees it: its own client, counted.
 fn evaluator_of(ledger: &UsageLedger) -> (Evaluator, crate::measured::Requests, UsageLedger) {
     let (client, requests) = counted_client();
@@ -60,11 +68,7 @@ pub async fn alert_rows() -> Result<(), String> {
         fleet[0].fleet_sid, fleet[0].account_sid
     ))
     .map_err(|e| e.to_string())?;
-    ledger
-        .alerts()
-        .apply(&rules)
-        .await
-        .map_err(|e| e.to_string())?;
+    apply(&ledger, &rules).await?;
     let records: Vec<Vec<u8>> = fleet.iter().map(|e| e.twilio_json().into_bytes()).collect();
     consume(&ledger, &records, |o| matches!(o, Outcome::New)).await?;
 
@@ -196,11 +200,7 @@ async fn silence_rows() -> Result<(), String> {
     let rules =
         Rules::parse(r#"{"rules": [{"id": "silent", "kind": "silence", "after_minutes": 180}]}"#)
             .map_err(|e| e.to_string())?;
-    ledger
-        .alerts()
-        .apply(&rules)
-        .await
-        .map_err(|e| e.to_string())?;
+    apply(&ledger, &rules).await?;
     let seen_at = Utc.with_ymd_and_hms(2024, 11, 3, 6, 0, 0).unwrap();
     let writes = (0..SILENT_SIMS).map(|i| {
         let alerts = ledger.alerts();

@@ -22,7 +22,6 @@ const APPLIED_AT: &str = "applied_at";
 const RECORD: &str = "record";
 // Attribute names clear of DynamoDB's reserved words (`total`, `at` are reserved).
 const TOTAL: &str = "sum_bytes";
-const RAISED: &str = "raised_up_to";
 const THROUGH: &str = "applied_through";
 const EXPIRES_AT: &str = "expires_at";
 const SEEN_AT: &str = "last_arrival";
@@ -42,13 +41,6 @@ fn day_attrs(day: NaiveDate) -> (String, String) {
 /// How long what was applied of a stream batch is kept: a stream keeps records 24 hours,
 /// so no retry of a batch comes later than that.
 const BATCH_MARK_SECONDS: i64 = 2 * 24 * 3600;
-
-/// A `per: total` rule's running sum, and the highest threshold already raised for it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RunningSum {
-    pub total: u64,
-    pub raised: u64,
-}
 
 /// A SIM a silence rule has seen: its last arrival and event, and the arrival whose
 /// silence was already raised.
@@ -170,7 +162,7 @@ impl Alerts {
     pub async fn sums(
         &self,
         sums: impl IntoIterator<Item = &SumKey>,
-    ) -> Result<BTreeMap<SumKey, RunningSum>, LedgerError> {
+    ) -> Result<BTreeMap<SumKey, u64>, LedgerError> {
         let by_pk: BTreeMap<String, SumKey> = sums
             .into_iter()
             .map(|k| {
@@ -188,36 +180,13 @@ impl Alerts {
             .table
             .batch_get(wanted, None, Unprocessed::AskAgain)
             .await?;
-        let mut result: BTreeMap<SumKey, RunningSum> = by_pk
-            .values()
-            .map(|k| (k.clone(), RunningSum::default()))
-            .collect();
+        let mut result: BTreeMap<SumKey, u64> = by_pk.values().map(|k| (k.clone(), 0)).collect();
         for item in found {
             if let Some(sum) = by_pk.get(pk_of(&item)) {
-                result.insert(
-                    sum.clone(),
-                    RunningSum {
-                        total: number_attr(&item, TOTAL).unwrap_or(0),
-                        raised: number_attr(&item, RAISED).unwrap_or(0),
-                    },
-                );
+                result.insert(sum.clone(), number_attr(&item, TOTAL).unwrap_or(0));
             }
         }
         Ok(result)
-    }
-
-    /// Records that every threshold up to `threshold` of a running sum was raised.
-    pub async fn raised_through(&self, sum: &SumKey, threshold: u64) -> Result<(), LedgerError> {
-        self.table
-            .update_if(
-                sum_key(sum),
-                &format!("SET {RAISED} = :t"),
-                &format!("attribute_not_exists({RAISED}) OR {RAISED} < :t"),
-                &[],
-                Item::from([(":t".to_owned(), n(threshold))]),
-            )
-            .await
-            .map(|_| ())
     }
 
     /// A `per: sim` sum as the SIM's rollups hold it now: its usage booked to `scope` on

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::record::{Alert, AlertKind};
-use super::rules::{Per, Period, Rule, RuleKind, Rules, Scope, Thresholds};
+use super::rules::{Per, Period, Rule, RuleKind, Rules, Thresholds};
 use crate::event::{ConnectionEvent, DataVolume};
 use crate::time::{hour_of, timestamp};
 use crate::usage::Booking;
@@ -18,6 +18,8 @@ use chrono::Timelike;
 pub struct Observed {
     pub event_sid: String,
     pub sim_sid: Option<String>,
+    pub account_sid: Option<String>,
+    pub fleet_sid: Option<String>,
     /// Where its usage is booked (`None` without usage).
     pub booking: Option<Booking>,
     pub usage: Option<DataVolume>,
@@ -34,6 +36,8 @@ impl Observed {
         Observed {
             event_sid: event.key.as_str().to_owned(),
             sim_sid: event.sim_sid.clone(),
+            account_sid: event.account_sid.clone(),
+            fleet_sid: event.fleet_sid.clone(),
             booking: Booking::of(event),
             usage: event.usage,
             day: event.billing_day,
@@ -133,24 +137,24 @@ pub fn plan(rules: &Rules, events: &[Observed], raised_at: DateTime<Utc>) -> Bat
                     added.days.insert(event.day);
                 }
                 RuleKind::Quality => {
-                    let in_scope = match (&rule.scope, &event.booking) {
-                        (Scope::All, _) => true,
-                        (scope, Some(booking)) => scope.covers(booking),
-                        (_, None) => false,
-                    };
+                    let in_scope = rule.scope.names(
+                        event.sim_sid.as_deref(),
+                        event.account_sid.as_deref(),
+                        event.fleet_sid.as_deref(),
+                    );
                     if in_scope && event.is_inconsistent() {
                         plan.inconsistent
                             .push(quality_alert(rule, event, raised_at));
                     }
                 }
                 RuleKind::Silence { .. } => {
+                    // Any event counts as the SIM sending something, usage or not.
                     let Some(sim) = &event.sim_sid else { continue };
-                    let in_scope = match (&rule.scope, &event.booking) {
-                        (Scope::All, _) => true,
-                        (Scope::Sim(s), _) => s == sim,
-                        (scope, Some(booking)) => scope.covers(booking),
-                        (_, None) => false,
-                    };
+                    let in_scope = rule.scope.names(
+                        Some(sim),
+                        event.account_sid.as_deref(),
+                        event.fleet_sid.as_deref(),
+                    );
                     if !in_scope {
                         continue;
                     }
@@ -183,14 +187,12 @@ fn quality_alert(rule: &Rule, event: &Observed, raised_at: DateTime<Utc>) -> Ale
     }
 }
 
-/// The usage alerts a sum raises now that it is `value`: one per threshold above `already`
-/// (the highest raised before) that it reaches. `added` is what this batch added, in stream
+/// The usage alerts a sum raises now that it is `value`: one per threshold it reaches. `added` is what this batch added, in stream
 /// order: the threshold's `crossed_by` is the event after which the sum first reached it,
 /// counting from `value` less the batch (when others added meanwhile, the batch's last).
 pub fn usage_alerts(
     key: &SumKey,
     thresholds: &Thresholds,
-    already: u64,
     value: u64,
     added: &Added,
     raised_at: DateTime<Utc>,
@@ -198,7 +200,7 @@ pub fn usage_alerts(
     let batch = added.bytes();
     let added = &added.events;
     thresholds
-        .reached(already, value)
+        .reached(value)
         .map(|threshold| {
             let mut running = value.saturating_sub(batch);
             let mut crossing = added.last().map(|(sid, _)| (sid.clone(), value));
@@ -258,6 +260,8 @@ mod tests {
         Observed {
             event_sid: sid.into(),
             sim_sid: Some(sim.into()),
+            account_sid: Some("AC1".into()),
+            fleet_sid: Some(fleet.into()),
             booking: Some(Booking {
                 sim_sid: sim.into(),
                 account_sid: Some("AC1".into()),
@@ -353,7 +357,7 @@ mod tests {
             days: BTreeSet::from([key.first_day]),
         };
         // 40 before the batch: 70, 120 (crosses 100), 210 (crosses 200).
-        let alerts = usage_alerts(&key, thresholds, 0, 210, &added, at("2024-11-04T08:00:00Z"));
+        let alerts = usage_alerts(&key, thresholds, 210, &added, at("2024-11-04T08:00:00Z"));
         let got: Vec<_> = alerts
             .iter()
             .map(|a| (a.threshold, a.value, a.crossed_by.as_deref()))
@@ -363,15 +367,8 @@ mod tests {
             [(Some(100), 120, Some("EZ2")), (Some(200), 210, Some("EZ3"))]
         );
         assert!(
-            usage_alerts(
-                &key,
-                thresholds,
-                200,
-                250,
-                &added,
-                at("2024-11-04T08:00:00Z")
-            )
-            .is_empty()
+            usage_alerts(&key, thresholds, 99, &added, at("2024-11-04T08:00:00Z")).is_empty(),
+            "below every threshold"
         );
     }
 

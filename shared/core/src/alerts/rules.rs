@@ -19,9 +19,10 @@ use serde_json::{Map, Value, json};
 use crate::time::midnight;
 use crate::usage::Booking;
 
-/// The most rules one file may hold: they are kept in one table item (400 KB at most), and
-/// every batch of events is checked against each.
-pub const MAX_RULES: usize = 200;
+/// The most rules one file may hold: they are kept in one table item, every batch of events
+/// is checked against each, and one event may add to a sum of each in one transaction
+/// (DynamoDB's 100 actions, one of which marks the batch).
+pub const MAX_RULES: usize = 99;
 /// The most thresholds one usage rule may have.
 pub const MAX_THRESHOLDS: usize = 20;
 /// The longest silence a rule may wait for: thirty days.
@@ -60,6 +61,17 @@ impl Scope {
             Scope::Account(account) => booking.account_sid.as_deref() == Some(account),
             Scope::Fleet(fleet) => booking.fleet_sid.as_deref() == Some(fleet),
             Scope::Sim(sim) => booking.sim_sid == *sim,
+        }
+    }
+
+    /// Whether an event of `sim`, `account` and `fleet` (as the event names them) is in
+    /// the scope: what a silence rule watches, usage or not.
+    pub fn names(&self, sim: Option<&str>, account: Option<&str>, fleet: Option<&str>) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Account(sid) => account == Some(sid),
+            Scope::Fleet(sid) => fleet == Some(sid),
+            Scope::Sim(sid) => sim == Some(sid),
         }
     }
 
@@ -132,12 +144,9 @@ impl Thresholds {
         &self.0
     }
 
-    /// The thresholds above `already` (those raised before) that `value` reaches.
-    pub fn reached(&self, already: u64, value: u64) -> impl Iterator<Item = u64> + '_ {
-        self.0
-            .iter()
-            .copied()
-            .filter(move |t| *t > already && *t <= value)
+    /// The thresholds that `value` reaches.
+    pub fn reached(&self, value: u64) -> impl Iterator<Item = u64> + '_ {
+        self.0.iter().copied().filter(move |t| *t <= value)
     }
 }
 
@@ -502,14 +511,14 @@ mod tests {
     }
 
     #[test]
-    fn thresholds_reached_are_those_above_the_last_raised() {
+    fn thresholds_reached_are_those_at_or_below_the_value() {
         let rules = Rules::parse(EXAMPLE).unwrap();
         let RuleKind::Usage { thresholds, .. } = &rules.as_slice()[0].kind else {
             panic!("a usage rule")
         };
-        let reached = |already, value| thresholds.reached(already, value).collect::<Vec<_>>();
-        assert_eq!(reached(0, 799_999_999), Vec::<u64>::new());
-        assert_eq!(reached(0, 1_000_000_000), vec![800_000_000, 1_000_000_000]);
-        assert_eq!(reached(800_000_000, 1_000_000_000), vec![1_000_000_000]);
+        let reached = |value| thresholds.reached(value).collect::<Vec<_>>();
+        assert_eq!(reached(799_999_999), Vec::<u64>::new());
+        assert_eq!(reached(800_000_000), vec![800_000_000]);
+        assert_eq!(reached(1_000_000_000), vec![800_000_000, 1_000_000_000]);
     }
 }
