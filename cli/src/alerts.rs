@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use kore_ingest_aws::ledger::UsageLedger;
-use kore_ingest_core::alerts::{Alert, Rule, RuleKind, Rules};
+use kore_ingest_aws::ledger::{ApplyError, UsageLedger};
+use kore_ingest_core::alerts::{Alert, Per, Rule, RuleKind, Rules};
 
 use crate::args::{Format, RangeArgs};
 use crate::failure::{Failure, OrFail, Result};
@@ -15,7 +15,7 @@ Examples:
   kore-usage alerts rules --format json
   kore-usage alerts list --start 2024-11-01T00:00:00Z --end 2024-12-01T00:00:00Z --rule fleet-a-monthly
 
-A rules file (docs/ALERTS.md has the whole contract):
+A rules file (docs/REFERENCE.md, section `alerts`, has the whole contract):
   {\"rules\": [
     {\"id\": \"fleet-a-monthly\", \"kind\": \"usage\", \"fleet\": \"HF..\", \"per\": \"sim\",
      \"period\": \"month\", \"thresholds\": [800000000, 1000000000]},
@@ -78,9 +78,15 @@ async fn apply(ledger: &UsageLedger, args: ApplyArgs) -> Result<ExitCode> {
     let name = args.file.display();
     let text = std::fs::read_to_string(&args.file)
         .map_err(|e| Failure::Failed(format!("cannot read {name}: {e}")))?;
-    let rules = Rules::parse(&text)
-        .map_err(|e| Failure::Failed(format!("{name} is refused, no rule applied: {e}")))?;
-    ledger.alerts().apply(&rules).await.or_fail(ledger)?;
+    let refused = |e: &dyn std::fmt::Display| {
+        Failure::Failed(format!("{name} is refused, no rule applied: {e}"))
+    };
+    let rules = Rules::parse(&text).map_err(|e| refused(&e))?;
+    match ledger.alerts().apply(&rules).await {
+        Ok(()) => {}
+        Err(ApplyError::Refused(e)) => return Err(refused(&e)),
+        Err(ApplyError::Ledger(e)) => return Err(e).or_fail(ledger),
+    }
     print(&format!(
         "{} applied from {name}\n",
         counted(rules.as_slice().len(), "rule", "rules")
@@ -124,13 +130,10 @@ fn when(rule: &Rule) -> String {
             thresholds,
         } => {
             let each = match per {
-                kore_ingest_core::alerts::Per::Sim => "each SIM's",
-                kore_ingest_core::alerts::Per::Total => "the scope's",
+                Per::Sim => "each SIM's",
+                Per::Total => "the scope's",
             };
-            let period = match period {
-                kore_ingest_core::alerts::Period::Day => "day",
-                kore_ingest_core::alerts::Period::Month => "month",
-            };
+            let period = period.name();
             let list: Vec<String> = thresholds
                 .as_slice()
                 .iter()
@@ -181,7 +184,7 @@ fn row(alert: &Alert) -> Vec<String> {
     vec![
         alert.period_start.clone(),
         alert.rule_id.clone(),
-        format!("{:?}", alert.kind).to_lowercase(),
+        alert.kind.name().to_owned(),
         alert.subject.clone(),
         threshold,
         alert.value.to_string(),

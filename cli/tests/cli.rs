@@ -2919,6 +2919,19 @@ async fn alerts_apply_rules_and_list_answer_their_contracts() {
         ok_json(&ledger, &["alerts", "rules", "--format", "json"]),
         expected
     );
+    // A rule id keeps its definition: another period under the same id is refused too.
+    let redefined = file(&rules.replace(r#""period": "day""#, r#""period": "month""#));
+    let run = kore_usage(
+        &ledger,
+        &["alerts", "apply", redefined.path().to_str().unwrap()],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("rules[1]: rule `acct-daily` was applied before as"),
+        "{}",
+        run.stderr
+    );
 
     // The list: by period start, one rule or all, the record's fields.
     let alert = |rule: &str, start: &str, threshold: u64| Alert {

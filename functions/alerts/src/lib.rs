@@ -24,9 +24,10 @@ use std::collections::BTreeSet;
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::StreamExt;
-use kore_ingest_aws::ledger::{Alerts, Item, UsageLedger, inserted_event, is_event_insert};
+use kore_ingest_aws::ledger::{Alerts, Item, UsageLedger, inserted_event, is_event_insert, keys};
 use kore_ingest_core::alerts::{
-    Added, Alert, Observed, Rule, RuleKind, Rules, SumKey, plan, silence_alert, usage_alerts,
+    Added, Alert, LastArrival, Observed, Rule, RuleKind, Rules, SumKey, plan, silence_alert,
+    usage_alerts,
 };
 use kore_ingest_core::config::{ConfigError, Env};
 use kore_ingest_core::metrics::{InvocationMetrics, take_cold_start};
@@ -167,11 +168,18 @@ pub async fn evaluate_batch(
     }
     let mut crossed = Vec::new();
     if !batch.totals.is_empty() {
+        // The batch is known by its first record's `eventID` (unique in the stream), and
+        // applied in sequence-number order: without them it cannot be applied exactly once.
         let first = records
             .first()
-            .and_then(|r| r.change.sequence_number.as_deref())
-            .filter(|s| !s.is_empty())
-            .ok_or("a stream record has no sequence number: the batch cannot be applied once")?;
+            .map(|r| r.event_id.as_str())
+            .filter(|id| !id.is_empty())
+            .ok_or("the batch's first record has no eventID: it cannot be applied once")?;
+        if events.iter().any(|(sequence, _)| sequence.is_empty()) {
+            return Err(
+                "a stream record has no sequence number: the batch cannot be applied once".into(),
+            );
+        }
         add_to_totals(alerts, &rules, first, &events, now).await?;
         let sums = alerts.sums(batch.totals.keys()).await?;
         for (key, added) in &batch.totals {
@@ -208,14 +216,18 @@ pub async fn evaluate_batch(
 
 /// Adds the batch's events that are not yet in the `per: total` sums, in transactions of
 /// at most [`SUMS_PER_TRANSACTION`] sums, each recording how far the batch is applied.
+///
+/// This relies on Lambda sending a failed batch again from the same first record (the
+/// alerts mapping neither bisects batches nor takes partial answers), with the same records
+/// or more: a retry's records after the mark are the ones not yet added.
 async fn add_to_totals(
     alerts: &Alerts,
     rules: &Rules,
-    first_sequence: &str,
+    first_record: &str,
     events: &[(String, Observed)],
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
-    let mut through = alerts.applied_through(first_sequence).await?;
+    let mut through = alerts.applied_through(first_record).await?;
     let pending: Vec<&(String, Observed)> = events
         .iter()
         .filter(|(seq, _)| through.as_deref().is_none_or(|t| sequence_after(seq, t)))
@@ -224,7 +236,7 @@ async fn add_to_totals(
         commit_chunk(
             alerts,
             rules,
-            first_sequence,
+            first_record,
             &mut through,
             &last_sequence,
             &chunk,
@@ -263,7 +275,7 @@ fn chunks(
 async fn commit_chunk(
     alerts: &Alerts,
     rules: &Rules,
-    first_sequence: &str,
+    first_record: &str,
     through: &mut Option<String>,
     last_sequence: &str,
     chunk: &[Observed],
@@ -275,7 +287,7 @@ async fn commit_chunk(
         .map(|(key, added)| (key, added.bytes()))
         .collect();
     alerts
-        .add_to_sums(first_sequence, through.as_deref(), last_sequence, &sums)
+        .add_to_sums(first_record, through.as_deref(), last_sequence, &sums)
         .await?;
     *through = Some(last_sequence.to_owned());
     Ok(())
@@ -338,35 +350,37 @@ async fn raise(alerts: &Alerts, alert: &Alert, report: &mut Report) -> Result<()
 }
 
 /// The scheduled check: one alert per SIM that a silence rule saw and that has sent
-/// nothing since for the rule's minutes.
+/// nothing since for the rule's minutes (counted from when the rule came into force, if
+/// later: what arrived while it was not in force was not recorded).
 pub async fn check_silence(evaluator: &Evaluator, now: DateTime<Utc>) -> Result<Report, Error> {
     let alerts = &evaluator.alerts;
-    let rules = alerts.rules().await?;
+    let applied = alerts.applied().await?;
     let mut report = Report::default();
-    for rule in rules.as_slice() {
+    for rule in applied.rules.as_slice() {
         let RuleKind::Silence { after_minutes } = rule.kind else {
             continue;
         };
-        for sim in alerts.seen_sims(&rule.id).await? {
-            report.sims_checked += 1;
-            let arrival = timestamp(sim.last_arrival);
-            if sim.raised_for.as_deref() == Some(arrival.as_str()) {
-                continue;
+        let since = applied.since.get(&rule.id).copied();
+        for shard in 0..keys::SHARDS {
+            for sim in alerts.seen_sims(&rule.id, shard).await? {
+                report.sims_checked += 1;
+                let arrival = timestamp(sim.last_arrival);
+                if sim.raised_for.as_deref() == Some(arrival.as_str()) {
+                    continue;
+                }
+                let last = LastArrival {
+                    sim_sid: &sim.sim_sid,
+                    at: sim.last_arrival,
+                    event: sim.last_event.as_deref(),
+                };
+                let Some(alert) = silence_alert(rule, after_minutes, &last, since, now) else {
+                    continue;
+                };
+                raise(alerts, &alert, &mut report).await?;
+                alerts
+                    .silence_raised(&rule.id, &sim.sim_sid, sim.last_arrival)
+                    .await?;
             }
-            let Some(alert) = silence_alert(
-                rule,
-                after_minutes,
-                &sim.sim_sid,
-                sim.last_arrival,
-                sim.last_event.clone(),
-                now,
-            ) else {
-                continue;
-            };
-            raise(alerts, &alert, &mut report).await?;
-            alerts
-                .silence_raised(&rule.id, &sim.sim_sid, sim.last_arrival)
-                .await?;
         }
     }
     Ok(report)

@@ -87,16 +87,12 @@ pub async fn alert_rows() -> Result<(), String> {
     // Evaluated as in production: shortly after the last window, on the same UTC day.
     let now = fleet.iter().map(|e| e.time).max().unwrap_or_else(Utc::now) + Span::minutes(5);
     let mut batches = 0u64;
-    let mut first_sequences = Vec::new();
+    let mut first_records = Vec::new();
     for batch in inserts.chunks(BATCH) {
         let event: Event =
             serde_json::from_value(json!({ "Records": batch })).map_err(|e| e.to_string())?;
-        let first = event.records[0]
-            .change
-            .sequence_number
-            .clone()
-            .unwrap_or_default();
-        first_sequences.push(first);
+        let first = event.records[0].event_id.clone();
+        first_records.push(first);
         let report = evaluate_batch(&evaluator, &event.records, now)
             .await
             .map_err(|e| e.to_string())?;
@@ -112,7 +108,7 @@ pub async fn alert_rows() -> Result<(), String> {
     let transactions = requests.of("TransactWriteItems");
     // Each transaction: the batch's mark and the one account-day sum.
     let mut written: Vec<(HashItem, u64)> = Vec::new();
-    for first in &first_sequences {
+    for first in &first_records {
         if let Some(mark) = own
             .table()
             .get(key(keys::alert_batch_pk(first), keys::SINGLE))

@@ -1,7 +1,8 @@
-//! Callbacks and alerts on the customer's event bus: a stored callback becomes one EventBridge entry,
-//! `source` [`SOURCE`], one `detail-type` per kind, and a `detail` that carries the stable
-//! `id` consumers de-duplicate on (EventBridge does not), when it was sent and received, and
-//! every form field as received.
+//! Callbacks and alerts on the customer's event bus, `source` [`SOURCE`], one `detail-type`
+//! per kind. A callback's `detail` carries the stable `id` consumers de-duplicate on
+//! (EventBridge does not), when it was sent and received, and every form field as received;
+//! an alert's `detail` is the alert record, whose rule, subject, period and threshold (or
+//! event) are what consumers de-duplicate on.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::StreamExt;
-use kore_ingest_core::alerts::{Alert, Rules, Scope, SumKey};
+use kore_ingest_core::alerts::{Alert, Rules, RulesError, Scope, SumKey};
 use kore_ingest_core::port::LedgerError;
 use kore_ingest_core::time::{TimeRange, timestamp};
 
@@ -15,10 +15,14 @@ use super::error::build_error;
 use super::items::attrs::{Item, key, n, number_attr, pk_of, s, string_attr};
 use super::keys;
 use super::read::rollups::Rollups;
-use super::table::{CancelCode, PutIfAbsent, Query, Sent, Table, Unprocessed};
+use super::table::{CancelCode, PutIfAbsent, Query, Sent, Table, TransactionRetries, Unprocessed};
 
 const RULES: &str = "rules";
 const APPLIED_AT: &str = "applied_at";
+/// Since when each rule in force has been, without a break (a silence counts from then).
+const IN_FORCE_SINCE: &str = "in_force_since";
+/// The definition of every rule id ever applied (`Rule::definition`).
+const DEFINITIONS: &str = "definitions";
 const RECORD: &str = "record";
 // Attribute names clear of DynamoDB's reserved words (`total`, `at` are reserved).
 const TOTAL: &str = "sum_bytes";
@@ -41,6 +45,24 @@ fn day_attrs(day: NaiveDate) -> (String, String) {
 /// How long what was applied of a stream batch is kept: a stream keeps records 24 hours,
 /// so no retry of a batch comes later than that.
 const BATCH_MARK_SECONDS: i64 = 2 * 24 * 3600;
+
+/// The rules in force as applied: since when each has been in force, and the definition of
+/// every rule id ever applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppliedRules {
+    pub rules: Rules,
+    pub since: BTreeMap<String, DateTime<Utc>>,
+    pub definitions: BTreeMap<String, String>,
+}
+
+/// Why a rules file was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{0}")]
+    Refused(RulesError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
 
 /// A SIM a silence rule has seen: its last arrival and event, and the arrival whose
 /// silence was already raised.
@@ -65,47 +87,83 @@ impl Alerts {
 
     /// The rules in force (none until a file is applied).
     pub async fn rules(&self) -> Result<Rules, LedgerError> {
+        Ok(self.applied().await?.rules)
+    }
+
+    /// The rules in force, since when each has been, and the definition of every rule id
+    /// ever applied.
+    pub async fn applied(&self) -> Result<AppliedRules, LedgerError> {
         let Some(item) = self
             .table
             .get(key(keys::ALERT_RULES_PK, keys::SINGLE))
             .await?
         else {
-            return Ok(Rules::default());
+            return Ok(AppliedRules::default());
+        };
+        let corrupt = |reason: String| LedgerError::CorruptItem {
+            pk: keys::ALERT_RULES_PK.into(),
+            reason,
         };
         let text = string_attr(&item, RULES).unwrap_or("{\"rules\": []}");
-        Rules::parse(text).map_err(|e| LedgerError::CorruptItem {
-            pk: keys::ALERT_RULES_PK.into(),
-            reason: e.to_string(),
+        let rules = Rules::parse(text).map_err(|e| corrupt(e.to_string()))?;
+        let map = |name: &str| -> Result<BTreeMap<String, String>, LedgerError> {
+            string_attr(&item, name)
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| corrupt(format!("`{name}` is not a map: {e}")))
+                .map(Option::unwrap_or_default)
+        };
+        let since = map(IN_FORCE_SINCE)?
+            .into_iter()
+            .filter_map(|(id, at)| Some((id, DateTime::parse_from_rfc3339(&at).ok()?.to_utc())))
+            .collect();
+        Ok(AppliedRules {
+            rules,
+            since,
+            definitions: map(DEFINITIONS)?,
         })
     }
 
-    /// Replaces the rules in force.
-    pub async fn apply(&self, rules: &Rules) -> Result<(), LedgerError> {
+    /// Replaces the rules in force, unless one of them redefines a rule id applied before
+    /// (`Rules::check_definitions`): then nothing changes.
+    pub async fn apply(&self, rules: &Rules) -> Result<(), ApplyError> {
+        let before = self.applied().await?;
+        rules
+            .check_definitions(&before.definitions)
+            .map_err(ApplyError::Refused)?;
+        let now = Utc::now();
+        let mut definitions = before.definitions;
+        let mut since = BTreeMap::new();
+        for rule in rules.as_slice() {
+            definitions.insert(rule.id.clone(), rule.definition());
+            let in_force = before.since.get(&rule.id).copied().unwrap_or(now);
+            since.insert(rule.id.clone(), timestamp(in_force));
+        }
+        let text = |map: &BTreeMap<String, String>| serde_json::to_string(map).unwrap_or_default();
         let mut item = key(keys::ALERT_RULES_PK, keys::SINGLE);
         item.insert(RULES.into(), s(rules.to_json().to_string()));
-        item.insert(APPLIED_AT.into(), s(timestamp(Utc::now())));
-        self.table.put(item).await
+        item.insert(APPLIED_AT.into(), s(timestamp(now)));
+        item.insert(IN_FORCE_SINCE.into(), s(text(&since)));
+        item.insert(DEFINITIONS.into(), s(text(&definitions)));
+        Ok(self.table.put(item).await?)
     }
 
-    /// The sequence number through which the batch starting at `first_sequence` was
-    /// applied to the sums, if any of it was.
-    pub async fn applied_through(
-        &self,
-        first_sequence: &str,
-    ) -> Result<Option<String>, LedgerError> {
+    /// The sequence number through which the batch whose first record is `first_record`
+    /// (its `eventID`) was applied to the sums, if any of it was.
+    pub async fn applied_through(&self, first_record: &str) -> Result<Option<String>, LedgerError> {
         let item = self
             .table
-            .get(key(keys::alert_batch_pk(first_sequence), keys::SINGLE))
+            .get(key(keys::alert_batch_pk(first_record), keys::SINGLE))
             .await?;
         Ok(item.and_then(|i| string_attr(&i, THROUGH).map(str::to_owned)))
     }
 
-    /// Adds `sums` and records that the batch starting at `first_sequence` is applied
+    /// Adds `sums` and records that the batch whose first record is `first_record` is applied
     /// through `through`, in one transaction that only commits while the batch's record
     /// still says `previous`: a retried batch never adds twice.
     pub async fn add_to_sums(
         &self,
-        first_sequence: &str,
+        first_record: &str,
         previous: Option<&str>,
         through: &str,
         sums: &BTreeMap<SumKey, u64>,
@@ -127,10 +185,7 @@ impl Alerts {
         };
         let mark = Update::builder()
             .table_name(self.table.name())
-            .set_key(Some(key(
-                keys::alert_batch_pk(first_sequence),
-                keys::SINGLE,
-            )))
+            .set_key(Some(key(keys::alert_batch_pk(first_record), keys::SINGLE)))
             .update_expression(format!("SET #through = :through, {EXPIRES_AT} = :expires"))
             .condition_expression(condition)
             .expression_attribute_names("#through", THROUGH)
@@ -148,12 +203,18 @@ impl Alerts {
                 .map_err(build_error)?;
             actions.push(TransactWriteItem::builder().update(update).build());
         }
-        match self.table.transact(actions.clone()).await {
-            Sent::Committed => Ok(()),
-            Sent::Failed(error) => Err(error),
-            Sent::Cancelled(reasons) => {
-                // A mark that changed under us, or throttling: the batch is retried whole.
-                Err(CancelCode::error(&CancelCode::all(&reasons, actions.len())))
+        // Batches of other shards add to the same sums at the same time: a conflict or
+        // throttling is tried again; a mark that changed under us fails the batch.
+        let mut retries = TransactionRetries::default();
+        loop {
+            let reasons = match self.table.transact(actions.clone()).await {
+                Sent::Committed => return Ok(()),
+                Sent::Failed(error) => return Err(error),
+                Sent::Cancelled(reasons) => reasons,
+            };
+            let error = CancelCode::error(&CancelCode::all(&reasons, actions.len()));
+            if !error.is_retryable() || !retries.wait().await {
+                return Err(error);
             }
         }
     }
@@ -192,12 +253,15 @@ impl Alerts {
     /// A `per: sim` sum as the SIM's rollups hold it now: its usage booked to `scope` on
     /// the days of the period up to `last`.
     ///
-    /// Every day is read consistently, or taken from the sum's checkpoint: the days before
-    /// `today` as they were last read, each with the version of the SIM's rollups that day
-    /// (the sum of their `v`, which every write bumps). A day that the batch booked to
-    /// (`fresh`) is always read again, so a late event is counted; a checkpoint day is only
-    /// ever replaced by a read of a later version. So a month costs one read of the
-    /// checkpoint and of the days the batch touched, not one read per day.
+    /// A day-long period is one consistent read. A month reads, consistently, the days the
+    /// batch booked to (`fresh`) and today, and takes the other days from the sum's
+    /// checkpoint: each day before today as it was last read, with the version of the SIM's
+    /// rollups that day (the sum of their `v`, which every write bumps), replaced only by a
+    /// read of a later version. A batch that booked to a day before today first writes that
+    /// day into the checkpoint, then reads the checkpoint: of two evaluations of the same
+    /// SIM at once, the later reader therefore sees the other's late day, or the other sees
+    /// this one's usage (`docs/DESIGN.md`, alerts). Days the checkpoint lacks are read and
+    /// kept in it.
     pub async fn sim_sum(
         &self,
         sum: &SumKey,
@@ -207,15 +271,28 @@ impl Alerts {
         today: NaiveDate,
     ) -> Result<u64, LedgerError> {
         let days = kore_ingest_core::time::day_list(sum.first_day, last);
+        if days.len() == 1 {
+            let read = self.read_days(sum, scope, &days).await?;
+            return Ok(read.values().map(|d| d.0).fold(0, u64::saturating_add));
+        }
         let checkpoint_key = key(
             keys::alert_sim_sum_pk(&sum.rule_id, &sum.subject, sum.first_day),
             keys::SINGLE,
         );
+        let late: Vec<NaiveDate> = days
+            .iter()
+            .copied()
+            .filter(|d| fresh.contains(d) && *d < today)
+            .collect();
+        if !late.is_empty() {
+            for (day, read) in self.read_days(sum, scope, &late).await? {
+                self.keep(&checkpoint_key, &BTreeMap::from([(day, read)]))
+                    .await?;
+            }
+        }
         // Day: (bytes, version) as the checkpoint holds it.
         let mut known: BTreeMap<NaiveDate, (u64, u64)> = BTreeMap::new();
-        if days.iter().any(|d| !fresh.contains(d))
-            && let Some(item) = self.table.get(checkpoint_key.clone()).await?
-        {
+        if let Some(item) = self.table.get(checkpoint_key.clone()).await? {
             for day in &days {
                 let (total, version) = day_attrs(*day);
                 if let (Some(bytes), Some(version)) =
@@ -228,60 +305,80 @@ impl Alerts {
         let to_read: Vec<NaiveDate> = days
             .iter()
             .copied()
-            .filter(|d| fresh.contains(d) || !known.contains_key(d))
+            .filter(|d| fresh.contains(d) || *d >= today || !known.contains_key(d))
             .collect();
-        let mut read: BTreeMap<NaiveDate, (u64, u64)> =
-            to_read.iter().map(|d| (*d, (0, 0))).collect();
-        if !to_read.is_empty() {
-            let rollups = Rollups::new(self.table.clone())
-                .of_days(&to_read, Some(&sum.subject), true, Some(SIM_DAY_READ))
-                .await?;
-            for rollup in rollups {
-                let day = read.entry(rollup.day).or_default();
-                day.1 = day.1.saturating_add(rollup.version.unwrap_or(0));
-                if scope.covers(&rollup.booking) {
-                    let bytes = rollup.day_total.map(|d| d.usage.total).unwrap_or(0);
-                    day.0 = day.0.saturating_add(bytes);
-                }
-            }
-        }
+        let read = self.read_days(sum, scope, &to_read).await?;
         let total = days
             .iter()
             .map(|d| read.get(d).or(known.get(d)).map(|r| r.0).unwrap_or(0))
             .fold(0u64, u64::saturating_add);
-        // Keep the days before today that were read at a version the checkpoint lacks (a day
-        // without usage too, at version 0: it is not read again until an event is booked
-        // on it, and then that event's batch reads it).
-        let keep: Vec<(NaiveDate, (u64, u64))> = read
+        // Keep the days before today read at a version the checkpoint lacks (a day without
+        // usage too, at version 0: an event booked on it later is a fresh day of its batch).
+        let keep: BTreeMap<NaiveDate, (u64, u64)> = read
             .into_iter()
             .filter(|(d, (_, version))| {
                 *d < today && known.get(d).is_none_or(|(_, held)| held < version)
             })
             .collect();
         if !keep.is_empty() {
-            let mut sets = Vec::new();
-            let mut conditions = Vec::new();
-            let mut values = Item::new();
-            for (day, (bytes, version)) in keep {
-                let (t, v) = day_attrs(day);
-                sets.push(format!("{t} = :{t}, {v} = :{v}"));
-                conditions.push(format!("(attribute_not_exists({v}) OR {v} < :{v})"));
-                values.insert(format!(":{t}"), n(bytes));
-                values.insert(format!(":{v}"), n(version));
-            }
-            // A checkpoint written meanwhile from a later version stays: this one is only
-            // a cache of reads, and the next evaluation reads what it lacks.
-            self.table
-                .update_if(
-                    checkpoint_key,
-                    &format!("SET {}", sets.join(", ")),
-                    &conditions.join(" AND "),
-                    &[],
-                    values,
-                )
-                .await?;
+            self.keep(&checkpoint_key, &keep).await?;
         }
         Ok(total)
+    }
+
+    /// The SIM's usage booked to `scope` on each of `days`, read consistently, with the
+    /// version of its rollups that day.
+    async fn read_days(
+        &self,
+        sum: &SumKey,
+        scope: &Scope,
+        days: &[NaiveDate],
+    ) -> Result<BTreeMap<NaiveDate, (u64, u64)>, LedgerError> {
+        let mut read: BTreeMap<NaiveDate, (u64, u64)> = days.iter().map(|d| (*d, (0, 0))).collect();
+        if days.is_empty() {
+            return Ok(read);
+        }
+        let rollups = Rollups::new(self.table.clone())
+            .of_days(days, Some(&sum.subject), true, Some(SIM_DAY_READ))
+            .await?;
+        for rollup in rollups {
+            let day = read.entry(rollup.day).or_default();
+            day.1 = day.1.saturating_add(rollup.version.unwrap_or(0));
+            if scope.covers(&rollup.booking) {
+                let bytes = rollup.day_total.map(|d| d.usage.total).unwrap_or(0);
+                day.0 = day.0.saturating_add(bytes);
+            }
+        }
+        Ok(read)
+    }
+
+    /// Writes `days` into a checkpoint, all or none: only where it holds an earlier version
+    /// or none (a checkpoint written meanwhile from a later version stays).
+    async fn keep(
+        &self,
+        checkpoint_key: &Item,
+        days: &BTreeMap<NaiveDate, (u64, u64)>,
+    ) -> Result<(), LedgerError> {
+        let mut sets = Vec::new();
+        let mut conditions = Vec::new();
+        let mut values = Item::new();
+        for (day, (bytes, version)) in days {
+            let (t, v) = day_attrs(*day);
+            sets.push(format!("{t} = :{t}, {v} = :{v}"));
+            conditions.push(format!("(attribute_not_exists({v}) OR {v} < :{v})"));
+            values.insert(format!(":{t}"), n(*bytes));
+            values.insert(format!(":{v}"), n(*version));
+        }
+        self.table
+            .update_if(
+                checkpoint_key.clone(),
+                &format!("SET {}", sets.join(", ")),
+                &conditions.join(" AND "),
+                &[],
+                values,
+            )
+            .await
+            .map(|_| ())
     }
 
     /// Which of `alerts` are stored already (by key).
@@ -373,33 +470,30 @@ impl Alerts {
             .map(|_| ())
     }
 
-    /// Every SIM a silence rule has seen: one query per shard, never a scan.
-    pub async fn seen_sims(&self, rule_id: &str) -> Result<Vec<SeenSim>, LedgerError> {
-        let reads = (0..keys::SHARDS).map(|shard| {
-            self.table
-                .query(Query::partition(keys::alert_seen_shard_pk(rule_id, shard)))
-        });
-        let mut results = futures::stream::iter(reads.collect::<Vec<_>>())
-            .buffer_unordered(self.table.concurrency());
-        let mut seen = Vec::new();
-        while let Some(items) = results.next().await {
-            for item in items? {
-                let at = string_attr(&item, SEEN_AT)
+    /// The SIMs of one shard (`0..keys::SHARDS`) that a silence rule has seen: the check
+    /// reads them shard by shard, never with a scan.
+    pub async fn seen_sims(&self, rule_id: &str, shard: u8) -> Result<Vec<SeenSim>, LedgerError> {
+        let items = self
+            .table
+            .query(Query::partition(keys::alert_seen_shard_pk(rule_id, shard)))
+            .await?;
+        items
+            .iter()
+            .map(|item| {
+                let at = string_attr(item, SEEN_AT)
                     .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
                     .ok_or_else(|| LedgerError::CorruptItem {
-                        pk: pk_of(&item).to_owned(),
+                        pk: pk_of(item).to_owned(),
                         reason: format!("`{SEEN_AT}` is not a time"),
                     })?;
-                seen.push(SeenSim {
-                    sim_sid: string_attr(&item, "sk").unwrap_or_default().to_owned(),
+                Ok(SeenSim {
+                    sim_sid: string_attr(item, "sk").unwrap_or_default().to_owned(),
                     last_arrival: at.to_utc(),
-                    last_event: string_attr(&item, SEEN_EVENT).map(str::to_owned),
-                    raised_for: string_attr(&item, RAISED_FOR).map(str::to_owned),
-                });
-            }
-        }
-        seen.sort_by(|a, b| a.sim_sid.cmp(&b.sim_sid));
-        Ok(seen)
+                    last_event: string_attr(item, SEEN_EVENT).map(str::to_owned),
+                    raised_for: string_attr(item, RAISED_FOR).map(str::to_owned),
+                })
+            })
+            .collect()
     }
 
     /// The silence after `last_arrival` was raised: the check passes it by from now on.

@@ -23,7 +23,7 @@
 //! - alerts: the rules `ALERTRULES` / `#`; each alert `ALERTS#<month of its period>` /
 //!   `<its key>`; a `per: total` rule's sums `ALERTSUM#<rule>#<period's first day>#<subject>`
 //!   / `#`, and the checkpoint of a `per: sim` rule's sum `ALERTSIM#<rule>#<first day>#<sim>`
-//!   / `#`; what was applied of a stream batch `ALERTBATCH#<first sequence number>` / `#`;
+//!   / `#`; what was applied of a stream batch `ALERTBATCH#<its first record's eventID>` / `#`;
 //!   the SIMs a silence rule has seen `ALERTSEEN#<rule>#<shard>` / `<sim>`.
 
 use chrono::NaiveDate;
@@ -276,9 +276,10 @@ pub fn alert_sim_sum_pk(rule_id: &str, sim_sid: &str, first_day: NaiveDate) -> S
     format!("ALERTSIM#{rule_id}#{}#{sim_sid}", day_text(first_day))
 }
 
-/// What the alert function applied of the stream batch that starts at `first_sequence`.
-pub fn alert_batch_pk(first_sequence: &str) -> String {
-    format!("ALERTBATCH#{first_sequence}")
+/// What the alert function applied of the stream batch whose first record has the
+/// `eventID` `first_record` (unique in the stream).
+pub fn alert_batch_pk(first_record: &str) -> String {
+    format!("ALERTBATCH#{first_record}")
 }
 
 /// The SIMs a silence rule has seen, spread over [`SHARDS`] partitions (sort key: the SIM)

@@ -35,7 +35,7 @@ mod table;
 mod usage_ledger;
 mod write;
 
-pub use alerts::{Alerts, SeenSim};
+pub use alerts::{Alerts, AppliedRules, ApplyError, SeenSim};
 pub use callbacks::{Callbacks, Unforwarded};
 pub use closes::Closes;
 pub use config::LedgerConfig;

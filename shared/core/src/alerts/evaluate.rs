@@ -202,9 +202,14 @@ pub fn usage_alerts(
     thresholds
         .reached(value)
         .map(|threshold| {
-            let mut running = value.saturating_sub(batch);
-            let mut crossing = added.last().map(|(sid, _)| (sid.clone(), value));
-            for (sid, bytes) in added {
+            let before = value.saturating_sub(batch);
+            // Over the threshold before this batch (a threshold or rule applied since): no
+            // event of the batch crossed it.
+            let mut crossing = (before < threshold)
+                .then(|| added.last().map(|(sid, _)| (sid.clone(), value)))
+                .flatten();
+            let mut running = before;
+            for (sid, bytes) in added.iter().take_while(|_| before < threshold) {
                 running = running.saturating_add(*bytes);
                 if running >= threshold {
                     crossing = Some((sid.clone(), running));
@@ -226,24 +231,35 @@ pub fn usage_alerts(
         .collect()
 }
 
-/// The alert of a SIM silent since `last_arrival` (its event `last_event`), checked `now`.
+/// A SIM's last arrival in a silence rule's scope, and its event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastArrival<'a> {
+    pub sim_sid: &'a str,
+    pub at: DateTime<Utc>,
+    pub event: Option<&'a str>,
+}
+
+/// The alert of a SIM that has sent nothing since `last.at`, checked `now`: raised once the
+/// silence has lasted the rule's minutes, counted from `in_force_since` when that is later
+/// (nothing was recorded while the rule was not in force).
 pub fn silence_alert(
     rule: &Rule,
     after_minutes: u64,
-    sim: &str,
-    last_arrival: DateTime<Utc>,
-    last_event: Option<String>,
+    last: &LastArrival<'_>,
+    in_force_since: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Option<Alert> {
-    let silent_minutes = u64::try_from((now - last_arrival).num_minutes()).ok()?;
-    (silent_minutes >= after_minutes).then(|| Alert {
+    let watched_from = in_force_since.map_or(last.at, |since| since.max(last.at));
+    let watched = u64::try_from((now - watched_from).num_minutes()).ok()?;
+    let silent_minutes = u64::try_from((now - last.at).num_minutes()).ok()?;
+    (watched >= after_minutes).then(|| Alert {
         rule_id: rule.id.clone(),
         kind: AlertKind::Silence,
-        subject: sim.to_owned(),
-        period_start: timestamp(last_arrival),
+        subject: last.sim_sid.to_owned(),
+        period_start: timestamp(last.at),
         threshold: Some(after_minutes),
         value: silent_minutes,
-        crossed_by: last_event,
+        crossed_by: last.event.map(str::to_owned),
         raised_at: timestamp(now),
     })
 }
@@ -376,18 +392,20 @@ mod tests {
     fn silence_is_raised_only_after_the_rule_s_minutes() {
         let rules = rules();
         let rule = &rules.as_slice()[3];
-        let last = at("2024-11-04T07:00:00Z");
-        assert!(silence_alert(rule, 60, "HS1", last, None, at("2024-11-04T07:59:59Z")).is_none());
-        let alert = silence_alert(
-            rule,
-            60,
-            "HS1",
-            last,
-            Some("EZ1".into()),
-            at("2024-11-04T08:00:00Z"),
-        )
-        .unwrap();
+        let last = LastArrival {
+            sim_sid: "HS1",
+            at: at("2024-11-04T07:00:00Z"),
+            event: Some("EZ1"),
+        };
+        assert!(silence_alert(rule, 60, &last, None, at("2024-11-04T07:59:59Z")).is_none());
+        let alert = silence_alert(rule, 60, &last, None, at("2024-11-04T08:00:00Z")).unwrap();
         assert_eq!(alert.value, 60);
         assert_eq!(alert.period_start, "2024-11-04T07:00:00.000Z");
+        assert_eq!(alert.crossed_by.as_deref(), Some("EZ1"));
+        // A rule applied (again) at 09:00 watches from then: nothing was recorded before.
+        let since = Some(at("2024-11-04T09:00:00Z"));
+        assert!(silence_alert(rule, 60, &last, since, at("2024-11-04T09:59:00Z")).is_none());
+        let alert = silence_alert(rule, 60, &last, since, at("2024-11-04T10:00:00Z")).unwrap();
+        assert_eq!(alert.value, 180);
     }
 }

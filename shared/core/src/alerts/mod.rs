@@ -11,6 +11,8 @@ pub mod evaluate;
 pub mod record;
 pub mod rules;
 
-pub use evaluate::{Added, BatchPlan, Observed, SumKey, plan, silence_alert, usage_alerts};
+pub use evaluate::{
+    Added, BatchPlan, LastArrival, Observed, SumKey, plan, silence_alert, usage_alerts,
+};
 pub use record::{Alert, AlertKind};
 pub use rules::{Per, Period, Rule, RuleKind, Rules, RulesError, Scope, Thresholds};

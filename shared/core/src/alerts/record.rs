@@ -13,6 +13,15 @@ pub enum AlertKind {
 }
 
 impl AlertKind {
+    /// As the record writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            AlertKind::Usage => "usage",
+            AlertKind::Silence => "silence",
+            AlertKind::Quality => "quality",
+        }
+    }
+
     /// The `detail-type` of its entry on the event bus.
     pub fn detail_type(self) -> &'static str {
         match self {

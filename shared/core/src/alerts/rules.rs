@@ -10,7 +10,7 @@
 //! ]}
 //! ```
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
@@ -27,6 +27,10 @@ pub const MAX_RULES: usize = 99;
 pub const MAX_THRESHOLDS: usize = 20;
 /// The longest silence a rule may wait for: thirty days.
 pub const MAX_AFTER_MINUTES: u64 = 30 * 24 * 60;
+/// The shortest: arrivals are recorded as the table's stream reaches the alerts function
+/// (seconds, up to its batching window) and checked every few minutes, so a shorter
+/// silence would be mostly that delay.
+pub const MIN_AFTER_MINUTES: u64 = 10;
 
 /// Why a rules file is refused: the field (`rules[2].thresholds[1]`) and the reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,6 +111,15 @@ pub enum Period {
     Month,
 }
 
+impl Per {
+    pub fn name(self) -> &'static str {
+        match self {
+            Per::Sim => "sim",
+            Per::Total => "total",
+        }
+    }
+}
+
 impl Period {
     /// The first and last day of the period that `day` is in.
     pub fn days_of(self, day: NaiveDate) -> (NaiveDate, NaiveDate) {
@@ -127,7 +140,7 @@ impl Period {
         midnight(self.days_of(day).0)
     }
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Period::Day => "day",
             Period::Month => "month",
@@ -183,6 +196,19 @@ impl Rule {
         }
     }
 
+    /// What its sums and alerts are kept under besides its id: its kind, scope, `per` and
+    /// `period` (not its thresholds or minutes, which may change). A rule id keeps one
+    /// definition for good: the sums and alerts already kept under it mean that one.
+    pub fn definition(&self) -> String {
+        let mut definition = self.to_json();
+        if let Some(rule) = definition.as_object_mut() {
+            for changeable in ["id", "thresholds", "after_minutes"] {
+                rule.remove(changeable);
+            }
+        }
+        definition.to_string()
+    }
+
     /// The rule as the file writes it.
     pub fn to_json(&self) -> Value {
         let mut rule = Map::new();
@@ -197,11 +223,7 @@ impl Rule {
                 period,
                 thresholds,
             } => {
-                let per = match per {
-                    Per::Sim => "sim",
-                    Per::Total => "total",
-                };
-                rule.insert("per".into(), json!(per));
+                rule.insert("per".into(), json!(per.name()));
                 rule.insert("period".into(), json!(period.name()));
                 rule.insert("thresholds".into(), json!(thresholds.as_slice()));
             }
@@ -263,6 +285,25 @@ impl Rules {
         Ok(Rules(rules))
     }
 
+    /// Refuses a rule whose id was applied before with another definition
+    /// (`Rule::definition`), given the definitions of every id applied so far.
+    pub fn check_definitions(&self, known: &BTreeMap<String, String>) -> Result<(), RulesError> {
+        for (index, rule) in self.0.iter().enumerate() {
+            if let Some(before) = known.get(&rule.id)
+                && *before != rule.definition()
+            {
+                return Err(refuse(
+                    format!("rules[{index}]"),
+                    format!(
+                        "rule `{}` was applied before as {before}: its sums and alerts are kept under its id, so a rule of another kind, scope, per or period needs a new id",
+                        rule.id
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The rules as a file: `Rules::parse(&rules.to_json().to_string())` gives them back.
     pub fn to_json(&self) -> Value {
         json!({ "rules": self.0.iter().map(Rule::to_json).collect::<Vec<_>>() })
@@ -321,6 +362,18 @@ fn parse_rule(value: &Value, at: &str) -> Result<Rule, RulesError> {
         ("sim", Scope::Sim),
     ] {
         if let Some(sid) = text(name)? {
+            // A SID of the wrong kind would be applied and never match anything.
+            let prefix = match name {
+                "account" => "AC",
+                "fleet" => "HF",
+                _ => "HS",
+            };
+            if !sid.starts_with(prefix) {
+                return Err(refuse(
+                    field(name),
+                    format!("`{sid}` is not a {name} SID (they start with {prefix})"),
+                ));
+            }
             scopes.push((name, make(sid.to_owned())));
         }
     }
@@ -369,13 +422,17 @@ fn parse_rule(value: &Value, at: &str) -> Result<Rule, RulesError> {
                 .get("after_minutes")
                 .ok_or_else(|| refuse(field("after_minutes"), "missing"))?;
             match after.as_u64() {
-                Some(minutes) if (1..=MAX_AFTER_MINUTES).contains(&minutes) => RuleKind::Silence {
-                    after_minutes: minutes,
-                },
+                Some(minutes) if (MIN_AFTER_MINUTES..=MAX_AFTER_MINUTES).contains(&minutes) => {
+                    RuleKind::Silence {
+                        after_minutes: minutes,
+                    }
+                }
                 _ => {
                     return Err(refuse(
                         field("after_minutes"),
-                        format!("must be a whole number of minutes from 1 to {MAX_AFTER_MINUTES}"),
+                        format!(
+                            "must be a whole number of minutes from {MIN_AFTER_MINUTES} to {MAX_AFTER_MINUTES}"
+                        ),
                     ));
                 }
             }
@@ -472,8 +529,12 @@ mod tests {
                 "rules[0].sim: a rule has at most one of `account`, `fleet`, `sim` (it has `fleet`)",
             ),
             (
-                r#"{"rules": [{"id": "a", "kind": "silence", "after_minutes": 0}]}"#,
-                "rules[0].after_minutes: must be a whole number of minutes from 1 to 43200",
+                r#"{"rules": [{"id": "a", "kind": "silence", "after_minutes": 5}]}"#,
+                "rules[0].after_minutes: must be a whole number of minutes from 10 to 43200",
+            ),
+            (
+                r#"{"rules": [{"id": "a", "kind": "quality", "fleet": "HS1"}]}"#,
+                "rules[0].fleet: `HS1` is not a fleet SID (they start with HF)",
             ),
             (
                 r#"{"rules": [{"id": "a", "kind": "quality", "thresholds": [1]}]}"#,
@@ -491,6 +552,33 @@ mod tests {
         for (text, expected) in cases {
             assert_eq!(Rules::parse(text).unwrap_err().to_string(), expected);
         }
+    }
+
+    #[test]
+    fn a_rule_id_keeps_its_definition_but_not_its_thresholds() {
+        let before = Rules::parse(EXAMPLE).unwrap();
+        let known: BTreeMap<String, String> = before
+            .as_slice()
+            .iter()
+            .map(|r| (r.id.clone(), r.definition()))
+            .collect();
+        let new_thresholds = EXAMPLE.replace("[50000000000]", "[40000000000, 60000000000]");
+        assert!(
+            Rules::parse(&new_thresholds)
+                .unwrap()
+                .check_definitions(&known)
+                .is_ok()
+        );
+        let new_period = EXAMPLE.replace(r#""period": "day""#, r#""period": "month""#);
+        let error = Rules::parse(&new_period)
+            .unwrap()
+            .check_definitions(&known)
+            .unwrap_err();
+        assert_eq!(error.field, "rules[1]");
+        assert!(
+            error.reason.contains("`acct-daily` was applied before as"),
+            "{error}"
+        );
     }
 
     #[test]
