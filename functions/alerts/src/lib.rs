@@ -19,7 +19,7 @@
 //! fails the whole batch, which Lambda sends again from its first record: every step above
 //! is safe to repeat.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -232,65 +232,41 @@ async fn add_to_totals(
         .iter()
         .filter(|(seq, _)| through.as_deref().is_none_or(|t| sequence_after(seq, t)))
         .collect();
-    for (last_sequence, chunk) in chunks(rules, &pending, now) {
-        commit_chunk(
-            alerts,
-            rules,
-            first_record,
-            &mut through,
-            &last_sequence,
-            &chunk,
-            now,
-        )
-        .await?;
+    for (last_sequence, sums) in chunks(rules, &pending, now) {
+        alerts
+            .add_to_sums(first_record, through.as_deref(), &last_sequence, &sums)
+            .await?;
+        through = Some(last_sequence);
     }
     Ok(())
 }
 
 /// The pending events in runs that each add to at most [`SUMS_PER_TRANSACTION`] sums, in
-/// stream order, each with the sequence number of its last event.
+/// stream order: each run's sequence number of its last event and what it adds to each sum.
 fn chunks(
     rules: &Rules,
     pending: &[&(String, Observed)],
     now: DateTime<Utc>,
-) -> Vec<(String, Vec<Observed>)> {
-    let mut chunks: Vec<(String, Vec<Observed>)> = Vec::new();
-    let mut chunk_keys: BTreeSet<SumKey> = BTreeSet::new();
+) -> Vec<(String, BTreeMap<SumKey, u64>)> {
+    let mut chunks: Vec<(String, BTreeMap<SumKey, u64>)> = Vec::new();
     for (sequence, event) in pending {
-        let keys = plan(rules, std::slice::from_ref(event), now).totals;
-        let grows = keys.keys().filter(|k| !chunk_keys.contains(*k)).count();
-        if chunks.is_empty() || chunk_keys.len() + grows > SUMS_PER_TRANSACTION {
-            chunks.push((String::new(), Vec::new()));
-            chunk_keys.clear();
+        let adds = plan(rules, std::slice::from_ref(event), now).totals;
+        let fits = chunks.last().is_some_and(|(_, sums)| {
+            let grows = adds.keys().filter(|k| !sums.contains_key(*k)).count();
+            sums.len() + grows <= SUMS_PER_TRANSACTION
+        });
+        if !fits {
+            chunks.push((String::new(), BTreeMap::new()));
         }
-        chunk_keys.extend(keys.into_keys());
-        if let Some((last, chunk)) = chunks.last_mut() {
-            chunk.push(event.clone());
+        if let Some((last, sums)) = chunks.last_mut() {
+            for (key, added) in adds {
+                let sum = sums.entry(key).or_default();
+                *sum = sum.saturating_add(added.bytes());
+            }
             *last = sequence.clone();
         }
     }
     chunks
-}
-
-async fn commit_chunk(
-    alerts: &Alerts,
-    rules: &Rules,
-    first_record: &str,
-    through: &mut Option<String>,
-    last_sequence: &str,
-    chunk: &[Observed],
-    now: DateTime<Utc>,
-) -> Result<(), Error> {
-    let sums = plan(rules, chunk, now)
-        .totals
-        .into_iter()
-        .map(|(key, added)| (key, added.bytes()))
-        .collect();
-    alerts
-        .add_to_sums(first_record, through.as_deref(), last_sequence, &sums)
-        .await?;
-    *through = Some(last_sequence.to_owned());
-    Ok(())
 }
 
 /// The usage alerts a sum of `total` raises that are not stored yet (whatever raised the
@@ -436,8 +412,15 @@ mod tests {
         ];
         let pending: Vec<&(String, Observed)> = events.iter().collect();
         let cut = chunks(&rules, &pending, Utc::now());
-        let shape: Vec<(String, usize)> = cut.iter().map(|(s, c)| (s.clone(), c.len())).collect();
-        assert_eq!(shape, [("12".to_owned(), 2), ("13".to_owned(), 1)]);
+        let shape: Vec<(String, usize, u64)> = cut
+            .iter()
+            .map(|(s, sums)| (s.clone(), sums.len(), sums.values().sum()))
+            .collect();
+        // Each run: 60 sums; the first adds two events' 2 bytes to each, the second one's.
+        assert_eq!(
+            shape,
+            [("12".to_owned(), 60, 60 * 4), ("13".to_owned(), 60, 60 * 2)]
+        );
     }
 
     #[test]

@@ -4,14 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Timelike, Utc};
 
 use super::record::{Alert, AlertKind};
 use super::rules::{Per, Period, Rule, RuleKind, Rules, Thresholds};
 use crate::event::{ConnectionEvent, DataVolume};
 use crate::time::{hour_of, timestamp};
 use crate::usage::Booking;
-use chrono::Timelike;
 
 /// A stored event as the rules see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,9 +186,11 @@ fn quality_alert(rule: &Rule, event: &Observed, raised_at: DateTime<Utc>) -> Ale
     }
 }
 
-/// The usage alerts a sum raises now that it is `value`: one per threshold it reaches. `added` is what this batch added, in stream
-/// order: the threshold's `crossed_by` is the event after which the sum first reached it,
-/// counting from `value` less the batch (when others added meanwhile, the batch's last).
+/// The usage alerts a sum raises now that it is `value`: one per threshold it reaches.
+/// `added` is what this batch added, in stream order: the threshold's `crossed_by` is the
+/// event after which the sum first reached it, counting from `value` less the batch (when
+/// others added meanwhile, the batch's last); none when the sum was over it before the
+/// batch (a threshold or rule applied since).
 pub fn usage_alerts(
     key: &SumKey,
     thresholds: &Thresholds,
@@ -203,27 +204,26 @@ pub fn usage_alerts(
         .reached(value)
         .map(|threshold| {
             let before = value.saturating_sub(batch);
-            // Over the threshold before this batch (a threshold or rule applied since): no
-            // event of the batch crossed it.
-            let mut crossing = (before < threshold)
-                .then(|| added.last().map(|(sid, _)| (sid.clone(), value)))
-                .flatten();
-            let mut running = before;
-            for (sid, bytes) in added.iter().take_while(|_| before < threshold) {
-                running = running.saturating_add(*bytes);
-                if running >= threshold {
-                    crossing = Some((sid.clone(), running));
-                    break;
+            let (crossed_by, at) = if before >= threshold {
+                (None, value)
+            } else {
+                let mut running = before;
+                let crossing = added.iter().find(|(_, bytes)| {
+                    running = running.saturating_add(*bytes);
+                    running >= threshold
+                });
+                match crossing {
+                    Some((sid, _)) => (Some(sid.clone()), running),
+                    None => (added.last().map(|(sid, _)| sid.clone()), value),
                 }
-            }
-            let (crossed_by, at) = crossing.unzip();
+            };
             Alert {
                 rule_id: key.rule_id.clone(),
                 kind: AlertKind::Usage,
                 subject: key.subject.clone(),
                 period_start: timestamp(key.period_start()),
                 threshold: Some(threshold),
-                value: at.unwrap_or(value),
+                value: at,
                 crossed_by,
                 raised_at: timestamp(raised_at),
             }

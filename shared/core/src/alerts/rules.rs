@@ -13,10 +13,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono::{Datelike, NaiveDate};
 use serde_json::{Map, Value, json};
 
-use crate::time::midnight;
 use crate::usage::Booking;
 
 /// The most rules one file may hold: they are kept in one table item, every batch of events
@@ -133,11 +132,6 @@ impl Period {
                 (first, next.pred_opt().unwrap_or(first))
             }
         }
-    }
-
-    /// When the period that `day` is in starts.
-    pub fn start_of(self, day: NaiveDate) -> DateTime<Utc> {
-        midnight(self.days_of(day).0)
     }
 
     pub fn name(self) -> &'static str {
