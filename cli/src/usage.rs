@@ -236,11 +236,7 @@ fn table(group: Option<GroupArg>, records: &[UsageRecord], query: &UsageQuery) -
             record.data_total,
             record.usage_events,
         ];
-        let usage = HourUsage {
-            usage: record.usage(),
-            events: record.usage_events,
-        };
-        sum = sum.plus(usage, || {
+        sum = sum.plus(record.counts(), || {
             ("the table's total".into(), query.range().to_string())
         })?;
         let mut cells = vec![

@@ -46,7 +46,7 @@ pub use items::event::event_item as event_record_item;
 pub use items::rollup::rollup_item;
 pub use quarantine::QuarantineStore;
 pub use read::events::Events;
-pub use read::rollups::Rollups;
+pub use read::rollups::{CellNames, Rollups};
 pub use read::sims::SimActivity;
 pub use rebuild::{RebuildReport, Rebuilder, RollupDifference};
 pub use stream::{

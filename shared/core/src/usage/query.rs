@@ -237,6 +237,14 @@ impl UsageRecord {
             total: self.data_total,
         }
     }
+
+    /// The record's bytes and events, to be summed with [`HourUsage::plus`].
+    pub fn counts(&self) -> HourUsage {
+        HourUsage {
+            usage: self.usage(),
+            events: self.usage_events,
+        }
+    }
 }
 
 /// Record key: bucket, account, group value.
@@ -346,12 +354,10 @@ pub fn per_sim(
         let Some(GroupValue::Sim { sim_sid, .. }) = &record.group else {
             continue;
         };
-        let usage = HourUsage {
-            usage: record.usage(),
-            events: record.usage_events,
-        };
         let sum = sums.entry(sim_sid).or_default();
-        *sum = sum.plus(usage, || (format!("SIM {sim_sid}"), period.to_owned()))?;
+        *sum = sum.plus(record.counts(), || {
+            (format!("SIM {sim_sid}"), period.to_owned())
+        })?;
     }
     Ok(sums
         .into_iter()

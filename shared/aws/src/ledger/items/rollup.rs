@@ -36,6 +36,7 @@ pub const BOOKING_ONLY: &str = "pk, sk";
 pub const DAY_TOTALS: &str = "pk, sk, du, dd, dt, dn";
 pub const DAY_TOTALS_AND_SIM_NAMES: &str = "pk, sk, du, dd, dt, dn, ic, un";
 pub const DAY_TOTALS_AND_NETWORK_NAME: &str = "pk, sk, du, dd, dt, dn, nn";
+pub const DAY_TOTALS_AND_NAMES: &str = "pk, sk, du, dd, dt, dn, ic, un, nn";
 pub const CLOSE_READ: &str = "pk, sk, v, du, dd, dt, dn, xu, xd, xt, xn, ic, un, nn";
 
 /// The four counters of an hour.

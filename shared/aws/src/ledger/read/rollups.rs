@@ -13,10 +13,19 @@ use kore_ingest_core::usage::{
 };
 
 use crate::ledger::items::rollup::{
-    BOOKING_ONLY, DAY_TOTALS, DAY_TOTALS_AND_NETWORK_NAME, DAY_TOTALS_AND_SIM_NAMES, StoredRollup,
+    BOOKING_ONLY, DAY_TOTALS, DAY_TOTALS_AND_NAMES, DAY_TOTALS_AND_NETWORK_NAME,
+    DAY_TOTALS_AND_SIM_NAMES, StoredRollup,
 };
 use crate::ledger::keys;
 use crate::ledger::table::{Query, Table};
+
+/// Which names the cells of whole days carry: those the query's grouping shows (the least
+/// read), or every name (for a caller that groups the same cells several ways).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CellNames {
+    OfTheGroup,
+    All,
+}
 
 /// The rollups of one ledger table.
 #[derive(Debug, Clone)]
@@ -66,33 +75,43 @@ impl Rollups {
         Ok(rollups)
     }
 
-    /// Usage records as UsageRecords answers them: see `kore_ingest_core::usage`. Days the
-    /// query covers whole (for day and range buckets) are read as day totals, the others
-    /// hour by hour.
+    /// Usage records as UsageRecords answers them: see `kore_ingest_core::usage`.
     pub async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRecord>, LedgerError> {
+        let cells = self.cells(query, CellNames::OfTheGroup).await?;
+        aggregate(query, cells).map_err(|e| match e {
+            QueryError::Overflow(overflow) => overflow.into(),
+            other => LedgerError::Invalid(other.to_string()),
+        })
+    }
+
+    /// The stored cells a query reads, before they are summed: days the query covers whole
+    /// (for day and range buckets) as day totals, the others hour by hour. `names` says
+    /// which names the day totals carry; hours always carry all of them.
+    pub async fn cells(
+        &self,
+        query: &UsageQuery,
+        names: CellNames,
+    ) -> Result<Vec<UsageCell>, LedgerError> {
         let sim = query.filters.sim_sid.as_deref();
         let (whole, partial): (Vec<NaiveDate>, Vec<NaiveDate>) = query
             .days()
             .into_iter()
             .partition(|day| query.reads_whole_day(*day));
-        let totals = match query.group {
-            Some(GroupBy::Sim) => DAY_TOTALS_AND_SIM_NAMES,
-            Some(GroupBy::Network) => DAY_TOTALS_AND_NETWORK_NAME,
-            _ => DAY_TOTALS,
+        let totals = match (names, query.group) {
+            (CellNames::All, _) => DAY_TOTALS_AND_NAMES,
+            (CellNames::OfTheGroup, Some(GroupBy::Sim)) => DAY_TOTALS_AND_SIM_NAMES,
+            (CellNames::OfTheGroup, Some(GroupBy::Network)) => DAY_TOTALS_AND_NETWORK_NAME,
+            (CellNames::OfTheGroup, _) => DAY_TOTALS,
         };
         let (whole, partial) = tokio::join!(
             self.of_days(&whole, sim, false, Some(totals)),
             self.of_days(&partial, sim, false, None)
         );
-        let cells: Vec<UsageCell> = whole?
+        Ok(whole?
             .iter()
             .filter_map(StoredRollup::day_cell)
             .chain(partial?.iter().flat_map(StoredRollup::cells))
-            .collect();
-        aggregate(query, cells).map_err(|e| match e {
-            QueryError::Overflow(overflow) => overflow.into(),
-            other => LedgerError::Invalid(other.to_string()),
-        })
+            .collect())
     }
 
     /// Per SIM, the usage of a month (`YYYY-MM`) or a day (`YYYY-MM-DD`) that `filters`
