@@ -22,7 +22,11 @@ VENV_DIR=$TOOLS_DIR/venv
 MOTO_VENV=$TOOLS_DIR/moto-venv
 NODE_PREFIX=$TOOLS_DIR/node
 NODE_MODULES=$NODE_PREFIX/node_modules
-export REPO_ROOT TOOLS_DIR STATE_DIR VENV_DIR NODE_PREFIX NODE_MODULES
+# The Nu HTML validator (npm vnu-jar), run with java by the report test.
+VNU_JAR=$NODE_MODULES/vnu-jar/build/dist/vnu.jar
+# Debian's chromium, from scripts/install-tools browser.
+CHROMIUM=$TOOLS_DIR/bin/chromium
+export REPO_ROOT TOOLS_DIR STATE_DIR VENV_DIR NODE_PREFIX NODE_MODULES VNU_JAR CHROMIUM
 
 # Put the repo-local tools first on PATH (cargo-lambda, zig via python -m
 # ziglang, sam, cfn-lint, aws, kinesalite); skip entries already present so
