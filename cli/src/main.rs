@@ -1,5 +1,6 @@
 //! `kore-usage`: the operator's tool for the usage ledger. Usage records as UsageRecords
-//! answers them, rollups rebuilt from the events, reports per SIM, data sessions and their
+//! answers them, rollups rebuilt from the events, reports per SIM, a self-contained HTML
+//! report of a period, data sessions and their
 //! gaps, migration reconciliation between KORE and Twilio, replay of CloudEvent
 //! archives, the quarantine (list, show, redrive), SIM statuses and active SIM-days from the
 //! callbacks, alert rules and the alerts they raised, and signed test requests to a webhook.
@@ -21,6 +22,7 @@ mod rebuild;
 mod reconcile;
 mod replay;
 mod report;
+mod report_html;
 mod send;
 mod sessions;
 mod sims;
@@ -46,6 +48,7 @@ Examples:
   kore-usage compare --usage-records november.json
   kore-usage report --period 2024-11 --table kore-usage-ledger
   kore-usage report --period 2024-11-03 --account AC0a1b2c3d4e5f60718293a4b5c6d7e8f9 --format csv
+  kore-usage report-html --start 2024-11-01T00:00:00Z --end 2024-12-01T00:00:00Z --out november.html
   kore-usage sessions --sim HS11112222333344445555666677778888 --gaps
   kore-usage reconcile --from 2024-11-01T00:00:00Z --to 2024-11-08T00:00:00Z
   kore-usage replay kinesis-export-2024-11-03.jsonl
@@ -96,6 +99,7 @@ enum LedgerCommand {
     Export(evidence::ExportArgs),
     Compare(compare::Args),
     Report(report::Args),
+    ReportHtml(report_html::Args),
     Sessions(sessions::Args),
     Reconcile(reconcile::Args),
     Replay(replay::Args),
@@ -142,6 +146,7 @@ async fn run(ledger: &UsageLedger, command: LedgerCommand) -> failure::Result<Ex
         LedgerCommand::Export(args) => evidence::export(ledger, args).await,
         LedgerCommand::Compare(args) => compare::run(ledger, args).await,
         LedgerCommand::Report(args) => report::run(ledger, args).await,
+        LedgerCommand::ReportHtml(args) => report_html::run(ledger, args).await,
         LedgerCommand::Sessions(args) => sessions::run(ledger, args).await,
         LedgerCommand::Reconcile(args) => reconcile::run(ledger, args).await,
         LedgerCommand::Replay(args) => replay::run(ledger, args).await,

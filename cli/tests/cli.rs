@@ -166,20 +166,6 @@ fn traffic(seed: u64, unique: usize, sims: usize) -> (Vec<SampleEvent>, Vec<(Str
     (events, deliveries)
 }
 
-async fn store(ledger: &UsageLedger, deliveries: &[(String, Delivery)]) {
-    let inputs: Vec<_> = deliveries
-        .iter()
-        .map(|(json, delivery)| (parse_item(json), delivery.clone()))
-        .collect();
-    let outcomes = ledger.record_batch(&inputs, None).await;
-    assert!(
-        outcomes
-            .iter()
-            .all(|o| matches!(o, Outcome::New | Outcome::Duplicate { .. })),
-        "{outcomes:?}"
-    );
-}
-
 /// Independent totals per SIM for a period (`YYYY-MM` or `YYYY-MM-DD`): upload, download,
 /// events, from the generated numbers.
 fn expected_usage(
@@ -252,7 +238,7 @@ fn assert_report_json(report: &Value, period: &str, expected: &BTreeMap<String, 
 async fn report_json_table_and_csv_equal_independent_totals_of_redelivered_traffic() {
     let ledger = fresh_ledger("cli-report").await;
     let (events, deliveries) = traffic(1, 300, 10);
-    store(&ledger, &deliveries).await;
+    store_deliveries(&ledger, &deliveries).await;
     let month = expected_usage(&events, "2024-11", |_| true);
     assert_eq!(month.len(), 10);
     assert_eq!(month.values().map(|t| t.2).sum::<u64>(), 300);
@@ -1394,7 +1380,7 @@ async fn usage_records_equal_an_independent_computation_for_every_granularity_gr
     }
     rng.shuffle(&mut deliveries);
     for batch in deliveries.chunks(100) {
-        store(&ledger, batch).await;
+        store_deliveries(&ledger, batch).await;
     }
 
     let hours = ("2024-10-31T22:00:00Z", "2024-11-01T02:00:00Z");
@@ -1861,7 +1847,7 @@ async fn deliver_both_providers(ledger: &UsageLedger, events: &[SampleEvent], ta
         }
     }
     for batch in deliveries.chunks(100) {
-        store(ledger, batch).await;
+        store_deliveries(ledger, batch).await;
     }
 }
 
@@ -2612,7 +2598,7 @@ async fn export_kind_keeps_only_that_kind_and_refuses_an_unknown_one() {
         (attached.kore_json(), kinesis(2)),
         (test_event, kinesis(3)),
     ];
-    store(&ledger, &deliveries).await;
+    store_deliveries(&ledger, &deliveries).await;
     let range = [
         "--start",
         "2024-11-03T00:00:00Z",

@@ -153,3 +153,19 @@ impl LedgerExt for UsageLedger {
         self.callbacks().status(sim_sid).await
     }
 }
+
+/// Records events (JSON, delivery) in one batch through the ledger; each must be stored or
+/// a duplicate.
+pub async fn store_deliveries(ledger: &UsageLedger, deliveries: &[(String, Delivery)]) {
+    let inputs: Vec<_> = deliveries
+        .iter()
+        .map(|(json, delivery)| (crate::events::parse_item(json), delivery.clone()))
+        .collect();
+    let outcomes = ledger.record_batch(&inputs, None).await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Outcome::New | Outcome::Duplicate { .. })),
+        "{outcomes:?}"
+    );
+}

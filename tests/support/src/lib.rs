@@ -23,7 +23,9 @@ pub mod segment;
 pub mod stack;
 pub mod streams;
 
-pub use dynamodb::{LedgerExt, SimUsage, dynamodb_endpoint, fresh_ledger, local_client};
+pub use dynamodb::{
+    LedgerExt, SimUsage, dynamodb_endpoint, fresh_ledger, local_client, store_deliveries,
+};
 pub use events::{
     SampleEvent, kinesis, kinesis_event, kore_batch, kore_body, parse_item, parse_one,
     sequence_number, webhook, window_bytes,
