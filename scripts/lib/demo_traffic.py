@@ -959,6 +959,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--kore-usage", required=True, help="the kore-usage binary")
     p.add_argument("--dlq", required=True, type=Path, help="local-esm's dead-letter file of this stack")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the ledger")
+    p.add_argument("--report", required=True, type=Path, help="where to write the day's HTML report")
     p.add_argument("--segment-url", help="the stack's Segment stand-in (SEGMENT_LOCAL=1): check what "
                    "segment-forwarder sent it")
     p.add_argument("--events-queue-url", help="the queue the stack's event bus is copied into: check the "
@@ -1094,6 +1095,8 @@ def main(argv: list[str]) -> int:
     checks["the alerts are the generator's crossings, each once"] = check_alerts(
         tool, expected_alerts(rules, per_sim), args.timeout)
 
+    checks["the HTML report's totals are the generator's"] = check_report(tool, args.report, per_sim)
+
     if args.events_queue_url:
         out("== The event bus: each callback the stack stored, put once on its bus by callback-forwarder")
         checks["every stored callback on the event bus once"] = check_bus(
@@ -1115,6 +1118,25 @@ def main(argv: list[str]) -> int:
                                    late if closed else None)
         out(f"every unique event at Segment exactly once: {'yes' if segment_ok else 'no'}")
     return 0 if all_ok and segment_ok else 1
+
+
+def check_report(tool: KoreUsage, path: Path, per_sim: dict[str, dict[str, int]]) -> bool:
+    """Writes the day's report as a page and checks the totals it embeds against the
+    generator's (the late window included once stored)."""
+    out("== The day as a page to open in a browser: kore-usage report-html")
+    written = tool.show("report-html", "--start", RANGE_FROM, "--end", RANGE_TO, "--group", "fleet",
+                        "--title", "Super SIM demo: 28 October 2024", "--out", str(path))
+    if written.returncode != 0:
+        return False
+    page = path.read_text(encoding="utf-8")
+    block = page.split('<script type="application/json" id="kore-usage-report">', 1)[1]
+    figures = json.loads(block.split("</script>", 1)[0])
+    keys = ("data_upload", "data_download", "data_total", "usage_events")
+    want = {k: sum(row[k] for row in per_sim.values()) for k in keys}
+    got = {k: figures["total"][k] for k in keys}
+    out(f"report written to {path} (open it in a browser; it runs no script and loads nothing)")
+    out()
+    return got == want
 
 
 def ledger_checks(tool: KoreUsage, expected: Expected, late: Event) -> dict[str, bool]:

@@ -1,10 +1,12 @@
 //! `ingest-bench`: the measurements of `scripts/bench` that need the local stack or a built
 //! function. Each prints markdown table rows (`| what | measured | target |`) on stdout.
 //!
-//! - `ingest-bench storage`: against the DynamoDB Local at `AWS_ENDPOINT_URL_DYNAMODB`, the
-//!   ceiling (conditional `PutItem`s per second from the SDK alone), the kinesis-consumer's
-//!   handler on 1,000- and 10,000-record batches, the webhook's handler on signed 50-event
-//!   batches, and the write units of a new event and of duplicates. The handlers run in this
+//! - `ingest-bench storage KORE_USAGE`: against the DynamoDB Local at
+//!   `AWS_ENDPOINT_URL_DYNAMODB`, the ceiling (conditional `PutItem`s per second from the SDK
+//!   alone), the kinesis-consumer's handler on 1,000- and 10,000-record batches, the
+//!   webhook's handler on signed 50-event batches, the write units of a new event and of
+//!   duplicates, the alerts, and a month of 10,000 SIMs through `usage` and through the
+//!   `KORE_USAGE` binary's `report-html`. The handlers run in this
 //!   process, built with the release profile, so what is timed is our code and DynamoDB
 //!   Local, not the Lambda emulator.
 //! - `ingest-bench startup BINARY...`: start-to-ready of each function binary: from spawning
@@ -41,7 +43,7 @@ const KORE_SECRET: &str = "bench-secret";
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.split_first() {
-        Some((command, rest)) if command == "storage" && rest.is_empty() => storage(),
+        Some((command, [kore_usage])) if command == "storage" => storage(kore_usage),
         // One part of `storage` alone, to look at it quickly.
         Some((command, rest)) if command == "cost" && rest.is_empty() => {
             on_one_thread(cost::cost_rows())
@@ -49,8 +51,8 @@ fn main() -> ExitCode {
         Some((command, rest)) if command == "alerts" && rest.is_empty() => {
             on_one_thread(alerts::alert_rows())
         }
-        Some((command, rest)) if command == "month" && rest.is_empty() => {
-            on_one_thread(month::month_query_row())
+        Some((command, rest)) if command == "month" && rest.len() <= 1 => {
+            on_one_thread(month::month_query_row(rest.first().map(String::as_str)))
         }
         Some((command, [kore_usage])) if command == "export" => {
             on_one_thread(export::export_memory_row(kore_usage))
@@ -60,7 +62,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: ingest-bench storage | ingest-bench cost | ingest-bench alerts | ingest-bench month | ingest-bench export KORE_USAGE | ingest-bench startup BINARY..."
+                "usage: ingest-bench storage KORE_USAGE | ingest-bench cost | ingest-bench alerts | ingest-bench month [KORE_USAGE] | ingest-bench export KORE_USAGE | ingest-bench startup BINARY..."
             );
             return ExitCode::from(2);
         }
@@ -74,7 +76,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn storage() -> Result<(), String> {
+fn storage(kore_usage: &str) -> Result<(), String> {
     // The functions run on one thread (Lambda sends one invocation at a time): so does this.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -116,7 +118,7 @@ fn storage() -> Result<(), String> {
         );
         cost::cost_rows().await?;
         alerts::alert_rows().await?;
-        month::month_query_row().await?;
+        month::month_query_row(Some(kore_usage)).await?;
         Ok(())
     })
 }
