@@ -16,13 +16,13 @@ use clap::ValueEnum;
 use kore_ingest_aws::ledger::{CellNames, UsageLedger};
 use kore_ingest_core::closes::snapshot_cells;
 use kore_ingest_core::time::{TimeRange, z_time};
-use kore_ingest_core::usage::{Granularity, GroupBy, UsageFilters, UsageQuery};
+use kore_ingest_core::usage::{Granularity, UsageFilters, UsageQuery};
 
 use crate::args::RangeArgs;
 use crate::close::closed;
 use crate::failure::{Failure, OrFail, Result};
 use crate::output::print;
-use model::{Heading, Scope, Source};
+use model::{Buckets, Dimension, Heading, Scope, Source};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -91,9 +91,9 @@ impl Args {
         let buckets = if self.closed {
             None
         } else if range.end() - range.start() <= HOURLY_UP_TO {
-            Some(Granularity::Hour)
+            Some(Buckets::Hour)
         } else if range.is_whole_days() {
-            Some(Granularity::Day)
+            Some(Buckets::Day)
         } else {
             return Err(Failure::Usage(
                 "a range over two days is drawn per day: --start and --end must be at midnight UTC"
@@ -114,9 +114,9 @@ impl Args {
             range,
             buckets,
             group: match self.group {
-                ReportGroup::Fleet => GroupBy::Fleet,
-                ReportGroup::Network => GroupBy::Network,
-                ReportGroup::IsoCountry => GroupBy::IsoCountry,
+                ReportGroup::Fleet => Dimension::Fleet,
+                ReportGroup::Network => Dimension::Network,
+                ReportGroup::IsoCountry => Dimension::IsoCountry,
             },
             filters: UsageFilters {
                 account_sid: self.account.clone(),
@@ -154,13 +154,17 @@ pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
     let (cells, source) = if args.closed {
         let close = closed(ledger, args.account.as_deref(), scope.range).await?;
         let lines = ledger.closes().snapshot(&close).await.or_fail(ledger)?;
+        // `snapshot` checked the lines against this hash: a close without one has no lines.
+        let snapshot_sha256 = close.snapshot_sha256.clone().ok_or_else(|| {
+            Failure::Failed(format!("the close {} has no snapshot hash", close.id()))
+        })?;
         let source = Source::Closed {
-            snapshot_sha256: close.snapshot_sha256.clone().unwrap_or_default(),
+            snapshot_sha256,
             closed_at: close.closed_at.clone(),
         };
         (snapshot_cells(&close, &lines), source)
     } else {
-        let granularity = scope.buckets.unwrap_or(Granularity::All);
+        let granularity = scope.buckets.map_or(Granularity::All, Buckets::granularity);
         let query = UsageQuery::new(
             scope.range.start(),
             scope.range.end(),
@@ -210,7 +214,11 @@ pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
         let path = PathBuf::from(&args.out);
         write_atomically(&path, page.as_bytes())
             .map_err(|e| Failure::Failed(format!("cannot write {}: {e}", path.display())))?;
-        println!("Wrote {} ({} bytes).", path.display(), page.len());
+        print(&format!(
+            "Wrote {} ({} bytes).\n",
+            path.display(),
+            page.len()
+        ))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -232,17 +240,20 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut temporary = name.to_os_string();
     temporary.push(format!(".{}.tmp", std::process::id()));
     let temporary = path.with_file_name(temporary);
-    let written = std::fs::File::create(&temporary).and_then(|mut file| {
-        file.write_all(bytes)?;
-        file.sync_all()
-    });
-    match written.and_then(|()| std::fs::rename(&temporary, path)) {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            let _ = std::fs::remove_file(&temporary);
-            Err(e)
-        }
+    // A new file only: never through a link someone left at the temporary name (and what
+    // is there already is not ours to remove).
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temporary)?;
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&temporary, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
     }
+    written
 }
 
 #[cfg(test)]

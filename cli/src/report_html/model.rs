@@ -13,14 +13,83 @@ use kore_ingest_core::usage::{
 };
 use serde::Serialize;
 
+/// The dimension the page splits usage by; serialized as the JSON block names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dimension {
+    Fleet,
+    Network,
+    IsoCountry,
+}
+
+impl Dimension {
+    pub fn group_by(self) -> GroupBy {
+        match self {
+            Dimension::Fleet => GroupBy::Fleet,
+            Dimension::Network => GroupBy::Network,
+            Dimension::IsoCountry => GroupBy::IsoCountry,
+        }
+    }
+
+    /// How the page names it.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Dimension::Fleet => "fleet",
+            Dimension::Network => "network",
+            Dimension::IsoCountry => "country",
+        }
+    }
+
+    /// What the page calls usage without a value of it.
+    pub fn unknown(self) -> &'static str {
+        match self {
+            Dimension::Fleet => "(no fleet)",
+            Dimension::Network => "(no network)",
+            Dimension::IsoCountry => "(unknown country)",
+        }
+    }
+}
+
+/// The buckets of the usage-over-time view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Buckets {
+    Hour,
+    Day,
+}
+
+impl Buckets {
+    pub fn granularity(self) -> Granularity {
+        match self {
+            Buckets::Hour => Granularity::Hour,
+            Buckets::Day => Granularity::Day,
+        }
+    }
+
+    fn step(self) -> Duration {
+        match self {
+            Buckets::Hour => Duration::hours(1),
+            Buckets::Day => Duration::days(1),
+        }
+    }
+
+    /// How the page names one.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Buckets::Hour => "hour",
+            Buckets::Day => "day",
+        }
+    }
+}
+
 /// What the report shows and over which cells.
 #[derive(Debug, Clone)]
 pub struct Scope {
     pub range: TimeRange,
     /// The buckets of the usage-over-time view; `None` when the cells have none (a closed
     /// snapshot holds the period as one line per booking).
-    pub buckets: Option<Granularity>,
-    pub group: GroupBy,
+    pub buckets: Option<Buckets>,
+    pub group: Dimension,
     pub filters: UsageFilters,
     pub top: usize,
     /// Upper case ISO codes; empty: no roaming view.
@@ -136,14 +205,13 @@ pub struct Figures {
     pub generated_at: String,
     pub source: Source,
     pub filters: BTreeMap<&'static str, String>,
-    /// `fleet`, `network` or `iso_country`.
-    pub group: &'static str,
+    pub group: Dimension,
     pub total: Sum,
     pub sims_with_usage: u64,
     /// Every value of the group, most data first.
     pub groups: Vec<Line>,
-    /// `hour`, `day`, or `null` without buckets.
-    pub granularity: Option<&'static str>,
+    /// `null` without buckets.
+    pub granularity: Option<Buckets>,
     pub buckets: Vec<Bucket>,
     pub top_sims: Vec<TopSim>,
     pub countries: Vec<Line>,
@@ -159,15 +227,6 @@ pub struct Heading {
     pub title: String,
     pub generated_at: String,
     pub source: Source,
-}
-
-pub fn group_name(group: GroupBy) -> &'static str {
-    match group {
-        GroupBy::Sim => "sim",
-        GroupBy::Fleet => "fleet",
-        GroupBy::Network => "network",
-        GroupBy::IsoCountry => "iso_country",
-    }
 }
 
 impl Scope {
@@ -218,19 +277,13 @@ pub fn figures(
         })?;
     let per_sim_records = scope.records(cells, Granularity::All, Some(GroupBy::Sim))?;
     let sims = per_sim(&per_sim_records, &period)?;
-    let groups = lines(
-        scope.records(cells, Granularity::All, Some(scope.group))?,
-        &period,
-    )?;
+    let group = Some(scope.group.group_by());
+    let groups = lines(scope.records(cells, Granularity::All, group)?, &period)?;
     let buckets = match scope.buckets {
-        Some(granularity) => buckets(
+        Some(buckets_of) => buckets(
             scope.range,
-            if granularity == Granularity::Hour {
-                Duration::hours(1)
-            } else {
-                Duration::days(1)
-            },
-            scope.records(cells, granularity, Some(scope.group))?,
+            buckets_of.step(),
+            scope.records(cells, buckets_of.granularity(), group)?,
             &period,
         )?,
         None => Vec::new(),
@@ -263,14 +316,11 @@ pub fn figures(
         generated_at: heading.generated_at,
         source: heading.source,
         filters,
-        group: group_name(scope.group),
+        group: scope.group,
         total: total.into(),
         sims_with_usage: sims.iter().filter(|(_, sum)| sum.events > 0).count() as u64,
         groups,
-        granularity: scope.buckets.map(|g| match g {
-            Granularity::Hour => "hour",
-            Granularity::Day | Granularity::All => "day",
-        }),
+        granularity: scope.buckets,
         buckets,
         top_sims,
         countries,
@@ -281,7 +331,8 @@ pub fn figures(
     })
 }
 
-/// Per group value (across accounts): the sum and the names of its latest record.
+/// Per group value (across accounts): the sum, and the value with the names its last record
+/// carries (records come sorted by account; a network's name is the same in each).
 type Summed = BTreeMap<Option<String>, (HourUsage, Option<GroupValue>)>;
 
 fn sum_lines(records: &[UsageRecord], period: &str) -> Result<Summed, Overflow> {
@@ -392,8 +443,13 @@ fn top_sims(
                 ..scope.filters.clone()
             };
             let query = scope.query(Granularity::All, Some(GroupBy::Fleet), filters)?;
+            // The query filters by SIM too; only the SIM's cells are cloned for it.
+            let of_sim = cells
+                .iter()
+                .filter(|c| c.booking.sim_sid == *sim_sid)
+                .cloned();
             let fleets: BTreeSet<Option<String>> =
-                kore_ingest_core::usage::aggregate(&query, cells.iter().cloned())?
+                kore_ingest_core::usage::aggregate(&query, of_sim)?
                     .iter()
                     .map(|r| r.group.as_ref().and_then(|g| g.key().map(str::to_owned)))
                     .collect();
@@ -431,18 +487,24 @@ fn roaming(home: &[String], countries: &[Line]) -> Option<Roaming> {
     })
 }
 
-/// The sessions with a gap (of the top SIMs: what is handed in) that touch the period.
+/// The sessions with a gap (of the top SIMs: what is handed in) that touch the period; one
+/// without a time it can be placed by is shown too, rather than hidden.
 pub fn gap_sessions(scope: &Scope, sessions: &[SessionSummary]) -> Vec<GapSession> {
-    let (start, end) = (z_time(scope.range.start()), z_time(scope.range.end()));
+    let at = |text: Option<&str>| {
+        text.and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
     let mut gaps: Vec<GapSession> = sessions
         .iter()
         .filter(|s| s.has_gap())
         .filter(|s| {
-            let first = s.start_time.as_deref().or(s.end_time.as_deref());
-            let last = s.end_time.as_deref().or(s.start_time.as_deref());
-            // RFC 3339 UTC times in the Z form order as text.
-            first.is_some_and(|first| first < end.as_str())
-                && last.is_some_and(|last| last >= start.as_str())
+            let (start, end) = (at(s.start_time.as_deref()), at(s.end_time.as_deref()));
+            match (start.or(end), end.or(start)) {
+                (Some(first), Some(last)) => {
+                    first < scope.range.end() && last >= scope.range.start()
+                }
+                _ => true,
+            }
         })
         .map(|s| GapSession {
             sim_sid: s.sim_sid.clone(),

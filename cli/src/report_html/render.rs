@@ -6,7 +6,7 @@
 
 use std::fmt::Write;
 
-use super::model::{Figures, Line, Source};
+use super::model::{Buckets, Dimension, Figures, Line, Source};
 use super::svg::{self, Column};
 use crate::output::human_bytes;
 
@@ -76,24 +76,12 @@ fn percent(part: u64, whole: u64) -> String {
     format!("{}.{} %", tenths / 10, tenths % 10)
 }
 
-/// What a value of the group (or of a dimension) is called on the page.
-fn label(dimension: &str, line_value: Option<&str>, name: Option<&str>) -> String {
-    match (line_value, name) {
-        (None, _) => match dimension {
-            "fleet" => "(no fleet)".into(),
-            "network" => "(no network)".into(),
-            _ => "(unknown country)".into(),
-        },
+/// What a value of a dimension is called on the page.
+fn label(dimension: Dimension, value: Option<&str>, name: Option<&str>) -> String {
+    match (value, name) {
+        (None, _) => dimension.unknown().to_owned(),
         (Some(value), Some(name)) => format!("{name} ({value})"),
         (Some(value), None) => value.to_owned(),
-    }
-}
-
-fn dimension_title(group: &str) -> &'static str {
-    match group {
-        "fleet" => "fleet",
-        "network" => "network",
-        _ => "country",
     }
 }
 
@@ -261,8 +249,8 @@ fn legend(out: &mut String, series: &[Charted]) {
 }
 
 fn over_time(out: &mut String, f: &Figures, series: &[Charted]) {
-    let dimension = dimension_title(f.group);
-    let Some(granularity) = f.granularity else {
+    let dimension = f.group.noun();
+    let Some(buckets) = f.granularity else {
         let _ = write!(
             out,
             "<section id=\"over-time\">\n<h2>Usage over time</h2>\n<p class=\"empty\">A closed \
@@ -271,11 +259,12 @@ fn over_time(out: &mut String, f: &Figures, series: &[Charted]) {
         );
         return;
     };
+    let granularity = buckets.noun();
     let _ = write!(
         out,
         "<section id=\"over-time\">\n<h2>Usage per {granularity} by {dimension}</h2>\n"
     );
-    if f.buckets.is_empty() {
+    if f.total.usage_events == 0 {
         out.push_str("<p class=\"empty\">No usage in the period.</p>\n</section>\n");
         return;
     }
@@ -283,7 +272,7 @@ fn over_time(out: &mut String, f: &Figures, series: &[Charted]) {
         .buckets
         .iter()
         .map(|bucket| Column {
-            label: if granularity == "hour" {
+            label: if buckets == Buckets::Hour {
                 bucket.start_time.get(11..13).unwrap_or("").to_owned()
             } else {
                 bucket.start_time.get(8..10).unwrap_or("").to_owned()
@@ -319,7 +308,7 @@ fn over_time(out: &mut String, f: &Figures, series: &[Charted]) {
         "over-time-chart",
         &format!("Data per {granularity}, stacked by {dimension}"),
         &format!(
-            "{} columns, one per {granularity} with usage, each split by {dimension}.{busiest} \
+            "{} columns, one per {granularity}, each split by {dimension}.{busiest} \
              The table below gives every figure.",
             f.buckets.len()
         ),
@@ -352,7 +341,7 @@ fn over_time(out: &mut String, f: &Figures, series: &[Charted]) {
             out,
             "<tr data-start=\"{}\"><th scope=\"row\">{}</th>{}<td class=\"n\">{}</td>",
             escape(&bucket.start_time),
-            escape(&bucket_name(granularity, &bucket.start_time)),
+            escape(&bucket_name(buckets, &bucket.start_time)),
             bytes_cells(bucket.sum.data_total),
             bucket.sum.usage_events
         );
@@ -367,9 +356,9 @@ fn over_time(out: &mut String, f: &Figures, series: &[Charted]) {
 }
 
 /// A bucket as its table row names it: the day, or the day and hour.
-fn bucket_name(granularity: &str, start_time: &str) -> String {
-    match (granularity, start_time.get(..10), start_time.get(11..16)) {
-        ("hour", Some(day), Some(hour)) => format!("{day} {hour}"),
+fn bucket_name(buckets: Buckets, start_time: &str) -> String {
+    match (buckets, start_time.get(..10), start_time.get(11..16)) {
+        (Buckets::Hour, Some(day), Some(hour)) => format!("{day} {hour}"),
         (_, Some(day), _) => day.to_owned(),
         _ => start_time.to_owned(),
     }
@@ -380,7 +369,7 @@ fn lines_table(
     out: &mut String,
     id: &str,
     caption: &str,
-    dimension: &str,
+    dimension: Dimension,
     lines: &[Line],
     whole: u64,
 ) {
@@ -390,7 +379,7 @@ fn lines_table(
          <th class=\"n\">readable</th><th class=\"n\">share</th><th class=\"n\">usage events</th>\
          </tr></thead><tbody>",
         escape(caption),
-        escape(dimension)
+        dimension.noun()
     );
     for line in lines {
         let _ = write!(
@@ -411,7 +400,7 @@ fn lines_table(
 }
 
 fn shares(out: &mut String, f: &Figures, series: &[Charted]) {
-    let dimension = dimension_title(f.group);
+    let dimension = f.group.noun();
     let _ = write!(
         out,
         "<section id=\"shares\">\n<h2>Each {dimension}'s share</h2>\n"
@@ -451,7 +440,7 @@ fn shares(out: &mut String, f: &Figures, series: &[Charted]) {
         out,
         "groups",
         &format!("Every {dimension} with usage, most data first"),
-        dimension,
+        f.group,
         &f.groups,
         f.total.data_total,
     );
@@ -515,7 +504,7 @@ fn places(out: &mut String, f: &Figures) {
         out,
         "countries-table",
         "Data per country of the network used",
-        "country",
+        Dimension::IsoCountry,
         &f.countries,
         f.total.data_total,
     );
@@ -524,7 +513,7 @@ fn places(out: &mut String, f: &Figures) {
         out,
         "networks-table",
         "Data per network",
-        "network",
+        Dimension::Network,
         &f.networks,
         f.total.data_total,
     );
@@ -570,7 +559,8 @@ fn sessions(out: &mut String, f: &Figures) {
 fn alerts(out: &mut String, f: &Figures) {
     out.push_str(
         "<section id=\"alerts\">\n<h2>Alerts per day</h2>\n<p>Every rule's alerts (<code>kore-usage \
-         alerts list</code>), by the day their period starts.</p>\n",
+         alerts list</code>), by the day their period starts; the report's filters do not \
+         narrow them.</p>\n",
     );
     if f.alerts_per_day.is_empty() {
         out.push_str("<p class=\"empty\">No alert in the period.</p>\n</section>\n");

@@ -104,9 +104,9 @@ pub fn columns(
         };
         let (x, width) = (left + gap, (right - left).saturating_sub(2 * gap).max(1));
         let sums = cumulative(&column.values);
-        for (k, colour) in colours.iter().enumerate() {
-            let top = bottom - pixels(sums[k + 1], PLOT_HEIGHT, max);
-            let base = bottom - pixels(sums[k], PLOT_HEIGHT, max);
+        for (colour, span) in colours.iter().zip(sums.windows(2)) {
+            let top = bottom - pixels(span[1], PLOT_HEIGHT, max);
+            let base = bottom - pixels(span[0], PLOT_HEIGHT, max);
             if base > top {
                 let _ = write!(
                     out,
@@ -142,9 +142,9 @@ pub fn share_bar(
     open(&mut out, id, SHARE_WIDTH, SHARE_HEIGHT, title, description);
     let sums = cumulative(values);
     let total = sums.last().copied().unwrap_or(0);
-    for (k, colour) in colours.iter().enumerate() {
-        let left = pixels(sums[k], SHARE_WIDTH, total);
-        let right = pixels(sums[k + 1], SHARE_WIDTH, total);
+    for (colour, span) in colours.iter().zip(sums.windows(2)) {
+        let left = pixels(span[0], SHARE_WIDTH, total);
+        let right = pixels(span[1], SHARE_WIDTH, total);
         if right > left {
             let _ = write!(
                 out,

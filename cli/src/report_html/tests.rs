@@ -7,10 +7,10 @@ use kore_ingest_core::alerts::{Alert, AlertKind};
 use kore_ingest_core::event::DataVolume;
 use kore_ingest_core::time::TimeRange;
 use kore_ingest_core::usage::{
-    Booking, BookingNames, Granularity, GroupBy, HourUsage, SessionSummary, UsageCell, UsageFilters,
+    Booking, BookingNames, HourUsage, SessionSummary, UsageCell, UsageFilters,
 };
 
-use super::model::{self, Heading, Scope, Source};
+use super::model::{self, Buckets, Dimension, Heading, Scope, Source};
 use super::render;
 
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/report.html");
@@ -99,8 +99,8 @@ fn cells() -> Vec<UsageCell> {
 fn scope() -> Scope {
     Scope {
         range: TimeRange::new(hour(3, 0), hour(5, 0)).unwrap(),
-        buckets: Some(Granularity::Hour),
-        group: GroupBy::Fleet,
+        buckets: Some(Buckets::Hour),
+        group: Dimension::Fleet,
         filters: UsageFilters::default(),
         top: 12,
         home_countries: vec!["DE".into()],
@@ -234,4 +234,49 @@ fn names_are_text_and_the_json_block_cannot_be_closed_early() {
     assert_eq!(page.matches("<script").count(), 1);
     assert_eq!(page.matches("</script>").count(), 1);
     assert!(page.contains("\\u003cscript\\u003ealert(1)\\u003c/script\\u003e"));
+}
+
+/// Session times come with milliseconds; the period's bounds are compared as times.
+#[test]
+fn gap_sessions_are_those_that_touch_the_period_by_time_not_text() {
+    let session = |sid: &str, start: Option<&str>, end: Option<&str>| SessionSummary {
+        sim_sid: "HS1".into(),
+        session_sid: sid.into(),
+        start_time: start.map(str::to_owned),
+        end_time: end.map(str::to_owned),
+        windows: DataVolume {
+            upload: 0,
+            download: 1,
+            total: 1,
+        },
+        windows_received: 1,
+        cumulative: Some(DataVolume {
+            upload: 0,
+            download: 2,
+            total: 2,
+        }),
+    };
+    let sessions = [
+        session(
+            "PIstarts-at-the-end",
+            Some("2024-11-05T00:00:00.000Z"),
+            None,
+        ),
+        session(
+            "PIends-just-inside",
+            Some("2024-11-02T23:00:00.000Z"),
+            Some("2024-11-03T00:00:00.500Z"),
+        ),
+        session(
+            "PIends-before",
+            Some("2024-11-02T22:00:00.000Z"),
+            Some("2024-11-02T23:59:59.999Z"),
+        ),
+        session("PIwithout-times", None, None),
+    ];
+    let shown: Vec<String> = model::gap_sessions(&scope(), &sessions)
+        .into_iter()
+        .map(|s| s.session_sid)
+        .collect();
+    assert_eq!(shown, ["PIwithout-times", "PIends-just-inside"]);
 }
