@@ -1129,12 +1129,17 @@ def check_report(tool: KoreUsage, path: Path, per_sim: dict[str, dict[str, int]]
     if written.returncode != 0:
         return False
     page = path.read_text(encoding="utf-8")
-    block = page.split('<script type="application/json" id="kore-usage-report">', 1)[1]
-    figures = json.loads(block.split("</script>", 1)[0])
+    marker = '<script type="application/json" id="kore-usage-report">'
+    if marker not in page:
+        out(f"(no figures block in {path})")
+        return False
+    figures = json.loads(page.split(marker, 1)[1].split("</script>", 1)[0])
     keys = ("data_upload", "data_download", "data_total", "usage_events")
     want = {k: sum(row[k] for row in per_sim.values()) for k in keys}
     got = {k: figures["total"][k] for k in keys}
     out(f"report written to {path} (open it in a browser; it runs no script and loads nothing)")
+    if got != want:
+        out(f"(the report's totals {got} are not the generator's {want})")
     out()
     return got == want
 
