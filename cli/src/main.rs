@@ -14,6 +14,7 @@ mod args;
 mod callbacks;
 mod close;
 mod compare;
+mod customers;
 mod evidence;
 mod failure;
 mod output;
@@ -57,6 +58,9 @@ Examples:
   kore-usage callbacks redrive --event-bus kore-ingest-callbacks
   kore-usage alerts apply rules.json
   kore-usage alerts list --start 2024-11-01T00:00:00Z --end 2024-12-01T00:00:00Z
+  kore-usage customers apply customers.csv
+  kore-usage zones apply zones.json
+  kore-usage usage --start 2024-11-01T00:00:00Z --end 2024-12-01T00:00:00Z --group customer
   kore-usage quarantine list
   kore-usage quarantine redrive
   kore-usage send --secret \"$KORE_SECRET\" --body batch.json https://xyz.lambda-url.eu-west-1.on.aws/events
@@ -111,6 +115,10 @@ enum LedgerCommand {
     Callbacks(callbacks::Command),
     #[command(subcommand)]
     Alerts(alerts::Command),
+    #[command(subcommand)]
+    Customers(customers::CustomersCommand),
+    #[command(subcommand)]
+    Zones(customers::ZonesCommand),
 }
 
 #[tokio::main]
@@ -153,6 +161,8 @@ async fn run(ledger: &UsageLedger, command: LedgerCommand) -> failure::Result<Ex
         LedgerCommand::Quarantine(command) => quarantine::run(ledger, command).await,
         LedgerCommand::Sims(command) => sims::run(ledger, command).await,
         LedgerCommand::Callbacks(command) => callbacks::run(ledger, command).await,
+        LedgerCommand::Customers(command) => customers::customers(ledger, command).await,
+        LedgerCommand::Zones(command) => customers::zones(ledger, command).await,
         LedgerCommand::Alerts(command) => alerts::run(ledger, command).await,
     }
 }

@@ -6,13 +6,15 @@ use std::process::ExitCode;
 use clap::ValueEnum;
 use kore_ingest_aws::ledger::UsageLedger;
 use kore_ingest_core::closes::snapshot_cells;
-use kore_ingest_core::time::z_time;
+use kore_ingest_core::time::{midnight, z_time};
 use kore_ingest_core::usage::{
-    Granularity, GroupBy, GroupValue, HourUsage, UsageFilters, UsageQuery, UsageRecord, aggregate,
+    Attribution, Granularity, GroupBy, GroupValue, HourUsage, QueryError, UsageFilters, UsageQuery,
+    UsageRecord, aggregate,
 };
 
 use crate::args::{RangeArgs, ReportFormat};
 use crate::close::closed;
+use crate::customers::{customers_in_force, zones_in_force};
 use crate::failure::{Failure, OrFail, Result};
 use crate::output::{Align, Table, counted, csv_field, json, print};
 
@@ -59,6 +61,12 @@ pub struct Args {
     /// Only usage in this country (ISO 3166 alpha-2, e.g. DE).
     #[arg(long = "iso-country", value_name = "CC")]
     pub iso_country: Option<String>,
+    /// Only usage of this customer at its hour (`kore-usage customers`; `-`: of no customer).
+    #[arg(long, value_name = "ID")]
+    pub customer: Option<String>,
+    /// Only usage in this roaming zone (`kore-usage zones`).
+    #[arg(long, value_name = "NAME")]
+    pub zone: Option<String>,
     /// Output format: a table with a total line, or the records as JSON or CSV.
     #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
     pub format: ReportFormat,
@@ -82,6 +90,8 @@ pub enum GroupArg {
     Fleet,
     Network,
     IsoCountry,
+    Customer,
+    Zone,
 }
 
 impl Args {
@@ -97,6 +107,8 @@ impl Args {
             GroupArg::Fleet => GroupBy::Fleet,
             GroupArg::Network => GroupBy::Network,
             GroupArg::IsoCountry => GroupBy::IsoCountry,
+            GroupArg::Customer => GroupBy::Customer,
+            GroupArg::Zone => GroupBy::Zone,
         });
         let filters = UsageFilters {
             account_sid: self.account.clone(),
@@ -104,6 +116,8 @@ impl Args {
             fleet_sid: self.fleet.clone(),
             network_sid: self.network.clone(),
             iso_country: self.iso_country.clone(),
+            customer_id: self.customer.clone(),
+            zone: self.zone.clone(),
         };
         UsageQuery::new(
             self.range.start,
@@ -117,11 +131,48 @@ impl Args {
 }
 
 pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
-    let query = args.query().map_err(Failure::Usage)?;
+    let mut query = args.query().map_err(Failure::Usage)?;
+    let by_customer = args.group == Some(GroupArg::Customer) || args.customer.is_some();
+    let by_zone = args.group == Some(GroupArg::Zone) || args.zone.is_some();
     let records = if args.closed {
+        if by_customer || by_zone {
+            return Err(Failure::Usage(
+                "--closed answers by the snapshot's bookings: customers and zones are for the live ledger".into(),
+            ));
+        }
         closed_records(ledger, &args, &query).await?
     } else {
-        ledger.rollups().usage(&query).await.or_fail(ledger)?
+        let customers = if by_customer {
+            customers_in_force(ledger).await?
+        } else {
+            None
+        };
+        let zones = if by_zone {
+            Some(
+                zones_in_force(ledger)
+                    .await?
+                    .ok_or_else(|| Failure::Failed(QueryError::NoZones.to_string()))?,
+            )
+        } else {
+            None
+        };
+        if let Some(customers) = &customers {
+            // A day a customer row starts or ends in is read hour by hour.
+            query.hourly_days = query
+                .days()
+                .into_iter()
+                .filter(|day| customers.changes_within(midnight(*day)))
+                .collect();
+        }
+        let attribution = Attribution {
+            customers: customers.as_ref(),
+            zones: zones.as_ref(),
+        };
+        ledger
+            .rollups()
+            .usage_attributed(&query, attribution)
+            .await
+            .or_fail(ledger)?
     };
     let text = match args.format {
         ReportFormat::Json => json(&records)?,
@@ -161,6 +212,8 @@ fn group_columns(group: Option<GroupArg>) -> &'static [&'static str] {
         Some(GroupArg::Fleet) => &["fleet_sid"],
         Some(GroupArg::Network) => &["network_sid", "network_name"],
         Some(GroupArg::IsoCountry) => &["iso_country"],
+        Some(GroupArg::Customer) => &["customer_id"],
+        Some(GroupArg::Zone) => &["zone"],
     }
 }
 
@@ -179,6 +232,8 @@ fn group_cells(record: &UsageRecord) -> Vec<String> {
             network_name,
         }) => vec![text(network_sid), text(network_name)],
         Some(GroupValue::IsoCountry { iso_country }) => vec![text(iso_country)],
+        Some(GroupValue::Customer { customer_id }) => vec![customer_id.clone()],
+        Some(GroupValue::Zone { zone }) => vec![zone.clone()],
     }
 }
 

@@ -32,7 +32,7 @@ use super::table::{Query, Sent, Table, TransactionRetries};
 
 /// A snapshot part holds at most this much canonical text before deflating (items hold
 /// 400 KB).
-const PART_TEXT_BYTES: usize = 300_000;
+pub(super) const PART_TEXT_BYTES: usize = 300_000;
 
 /// The cache of closes every function keeps: read again once it is older than the TTL.
 #[derive(Debug, Default)]
@@ -307,7 +307,7 @@ impl Closes {
 }
 
 /// The text cut after whole lines, each piece at most `limit` bytes (a longer line alone).
-fn split_lines(text: &str, limit: usize) -> Vec<&str> {
+pub(super) fn split_lines(text: &str, limit: usize) -> Vec<&str> {
     let mut pieces = Vec::new();
     let mut start = 0;
     let mut end = 0;

@@ -24,7 +24,9 @@
 //!   `<its key>`; a `per: total` rule's sums `ALERTSUM#<rule>#<period's first day>#<subject>`
 //!   / `#`, and the checkpoint of a `per: sim` rule's sum `ALERTSIM#<rule>#<first day>#<sim>`
 //!   / `#`; what was applied of a stream batch `ALERTBATCH#<its first record's eventID>` / `#`;
-//!   the SIMs a silence rule has seen `ALERTSEEN#<rule>#<shard>` / `<sim>`.
+//!   the SIMs a silence rule has seen `ALERTSEEN#<rule>#<shard>` / `<sim>`;
+//! - documents applied whole (`customers`, `zones`): the head `DOC#<name>` / `#` naming the
+//!   version in force, each version's text in parts `DOC#<name>#v<version>` / `PART#00000`...
 
 use chrono::NaiveDate;
 use kore_ingest_core::event::DedupeKey;
@@ -248,6 +250,16 @@ pub fn part_sk(index: usize) -> String {
 
 /// The rules in force, one item: what `kore-usage alerts apply` wrote last.
 pub const ALERT_RULES_PK: &str = "ALERTRULES";
+
+/// The head of a document applied whole: which version is in force.
+pub fn document_pk(name: &str) -> String {
+    format!("DOC#{name}")
+}
+
+/// The parts of one version of a document.
+pub fn document_version_pk(name: &str, version: u64) -> String {
+    format!("DOC#{name}#v{version:08}")
+}
 
 const ALERTS_PK_PREFIX: &str = "ALERTS#";
 

@@ -19,6 +19,7 @@ use super::alerts::Alerts;
 use super::callbacks::Callbacks;
 use super::closes::Closes;
 use super::config::LedgerConfig;
+use super::documents::Documents;
 use super::quarantine::QuarantineStore;
 use super::read::events::Events;
 use super::read::rollups::Rollups;
@@ -87,6 +88,11 @@ impl UsageLedger {
 
     pub fn callbacks(&self) -> Callbacks {
         Callbacks::new(self.table.clone())
+    }
+
+    /// The files applied whole: the customers mapping, the zones.
+    pub fn documents(&self) -> Documents {
+        Documents::new(self.table.clone())
     }
 
     /// Every SIM known in `range` (whole UTC days) and the days it was active.

@@ -14,7 +14,7 @@ mod sessions;
 pub use booking::{Booking, BookingNames, DayBooking, fold};
 pub use counts::{HourUsage, Overflow, checked_sum};
 pub use query::{
-    Granularity, GroupBy, GroupValue, Period, QueryError, UsageCell, UsageFilters, UsageQuery,
-    UsageRecord, aggregate, per_sim,
+    Attribution, Granularity, GroupBy, GroupValue, Period, QueryError, UsageCell, UsageFilters,
+    UsageQuery, UsageRecord, aggregate, aggregate_attributed, per_sim,
 };
 pub use sessions::{SessionSummary, sessions_of};

@@ -3,7 +3,7 @@
 //! by any of them. Pure: the ledger hands in the stored hour cells, [`aggregate`] filters,
 //! buckets and sums them (every sum checked).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -11,8 +11,10 @@ use serde::Serialize;
 
 use super::booking::{Booking, BookingNames};
 use super::counts::{HourUsage, Overflow};
+use crate::customers::{Customers, Holder, UNASSIGNED};
 use crate::event::DataVolume;
 use crate::time::{RangeError, TimeRange, is_whole_day, is_whole_hour, midnight, z_time};
+use crate::zones::Zones;
 
 /// A stored hour of one booking, as the ledger reads it back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +41,16 @@ pub enum GroupBy {
     Fleet,
     Network,
     IsoCountry,
+    /// The customer the usage belongs to at its hour ([`Attribution`]).
+    Customer,
+    /// The roaming zone of its network or country ([`Attribution`]).
+    Zone,
+}
+
+impl GroupBy {
+    fn needs_zones(self) -> bool {
+        self == GroupBy::Zone
+    }
 }
 
 /// Filters combine (AND); `None` matches everything.
@@ -49,9 +61,46 @@ pub struct UsageFilters {
     pub fleet_sid: Option<String>,
     pub network_sid: Option<String>,
     pub iso_country: Option<String>,
+    /// The customer at the usage's hour (`-`: usage no row assigns).
+    pub customer_id: Option<String>,
+    pub zone: Option<String>,
+}
+
+/// Who usage belongs to and which zone it is in: the customers mapping and the zones as
+/// applied, for the queries that group or filter by them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Attribution<'a> {
+    pub customers: Option<&'a Customers>,
+    pub zones: Option<&'a Zones>,
+}
+
+impl Attribution<'_> {
+    /// The customer of usage booked to `booking` in the hour starting `hour`; without a
+    /// mapping, nobody's ([`UNASSIGNED`]).
+    pub fn customer(&self, booking: &Booking, hour: DateTime<Utc>) -> &str {
+        let holder = Holder {
+            sim_sid: &booking.sim_sid,
+            fleet_sid: booking.fleet_sid.as_deref(),
+            account_sid: booking.account_sid.as_deref(),
+        };
+        self.customers
+            .map_or(UNASSIGNED, |c| c.customer_at(&holder, hour))
+    }
+
+    /// The zone of usage booked to `booking`; `None` without zones.
+    pub fn zone(&self, booking: &Booking) -> Option<&str> {
+        self.zones.map(|z| {
+            z.zone_of(
+                booking.network_sid.as_deref(),
+                booking.iso_country.as_deref(),
+            )
+        })
+    }
 }
 
 impl UsageFilters {
+    /// Whether usage booked to `booking` passes the filters on what the booking names (the
+    /// customer and zone filters are checked with the [`Attribution`]).
     pub fn matches(&self, booking: &Booking) -> bool {
         let is = |wanted: &Option<String>, value: Option<&str>| {
             wanted.as_deref().is_none_or(|wanted| value == Some(wanted))
@@ -77,6 +126,8 @@ pub enum QueryError {
     NotWholeDay { which: &'static str },
     #[error(transparent)]
     Overflow(#[from] Overflow),
+    #[error("no zones are applied: run `kore-usage zones apply FILE.json` first")]
+    NoZones,
 }
 
 /// A validated query: a range on whole hours (whole days for `Day`), a granularity, a grouping
@@ -87,6 +138,9 @@ pub struct UsageQuery {
     pub granularity: Granularity,
     pub group: Option<GroupBy>,
     pub filters: UsageFilters,
+    /// Days read hour by hour even where a day total would answer: the days a customer row
+    /// starts or ends within, so each hour's usage goes to the customer of that hour.
+    pub hourly_days: BTreeSet<NaiveDate>,
 }
 
 impl UsageQuery {
@@ -111,6 +165,7 @@ impl UsageQuery {
             granularity,
             group,
             filters,
+            hourly_days: BTreeSet::new(),
         })
     }
 
@@ -134,7 +189,9 @@ impl UsageQuery {
     /// Whether a whole day's totals answer for `day` (buckets of a day or more, and the day
     /// wholly inside the range); otherwise its hours are read one by one.
     pub fn reads_whole_day(&self, day: NaiveDate) -> bool {
-        self.granularity != Granularity::Hour && self.range.covers_day(day)
+        self.granularity != Granularity::Hour
+            && self.range.covers_day(day)
+            && !self.hourly_days.contains(&day)
     }
 
     /// The bucket an hour falls in.
@@ -201,6 +258,12 @@ pub enum GroupValue {
     IsoCountry {
         iso_country: Option<String>,
     },
+    Customer {
+        customer_id: String,
+    },
+    Zone {
+        zone: String,
+    },
 }
 
 impl GroupValue {
@@ -211,6 +274,8 @@ impl GroupValue {
             GroupValue::Fleet { fleet_sid } => fleet_sid.as_deref(),
             GroupValue::Network { network_sid, .. } => network_sid.as_deref(),
             GroupValue::IsoCountry { iso_country } => iso_country.as_deref(),
+            GroupValue::Customer { customer_id } => Some(customer_id),
+            GroupValue::Zone { zone } => Some(zone),
         }
     }
 }
@@ -259,12 +324,36 @@ pub fn aggregate(
     query: &UsageQuery,
     cells: impl IntoIterator<Item = UsageCell>,
 ) -> Result<Vec<UsageRecord>, QueryError> {
+    aggregate_attributed(query, cells, Attribution::default())
+}
+
+/// [`aggregate`], with the customers and zones that group and filter by them.
+pub fn aggregate_attributed(
+    query: &UsageQuery,
+    cells: impl IntoIterator<Item = UsageCell>,
+    attribution: Attribution,
+) -> Result<Vec<UsageRecord>, QueryError> {
+    let wants_zone = query.group.is_some_and(GroupBy::needs_zones) || query.filters.zone.is_some();
+    if wants_zone && attribution.zones.is_none() {
+        return Err(QueryError::NoZones);
+    }
     let mut records: BTreeMap<RecordKey, RecordSum> = BTreeMap::new();
     for cell in cells {
         if !query.range.contains(cell.hour) || !query.filters.matches(&cell.booking) {
             continue;
         }
-        let group = query.group.map(|group| group_value(group, &cell));
+        let customer = attribution.customer(&cell.booking, cell.hour);
+        let zone = attribution.zone(&cell.booking);
+        let wanted = |filter: &Option<String>, value: Option<&str>| {
+            filter.as_deref().is_none_or(|f| value == Some(f))
+        };
+        if !wanted(&query.filters.customer_id, Some(customer)) || !wanted(&query.filters.zone, zone)
+        {
+            continue;
+        }
+        let group = query
+            .group
+            .map(|group| group_value(group, &cell, customer, zone));
         let key = (
             query.bucket(cell.hour),
             cell.booking.account_sid.clone(),
@@ -308,11 +397,13 @@ fn subject(group: Option<GroupBy>, (_, account, value): &RecordKey) -> String {
         Some(GroupBy::Fleet) => format!("fleet {value}"),
         Some(GroupBy::Network) => format!("network {value}"),
         Some(GroupBy::IsoCountry) => format!("country {value}"),
+        Some(GroupBy::Customer) => format!("customer {value}"),
+        Some(GroupBy::Zone) => format!("zone {value}"),
         None => format!("account {}", account.as_deref().unwrap_or("(unknown)")),
     }
 }
 
-fn group_value(group: GroupBy, cell: &UsageCell) -> GroupValue {
+fn group_value(group: GroupBy, cell: &UsageCell, customer: &str, zone: Option<&str>) -> GroupValue {
     let (booking, names) = (&cell.booking, &cell.names);
     match group {
         GroupBy::Sim => GroupValue::Sim {
@@ -329,6 +420,13 @@ fn group_value(group: GroupBy, cell: &UsageCell) -> GroupValue {
         },
         GroupBy::IsoCountry => GroupValue::IsoCountry {
             iso_country: booking.iso_country.clone(),
+        },
+        GroupBy::Customer => GroupValue::Customer {
+            customer_id: customer.to_owned(),
+        },
+        // `aggregate_attributed` refuses a zone query without zones.
+        GroupBy::Zone => GroupValue::Zone {
+            zone: zone.unwrap_or_default().to_owned(),
         },
     }
 }

@@ -156,22 +156,32 @@ pub fn close_of(item: &Item) -> Result<Close, LedgerError> {
 
 /// One part of a snapshot's canonical text.
 pub fn snapshot_part_item(close_id: &str, index: usize, text: &str) -> Item {
-    let mut item = key(keys::close_pk(close_id), keys::part_sk(index));
+    text_part_item(keys::close_pk(close_id), index, text)
+}
+
+/// The text of a snapshot part.
+pub fn snapshot_part_text(close_id: &str, item: &Item) -> Result<String, LedgerError> {
+    text_part_text(&keys::close_pk(close_id), item)
+}
+
+/// One part of a long text (a snapshot, a document), deflated, under `pk`.
+pub fn text_part_item(pk: String, index: usize, text: &str) -> Item {
+    let mut item = key(pk, keys::part_sk(index));
     let deflated = miniz_oxide::deflate::compress_to_vec(text.as_bytes(), 6);
     item.insert("z".into(), AttributeValue::B(Blob::new(deflated)));
     item
 }
 
-/// The text of a snapshot part.
-pub fn snapshot_part_text(close_id: &str, item: &Item) -> Result<String, LedgerError> {
+/// The text of a part [`text_part_item`] wrote under `pk`.
+pub fn text_part_text(pk: &str, item: &Item) -> Result<String, LedgerError> {
     let corrupt = |reason: &str| LedgerError::CorruptItem {
-        pk: keys::close_pk(close_id),
+        pk: pk.to_owned(),
         reason: reason.to_owned(),
     };
-    let deflated = bytes_attr(item, "z").ok_or_else(|| corrupt("a snapshot part without data"))?;
+    let deflated = bytes_attr(item, "z").ok_or_else(|| corrupt("a text part without data"))?;
     let raw = miniz_oxide::inflate::decompress_to_vec_with_limit(deflated, MAX_PART_TEXT)
-        .map_err(|_| corrupt("a snapshot part does not inflate"))?;
-    String::from_utf8(raw).map_err(|_| corrupt("a snapshot part is not UTF-8"))
+        .map_err(|_| corrupt("a text part does not inflate"))?;
+    String::from_utf8(raw).map_err(|_| corrupt("a text part is not UTF-8"))
 }
 
 /// The adjustment a late event's transaction writes.

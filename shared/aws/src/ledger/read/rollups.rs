@@ -8,8 +8,8 @@ use futures::StreamExt;
 use kore_ingest_core::port::LedgerError;
 use kore_ingest_core::time::TimeRange;
 use kore_ingest_core::usage::{
-    Granularity, GroupBy, HourUsage, QueryError, UsageCell, UsageFilters, UsageQuery, UsageRecord,
-    aggregate, per_sim,
+    Attribution, Granularity, GroupBy, HourUsage, QueryError, UsageCell, UsageFilters, UsageQuery,
+    UsageRecord, aggregate_attributed, per_sim,
 };
 
 use crate::ledger::items::rollup::{
@@ -77,8 +77,17 @@ impl Rollups {
 
     /// Usage records as UsageRecords answers them: see `kore_ingest_core::usage`.
     pub async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRecord>, LedgerError> {
+        self.usage_attributed(query, Attribution::default()).await
+    }
+
+    /// [`Rollups::usage`], grouped or filtered by customer and zone too.
+    pub async fn usage_attributed(
+        &self,
+        query: &UsageQuery,
+        attribution: Attribution<'_>,
+    ) -> Result<Vec<UsageRecord>, LedgerError> {
         let cells = self.cells(query, CellNames::OfTheGroup).await?;
-        aggregate(query, cells).map_err(|e| match e {
+        aggregate_attributed(query, cells, attribution).map_err(|e| match e {
             QueryError::Overflow(overflow) => overflow.into(),
             other => LedgerError::Invalid(other.to_string()),
         })
