@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::ValueEnum;
 use kore_ingest_aws::ledger::UsageLedger;
 use kore_ingest_core::closes::snapshot_cells;
-use kore_ingest_core::time::{midnight, z_time};
+use kore_ingest_core::time::z_time;
 use kore_ingest_core::usage::{
     Attribution, Granularity, GroupBy, GroupValue, HourUsage, QueryError, UsageFilters, UsageQuery,
     UsageRecord, aggregate,
@@ -158,11 +158,7 @@ pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
         };
         if let Some(customers) = &customers {
             // A day a customer row starts or ends in is read hour by hour.
-            query.hourly_days = query
-                .days()
-                .into_iter()
-                .filter(|day| customers.changes_within(midnight(*day)))
-                .collect();
+            query.hourly_days = customers.changing_days(&query.days());
         }
         let attribution = Attribution {
             customers: customers.as_ref(),

@@ -276,6 +276,47 @@ async fn usage_by_customer_and_zone_equals_an_independent_attribution() {
         1,
         "usage no row assigns is customer -, never dropped"
     );
+
+    // The HTML report's customer and zone groupings say the same.
+    for (group, expected) in [
+        ("customer", expected_by(&events, customer)),
+        ("zone", expected_by(&events, zone)),
+    ] {
+        let page = dir.path().join(format!("{group}.html"));
+        let out = page.to_str().unwrap();
+        ok(
+            &ledger,
+            &[
+                "report-html",
+                "--start",
+                START,
+                "--end",
+                END,
+                "--group",
+                group,
+                "--out",
+                out,
+            ],
+        );
+        let page = std::fs::read_to_string(&page).unwrap();
+        let open = "<script type=\"application/json\" id=\"kore-usage-report\">";
+        let block = &page[page.find(open).unwrap() + open.len()..];
+        let figures: Value =
+            serde_json::from_str(&block[..block.find("</script>").unwrap()]).unwrap();
+        let reported: BTreeMap<String, (u64, u64)> = figures["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                let sum = (
+                    g["data_total"].as_u64().unwrap(),
+                    g["usage_events"].as_u64().unwrap(),
+                );
+                (g["value"].as_str().unwrap().to_owned(), sum)
+            })
+            .collect();
+        assert_eq!(reported, expected, "report-html --group {group}");
+    }
 }
 
 #[tokio::test]

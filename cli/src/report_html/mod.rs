@@ -16,10 +16,11 @@ use clap::ValueEnum;
 use kore_ingest_aws::ledger::{CellNames, UsageLedger};
 use kore_ingest_core::closes::snapshot_cells;
 use kore_ingest_core::time::{TimeRange, z_time};
-use kore_ingest_core::usage::{Granularity, UsageFilters, UsageQuery};
+use kore_ingest_core::usage::{Granularity, QueryError, UsageFilters, UsageQuery};
 
 use crate::args::RangeArgs;
 use crate::close::closed;
+use crate::customers::{customers_in_force, zones_in_force};
 use crate::failure::{Failure, OrFail, Result};
 use crate::output::print;
 use model::{Buckets, Dimension, Heading, Scope, Source};
@@ -83,6 +84,8 @@ pub enum ReportGroup {
     Fleet,
     Network,
     IsoCountry,
+    Customer,
+    Zone,
 }
 
 impl Args {
@@ -117,6 +120,8 @@ impl Args {
                 ReportGroup::Fleet => Dimension::Fleet,
                 ReportGroup::Network => Dimension::Network,
                 ReportGroup::IsoCountry => Dimension::IsoCountry,
+                ReportGroup::Customer => Dimension::Customer,
+                ReportGroup::Zone => Dimension::Zone,
             },
             filters: UsageFilters {
                 account_sid: self.account.clone(),
@@ -126,6 +131,8 @@ impl Args {
             },
             top: usize::from(self.top),
             home_countries,
+            customers: None,
+            zones: None,
         })
     }
 }
@@ -149,8 +156,24 @@ fn generated_at() -> Result<String> {
 }
 
 pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
-    let scope = args.scope()?;
+    let mut scope = args.scope()?;
     let generated_at = generated_at()?;
+    match scope.group {
+        Dimension::Customer | Dimension::Zone if args.closed => {
+            return Err(Failure::Usage(
+                "--closed reports the snapshot's bookings: group customers and zones live".into(),
+            ));
+        }
+        Dimension::Customer => scope.customers = customers_in_force(ledger).await?,
+        Dimension::Zone => {
+            scope.zones = Some(
+                zones_in_force(ledger)
+                    .await?
+                    .ok_or_else(|| Failure::Failed(QueryError::NoZones.to_string()))?,
+            );
+        }
+        _ => {}
+    }
     let (cells, source) = if args.closed {
         let close = closed(ledger, args.account.as_deref(), scope.range).await?;
         let lines = ledger.closes().snapshot(&close).await.or_fail(ledger)?;
@@ -165,7 +188,7 @@ pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
         (snapshot_cells(&close, &lines), source)
     } else {
         let granularity = scope.buckets.map_or(Granularity::All, Buckets::granularity);
-        let query = UsageQuery::new(
+        let mut query = UsageQuery::new(
             scope.range.start(),
             scope.range.end(),
             granularity,
@@ -173,6 +196,9 @@ pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
             scope.filters.clone(),
         )
         .map_err(|e| Failure::Usage(e.to_string()))?;
+        if let Some(customers) = &scope.customers {
+            query.hourly_days = customers.changing_days(&query.days());
+        }
         let cells = ledger
             .rollups()
             .cells(&query, CellNames::All)

@@ -1,16 +1,18 @@
 //! The report's figures, from the stored cells: every figure is a `usage` query's answer
-//! ([`aggregate`] over the same cells, with the report's filters), summed across accounts
+//! ([`aggregate_attributed`] over the same cells, with the report's filters), summed across accounts
 //! where a view shows one line per value. Pure: no DynamoDB, no clock, no HTML.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
 use kore_ingest_core::alerts::{Alert, AlertKind};
+use kore_ingest_core::customers::Customers;
 use kore_ingest_core::time::{TimeRange, z_time};
 use kore_ingest_core::usage::{
-    Granularity, GroupBy, GroupValue, HourUsage, Overflow, QueryError, SessionSummary, UsageCell,
-    UsageFilters, UsageQuery, UsageRecord, per_sim,
+    Attribution, Granularity, GroupBy, GroupValue, HourUsage, Overflow, QueryError, SessionSummary,
+    UsageCell, UsageFilters, UsageQuery, UsageRecord, aggregate_attributed, per_sim,
 };
+use kore_ingest_core::zones::Zones;
 use serde::Serialize;
 
 /// The dimension the page splits usage by; serialized as the JSON block names it.
@@ -20,6 +22,8 @@ pub enum Dimension {
     Fleet,
     Network,
     IsoCountry,
+    Customer,
+    Zone,
 }
 
 impl Dimension {
@@ -28,6 +32,8 @@ impl Dimension {
             Dimension::Fleet => GroupBy::Fleet,
             Dimension::Network => GroupBy::Network,
             Dimension::IsoCountry => GroupBy::IsoCountry,
+            Dimension::Customer => GroupBy::Customer,
+            Dimension::Zone => GroupBy::Zone,
         }
     }
 
@@ -37,6 +43,8 @@ impl Dimension {
             Dimension::Fleet => "fleet",
             Dimension::Network => "network",
             Dimension::IsoCountry => "country",
+            Dimension::Customer => "customer",
+            Dimension::Zone => "zone",
         }
     }
 
@@ -46,6 +54,8 @@ impl Dimension {
             Dimension::Fleet => "(no fleet)",
             Dimension::Network => "(no network)",
             Dimension::IsoCountry => "(unknown country)",
+            // Usage no row assigns is customer `-`; every usage has a zone.
+            Dimension::Customer | Dimension::Zone => "-",
         }
     }
 }
@@ -94,6 +104,9 @@ pub struct Scope {
     pub top: usize,
     /// Upper case ISO codes; empty: no roaming view.
     pub home_countries: Vec<String>,
+    /// The customers and zones in force, for the customer and zone groupings.
+    pub customers: Option<Customers>,
+    pub zones: Option<Zones>,
 }
 
 /// Where the figures come from, as the header states it.
@@ -253,7 +266,11 @@ impl Scope {
         group: Option<GroupBy>,
     ) -> Result<Vec<UsageRecord>, QueryError> {
         let query = self.query(granularity, group, self.filters.clone())?;
-        kore_ingest_core::usage::aggregate(&query, cells.iter().cloned())
+        let attribution = Attribution {
+            customers: self.customers.as_ref(),
+            zones: self.zones.as_ref(),
+        };
+        aggregate_attributed(&query, cells.iter().cloned(), attribution)
     }
 }
 

@@ -104,6 +104,8 @@ fn scope() -> Scope {
         filters: UsageFilters::default(),
         top: 12,
         home_countries: vec!["DE".into()],
+        customers: None,
+        zones: None,
     }
 }
 

@@ -9,10 +9,10 @@
 //! globex,HS4567...,,,,2024-11-15T00:00:00Z,2024-12-01T00:00:00Z
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 
 /// The header, exactly: other tools write this file.
 pub const HEADER: [&str; 7] = [
@@ -222,9 +222,16 @@ impl Customers {
             .map_or(UNASSIGNED, |a| a.customer_id.as_str())
     }
 
-    /// Whether some row starts or ends strictly inside the UTC day starting `midnight`: then
-    /// that day's usage is attributed hour by hour, else the whole day has one customer per
-    /// booking.
+    /// The days of `days` whose usage must be attributed hour by hour: those a row starts or
+    /// ends within (on every other day each booking has one customer all day).
+    pub fn changing_days(&self, days: &[NaiveDate]) -> BTreeSet<NaiveDate> {
+        days.iter()
+            .copied()
+            .filter(|day| self.changes_within(crate::time::midnight(*day)))
+            .collect()
+    }
+
+    /// Whether some row starts or ends strictly inside the UTC day starting `midnight`.
     pub fn changes_within(&self, midnight: DateTime<Utc>) -> bool {
         let next = midnight + chrono::Duration::days(1);
         let inside = |at: DateTime<Utc>| midnight < at && at < next;
