@@ -1,11 +1,12 @@
-//! `kore-usage customers` and `kore-usage zones`: the files that say whose usage it is and
-//! which roaming zone it is in, applied whole (a bad file is refused whole, naming the line
-//! or field and the reason), and read back for the queries that group by them.
+//! `kore-usage customers`, `zones` and `plans`: the files that say whose usage it is, which
+//! roaming zone it is in and what it costs, applied whole (a bad file is refused whole,
+//! naming the line or field and the reason), and read back for the queries that use them.
 
 use std::process::ExitCode;
 
 use kore_ingest_aws::ledger::UsageLedger;
 use kore_ingest_core::customers::{Customers, Subject};
+use kore_ingest_core::plans::{AllowanceScope, Plans, RoundingScope};
 use kore_ingest_core::time::z_time;
 use kore_ingest_core::zones::Zones;
 use serde::Serialize;
@@ -17,6 +18,7 @@ use crate::output::{Align, Table, counted, json, print};
 /// The names the two files are kept under in the ledger.
 const CUSTOMERS: &str = "customers";
 const ZONES: &str = "zones";
+const PLANS: &str = "plans";
 
 const CUSTOMERS_EXAMPLES: &str = "\
 Examples:
@@ -62,6 +64,30 @@ pub enum ZonesCommand {
     /// Replace the zones with those of a JSON file.
     Apply(FileArgs),
     /// The zones in force.
+    List(ListArgs),
+}
+
+const PLANS_EXAMPLES: &str = "\
+Examples:
+  kore-usage plans apply plans.json
+  kore-usage plans list --format json
+
+The file (docs/REFERENCE.md, section `plans`, has the whole contract):
+  {\"plans\": [{\"id\": \"iot-eu\", \"currency\": \"EUR\", \"unit\": \"MB\",
+               \"rounding\": {\"increment\": \"1\", \"scope\": \"sim\"},
+               \"prices\": {\"EU\": \"0.02\", \"ROW\": \"0.50\"},
+               \"allowance\": {\"bytes\": 500000000, \"per\": \"customer\"},
+               \"sim_fee\": \"1.00\"}]}
+Prices are decimals in strings, never floats; quantities are rounded up. Applying a file
+replaces the plans.";
+
+/// What usage costs: the plans customers rows name.
+#[derive(Debug, clap::Subcommand)]
+#[command(after_help = PLANS_EXAMPLES)]
+pub enum PlansCommand {
+    /// Replace the plans with those of a JSON file.
+    Apply(FileArgs),
+    /// The plans in force.
     List(ListArgs),
 }
 
@@ -242,4 +268,85 @@ pub async fn zones(ledger: &UsageLedger, command: ZonesCommand) -> Result<ExitCo
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The plans in force; `None` if none were applied.
+pub async fn plans_in_force(ledger: &UsageLedger) -> Result<Option<Plans>> {
+    let Some(document) = ledger.documents().get(PLANS).await.or_fail(ledger)? else {
+        return Ok(None);
+    };
+    Plans::parse_json(&document.text)
+        .map(Some)
+        .map_err(|e| Failure::Failed(format!("the plans in the ledger are unreadable: {e}")))
+}
+
+pub async fn plans(ledger: &UsageLedger, command: PlansCommand) -> Result<ExitCode> {
+    match command {
+        PlansCommand::Apply(args) => {
+            let name = args.file.display();
+            let plans = Plans::parse_json(&read(&args.file)?).map_err(|e| {
+                Failure::Failed(format!("{name} is refused, the plans are unchanged: {e}"))
+            })?;
+            put(ledger, PLANS, &plans.to_json().to_string()).await?;
+            print(&format!(
+                "{} applied from {name}\n",
+                counted(plans.ids().len(), "plan", "plans")
+            ))?;
+        }
+        PlansCommand::List(args) => {
+            let text = match (plans_in_force(ledger).await?, args.format) {
+                (None, ReportFormat::Table) => "No plans applied.\n".to_owned(),
+                (None, _) => json(&serde_json::json!({ "plans": [] }))?,
+                (Some(plans), ReportFormat::Table) => plans_table(&plans),
+                (Some(plans), _) => json(plans.to_json())?,
+            };
+            print(&text)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn plans_table(plans: &Plans) -> String {
+    let mut table = Table::new(&[
+        ("PLAN", Align::Left),
+        ("CURRENCY", Align::Left),
+        ("UNIT", Align::Left),
+        ("ROUNDING", Align::Left),
+        ("PRICES", Align::Left),
+        ("ALLOWANCE", Align::Left),
+        ("SIM FEE", Align::Right),
+    ]);
+    for id in plans.ids() {
+        let Some(plan) = plans.get(id) else { continue };
+        let prices = plan
+            .prices
+            .iter()
+            .map(|(zone, price)| format!("{zone} {price}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rounding = match plan.rounding {
+            RoundingScope::Line => format!("up to {} per line", plan.increment),
+            RoundingScope::Sim => format!("up to {} per SIM", plan.increment),
+        };
+        let allowance = match plan.allowance {
+            None => "-".to_owned(),
+            Some((bytes, AllowanceScope::Sim)) => format!("{bytes} B per SIM"),
+            Some((bytes, AllowanceScope::Customer)) => format!("{bytes} B per SIM, pooled"),
+        };
+        table.row(vec![
+            crate::output::one_line(id),
+            plan.currency.clone(),
+            plan.unit.name().into(),
+            rounding,
+            if prices.is_empty() {
+                "-".into()
+            } else {
+                crate::output::one_line(&prices)
+            },
+            allowance,
+            plan.sim_fee
+                .map_or_else(|| "-".into(), |fee| fee.to_string()),
+        ]);
+    }
+    table.render()
 }

@@ -60,6 +60,7 @@ Examples:
   kore-usage alerts list --start 2024-11-01T00:00:00Z --end 2024-12-01T00:00:00Z
   kore-usage customers apply customers.csv
   kore-usage zones apply zones.json
+  kore-usage plans apply plans.json
   kore-usage usage --start 2024-11-01T00:00:00Z --end 2024-12-01T00:00:00Z --group customer
   kore-usage quarantine list
   kore-usage quarantine redrive
@@ -119,6 +120,8 @@ enum LedgerCommand {
     Customers(customers::CustomersCommand),
     #[command(subcommand)]
     Zones(customers::ZonesCommand),
+    #[command(subcommand)]
+    Plans(customers::PlansCommand),
 }
 
 #[tokio::main]
@@ -163,6 +166,7 @@ async fn run(ledger: &UsageLedger, command: LedgerCommand) -> failure::Result<Ex
         LedgerCommand::Callbacks(command) => callbacks::run(ledger, command).await,
         LedgerCommand::Customers(command) => customers::customers(ledger, command).await,
         LedgerCommand::Zones(command) => customers::zones(ledger, command).await,
+        LedgerCommand::Plans(command) => customers::plans(ledger, command).await,
         LedgerCommand::Alerts(command) => alerts::run(ledger, command).await,
     }
 }

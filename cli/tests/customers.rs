@@ -366,4 +366,23 @@ async fn bad_files_are_refused_whole_naming_the_place_and_change_nothing() {
         run.stderr
     );
     assert!(ok(&ledger, &["zones", "list"]).contains("No zones applied"));
+
+    // Plans: applied and read back as given; a float price is refused, naming it.
+    let plans = dir.path().join("plans.json");
+    let file = r#"{"plans": [{"id": "plan-a", "currency": "EUR", "unit": "MB",
+        "rounding": {"increment": "1", "scope": "sim"}, "prices": {"EU": "0.02", "ROW": "0.50"},
+        "allowance": {"bytes": 500000000, "per": "customer"}, "sim_fee": "1.00"}]}"#;
+    std::fs::write(&plans, file).unwrap();
+    assert!(ok(&ledger, &["plans", "apply", plans.to_str().unwrap()]).contains("1 plan applied"));
+    let listed: Value =
+        serde_json::from_str(&ok(&ledger, &["plans", "list", "--format", "json"])).unwrap();
+    assert_eq!(listed, serde_json::from_str::<Value>(file).unwrap());
+    std::fs::write(&plans, file.replace(r#""EU": "0.02""#, r#""EU": 0.02"#)).unwrap();
+    let run = kore_usage(&ledger, &["plans", "apply", plans.to_str().unwrap()]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("plans[0].prices.EU"), "{}", run.stderr);
+    assert!(
+        ok(&ledger, &["plans", "list"]).contains("plan-a"),
+        "unchanged"
+    );
 }

@@ -40,6 +40,7 @@ pub mod excerpt;
 pub mod forward;
 pub mod metrics;
 pub mod pack;
+pub mod plans;
 pub mod port;
 pub mod quarantine;
 pub mod retry;
