@@ -5,9 +5,10 @@
 use std::process::ExitCode;
 
 use kore_ingest_aws::ledger::UsageLedger;
-use kore_ingest_core::customers::{Customers, Subject};
+use kore_ingest_core::customers::Customers;
 use kore_ingest_core::plans::{AllowanceScope, Plans, RoundingScope};
 use kore_ingest_core::time::z_time;
+use kore_ingest_core::usage::{QueryError, UsageQuery};
 use kore_ingest_core::zones::Zones;
 use serde::Serialize;
 
@@ -15,7 +16,7 @@ use crate::args::ReportFormat;
 use crate::failure::{Failure, OrFail, Result};
 use crate::output::{Align, Table, counted, json, print};
 
-/// The names the two files are kept under in the ledger.
+/// The names the three files are kept under in the ledger.
 const CUSTOMERS: &str = "customers";
 const ZONES: &str = "zones";
 const PLANS: &str = "plans";
@@ -99,7 +100,7 @@ pub struct FileArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
-    /// Output format (`csv` and `json` are files `apply` takes back).
+    /// Output format (`json`, and for customers `csv`, print a file `apply` takes back).
     #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
     pub format: ReportFormat,
 }
@@ -114,6 +115,42 @@ pub async fn customers_in_force(ledger: &UsageLedger) -> Result<Option<Customers
             "the customers mapping in the ledger is unreadable: {e}"
         ))
     })
+}
+
+/// The customers and zones a query groups or filters by.
+#[derive(Debug, Default)]
+pub struct Attributes {
+    pub customers: Option<Customers>,
+    pub zones: Option<Zones>,
+}
+
+/// Reads what a query needs of the customers (`customers`: it groups or filters by them)
+/// and the zones (which must have been applied), and sets on `query` the days to read hour
+/// by hour: those a customer row starts or ends in, so each hour goes to its own customer.
+pub async fn attributes_for(
+    ledger: &UsageLedger,
+    query: &mut UsageQuery,
+    customers: bool,
+    zones: bool,
+) -> Result<Attributes> {
+    let customers = if customers {
+        customers_in_force(ledger).await?
+    } else {
+        None
+    };
+    if let Some(customers) = &customers {
+        query.hourly_days = customers.changing_days(&query.days());
+    }
+    let zones = if zones {
+        Some(
+            zones_in_force(ledger)
+                .await?
+                .ok_or_else(|| Failure::Failed(QueryError::NoZones.to_string()))?,
+        )
+    } else {
+        None
+    };
+    Ok(Attributes { customers, zones })
 }
 
 /// The zones in force; `None` if none were applied.
@@ -149,7 +186,10 @@ pub async fn customers(ledger: &UsageLedger, command: CustomersCommand) -> Resul
             let customers = Customers::parse_csv(&read(&args.file)?).map_err(|e| {
                 Failure::Failed(format!("{name} is refused, the mapping is unchanged: {e}"))
             })?;
-            put(ledger, CUSTOMERS, &customers.to_csv()).await?;
+            let text = customers
+                .to_csv()
+                .map_err(|e| Failure::Failed(e.to_string()))?;
+            put(ledger, CUSTOMERS, &text).await?;
             print(&format!(
                 "{} applied from {name}\n",
                 counted(customers.assignments().len(), "row", "rows")
@@ -180,11 +220,7 @@ fn customers_text(customers: &Customers, format: ReportFormat) -> Result<String>
         .assignments()
         .into_iter()
         .map(|a| {
-            let (sim_sid, fleet_sid, account_sid) = match &a.subject {
-                Subject::Sim(sid) => (Some(sid.as_str()), None, None),
-                Subject::Fleet(sid) => (None, Some(sid.as_str()), None),
-                Subject::Account(sid) => (None, None, Some(sid.as_str())),
-            };
+            let (sim_sid, fleet_sid, account_sid) = a.subject.columns();
             Row {
                 customer_id: &a.customer_id,
                 sim_sid,
@@ -198,7 +234,9 @@ fn customers_text(customers: &Customers, format: ReportFormat) -> Result<String>
         .collect();
     Ok(match format {
         ReportFormat::Json => json(&rows)?,
-        ReportFormat::Csv => customers.to_csv(),
+        ReportFormat::Csv => customers
+            .to_csv()
+            .map_err(|e| Failure::Failed(e.to_string()))?,
         ReportFormat::Table if rows.is_empty() => "No customers mapping applied.\n".into(),
         ReportFormat::Table => {
             let mut table = Table::new(&[

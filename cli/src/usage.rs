@@ -8,13 +8,13 @@ use kore_ingest_aws::ledger::UsageLedger;
 use kore_ingest_core::closes::snapshot_cells;
 use kore_ingest_core::time::z_time;
 use kore_ingest_core::usage::{
-    Attribution, Granularity, GroupBy, GroupValue, HourUsage, QueryError, UsageFilters, UsageQuery,
+    Attribution, Granularity, GroupBy, GroupValue, HourUsage, UsageFilters, UsageQuery,
     UsageRecord, aggregate,
 };
 
 use crate::args::{RangeArgs, ReportFormat};
 use crate::close::closed;
-use crate::customers::{customers_in_force, zones_in_force};
+use crate::customers::attributes_for;
 use crate::failure::{Failure, OrFail, Result};
 use crate::output::{Align, Table, counted, csv_field, json, print};
 
@@ -142,27 +142,10 @@ pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
         }
         closed_records(ledger, &args, &query).await?
     } else {
-        let customers = if by_customer {
-            customers_in_force(ledger).await?
-        } else {
-            None
-        };
-        let zones = if by_zone {
-            Some(
-                zones_in_force(ledger)
-                    .await?
-                    .ok_or_else(|| Failure::Failed(QueryError::NoZones.to_string()))?,
-            )
-        } else {
-            None
-        };
-        if let Some(customers) = &customers {
-            // A day a customer row starts or ends in is read hour by hour.
-            query.hourly_days = customers.changing_days(&query.days());
-        }
+        let attributes = attributes_for(ledger, &mut query, by_customer, by_zone).await?;
         let attribution = Attribution {
-            customers: customers.as_ref(),
-            zones: zones.as_ref(),
+            customers: attributes.customers.as_ref(),
+            zones: attributes.zones.as_ref(),
         };
         ledger
             .rollups()

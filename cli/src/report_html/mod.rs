@@ -16,11 +16,11 @@ use clap::ValueEnum;
 use kore_ingest_aws::ledger::{CellNames, UsageLedger};
 use kore_ingest_core::closes::snapshot_cells;
 use kore_ingest_core::time::{TimeRange, z_time};
-use kore_ingest_core::usage::{Granularity, QueryError, UsageFilters, UsageQuery};
+use kore_ingest_core::usage::{Granularity, UsageFilters, UsageQuery};
 
 use crate::args::RangeArgs;
 use crate::close::closed;
-use crate::customers::{customers_in_force, zones_in_force};
+use crate::customers::attributes_for;
 use crate::failure::{Failure, OrFail, Result};
 use crate::output::print;
 use model::{Buckets, Dimension, Heading, Scope, Source};
@@ -158,21 +158,14 @@ fn generated_at() -> Result<String> {
 pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
     let mut scope = args.scope()?;
     let generated_at = generated_at()?;
-    match scope.group {
-        Dimension::Customer | Dimension::Zone if args.closed => {
-            return Err(Failure::Usage(
-                "--closed reports the snapshot's bookings: group customers and zones live".into(),
-            ));
-        }
-        Dimension::Customer => scope.customers = customers_in_force(ledger).await?,
-        Dimension::Zone => {
-            scope.zones = Some(
-                zones_in_force(ledger)
-                    .await?
-                    .ok_or_else(|| Failure::Failed(QueryError::NoZones.to_string()))?,
-            );
-        }
-        _ => {}
+    let (by_customer, by_zone) = (
+        scope.group == Dimension::Customer,
+        scope.group == Dimension::Zone,
+    );
+    if args.closed && (by_customer || by_zone) {
+        return Err(Failure::Usage(
+            "--closed reports the snapshot's bookings: group customers and zones live".into(),
+        ));
     }
     let (cells, source) = if args.closed {
         let close = closed(ledger, args.account.as_deref(), scope.range).await?;
@@ -196,9 +189,8 @@ pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
             scope.filters.clone(),
         )
         .map_err(|e| Failure::Usage(e.to_string()))?;
-        if let Some(customers) = &scope.customers {
-            query.hourly_days = customers.changing_days(&query.days());
-        }
+        let attributes = attributes_for(ledger, &mut query, by_customer, by_zone).await?;
+        (scope.customers, scope.zones) = (attributes.customers, attributes.zones);
         let cells = ledger
             .rollups()
             .cells(&query, CellNames::All)

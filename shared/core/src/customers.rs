@@ -14,6 +14,9 @@ use std::fmt;
 
 use chrono::{DateTime, NaiveDate, Utc};
 
+use crate::sid::is_sid;
+use crate::time::is_whole_hour;
+
 /// The header, exactly: other tools write this file.
 pub const HEADER: [&str; 7] = [
     "customer_id",
@@ -50,6 +53,17 @@ pub enum Subject {
     Sim(String),
     Fleet(String),
     Account(String),
+}
+
+impl Subject {
+    /// The row's `sim_sid`, `fleet_sid` and `account_sid`: one of them set.
+    pub fn columns(&self) -> (Option<&str>, Option<&str>, Option<&str>) {
+        match self {
+            Subject::Sim(sid) => (Some(sid), None, None),
+            Subject::Fleet(sid) => (None, Some(sid), None),
+            Subject::Account(sid) => (None, None, Some(sid)),
+        }
+    }
 }
 
 impl fmt::Display for Subject {
@@ -108,18 +122,17 @@ pub const UNASSIGNED: &str = "-";
 impl Customers {
     /// Reads a customers file, or refuses it whole: the first fault, with its line and field.
     pub fn parse_csv(text: &str) -> Result<Customers, CustomersError> {
+        // Flexible: a row with too few or too many fields is refused below, saying so.
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
+            .flexible(true)
             .trim(csv::Trim::All)
             .from_reader(text.as_bytes());
         let header = reader
             .headers()
             .map_err(|e| refuse(1, "", format!("not CSV: {e}")))?;
-        let header: Vec<&str> = header
-            .iter()
-            .map(|h| h.trim_start_matches('\u{feff}'))
-            .collect();
-        if header != HEADER {
+        // csv drops a byte order mark and trims every field.
+        if header.iter().ne(HEADER) {
             return Err(refuse(
                 1,
                 "",
@@ -166,35 +179,29 @@ impl Customers {
     }
 
     /// The file that reads back as this mapping: the header, then every row in file order.
-    pub fn to_csv(&self) -> String {
+    pub fn to_csv(&self) -> Result<String, CustomersError> {
+        let failed = |e: &dyn fmt::Display| CustomersError {
+            place: "(writing the mapping)".into(),
+            reason: e.to_string(),
+        };
         let mut writer = csv::Writer::from_writer(Vec::new());
-        let time = |t: Option<DateTime<Utc>>| t.map(crate::time::z_time).unwrap_or_default();
-        let mut rows = vec![HEADER.map(str::to_owned).to_vec()];
+        writer.write_record(HEADER).map_err(|e| failed(&e))?;
         for a in self.assignments() {
-            let (sim, fleet, account) = match &a.subject {
-                Subject::Sim(sid) => (sid.as_str(), "", ""),
-                Subject::Fleet(sid) => ("", sid.as_str(), ""),
-                Subject::Account(sid) => ("", "", sid.as_str()),
-            };
-            rows.push(vec![
-                a.customer_id.clone(),
-                sim.to_owned(),
-                fleet.to_owned(),
-                account.to_owned(),
-                a.plan_id.clone().unwrap_or_default(),
-                time(Some(a.valid_from)),
-                time(a.valid_to),
-            ]);
+            let (sim, fleet, account) = a.subject.columns();
+            writer
+                .write_record([
+                    a.customer_id.as_str(),
+                    sim.unwrap_or(""),
+                    fleet.unwrap_or(""),
+                    account.unwrap_or(""),
+                    a.plan_id.as_deref().unwrap_or(""),
+                    &crate::time::z_time(a.valid_from),
+                    &a.valid_to.map(crate::time::z_time).unwrap_or_default(),
+                ])
+                .map_err(|e| failed(&e))?;
         }
-        for row in rows {
-            // Writing to a Vec cannot fail.
-            let _ = writer.write_record(&row);
-        }
-        writer
-            .into_inner()
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .unwrap_or_default()
+        let bytes = writer.into_inner().map_err(|e| failed(&e))?;
+        String::from_utf8(bytes).map_err(|e| failed(&e))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -243,7 +250,7 @@ impl Customers {
 }
 
 fn assignment(line: u64, record: &csv::StringRecord) -> Result<Assignment, CustomersError> {
-    let cell = |i: usize| record.get(i).unwrap_or("").trim();
+    let cell = |i: usize| record.get(i).unwrap_or("");
     if record.len() != HEADER.len() {
         return Err(refuse(
             line,
@@ -272,14 +279,11 @@ fn assignment(line: u64, record: &csv::StringRecord) -> Result<Assignment, Custo
         if value.is_empty() {
             continue;
         }
-        if !(value.starts_with(prefix)
-            && value.len() == 34
-            && value[2..].bytes().all(|b| b.is_ascii_hexdigit()))
-        {
+        if !is_sid(value, prefix) {
             return Err(refuse(
                 line,
                 HEADER[i],
-                format!("`{value}` is not a SID: {prefix} and 32 hexadecimal digits"),
+                format!("`{value}` is not a SID: {prefix} and 32 lowercase hexadecimal digits"),
             ));
         }
         subjects.push(make(value.to_owned()));
@@ -300,15 +304,20 @@ fn assignment(line: u64, record: &csv::StringRecord) -> Result<Assignment, Custo
         if value.is_empty() {
             return Ok(None);
         }
+        // Usage is attributed by the hour it is booked in: a row starts and ends on one.
         DateTime::parse_from_rfc3339(value)
             .ok()
             .filter(|_| value.ends_with('Z'))
-            .map(|t| Some(t.with_timezone(&Utc)))
+            .map(|t| t.with_timezone(&Utc))
+            .filter(|t| is_whole_hour(*t))
+            .map(Some)
             .ok_or_else(|| {
                 refuse(
                     line,
                     HEADER[i],
-                    format!("`{value}` is not a UTC time in the Z form, e.g. 2024-11-01T00:00:00Z"),
+                    format!(
+                        "`{value}` is not a whole UTC hour in the Z form, e.g. 2024-11-01T00:00:00Z"
+                    ),
                 )
             })
     };

@@ -45,6 +45,7 @@ pub mod port;
 pub mod quarantine;
 pub mod retry;
 pub mod secrets;
+pub mod sid;
 pub mod signature;
 pub mod sim_status;
 pub mod spill;

@@ -101,11 +101,12 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// `bytes` as a billable quantity: in the plan's unit, rounded up to its increment.
-    pub fn quantity(&self, bytes: u64) -> Decimal {
-        let units = Decimal::from(bytes) / Decimal::from(self.unit.bytes());
-        let steps = (units / self.increment).ceil();
-        (steps * self.increment).normalize()
+    /// `bytes` as a billable quantity: in the plan's unit, rounded up to its increment;
+    /// `None` if it cannot be computed exactly (beyond 28 significant digits).
+    pub fn quantity(&self, bytes: u64) -> Option<Decimal> {
+        let units = Decimal::from(bytes).checked_div(Decimal::from(self.unit.bytes()))?;
+        let steps = units.checked_div(self.increment)?.ceil();
+        Some(steps.checked_mul(self.increment)?.normalize())
     }
 }
 
@@ -113,7 +114,7 @@ impl Plan {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plans {
     plans: BTreeMap<String, Plan>,
-    /// The file as given, normalized: what `plans list` prints back.
+    /// The file as given: what `plans list` prints back.
     json: Value,
 }
 
@@ -125,6 +126,9 @@ impl Plans {
             .get("plans")
             .and_then(Value::as_array)
             .ok_or_else(|| refuse("plans", "must be a list of plans"))?;
+        if root.as_object().is_some_and(|o| o.len() != 1) {
+            return Err(refuse("(file)", "holds only `plans`"));
+        }
         let mut plans = BTreeMap::new();
         for (i, value) in list.iter().enumerate() {
             let field = format!("plans[{i}]");
@@ -221,10 +225,11 @@ fn plan_of(field: &str, value: &Value) -> Result<Plan, PlansError> {
             known(&here, rounding, &["increment", "scope"])?;
             let increment = decimal(&format!("{here}.increment"), rounding.get("increment"))?
                 .unwrap_or(Decimal::ONE);
-            if increment.is_zero() {
+            // Nine decimals reach single bytes of a GB; finer would only risk exactness.
+            if increment.is_zero() || increment.scale() > 9 {
                 return Err(refuse(
                     format!("{here}.increment"),
-                    "must be more than zero",
+                    "must be more than zero, with at most nine decimals",
                 ));
             }
             let scope = match rounding.get("scope").and_then(Value::as_str) {
@@ -313,11 +318,14 @@ mod tests {
         );
         assert_eq!(plan.rounding, RoundingScope::Sim);
         // 1,200,001 bytes = 1.200001 MB, up to a multiple of 0.5: 1.5.
-        assert_eq!(plan.quantity(1_200_001).to_string(), "1.5");
-        assert_eq!(plan.quantity(1_000_000).to_string(), "1");
-        assert_eq!(plan.quantity(0).to_string(), "0");
+        let quantity = |p: &Plan, bytes| p.quantity(bytes).unwrap().to_string();
+        assert_eq!(quantity(plan, 1_200_001), "1.5");
+        assert_eq!(quantity(plan, 1_000_000), "1");
+        assert_eq!(quantity(plan, 0), "0");
+        // 18,446,744,073,709.551615 MB, up to a multiple of 0.5.
+        assert_eq!(quantity(plan, u64::MAX), "18446744073710");
         let other = plans.get("bytes-only").unwrap();
-        assert_eq!(other.quantity(1).to_string(), "1");
+        assert_eq!(quantity(other, 1), "1");
         assert_eq!(other.rounding, RoundingScope::Line);
         assert!(other.prices.is_empty() && other.sim_fee.is_none());
         assert_eq!(
@@ -352,6 +360,10 @@ mod tests {
             (
                 r#"{"plans": [{"id": "a", "currency": "EUR", "unit": "MB", "rounding": {"scope": "day"}}]}"#,
                 "plans[0].rounding.scope",
+            ),
+            (
+                r#"{"plans": [{"id": "a", "currency": "EUR", "unit": "MB", "rounding": {"increment": "0.0000000001"}}]}"#,
+                "plans[0].rounding.increment",
             ),
             (
                 r#"{"plans": [{"id": "a", "currency": "EUR", "unit": "MB", "allowance": {"bytes": 1, "per": "zone"}}]}"#,

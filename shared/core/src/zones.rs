@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::sid::is_sid;
+
 /// Why a zones file is refused: the field (`zones[1].countries[0]`) and the reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]
@@ -195,8 +197,8 @@ fn zone_of(field: &str, zone: &Value) -> Result<Zone, ZonesError> {
     )?;
     let networks = list(
         "networks",
-        |n| n.len() == 34 && n.starts_with("HW") && n[2..].bytes().all(|b| b.is_ascii_hexdigit()),
-        "a network SID: HW and 32 hexadecimal digits",
+        |n| is_sid(n, "HW"),
+        "a network SID: HW and 32 lowercase hexadecimal digits",
     )?;
     let default = match object.get("default") {
         None => false,

@@ -1,8 +1,9 @@
-//! Files operators apply whole (the customers mapping, the zones), kept in the ledger: each
-//! version's text in parts under a partition of its own, and a head item naming the version
-//! in force with its SHA-256. Applying writes the new version's parts first and moves the
-//! head last, on a condition on the version it read, so a reader sees the old file or the
-//! new one, never a mixture, and two operators applying at once cannot both win.
+//! Files operators apply whole (the customers mapping, the zones, the plans), kept in the
+//! ledger: each text in parts under a partition named by its SHA-256, and a head item naming
+//! the version in force and its hash. Applying writes the parts first and moves the head last,
+//! on a condition on the version it read, so a reader sees the old file or the new one, never
+//! a mixture; two operators applying at once cannot both win, and since parts are keyed by
+//! content, neither (nor an apply that crashed halfway) can spoil the other's parts.
 
 use chrono::Utc;
 use kore_ingest_core::closes::sha256_hex;
@@ -49,13 +50,14 @@ impl Documents {
             reason,
         };
         let version = number_attr(&head, VERSION).ok_or_else(|| corrupt("no version".into()))?;
-        let parts_pk = keys::document_version_pk(name, version);
+        let sha256 = string_attr(&head, SHA256).ok_or_else(|| corrupt("no hash".into()))?;
+        let parts_pk = keys::document_parts_pk(name, sha256);
         let query = Query::prefix(parts_pk.clone(), keys::PART_SK_PREFIX).consistent(true);
         let mut text = String::new();
         for item in self.table.query(query).await? {
             text.push_str(&text_part_text(&parts_pk, &item)?);
         }
-        if string_attr(&head, SHA256) != Some(sha256_hex(&text).as_str()) {
+        if sha256 != sha256_hex(&text) {
             return Err(corrupt(format!(
                 "version {version} does not hash to what was applied"
             )));
@@ -83,7 +85,8 @@ impl Documents {
             .await?
             .and_then(|head| number_attr(&head, VERSION));
         let version = before.map_or(1, |v| v + 1);
-        let parts_pk = keys::document_version_pk(name, version);
+        let sha256 = sha256_hex(text);
+        let parts_pk = keys::document_parts_pk(name, &sha256);
         for (index, chunk) in split_lines(text, PART_TEXT_BYTES).into_iter().enumerate() {
             self.table
                 .put(text_part_item(parts_pk.clone(), index, chunk))
@@ -91,7 +94,7 @@ impl Documents {
         }
         let mut values = Item::new();
         values.insert(":v".into(), n(version));
-        values.insert(":h".into(), s(sha256_hex(text)));
+        values.insert(":h".into(), s(sha256));
         values.insert(":at".into(), s(timestamp(Utc::now())));
         let condition = match before {
             None => "attribute_not_exists(#v)".to_owned(),

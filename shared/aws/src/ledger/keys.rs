@@ -25,8 +25,9 @@
 //!   / `#`, and the checkpoint of a `per: sim` rule's sum `ALERTSIM#<rule>#<first day>#<sim>`
 //!   / `#`; what was applied of a stream batch `ALERTBATCH#<its first record's eventID>` / `#`;
 //!   the SIMs a silence rule has seen `ALERTSEEN#<rule>#<shard>` / `<sim>`;
-//! - documents applied whole (`customers`, `zones`): the head `DOC#<name>` / `#` naming the
-//!   version in force, each version's text in parts `DOC#<name>#v<version>` / `PART#00000`...
+//! - documents applied whole (`customers`, `zones`, `plans`): the head `DOC#<name>` / `#`
+//!   naming the version in force and its hash, each text in parts `DOC#<name>#<sha256>` /
+//!   `PART#00000`...
 
 use chrono::NaiveDate;
 use kore_ingest_core::event::DedupeKey;
@@ -256,9 +257,9 @@ pub fn document_pk(name: &str) -> String {
     format!("DOC#{name}")
 }
 
-/// The parts of one version of a document.
-pub fn document_version_pk(name: &str, version: u64) -> String {
-    format!("DOC#{name}#v{version:08}")
+/// The parts of one text of a document, by its SHA-256 (hex).
+pub fn document_parts_pk(name: &str, sha256: &str) -> String {
+    format!("DOC#{name}#{sha256}")
 }
 
 const ALERTS_PK_PREFIX: &str = "ALERTS#";

@@ -90,7 +90,7 @@ impl UsageLedger {
         Callbacks::new(self.table.clone())
     }
 
-    /// The files applied whole: the customers mapping, the zones.
+    /// The files applied whole: the customers mapping, the zones, the plans.
     pub fn documents(&self) -> Documents {
         Documents::new(self.table.clone())
     }

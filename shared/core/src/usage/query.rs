@@ -1,6 +1,6 @@
 //! Usage the way billing asks for it, the way the provider's UsageRecords API answers it: per
-//! account and UTC hour, day or range, grouped by SIM, fleet, network or country, filtered
-//! by any of them. Pure: the ledger hands in the stored hour cells, [`aggregate`] filters,
+//! account and UTC hour, day or range, grouped by SIM, fleet, network or country (or by the
+//! customer and zone an [`Attribution`] gives it), filtered by any of them. Pure: the ledger hands in the stored hour cells, [`aggregate`] filters,
 //! buckets and sums them (every sum checked).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -102,15 +102,22 @@ impl UsageFilters {
     /// Whether usage booked to `booking` passes the filters on what the booking names (the
     /// customer and zone filters are checked with the [`Attribution`]).
     pub fn matches(&self, booking: &Booking) -> bool {
-        let is = |wanted: &Option<String>, value: Option<&str>| {
-            wanted.as_deref().is_none_or(|wanted| value == Some(wanted))
-        };
-        is(&self.account_sid, booking.account_sid.as_deref())
-            && is(&self.sim_sid, Some(&booking.sim_sid))
-            && is(&self.fleet_sid, booking.fleet_sid.as_deref())
-            && is(&self.network_sid, booking.network_sid.as_deref())
-            && is(&self.iso_country, booking.iso_country.as_deref())
+        wanted(&self.account_sid, booking.account_sid.as_deref())
+            && wanted(&self.sim_sid, Some(&booking.sim_sid))
+            && wanted(&self.fleet_sid, booking.fleet_sid.as_deref())
+            && wanted(&self.network_sid, booking.network_sid.as_deref())
+            && wanted(&self.iso_country, booking.iso_country.as_deref())
     }
+
+    /// Whether usage of `customer` in `zone` passes the customer and zone filters.
+    fn attributed(&self, customer: &str, zone: Option<&str>) -> bool {
+        wanted(&self.customer_id, Some(customer)) && wanted(&self.zone, zone)
+    }
+}
+
+/// A filter (`None`: anything) against a value (`None`: unknown, which only `None` takes).
+fn wanted(filter: &Option<String>, value: Option<&str>) -> bool {
+    filter.as_deref().is_none_or(|wanted| value == Some(wanted))
 }
 
 /// Why a query cannot run; each reads as one sentence.
@@ -344,11 +351,7 @@ pub fn aggregate_attributed(
         }
         let customer = attribution.customer(&cell.booking, cell.hour);
         let zone = attribution.zone(&cell.booking);
-        let wanted = |filter: &Option<String>, value: Option<&str>| {
-            filter.as_deref().is_none_or(|f| value == Some(f))
-        };
-        if !wanted(&query.filters.customer_id, Some(customer)) || !wanted(&query.filters.zone, zone)
-        {
+        if !query.filters.attributed(customer, zone) {
             continue;
         }
         let group = query
