@@ -1095,6 +1095,8 @@ def main(argv: list[str]) -> int:
     checks["the alerts are the generator's crossings, each once"] = check_alerts(
         tool, expected_alerts(rules, per_sim), args.timeout)
 
+    checks["usage per customer is the generator's per fleet"] = check_customers(
+        tool, args.report.parent, per_sim)
     checks["the HTML report's totals are the generator's"] = check_report(tool, args.report, per_sim)
 
     if args.events_queue_url:
@@ -1118,6 +1120,41 @@ def main(argv: list[str]) -> int:
                                    late if closed else None)
         out(f"every unique event at Segment exactly once: {'yes' if segment_ok else 'no'}")
     return 0 if all_ok and segment_ok else 1
+
+
+CUSTOMERS = {"meters": "city-water", "trackers": "logistics-co"}
+
+
+def check_customers(tool: KoreUsage, folder: Path, per_sim: dict[str, dict[str, int]]) -> bool:
+    """Maps the two fleets to two customers and the countries to zones, then checks the
+    day's usage per customer against the generator's per fleet."""
+    out("== Customers and zones: each fleet is one customer's; the networks' countries are zones")
+    customers = folder / "demo-customers.csv"
+    customers.write_text(
+        "customer_id,sim_sid,fleet_sid,account_sid,plan_id,valid_from,valid_to\n"
+        + "".join(f"{name},,{FLEETS[fleet]},,,2024-10-01T00:00:00Z,\n" for fleet, name in CUSTOMERS.items()),
+        encoding="utf-8")
+    zones = folder / "demo-zones.json"
+    zones.write_text(json.dumps({"zones": [
+        {"name": "US", "countries": ["US"]},
+        {"name": "Canada", "countries": ["CA"]},
+        {"name": "ROW", "default": True},
+    ]}), encoding="utf-8")
+    if any(tool.show(*command).returncode != 0 for command in (
+            ("customers", "apply", str(customers)), ("zones", "apply", str(zones)))):
+        return False
+    tool.show("usage", "--start", RANGE_FROM, "--end", RANGE_TO, "--group", "zone")
+    tool.show("usage", "--start", RANGE_FROM, "--end", RANGE_TO, "--group", "customer")
+    got: dict[str, int] = {}
+    for record in tool.json("usage", "--start", RANGE_FROM, "--end", RANGE_TO, "--group", "customer"):
+        got[record["customer_id"]] = got.get(record["customer_id"], 0) + record["data_total"]
+    want: dict[str, int] = {}
+    for sim in SIMS:
+        name = CUSTOMERS[sim.fleet]
+        want[name] = want.get(name, 0) + per_sim[sim.sim_sid]["data_total"]
+    if got != want:
+        out(f"(usage per customer {got} is not the generator's {want})")
+    return got == want
 
 
 def check_report(tool: KoreUsage, path: Path, per_sim: dict[str, dict[str, int]]) -> bool:
