@@ -105,6 +105,11 @@ struct Charted<'a> {
 }
 
 impl Charted<'_> {
+    /// Its swatch and label, as the legend and the table headers show it.
+    fn key(&self) -> String {
+        format!("{}{}", swatch(self.colour), escape(&self.label))
+    }
+
     /// The bytes of the lines whose value this series charts.
     fn bytes<'l>(&self, lines: impl IntoIterator<Item = (Option<&'l str>, u64)>) -> u64 {
         lines
@@ -238,12 +243,7 @@ fn totals(out: &mut String, f: &Figures) {
 fn legend(out: &mut String, series: &[Charted]) {
     out.push_str("<ul class=\"legend\">");
     for charted in series {
-        let _ = write!(
-            out,
-            "<li>{}{}</li>",
-            swatch(charted.colour),
-            escape(&charted.label)
-        );
+        let _ = write!(out, "<li>{}</li>", charted.key());
     }
     out.push_str("</ul>\n");
 }
@@ -327,12 +327,7 @@ fn over_time(out: &mut String, f: &Figures, series: &[Charted]) {
     );
     if series.len() > 1 {
         for charted in series {
-            let _ = write!(
-                out,
-                "<th class=\"n series\">{}{}</th>",
-                swatch(charted.colour),
-                escape(&charted.label)
-            );
+            let _ = write!(out, "<th class=\"n series\">{}</th>", charted.key());
         }
     }
     out.push_str("</tr></thead><tbody>");

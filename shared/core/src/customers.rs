@@ -204,10 +204,6 @@ impl Customers {
         String::from_utf8(bytes).map_err(|e| failed(&e))
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.by_subject.is_empty()
-    }
-
     /// The row usage of `sim` (in `fleet` and `account`, as its booking names them) in the
     /// hour starting `at` belongs to: the SIM's row valid then, else its fleet's, else its
     /// account's; `None`: no customer.
