@@ -718,7 +718,11 @@ async fn a_write_committed_after_a_close_it_did_not_know_of_is_an_adjustment() {
 
     let operator = another_process(&writer);
     let close = operator.closes().register(None, november()).await.unwrap();
-    let close = operator.closes().store_snapshot(&close).await.unwrap();
+    let close = operator
+        .closes()
+        .store_snapshot(&close, None, None)
+        .await
+        .unwrap();
 
     let late = SampleEvent::usage_update("EZcloserace2", sim, "2024-11-03T11:00:00Z", (3, 4));
     assert_eq!(

@@ -14,6 +14,7 @@ use kore_ingest_core::usage::HourUsage;
 use serde::Serialize;
 
 use crate::args::{Format, RangeArgs, ReportFormat, humane, parse_duration};
+use crate::customers::{customers_in_force, zones_in_force};
 use crate::failure::{Failure, OrFail, Result};
 use crate::output::{Align, Table, counted, csv_field, json, print};
 
@@ -117,6 +118,9 @@ pub async fn close(ledger: &UsageLedger, args: CloseArgs) -> Result<ExitCode> {
                 .map_err(|e| Failure::Usage(e.to_string()))?,
         ),
     };
+    // Whom the usage is billed to, as the mapping says now: the snapshot keeps it.
+    let customers = customers_in_force(ledger).await?;
+    let zones = zones_in_force(ledger).await?;
     let registered = ledger
         .closes()
         .register(args.account.as_deref(), period)
@@ -131,7 +135,7 @@ pub async fn close(ledger: &UsageLedger, args: CloseArgs) -> Result<ExitCode> {
     }
     let closed = ledger
         .closes()
-        .store_snapshot(&registered)
+        .store_snapshot(&registered, customers.as_ref(), zones.as_ref())
         .await
         .or_fail(ledger)?;
     let text = match args.format {

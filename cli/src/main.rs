@@ -3,7 +3,8 @@
 //! report of a period, data sessions and their
 //! gaps, migration reconciliation between KORE and Twilio, replay of CloudEvent
 //! archives, the quarantine (list, show, redrive), SIM statuses and active SIM-days from the
-//! callbacks, alert rules and the alerts they raised, and signed test requests to a webhook.
+//! callbacks, alert rules and the alerts they raised, customers, zones and plans, invoice
+//! lines, and signed test requests to a webhook.
 //! Every write goes through the same shared path as the Lambda functions, so replays and
 //! redrives are exactly once too.
 //!
@@ -17,6 +18,7 @@ mod compare;
 mod customers;
 mod evidence;
 mod failure;
+mod invoice;
 mod output;
 mod quarantine;
 mod rebuild;
@@ -62,6 +64,7 @@ Examples:
   kore-usage zones apply zones.json
   kore-usage plans apply plans.json
   kore-usage usage --start 2024-11-01T00:00:00Z --end 2024-12-01T00:00:00Z --group customer
+  kore-usage invoice --start 2024-11-01T00:00:00Z --end 2024-12-01T00:00:00Z
   kore-usage quarantine list
   kore-usage quarantine redrive
   kore-usage send --secret \"$KORE_SECRET\" --body batch.json https://xyz.lambda-url.eu-west-1.on.aws/events
@@ -122,6 +125,7 @@ enum LedgerCommand {
     Zones(customers::ZonesCommand),
     #[command(subcommand)]
     Plans(customers::PlansCommand),
+    Invoice(invoice::Args),
 }
 
 #[tokio::main]
@@ -168,6 +172,7 @@ async fn run(ledger: &UsageLedger, command: LedgerCommand) -> failure::Result<Ex
         LedgerCommand::Zones(command) => customers::zones(ledger, command).await,
         LedgerCommand::Plans(command) => customers::plans(ledger, command).await,
         LedgerCommand::Alerts(command) => alerts::run(ledger, command).await,
+        LedgerCommand::Invoice(args) => invoice::run(ledger, args).await,
     }
 }
 

@@ -5,11 +5,10 @@ use std::process::ExitCode;
 
 use clap::ValueEnum;
 use kore_ingest_aws::ledger::UsageLedger;
-use kore_ingest_core::closes::snapshot_cells;
+use kore_ingest_core::closes::closed_usage;
 use kore_ingest_core::time::z_time;
 use kore_ingest_core::usage::{
-    Attribution, Granularity, GroupBy, GroupValue, HourUsage, UsageFilters, UsageQuery,
-    UsageRecord, aggregate,
+    Attribution, Granularity, GroupBy, GroupValue, HourUsage, UsageFilters, UsageQuery, UsageRecord,
 };
 
 use crate::args::{RangeArgs, ReportFormat};
@@ -132,16 +131,10 @@ impl Args {
 
 pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
     let mut query = args.query().map_err(Failure::Usage)?;
-    let by_customer = args.group == Some(GroupArg::Customer) || args.customer.is_some();
-    let by_zone = args.group == Some(GroupArg::Zone) || args.zone.is_some();
     let records = if args.closed {
-        if by_customer || by_zone {
-            return Err(Failure::Usage(
-                "--closed answers by the snapshot's bookings: customers and zones are for the live ledger".into(),
-            ));
-        }
         closed_records(ledger, &args, &query).await?
     } else {
+        let (by_customer, by_zone) = (query.wants_customers(), query.wants_zones());
         let attributes = attributes_for(ledger, &mut query, by_customer, by_zone).await?;
         let attribution = Attribution {
             customers: attributes.customers.as_ref(),
@@ -180,7 +173,7 @@ async fn closed_records(
     }
     let close = closed(ledger, args.account.as_deref(), query.range()).await?;
     let lines = ledger.closes().snapshot(&close).await.or_fail(ledger)?;
-    aggregate(query, snapshot_cells(&close, &lines)).map_err(|e| Failure::Failed(e.to_string()))
+    closed_usage(query, &close, &lines).map_err(|e| Failure::Failed(e.to_string()))
 }
 
 /// The grouping dimension's columns (CSV names) and each record's cells for them.

@@ -2,7 +2,8 @@
 //! late booked as adjustments of it.
 //!
 //! A close covers whole UTC days, for one account or for every account. Its snapshot is one
-//! line per booking (account, SIM, fleet, network, country) with the usage and names, in a
+//! line per booking (account, SIM, fleet, network, country) and [`Billed`] (the customer,
+//! plan and zone the usage went to when the close was taken) with the usage and names, in a
 //! canonical text whose SHA-256 is kept beside it. Usage booked into the period after the
 //! functions learned of the close is also recorded as an adjustment, and counted in the
 //! rollups' late counters, so that snapshot + adjustments = live usage, always; [`verify`]
@@ -11,13 +12,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Timelike, Utc};
 use sha2::{Digest, Sha256};
 
+use crate::customers::{Customers, Holder, UNASSIGNED};
 use crate::error::LedgerError;
 use crate::event::DataVolume;
-use crate::time::{TimeRange, midnight, z_time};
-use crate::usage::{Booking, BookingNames, HourUsage, Overflow, UsageCell};
+use crate::time::{TimeRange, hour_of, midnight, z_time};
+use crate::usage::{
+    Booking, BookingNames, HourUsage, Overflow, QueryError, UsageCell, UsageQuery, UsageRecord,
+    aggregate_billed,
+};
+use crate::zones::Zones;
 
 /// Whether the snapshot is stored yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,29 +148,64 @@ pub enum CloseError {
     Overflow(#[from] Overflow),
     #[error("the rollup of {subject} on {day} counts more late usage than usage")]
     LateAboveTotal { subject: String, day: NaiveDate },
+    #[error(
+        "late usage of {subject} on {day} arrived while the snapshot was read: run the same close again"
+    )]
+    LateArriving { subject: String, day: NaiveDate },
+    #[error(
+        "the rollups of {day} were read without their hours, which a change of customer that day needs"
+    )]
+    HoursNotRead { day: NaiveDate },
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    #[error(
+        "the period was closed before closes recorded customers and zones: its snapshot answers by bookings only"
+    )]
+    NotBilled,
+    #[error("the period was closed while no zones were applied: its snapshot has no zones")]
+    NoZones,
 }
 
-/// One line of a snapshot: a booking's usage over the period, with its names.
+/// Whom a snapshot line's usage was billed to when the close was taken: the customer at
+/// the usage's hours ([`UNASSIGNED`] where no row assigned it), the plan of the row that
+/// assigned it, and its zone (`None` when no zones were applied). A later change of the
+/// mapping does not change a closed period.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Billed {
+    pub customer_id: String,
+    pub plan_id: Option<String>,
+    pub zone: Option<String>,
+}
+
+/// One line of a snapshot: a booking's usage over the period billed one way, with its names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotLine {
     pub booking: Booking,
     pub names: BookingNames,
     pub usage: HourUsage,
+    /// `None` in a snapshot taken before closes recorded customers and zones.
+    pub billed: Option<Billed>,
 }
 
-/// A snapshot's canonical text: one tab-separated line per booking, sorted by account, SIM,
-/// fleet, network and country; tabs, newlines and backslashes inside a value escaped.
+/// A snapshot's canonical text: one tab-separated line per booking and [`Billed`], sorted by
+/// account, SIM, fleet, network, country, then customer, plan and zone; tabs, newlines and
+/// backslashes inside a value escaped. A line without `billed` has the first 12 fields
+/// only, as snapshots had before closes recorded customers, so their hashes still hold.
 pub fn canonical_text(lines: &[SnapshotLine]) -> String {
     let mut sorted: Vec<&SnapshotLine> = lines.iter().collect();
-    sorted.sort_by_key(|line| ByAccount(&line.booking));
+    sorted.sort_by(|a, b| {
+        ByAccount(&a.booking)
+            .cmp(&ByAccount(&b.booking))
+            .then_with(|| a.billed.cmp(&b.billed))
+    });
     let mut text = String::new();
     for line in sorted {
         let b = &line.booking;
         let n = &line.names;
         let u = &line.usage;
-        let fields = [
+        let mut fields = vec![
             escape(b.account_sid.as_deref()),
             escape(Some(&b.sim_sid)),
             escape(b.fleet_sid.as_deref()),
@@ -178,6 +219,11 @@ pub fn canonical_text(lines: &[SnapshotLine]) -> String {
             escape(n.sim_unique_name.as_deref()),
             escape(n.network_name.as_deref()),
         ];
+        if let Some(billed) = &line.billed {
+            fields.push(escape(Some(&billed.customer_id)));
+            fields.push(escape(billed.plan_id.as_deref()));
+            fields.push(escape(billed.zone.as_deref()));
+        }
         text.push_str(&fields.join("\t"));
         text.push('\n');
     }
@@ -251,7 +297,23 @@ pub fn parse_canonical(text: &str) -> Result<Vec<SnapshotLine>, String> {
 }
 
 fn parse_line(n: usize, line: &str) -> Result<SnapshotLine, String> {
-    let fields: Vec<&str> = line.split('\t').collect();
+    let mut fields: Vec<&str> = line.split('\t').collect();
+    let billed = match fields.len() {
+        15 => {
+            let zone = fields.pop().and_then(unescape);
+            let plan_id = fields.pop().and_then(unescape);
+            let customer_id = fields
+                .pop()
+                .and_then(unescape)
+                .ok_or_else(|| format!("line {n}: no customer"))?;
+            Some(Billed {
+                customer_id,
+                plan_id,
+                zone,
+            })
+        }
+        _ => None,
+    };
     let [
         account,
         sim,
@@ -265,7 +327,7 @@ fn parse_line(n: usize, line: &str) -> Result<SnapshotLine, String> {
         iccid,
         name,
         network_name,
-    ] = <[&str; 12]>::try_from(fields).map_err(|_| format!("line {n}: not 12 fields"))?;
+    ] = <[&str; 12]>::try_from(fields).map_err(|_| format!("line {n}: not 12 or 15 fields"))?;
     let number = |field: &str| {
         field
             .parse::<u64>()
@@ -292,6 +354,7 @@ fn parse_line(n: usize, line: &str) -> Result<SnapshotLine, String> {
             },
             events: number(events)?,
         },
+        billed,
     })
 }
 
@@ -326,6 +389,38 @@ pub fn snapshot_cells(close: &Close, lines: &[SnapshotLine]) -> Vec<UsageCell> {
         .collect()
 }
 
+/// What `query` asks of a closed period, from its snapshot lines: by customer and zone as
+/// the close billed them, never as the mapping says now.
+pub fn closed_usage(
+    query: &UsageQuery,
+    close: &Close,
+    lines: &[SnapshotLine],
+) -> Result<Vec<UsageRecord>, CloseError> {
+    fn billed(line: &SnapshotLine) -> Option<&Billed> {
+        line.billed.as_ref()
+    }
+    if (query.wants_customers() || query.wants_zones()) && lines.iter().any(|l| billed(l).is_none())
+    {
+        return Err(CloseError::NotBilled);
+    }
+    if query.wants_zones()
+        && lines
+            .iter()
+            .any(|l| billed(l).is_some_and(|b| b.zone.is_none()))
+    {
+        return Err(CloseError::NoZones);
+    }
+    let cells = snapshot_cells(close, lines)
+        .into_iter()
+        .zip(lines)
+        .map(|(cell, line)| {
+            let customer = billed(line).map_or(UNASSIGNED, |b| b.customer_id.as_str());
+            let zone = billed(line).and_then(|b| b.zone.as_deref());
+            (cell, customer, zone)
+        });
+    Ok(aggregate_billed(query, cells)?)
+}
+
 /// A late usage event recorded against a closed period.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Adjustment {
@@ -339,7 +434,7 @@ pub struct Adjustment {
 }
 
 /// One day's rollup of one booking, as a close reads it: the day's usage and the part of
-/// it that arrived after the close.
+/// it that arrived after the close, and its hours where the day is read hour by hour.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RollupTotals {
     pub day: NaiveDate,
@@ -347,37 +442,135 @@ pub struct RollupTotals {
     pub names: BookingNames,
     pub day_total: HourUsage,
     pub late: HourUsage,
+    /// By hour of the day; empty unless the hours were read.
+    pub hours: BTreeMap<u32, HourUsage>,
 }
 
-/// The snapshot of `close` from the rollups as they are: usage minus late usage, per
-/// booking, summed over the period's days, with the names of the latest day.
+/// What a close bills usage to: the customers mapping and the zones in force when it is
+/// taken (either may be missing), and the adjustments already recorded against it, which
+/// place the late usage of a day whose customer changes in its hours.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Billing<'a> {
+    pub customers: Option<&'a Customers>,
+    pub zones: Option<&'a Zones>,
+    pub adjustments: &'a [Adjustment],
+}
+
+impl Billing<'_> {
+    /// Whom usage of `booking` in the hour starting `hour` is billed to.
+    pub fn billed(&self, booking: &Booking, hour: DateTime<Utc>) -> Billed {
+        let holder = Holder {
+            sim_sid: &booking.sim_sid,
+            fleet_sid: booking.fleet_sid.as_deref(),
+            account_sid: booking.account_sid.as_deref(),
+        };
+        let assignment = self.customers.and_then(|c| c.assignment_at(&holder, hour));
+        Billed {
+            customer_id: assignment.map_or(UNASSIGNED, |a| &a.customer_id).to_owned(),
+            plan_id: assignment.and_then(|a| a.plan_id.clone()),
+            zone: self.zones.map(|z| {
+                z.zone_of(
+                    booking.network_sid.as_deref(),
+                    booking.iso_country.as_deref(),
+                )
+                .to_owned()
+            }),
+        }
+    }
+
+    /// Whether `day`'s usage must be billed hour by hour (a customer row starts or ends in it).
+    pub fn hourly(&self, day: NaiveDate) -> bool {
+        self.customers
+            .is_some_and(|c| c.changes_within(midnight(day)))
+    }
+
+    /// The late usage of `rollup` by hour, from the adjustments; it must add up to the
+    /// rollup's late counters, else more arrived between the two reads.
+    fn late_by_hour(&self, rollup: &RollupTotals) -> Result<BTreeMap<u32, HourUsage>, CloseError> {
+        let mut hours: BTreeMap<u32, HourUsage> = BTreeMap::new();
+        let mut sum = HourUsage::default();
+        let overflow = || (rollup.booking.subject(), rollup.day.to_string());
+        for adjustment in self.adjustments {
+            if adjustment.booking != rollup.booking
+                || adjustment.booked_hour.date_naive() != rollup.day
+            {
+                continue;
+            }
+            let late = HourUsage::window(adjustment.usage);
+            let hour = hours.entry(adjustment.booked_hour.hour()).or_default();
+            *hour = hour.plus(late, overflow)?;
+            sum = sum.plus(late, overflow)?;
+        }
+        if sum != rollup.late {
+            return Err(CloseError::LateArriving {
+                subject: rollup.booking.subject(),
+                day: rollup.day,
+            });
+        }
+        Ok(hours)
+    }
+
+    /// The usage of one rollup committed before the close, each part with whom it is
+    /// billed to: the whole day at once, or hour by hour on a day the customer changes.
+    fn parts(&self, rollup: &RollupTotals) -> Result<Vec<(Billed, HourUsage)>, CloseError> {
+        let late_above_total = || CloseError::LateAboveTotal {
+            subject: rollup.booking.subject(),
+            day: rollup.day,
+        };
+        if !self.hourly(rollup.day) {
+            let before = rollup
+                .day_total
+                .checked_sub(rollup.late)
+                .ok_or_else(late_above_total)?;
+            let billed = self.billed(&rollup.booking, midnight(rollup.day));
+            return Ok(vec![(billed, before)]);
+        }
+        if rollup.hours.is_empty() && rollup.day_total.events > 0 {
+            return Err(CloseError::HoursNotRead { day: rollup.day });
+        }
+        let late = self.late_by_hour(rollup)?;
+        let mut parts = Vec::new();
+        for (hour, usage) in &rollup.hours {
+            let late = late.get(hour).copied().unwrap_or_default();
+            let before = usage.checked_sub(late).ok_or_else(late_above_total)?;
+            let Some(at) = hour_of(rollup.day, *hour) else {
+                continue;
+            };
+            parts.push((self.billed(&rollup.booking, at), before));
+        }
+        Ok(parts)
+    }
+}
+
+/// The snapshot of `close` from the rollups as they are: usage minus late usage, per booking
+/// and [`Billed`], summed over the period's days, with the names of the latest day.
 pub fn snapshot_lines(
     close: &Close,
     rollups: &[RollupTotals],
+    billing: &Billing,
 ) -> Result<Vec<SnapshotLine>, CloseError> {
-    let mut lines: BTreeMap<&Booking, (NaiveDate, SnapshotLine)> = BTreeMap::new();
+    let mut lines: BTreeMap<(&Booking, Billed), (NaiveDate, SnapshotLine)> = BTreeMap::new();
     for rollup in rollups {
         if !close.covers(rollup.booking.account_sid.as_deref(), rollup.day) {
             continue;
         }
-        let before = rollup.day_total.checked_sub(rollup.late).ok_or_else(|| {
-            CloseError::LateAboveTotal {
-                subject: rollup.booking.subject(),
-                day: rollup.day,
+        for (billed, before) in billing.parts(rollup)? {
+            let (latest, line) = lines
+                .entry((&rollup.booking, billed.clone()))
+                .or_insert_with(|| {
+                    let line = SnapshotLine {
+                        booking: rollup.booking.clone(),
+                        names: BookingNames::default(),
+                        usage: HourUsage::default(),
+                        billed: Some(billed),
+                    };
+                    (rollup.day, line)
+                });
+            line.usage = add(line.usage, before, &rollup.booking, close)?;
+            if *latest <= rollup.day {
+                *latest = rollup.day;
+                line.names = rollup.names.clone();
             }
-        })?;
-        let (latest, line) = lines.entry(&rollup.booking).or_insert_with(|| {
-            let line = SnapshotLine {
-                booking: rollup.booking.clone(),
-                names: BookingNames::default(),
-                usage: HourUsage::default(),
-            };
-            (rollup.day, line)
-        });
-        line.usage = add(line.usage, before, &rollup.booking, close)?;
-        if *latest <= rollup.day {
-            *latest = rollup.day;
-            line.names = rollup.names.clone();
         }
     }
     Ok(lines
@@ -423,7 +616,8 @@ pub fn verify(
     }
     let mut recorded: BTreeMap<ByAccount, (HourUsage, HourUsage)> = BTreeMap::new();
     for line in &snapshot {
-        recorded.entry(ByAccount(&line.booking)).or_default().0 = line.usage;
+        let entry = recorded.entry(ByAccount(&line.booking)).or_default();
+        entry.0 = add(entry.0, line.usage, &line.booking, close)?;
     }
     for adjustment in adjustments {
         let entry = recorded.entry(ByAccount(&adjustment.booking)).or_default();
@@ -508,6 +702,7 @@ mod tests {
                 },
                 events: 2,
             },
+            billed: None,
         }
     }
 
@@ -614,6 +809,7 @@ mod tests {
             names: BookingNames::default(),
             day_total: live,
             late,
+            hours: BTreeMap::new(),
         };
         let adjustment = Adjustment {
             close_id: close.id(),

@@ -38,6 +38,7 @@ mod error;
 pub mod event;
 pub mod excerpt;
 pub mod forward;
+pub mod invoice;
 pub mod metrics;
 pub mod pack;
 pub mod plans;

@@ -5,17 +5,21 @@
 //!
 //! `close` registers the period, waits until every function has seen it, then stores the
 //! snapshot: each rollup's usage minus its late counters, read from one item at once, so it
-//! holds exactly what was committed before the functions saw the close.
+//! holds exactly what was committed before the functions saw the close. On a day a
+//! customer changes, the rollup's hours are read too, and its late usage placed in them
+//! by the adjustments.
 
 use std::sync::Arc;
 
 use chrono::Utc;
 use kore_ingest_core::closes::{
-    Adjustment, Close, CloseError, CloseState, SnapshotLine, canonical_text, close_id,
-    earliest_close, sha256_hex, snapshot_lines, verified_lines, verify,
+    Adjustment, Billing, Close, CloseError, CloseState, RollupTotals, SnapshotLine, canonical_text,
+    close_id, earliest_close, sha256_hex, snapshot_lines, verified_lines, verify,
 };
+use kore_ingest_core::customers::Customers;
 use kore_ingest_core::port::LedgerError;
 use kore_ingest_core::time::{TimeRange, timestamp, z_time};
+use kore_ingest_core::zones::Zones;
 use tokio::time::Instant;
 
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
@@ -201,21 +205,47 @@ impl Closes {
         Ok(())
     }
 
-    /// The day totals and late counters of the rollups of a close's days.
+    /// The day totals and late counters of the rollups of a close's days, with their hours
+    /// on the days `hourly` says.
     async fn rollup_totals(
         &self,
         close: &Close,
-    ) -> Result<Vec<kore_ingest_core::closes::RollupTotals>, LedgerError> {
-        let days = close.period.days();
-        let rollups = Rollups::new(self.table.clone())
-            .of_days(&days, None, true, Some(CLOSE_READ))
-            .await?;
-        Ok(rollups.iter().map(|r| r.totals()).collect())
+        hourly: impl Fn(chrono::NaiveDate) -> bool,
+    ) -> Result<Vec<RollupTotals>, LedgerError> {
+        let (by_hour, whole): (Vec<_>, Vec<_>) = close
+            .period
+            .days()
+            .into_iter()
+            .partition(|day| hourly(*day));
+        let rollups = Rollups::new(self.table.clone());
+        let mut totals = Vec::new();
+        for (days, projection) in [(whole, Some(CLOSE_READ)), (by_hour, None)] {
+            if days.is_empty() {
+                continue;
+            }
+            let read = rollups.of_days(&days, None, true, projection).await?;
+            totals.extend(read.iter().map(|r| r.totals()));
+        }
+        Ok(totals)
     }
 
-    /// Stores the snapshot of a settling close and marks it closed. Returns the close.
-    pub async fn store_snapshot(&self, close: &Close) -> Result<Close, CloseError> {
-        let lines = snapshot_lines(close, &self.rollup_totals(close).await?)?;
+    /// Stores the snapshot of a settling close, billed to the customers and zones given (as
+    /// they are now), and marks it closed. Returns the close.
+    pub async fn store_snapshot(
+        &self,
+        close: &Close,
+        customers: Option<&Customers>,
+        zones: Option<&Zones>,
+    ) -> Result<Close, CloseError> {
+        let mut billing = Billing {
+            customers,
+            zones,
+            adjustments: &[],
+        };
+        let rollups = self.rollup_totals(close, |day| billing.hourly(day)).await?;
+        let adjustments = self.adjustments(close).await?;
+        billing.adjustments = &adjustments;
+        let lines = snapshot_lines(close, &rollups, &billing)?;
         let text = canonical_text(&lines);
         let sha256 = sha256_hex(&text);
         let id = close.id();
@@ -300,7 +330,7 @@ impl Closes {
     /// Every discrepancy, each as one sentence.
     pub async fn verify(&self, close: &Close) -> Result<Vec<String>, CloseError> {
         let text = self.snapshot_text(close).await?;
-        let rollups = self.rollup_totals(close).await?;
+        let rollups = self.rollup_totals(close, |_| false).await?;
         let adjustments = self.adjustments(close).await?;
         verify(close, &text, &rollups, &adjustments)
     }

@@ -15,6 +15,6 @@ pub use booking::{Booking, BookingNames, DayBooking, fold};
 pub use counts::{HourUsage, Overflow, checked_sum};
 pub use query::{
     Attribution, Granularity, GroupBy, GroupValue, Period, QueryError, UsageCell, UsageFilters,
-    UsageQuery, UsageRecord, aggregate, aggregate_attributed, per_sim,
+    UsageQuery, UsageRecord, aggregate, aggregate_attributed, aggregate_billed, per_sim,
 };
 pub use sessions::{SessionSummary, sessions_of};

@@ -47,12 +47,6 @@ pub enum GroupBy {
     Zone,
 }
 
-impl GroupBy {
-    fn needs_zones(self) -> bool {
-        self == GroupBy::Zone
-    }
-}
-
 /// Filters combine (AND); `None` matches everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UsageFilters {
@@ -191,6 +185,16 @@ impl UsageQuery {
     /// The UTC days the range touches, in order.
     pub fn days(&self) -> Vec<NaiveDate> {
         self.range.days()
+    }
+
+    /// Whether it groups or filters by customer.
+    pub fn wants_customers(&self) -> bool {
+        self.group == Some(GroupBy::Customer) || self.filters.customer_id.is_some()
+    }
+
+    /// Whether it groups or filters by zone.
+    pub fn wants_zones(&self) -> bool {
+        self.group == Some(GroupBy::Zone) || self.filters.zone.is_some()
     }
 
     /// Whether a whole day's totals answer for `day` (buckets of a day or more, and the day
@@ -340,18 +344,29 @@ pub fn aggregate_attributed(
     cells: impl IntoIterator<Item = UsageCell>,
     attribution: Attribution,
 ) -> Result<Vec<UsageRecord>, QueryError> {
-    let wants_zone = query.group.is_some_and(GroupBy::needs_zones) || query.filters.zone.is_some();
-    if wants_zone && attribution.zones.is_none() {
+    if query.wants_zones() && attribution.zones.is_none() {
         return Err(QueryError::NoZones);
     }
-    let mut records: BTreeMap<RecordKey, RecordSum> = BTreeMap::new();
-    for cell in cells {
-        if !query.range.contains(cell.hour) || !query.filters.matches(&cell.booking) {
-            continue;
-        }
+    let billed = cells.into_iter().map(|cell| {
         let customer = attribution.customer(&cell.booking, cell.hour);
         let zone = attribution.zone(&cell.booking);
-        if !query.filters.attributed(customer, zone) {
+        (cell, customer, zone)
+    });
+    aggregate_billed(query, billed)
+}
+
+/// [`aggregate`] over cells that each name their customer and zone already (a closed
+/// period's snapshot lines, billed as they were when it was taken).
+pub fn aggregate_billed<'a>(
+    query: &UsageQuery,
+    cells: impl IntoIterator<Item = (UsageCell, &'a str, Option<&'a str>)>,
+) -> Result<Vec<UsageRecord>, QueryError> {
+    let mut records: BTreeMap<RecordKey, RecordSum> = BTreeMap::new();
+    for (cell, customer, zone) in cells {
+        if !query.range.contains(cell.hour)
+            || !query.filters.matches(&cell.booking)
+            || !query.filters.attributed(customer, zone)
+        {
             continue;
         }
         let group = query

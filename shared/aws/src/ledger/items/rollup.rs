@@ -228,6 +228,7 @@ impl StoredRollup {
             names: self.names.clone(),
             day_total: self.day_total.unwrap_or_default(),
             late: self.late.unwrap_or_default(),
+            hours: self.hours.clone(),
         }
     }
 }

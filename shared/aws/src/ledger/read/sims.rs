@@ -20,6 +20,17 @@ pub struct SimActivity {
     pub sim_sid: String,
     pub account_sid: Option<String>,
     pub activity: Activity,
+    /// Per day with usage, the fleet it was booked to (the greatest SID if several): the
+    /// callbacks do not name fleets, and an invoice bills a SIM-day to its fleet's customer.
+    pub fleets: BTreeMap<NaiveDate, String>,
+}
+
+/// What the rollups tell of one SIM's usage in the range.
+#[derive(Debug, Clone, Default)]
+struct Usage {
+    account_sid: Option<String>,
+    days: BTreeSet<NaiveDate>,
+    fleets: BTreeMap<NaiveDate, String>,
 }
 
 /// Every SIM known in `range` (whole UTC days), by SIM; with `account`, the SIMs whose
@@ -32,7 +43,7 @@ pub async fn sims_active(
     concurrency: usize,
 ) -> Result<Vec<SimActivity>, LedgerError> {
     let days = range.days();
-    let mut usage: BTreeMap<String, (Option<String>, BTreeSet<NaiveDate>)> = BTreeMap::new();
+    let mut usage: BTreeMap<String, Usage> = BTreeMap::new();
     for rollup in rollups
         .of_days(&days, None, false, Some(BOOKING_ONLY))
         .await?
@@ -42,8 +53,12 @@ pub async fn sims_active(
             continue;
         }
         let entry = usage.entry(booking.sim_sid).or_default();
-        entry.0 = entry.0.take().or(booking.account_sid);
-        entry.1.insert(rollup.day);
+        entry.account_sid = entry.account_sid.take().or(booking.account_sid);
+        entry.days.insert(rollup.day);
+        if let Some(fleet) = booking.fleet_sid {
+            let on_day = entry.fleets.entry(rollup.day).or_default();
+            *on_day = fleet.max(std::mem::take(on_day));
+        }
     }
     let statuses: Vec<SimStatusEntry> = callbacks
         .statuses()
@@ -78,15 +93,16 @@ pub async fn sims_active(
     let mut records = Vec::new();
     for sim in sims {
         let (status_account, entries) = known.get(sim).cloned().unwrap_or_default();
-        let (usage_account, usage_days) = usage.get(sim).cloned().unwrap_or_default();
+        let used = usage.get(sim).cloned().unwrap_or_default();
         let status_in_range = entries.iter().any(|e| e.sent_at < range.end());
-        if !status_in_range && usage_days.is_empty() {
+        if !status_in_range && used.days.is_empty() {
             continue;
         }
         records.push(SimActivity {
             sim_sid: sim.clone(),
-            account_sid: status_account.or(usage_account),
-            activity: activity(entries, range, &usage_days),
+            account_sid: status_account.or(used.account_sid),
+            activity: activity(entries, range, &used.days),
+            fleets: used.fleets,
         });
     }
     Ok(records)
