@@ -4,7 +4,7 @@
 //! gaps, migration reconciliation between KORE and Twilio, replay of CloudEvent
 //! archives, the quarantine (list, show, redrive), SIM statuses and active SIM-days from the
 //! callbacks, alert rules and the alerts they raised, customers, zones and plans, invoice
-//! lines, and signed test requests to a webhook.
+//! lines and their push to Stripe or Lago, and signed test requests to a webhook.
 //! Every write goes through the same shared path as the Lambda functions, so replays and
 //! redrives are exactly once too.
 //!
@@ -20,6 +20,7 @@ mod evidence;
 mod failure;
 mod invoice;
 mod output;
+mod push;
 mod quarantine;
 mod rebuild;
 mod reconcile;
@@ -65,6 +66,7 @@ Examples:
   kore-usage plans apply plans.json
   kore-usage usage --start 2024-11-01T00:00:00Z --end 2024-12-01T00:00:00Z --group customer
   kore-usage invoice --start 2024-11-01T00:00:00Z --end 2024-12-01T00:00:00Z
+  kore-usage push --start 2024-11-01T00:00:00Z --end 2024-12-01T00:00:00Z --to stripe
   kore-usage quarantine list
   kore-usage quarantine redrive
   kore-usage send --secret \"$KORE_SECRET\" --body batch.json https://xyz.lambda-url.eu-west-1.on.aws/events
@@ -126,6 +128,7 @@ enum LedgerCommand {
     #[command(subcommand)]
     Plans(customers::PlansCommand),
     Invoice(invoice::Args),
+    Push(push::Args),
 }
 
 #[tokio::main]
@@ -173,6 +176,7 @@ async fn run(ledger: &UsageLedger, command: LedgerCommand) -> failure::Result<Ex
         LedgerCommand::Plans(command) => customers::plans(ledger, command).await,
         LedgerCommand::Alerts(command) => alerts::run(ledger, command).await,
         LedgerCommand::Invoice(args) => invoice::run(ledger, args).await,
+        LedgerCommand::Push(args) => push::run(ledger, args).await,
     }
 }
 

@@ -43,6 +43,7 @@ pub mod metrics;
 pub mod pack;
 pub mod plans;
 pub mod port;
+pub mod push;
 pub mod quarantine;
 pub mod retry;
 pub mod secrets;

@@ -27,7 +27,8 @@
 //!   the SIMs a silence rule has seen `ALERTSEEN#<rule>#<shard>` / `<sim>`;
 //! - documents applied whole (`customers`, `zones`, `plans`): the head `DOC#<name>` / `#`
 //!   naming the version in force and its hash, each text in parts `DOC#<name>#<sha256>` /
-//!   `PART#00000`...
+//!   `PART#00000`...;
+//! - pushes of invoice lines: `PUSH#<target>#<period start>#<period end>` / `<line id>`.
 
 use chrono::NaiveDate;
 use kore_ingest_core::event::DedupeKey;
@@ -260,6 +261,11 @@ pub fn document_pk(name: &str) -> String {
 /// The parts of one text of a document, by its SHA-256 (hex).
 pub fn document_parts_pk(name: &str, sha256: &str) -> String {
     format!("DOC#{name}#{sha256}")
+}
+
+/// What was pushed of one period's invoice lines to one billing system.
+pub fn push_pk(target: &str, start: &str, end: &str) -> String {
+    format!("PUSH#{target}#{start}#{end}")
 }
 
 const ALERTS_PK_PREFIX: &str = "ALERTS#";

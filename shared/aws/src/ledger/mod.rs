@@ -14,7 +14,7 @@
 //! - `items`: each item type attribute by attribute, and back;
 //! - `table`: the table's primitives (conditional puts, queries, batched reads,
 //!   transactions and their retries), with the capacity they consumed;
-//! - `write`, `read`, `quarantine`, `callbacks`, `closes`, `rebuild`, `stream`: one
+//! - `write`, `read`, `quarantine`, `callbacks`, `closes`, `documents`, `pushes`, `rebuild`, `stream`: one
 //!   concern each, on a `Table`;
 //! - `usage_ledger`: [`UsageLedger`], which hands each concern its table and implements the
 //!   functions' port.
@@ -28,6 +28,7 @@ mod documents;
 mod error;
 mod items;
 pub mod keys;
+mod pushes;
 mod quarantine;
 mod read;
 mod rebuild;
@@ -46,6 +47,7 @@ pub use items::attrs::Item;
 pub use items::callback::SimStatusEntry;
 pub use items::event::event_item as event_record_item;
 pub use items::rollup::rollup_item;
+pub use pushes::Pushes;
 pub use quarantine::QuarantineStore;
 pub use read::events::Events;
 pub use read::rollups::{CellNames, Rollups};

@@ -20,6 +20,7 @@ use super::callbacks::Callbacks;
 use super::closes::Closes;
 use super::config::LedgerConfig;
 use super::documents::Documents;
+use super::pushes::Pushes;
 use super::quarantine::QuarantineStore;
 use super::read::events::Events;
 use super::read::rollups::Rollups;
@@ -93,6 +94,11 @@ impl UsageLedger {
     /// The files applied whole: the customers mapping, the zones, the plans.
     pub fn documents(&self) -> Documents {
         Documents::new(self.table.clone())
+    }
+
+    /// What was pushed of invoice lines to the billing systems.
+    pub fn pushes(&self) -> Pushes {
+        Pushes::new(self.table.clone())
     }
 
     /// Every SIM known in `range` (whole UTC days) and the days it was active.
