@@ -530,17 +530,23 @@ fn expected_data(events: &[&SampleEvent]) -> BTreeMap<(String, String), Billed> 
     lines
         .into_iter()
         .map(|((customer, zone), (bytes, quantity))| {
-            let amount = (customer == "acme")
-                .then(|| price(&zone))
-                .flatten()
-                .map(|p| {
-                    (p * rust_decimal::Decimal::from(quantity))
-                        .normalize()
-                        .to_string()
-                });
-            ((customer, zone), (bytes, quantity.to_string(), amount))
+            let line = billed(&customer, &zone, bytes, quantity);
+            ((customer, zone), line)
         })
         .collect()
+}
+
+/// A line of `customer` in `zone`: acme's priced by its plan, the others' not.
+fn billed(customer: &str, zone: &str, bytes: u64, quantity: u64) -> Billed {
+    let amount = (customer == "acme")
+        .then(|| price(zone))
+        .flatten()
+        .map(|p| {
+            (p * rust_decimal::Decimal::from(quantity))
+                .normalize()
+                .to_string()
+        });
+    (bytes, quantity.to_string(), amount)
 }
 
 /// The SIM fee lines of a period, computed here: a SIM-day (a day with usage booked, these
@@ -703,15 +709,8 @@ async fn closed_periods_are_invoiced_as_an_independent_computation_bills_them() 
             } else {
                 bytes
             };
-            let amount = (customer == "acme")
-                .then(|| price(&zone))
-                .flatten()
-                .map(|p| {
-                    (p * rust_decimal::Decimal::from(quantity))
-                        .normalize()
-                        .to_string()
-                });
-            ((customer, zone), (bytes, quantity.to_string(), amount))
+            let line = billed(&customer, &zone, bytes, quantity);
+            ((customer, zone), line)
         })
         .collect();
     assert_eq!(lines_of_kind(&lines_b, "adjustment"), expected_adjustments);

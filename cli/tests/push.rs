@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 use kore_ingest_aws::ledger::UsageLedger;
+use kore_test_support::secrets_manager::FakeSecretsManager;
 use kore_test_support::stack::{eventually, http};
 use kore_test_support::*;
 use serde_json::{Value, json};
@@ -276,8 +277,17 @@ async fn a_push_killed_midway_and_run_again_leaves_every_line_in_lago_once() {
     assert!(err.contains("LAGO_API_KEY"), "{err}");
 
     push_killed_midway(&ledger, &lago, &env, &push, 2).await;
-    let (code, out, err) = run(&ledger, &env, &push);
+    // The re-run reads its key from Secrets Manager, as a deployed operator would.
+    let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:lago-key";
+    let secrets = FakeSecretsManager::start(arn, "lago_standin");
+    let from_secret = [
+        ("LAGO_API_URL", lago.url.as_str()),
+        ("LAGO_API_KEY_SECRET_ARN", arn),
+        ("AWS_ENDPOINT_URL_SECRETS_MANAGER", secrets.url.as_str()),
+    ];
+    let (code, out, err) = run(&ledger, &from_secret, &push);
     assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(secrets.reads(), 1);
     let mut kept = lago.events().await;
     kept.sort();
     assert_eq!(kept, lines, "every line once, with its quantity");

@@ -845,4 +845,85 @@ mod tests {
             .collect();
         assert_eq!(named, ["HS9 AC1", "HS1 AC2"], "{problems:?}");
     }
+
+    /// SIM 1 is `early`'s until noon on the 3rd, then `late`'s. Its rollup of the 3rd has
+    /// 100 B at 10:00 and 50 B at 14:00, 30 B of which came after the close.
+    #[test]
+    fn a_day_the_customer_changes_is_billed_hour_by_hour_and_its_late_usage_in_its_hour() {
+        let sim = "HS00000000000000000000000000000001";
+        let customers = Customers::parse_csv(&format!(
+            "customer_id,sim_sid,fleet_sid,account_sid,plan_id,valid_from,valid_to\n\
+             early,{sim},,,p1,2024-11-01T00:00:00Z,2024-11-03T12:00:00Z\n\
+             late,{sim},,,,2024-11-03T12:00:00Z,\n"
+        ))
+        .unwrap();
+        let booking = Booking {
+            sim_sid: sim.into(),
+            account_sid: Some("AC1".into()),
+            fleet_sid: None,
+            network_sid: None,
+            iso_country: None,
+        };
+        let volume = |total| DataVolume {
+            upload: 0,
+            download: total,
+            total,
+        };
+        let usage = |total, events| HourUsage {
+            usage: volume(total),
+            events,
+        };
+        let rollup = RollupTotals {
+            day: NaiveDate::from_ymd_opt(2024, 11, 3).unwrap(),
+            booking: booking.clone(),
+            names: BookingNames::default(),
+            day_total: usage(150, 3),
+            late: usage(30, 1),
+            hours: [(10, usage(100, 1)), (14, usage(50, 2))].into(),
+        };
+        let close = november(None);
+        let adjustment = Adjustment {
+            close_id: close.id(),
+            event_sid: "EZ1".into(),
+            booking,
+            booked_hour: at("2024-11-03T14:00:00Z"),
+            usage: volume(30),
+            received_at: String::new(),
+        };
+        let billing = Billing {
+            customers: Some(&customers),
+            zones: None,
+            adjustments: std::slice::from_ref(&adjustment),
+        };
+        let lines = snapshot_lines(&close, std::slice::from_ref(&rollup), &billing).unwrap();
+        let billed: Vec<(&str, Option<&str>, u64, u64)> = lines
+            .iter()
+            .map(|l| {
+                let b = l.billed.as_ref().unwrap();
+                (
+                    b.customer_id.as_str(),
+                    b.plan_id.as_deref(),
+                    l.usage.usage.total,
+                    l.usage.events,
+                )
+            })
+            .collect();
+        assert_eq!(
+            billed,
+            [("early", Some("p1"), 100, 1), ("late", None, 20, 1)]
+        );
+        // The lines read back from their canonical text, customer and plan included.
+        assert_eq!(parse_canonical(&canonical_text(&lines)).unwrap(), lines);
+
+        // A late event counted in the rollup but not yet among the adjustments read: the
+        // close cannot place it, and says to run again.
+        let unplaced = Billing {
+            adjustments: &[],
+            ..billing
+        };
+        assert!(matches!(
+            snapshot_lines(&close, &[rollup], &unplaced),
+            Err(CloseError::LateArriving { .. })
+        ));
+    }
 }

@@ -75,6 +75,30 @@ pub struct InvoiceLine {
     pub adjusts: Option<TimeRange>,
 }
 
+impl InvoiceLine {
+    /// A line of `kind` for `customer`, nothing counted or priced yet.
+    fn empty(id: String, customer: &str, kind: LineKind, period: TimeRange) -> Self {
+        InvoiceLine {
+            id,
+            customer_id: customer.to_owned(),
+            kind,
+            plan_id: None,
+            zone: None,
+            bytes: 0,
+            included_bytes: 0,
+            sims: 0,
+            sim_days: None,
+            quantity: Decimal::ZERO,
+            unit: "B",
+            unit_price: None,
+            amount: None,
+            currency: None,
+            period,
+            adjusts: None,
+        }
+    }
+}
+
 /// Why lines cannot be made; each reads as one sentence.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvoiceError {
@@ -272,27 +296,18 @@ fn data_lines(
         let rated = rate(plan, zones, customer)?;
         for (zone, usage) in rated {
             let key = [plan_id, zone.as_deref()];
-            lines.push(priced(
-                InvoiceLine {
-                    id: line_id(&close.id(), customer, LineKind::Data, &key),
-                    customer_id: customer.to_owned(),
-                    kind: LineKind::Data,
-                    plan_id: plan_id.map(str::to_owned),
-                    zone,
-                    bytes: usage.bytes,
-                    included_bytes: usage.included,
-                    sims: usage.sims,
-                    sim_days: None,
-                    quantity: usage.quantity,
-                    unit: plan.map_or("B", |p| p.unit.name()),
-                    unit_price: None,
-                    amount: None,
-                    currency: None,
-                    period: input.period,
-                    adjusts: None,
-                },
-                plan,
-            )?);
+            let id = line_id(&close.id(), customer, LineKind::Data, &key);
+            let line = InvoiceLine {
+                plan_id: plan_id.map(str::to_owned),
+                zone,
+                bytes: usage.bytes,
+                included_bytes: usage.included,
+                sims: usage.sims,
+                quantity: usage.quantity,
+                unit: plan.map_or("B", |p| p.unit.name()),
+                ..InvoiceLine::empty(id, customer, LineKind::Data, input.period)
+            };
+            lines.push(priced(line, plan)?);
         }
     }
     Ok(lines)
@@ -466,27 +481,17 @@ fn adjustment_lines(input: &InvoiceInput) -> Result<Vec<InvoiceLine>, InvoiceErr
             billed.plan_id.as_deref(),
             billed.zone.as_deref(),
         ];
-        lines.push(priced(
-            InvoiceLine {
-                id: line_id(&invoice_id, customer, LineKind::Adjustment, &key),
-                customer_id: customer.to_owned(),
-                kind: LineKind::Adjustment,
-                plan_id: billed.plan_id.clone(),
-                zone: billed.zone.clone(),
-                bytes,
-                included_bytes: 0,
-                sims: 0,
-                sim_days: None,
-                quantity,
-                unit: plan.map_or("B", |p| p.unit.name()),
-                unit_price: None,
-                amount: None,
-                currency: None,
-                period: input.period,
-                adjusts: Some(adjusted),
-            },
-            plan,
-        )?);
+        let id = line_id(&invoice_id, customer, LineKind::Adjustment, &key);
+        let line = InvoiceLine {
+            plan_id: billed.plan_id.clone(),
+            zone: billed.zone.clone(),
+            bytes,
+            quantity,
+            unit: plan.map_or("B", |p| p.unit.name()),
+            adjusts: Some(adjusted),
+            ..InvoiceLine::empty(id, customer, LineKind::Adjustment, input.period)
+        };
+        lines.push(priced(line, plan)?);
     }
     Ok(lines)
 }
@@ -518,32 +523,21 @@ fn sim_fee_lines(input: &InvoiceInput) -> Result<Vec<InvoiceLine>, InvoiceError>
     let mut lines = Vec::new();
     for ((customer, plan_id), (sims, days)) in groups {
         let plan = plan_of(input.plans, plan_id.as_deref(), &customer)?;
-        lines.push(priced(
-            InvoiceLine {
-                id: line_id(
-                    &invoice_id,
-                    &customer,
-                    LineKind::SimFee,
-                    &[plan_id.as_deref()],
-                ),
-                customer_id: customer,
-                kind: LineKind::SimFee,
-                plan_id,
-                zone: None,
-                bytes: 0,
-                included_bytes: 0,
-                sims: sims.len() as u64,
-                sim_days: Some(days),
-                quantity: Decimal::from(sims.len() as u64),
-                unit: "SIM",
-                unit_price: None,
-                amount: None,
-                currency: None,
-                period: input.period,
-                adjusts: None,
-            },
-            plan,
-        )?);
+        let id = line_id(
+            &invoice_id,
+            &customer,
+            LineKind::SimFee,
+            &[plan_id.as_deref()],
+        );
+        let line = InvoiceLine {
+            plan_id,
+            sims: sims.len() as u64,
+            sim_days: Some(days),
+            quantity: Decimal::from(sims.len() as u64),
+            unit: "SIM",
+            ..InvoiceLine::empty(id, &customer, LineKind::SimFee, input.period)
+        };
+        lines.push(priced(line, plan)?);
     }
     Ok(lines)
 }
