@@ -1076,6 +1076,7 @@ def main(argv: list[str]) -> int:
     checks = ledger_checks(tool, expected, late)
     out()
 
+    customers_applied = apply_customers(tool, args.report.parent)
     out("== Invoicing the day: close it, take a late event as an adjustment, prove it")
     out()
     closed = close_day(tool)
@@ -1087,6 +1088,8 @@ def main(argv: list[str]) -> int:
                   "--format", "csv")
         verified = tool.show("verify-close", "--start", RANGE_FROM, "--end", RANGE_TO).returncode == 0
         checks.update(invoice_checks(tool, expected, late, verified))
+        checks["the invoice's data lines per customer are the generator's per fleet"] = (
+            customers_applied and check_invoice(tool, expected.per_sim))
     else:
         checks["the day is closed"] = False
 
@@ -1095,8 +1098,8 @@ def main(argv: list[str]) -> int:
     checks["the alerts are the generator's crossings, each once"] = check_alerts(
         tool, expected_alerts(rules, per_sim), args.timeout)
 
-    checks["usage per customer is the generator's per fleet"] = check_customers(
-        tool, args.report.parent, per_sim)
+    checks["usage per customer is the generator's per fleet"] = (
+        customers_applied and check_customers(tool, per_sim))
     checks["the HTML report's totals are the generator's"] = check_report(tool, args.report, per_sim)
 
     if args.events_queue_url:
@@ -1125,14 +1128,20 @@ def main(argv: list[str]) -> int:
 CUSTOMERS = {"meters": "city-water", "trackers": "logistics-co"}
 
 
-def check_customers(tool: KoreUsage, folder: Path, per_sim: dict[str, dict[str, int]]) -> bool:
-    """Maps the two fleets to two customers and the countries to zones, then checks the
-    day's usage per customer against the generator's per fleet."""
-    out("== Customers and zones: each fleet is one customer's; the networks' countries are zones")
+PLAN = {"id": "iot-mb", "currency": "USD", "unit": "MB",
+        "rounding": {"increment": "1", "scope": "sim"},
+        "prices": {"US": "0.05", "Canada": "0.08", "ROW": "0.50"}, "sim_fee": "2.00"}
+
+
+def apply_customers(tool: KoreUsage, folder: Path) -> bool:
+    """Maps the two fleets to two customers on one plan and the countries to zones, before
+    the close, which bills each line to them."""
+    out("== Customers, zones and a plan: each fleet is one customer's; the countries are zones")
     customers = folder / "demo-customers.csv"
     customers.write_text(
         "customer_id,sim_sid,fleet_sid,account_sid,plan_id,valid_from,valid_to\n"
-        + "".join(f"{name},,{FLEETS[fleet]},,,2024-10-01T00:00:00Z,\n" for fleet, name in CUSTOMERS.items()),
+        + "".join(f"{name},,{FLEETS[fleet]},,{PLAN['id']},2024-10-01T00:00:00Z,\n"
+                  for fleet, name in CUSTOMERS.items()),
         encoding="utf-8")
     zones = folder / "demo-zones.json"
     zones.write_text(json.dumps({"zones": [
@@ -1140,20 +1149,51 @@ def check_customers(tool: KoreUsage, folder: Path, per_sim: dict[str, dict[str, 
         {"name": "Canada", "countries": ["CA"]},
         {"name": "ROW", "default": True},
     ]}), encoding="utf-8")
-    if any(tool.show(*command).returncode != 0 for command in (
-            ("customers", "apply", str(customers)), ("zones", "apply", str(zones)))):
-        return False
+    plans = folder / "demo-plans.json"
+    plans.write_text(json.dumps({"plans": [PLAN]}), encoding="utf-8")
+    applied = all(tool.show(*command).returncode == 0 for command in (
+        ("customers", "apply", str(customers)), ("zones", "apply", str(zones)),
+        ("plans", "apply", str(plans))))
+    out()
+    return applied
+
+
+def per_customer(per_sim: dict[str, dict[str, int]]) -> dict[str, int]:
+    """The generator's bytes per customer: its SIMs' fleets' customers."""
+    want: dict[str, int] = {}
+    for sim in SIMS:
+        name = CUSTOMERS[sim.fleet]
+        want[name] = want.get(name, 0) + per_sim[sim.sim_sid]["data_total"]
+    return want
+
+
+def check_customers(tool: KoreUsage, per_sim: dict[str, dict[str, int]]) -> bool:
+    """The day's live usage per customer and zone, checked per customer against the
+    generator's per fleet."""
+    out("== Usage per zone and per customer, live (the late window included)")
     tool.show("usage", "--start", RANGE_FROM, "--end", RANGE_TO, "--group", "zone")
     tool.show("usage", "--start", RANGE_FROM, "--end", RANGE_TO, "--group", "customer")
     got: dict[str, int] = {}
     for record in tool.json("usage", "--start", RANGE_FROM, "--end", RANGE_TO, "--group", "customer"):
         got[record["customer_id"]] = got.get(record["customer_id"], 0) + record["data_total"]
-    want: dict[str, int] = {}
-    for sim in SIMS:
-        name = CUSTOMERS[sim.fleet]
-        want[name] = want.get(name, 0) + per_sim[sim.sim_sid]["data_total"]
+    want = per_customer(per_sim)
     if got != want:
         out(f"(usage per customer {got} is not the generator's {want})")
+    return got == want
+
+
+def check_invoice(tool: KoreUsage, per_sim: dict[str, dict[str, int]]) -> bool:
+    """The closed day's invoice lines; their data bytes per customer against the
+    generator's day (the late window is the next period's adjustment)."""
+    out("== The closed day's invoice lines: kore-usage invoice (kore-usage push sends them)")
+    tool.show("invoice", "--start", RANGE_FROM, "--end", RANGE_TO)
+    got: dict[str, int] = {}
+    for line in tool.json("invoice", "--start", RANGE_FROM, "--end", RANGE_TO):
+        if line["kind"] == "data":
+            got[line["customer_id"]] = got.get(line["customer_id"], 0) + line["bytes"]
+    want = per_customer(per_sim)
+    if got != want:
+        out(f"(the invoice's bytes per customer {got} are not the generator's {want})")
     return got == want
 
 
