@@ -5,9 +5,7 @@ use std::process::ExitCode;
 
 use kore_ingest_aws::ledger::{SimActivity, UsageLedger};
 use kore_ingest_core::closes::{Adjustment, Billing, Close, CloseState, SnapshotLine};
-use kore_ingest_core::invoice::{
-    ActiveSim, InvoiceInput, InvoiceLine, LateUsage, invoice_lines, late_window,
-};
+use kore_ingest_core::invoice::{ActiveSim, InvoiceInput, InvoiceLine, LateUsage, invoice_lines};
 use kore_ingest_core::time::{TimeRange, z_time};
 use serde::Serialize;
 
@@ -25,7 +23,7 @@ From a closed period (kore-usage close): per customer, one data line per plan an
 snapshot (its bytes, the allowance taken off, the quantity rounded up as the plan says, and
 with a price the unit price and amount, exactly), one sim_fee line for the SIMs active in the
 period, and one adjustment line per earlier closed period, plan and zone for its late usage
-that arrived within this period. Customers and plans are those applied (customers apply,
+that arrived before this period's close and after the previous invoice's. Customers and plans are those applied (customers apply,
 plans apply); the snapshot keeps each line's customer, plan and zone as they were at the
 close. Every line has an id from the close, customer, kind and key: the same period gives
 the same lines, byte for byte.";
@@ -147,16 +145,13 @@ pub async fn lines_of(ledger: &UsageLedger, period: TimeRange) -> Result<Vec<Inv
     let customers = customers_in_force(ledger).await?;
     let zones = zones_in_force(ledger).await?;
     let plans = plans_in_force(ledger).await?;
-    let covered = |account: Option<&str>, day| closes.iter().any(|(c, _)| c.covers(account, day));
     let active: Vec<ActiveSim> = ledger
         .sims_active(&period, None)
         .await
         .or_fail(ledger)?
         .into_iter()
         .map(|sim: SimActivity| ActiveSim {
-            active_days: (sim.activity.active_days.iter().copied())
-                .filter(|day| covered(sim.account_sid.as_deref(), *day))
-                .collect(),
+            active_days: sim.activity.active_days,
             sim_sid: sim.sim_sid,
             account_sid: sim.account_sid,
             fleets: sim.fleets,
@@ -178,12 +173,6 @@ pub async fn lines_of(ledger: &UsageLedger, period: TimeRange) -> Result<Vec<Inv
                 .map(|adjustment| LateUsage { close, adjustment })
         })
         .collect();
-    let late_window = late_window(&all, &period).ok_or_else(|| {
-        Failure::Failed(format!(
-            "the close of {} has no snapshot time",
-            z_time(period.start())
-        ))
-    })?;
     let input = InvoiceInput {
         period,
         closes: &closes,
@@ -194,8 +183,8 @@ pub async fn lines_of(ledger: &UsageLedger, period: TimeRange) -> Result<Vec<Inv
             adjustments: &[],
         },
         active: &active,
+        all_closes: &all,
         late: &late,
-        late_window,
     };
     invoice_lines(&input).map_err(|e| Failure::Failed(e.to_string()))
 }

@@ -15,13 +15,13 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Timelike, Utc};
 use sha2::{Digest, Sha256};
 
-use crate::customers::{Customers, Holder, UNASSIGNED};
+use crate::customers::{Customers, UNASSIGNED};
 use crate::error::LedgerError;
 use crate::event::DataVolume;
 use crate::time::{TimeRange, hour_of, midnight, z_time};
 use crate::usage::{
-    Booking, BookingNames, HourUsage, Overflow, QueryError, UsageCell, UsageQuery, UsageRecord,
-    aggregate_billed,
+    Attribution, Booking, BookingNames, HourUsage, Overflow, QueryError, UsageCell, UsageQuery,
+    UsageRecord, aggregate_billed,
 };
 use crate::zones::Zones;
 
@@ -57,11 +57,15 @@ impl Close {
 
     /// Whether usage of `account` booked on `day` falls in this period.
     pub fn covers(&self, account_sid: Option<&str>, day: NaiveDate) -> bool {
-        let account_matches = match &self.account_sid {
+        self.takes_account(account_sid) && self.period.contains(midnight(day))
+    }
+
+    /// Whether this close is for `account` (a close for every account is for each).
+    pub fn takes_account(&self, account_sid: Option<&str>) -> bool {
+        match &self.account_sid {
             None => true,
             Some(account) => account_sid == Some(account.as_str()),
-        };
-        account_matches && self.period.contains(midnight(day))
+        }
     }
 
     /// Whether this close and one of `account_sid` over `period` could claim the same usage.
@@ -457,24 +461,18 @@ pub struct Billing<'a> {
 }
 
 impl Billing<'_> {
-    /// Whom usage of `booking` in the hour starting `hour` is billed to.
+    /// Whom usage of `booking` in the hour starting `hour` is billed to: the customer and
+    /// zone as queries attribute them, and the plan of the customer's row.
     pub fn billed(&self, booking: &Booking, hour: DateTime<Utc>) -> Billed {
-        let holder = Holder {
-            sim_sid: &booking.sim_sid,
-            fleet_sid: booking.fleet_sid.as_deref(),
-            account_sid: booking.account_sid.as_deref(),
+        let attribution = Attribution {
+            customers: self.customers,
+            zones: self.zones,
         };
-        let assignment = self.customers.and_then(|c| c.assignment_at(&holder, hour));
+        let assignment = attribution.assignment(booking, hour);
         Billed {
-            customer_id: assignment.map_or(UNASSIGNED, |a| &a.customer_id).to_owned(),
+            customer_id: attribution.customer(booking, hour).to_owned(),
             plan_id: assignment.and_then(|a| a.plan_id.clone()),
-            zone: self.zones.map(|z| {
-                z.zone_of(
-                    booking.network_sid.as_deref(),
-                    booking.iso_country.as_deref(),
-                )
-                .to_owned()
-            }),
+            zone: attribution.zone(booking).map(str::to_owned),
         }
     }
 
@@ -533,9 +531,8 @@ impl Billing<'_> {
         for (hour, usage) in &rollup.hours {
             let late = late.get(hour).copied().unwrap_or_default();
             let before = usage.checked_sub(late).ok_or_else(late_above_total)?;
-            let Some(at) = hour_of(rollup.day, *hour) else {
-                continue;
-            };
+            let at =
+                hour_of(rollup.day, *hour).ok_or(CloseError::HoursNotRead { day: rollup.day })?;
             parts.push((self.billed(&rollup.booking, at), before));
         }
         Ok(parts)

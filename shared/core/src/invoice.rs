@@ -9,13 +9,13 @@
 //!   with usage on the line's plan, pooled), zone by zone from the highest unit price down
 //!   (zones without a price last, then by name), SIM by SIM in SID order; then the rest is
 //!   rounded up to the plan's increment, per line or per SIM as the plan says.
-//! - **sim_fee**: one line per customer and plan for the SIMs active in the period (a SIM-day
-//!   goes to the customer its SIM had at the day's start), quantity the SIMs.
+//! - **sim_fee**: one line per close, customer and plan for the SIMs active in the period (a
+//!   SIM-day goes to the customer its SIM had at the day's start), quantity the SIMs.
 //! - **adjustment**: one line per customer, earlier closed period, plan and zone for the
-//!   usage booked into that period after it was closed that arrived between the close of
-//!   the period before this one and this one's ([`late_window`]: each is invoiced exactly
-//!   once); billed by the customers and zones in force, rounded per line, no allowance (that
-//!   period's was used when it was invoiced).
+//!   usage booked into that period after its close, invoiced with the first later period
+//!   closed for its account after it arrived ([`invoicing_close`]: each exactly once); billed
+//!   by the customers and zones in force, rounded per line, no allowance (that period's was
+//!   used when it was invoiced).
 //! - Without a plan a line's quantity is its bytes (`B`), or its SIMs; amounts need a price.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 
-use crate::closes::{Adjustment, Billed, Billing, Close, SnapshotLine, close_id, sha256_hex};
+use crate::closes::{Adjustment, Billed, Billing, Close, SnapshotLine, sha256_hex};
 use crate::plans::{AllowanceScope, Plan, Plans, RoundingScope};
 use crate::time::{TimeRange, midnight};
 use crate::usage::Booking;
@@ -108,6 +108,8 @@ pub enum InvoiceError {
     NotBilled { close: String },
     #[error("the plan `{plan}` of customer {customer} is not in the plans applied")]
     UnknownPlan { plan: String, customer: String },
+    #[error("the adjustment of {event_sid} has no readable arrival time")]
+    BadArrival { event_sid: String },
     #[error("the {what} of customer {customer} does not fit exact arithmetic")]
     TooLarge {
         what: &'static str,
@@ -155,60 +157,40 @@ pub struct InvoiceInput<'a> {
     /// carry their own).
     pub billing: Billing<'a>,
     pub active: &'a [ActiveSim],
-    /// Adjustments of earlier closes; those that arrived within `late_window` count.
+    /// Every close: where each adjustment is invoiced is decided among them.
+    pub all_closes: &'a [Close],
+    /// Adjustments of earlier closes; those [`invoicing_close`] gives one of `closes` count.
     pub late: &'a [LateUsage<'a>],
-    /// [`late_window`] of the period.
-    pub late_window: (Option<DateTime<Utc>>, DateTime<Utc>),
 }
 
-/// The window of arrivals whose late usage an invoice takes: from the snapshot of the closed
-/// period before it (by period; the beginning of time for the first) to its own snapshot.
-/// Closes taken in period order tile time with these windows, so each adjustment of an
-/// earlier period is invoiced exactly once: with the first period closed after it arrived.
-pub fn late_window(
-    closes: &[Close],
-    period: &TimeRange,
-) -> Option<(Option<DateTime<Utc>>, DateTime<Utc>)> {
-    let snapshot_at = |close: &Close| {
-        close
-            .snapshot_at
-            .as_deref()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc))
-    };
-    let this = closes
-        .iter()
-        .filter(|c| c.period == *period)
-        .filter_map(snapshot_at)
-        .max()?;
-    let before = closes
-        .iter()
-        .filter(|c| c.period.end() <= period.start())
-        .max_by_key(|c| c.period.end())
-        .and_then(|previous| {
-            closes
-                .iter()
-                .filter(|c| c.period == previous.period)
-                .filter_map(snapshot_at)
-                .max()
-        });
-    Some((before, this))
-}
-
-/// Whether an adjustment of `close` is invoiced with the period of `window`
-/// ([`late_window`]): its period ended before, and it arrived within the window.
-pub fn invoiced_with(
-    window: (Option<DateTime<Utc>>, DateTime<Utc>),
-    period: &TimeRange,
-    close: &Close,
+/// The close an adjustment of `adjusted` is invoiced with: among the closes of later
+/// periods for its account, the first by period whose snapshot was taken after it arrived
+/// (`None`: no such close yet). So each late event is invoiced once, with the next invoice of
+/// its account made after it arrived, even one that arrived while its own period was closing.
+pub fn invoicing_close<'c>(
+    closes: &'c [Close],
+    adjusted: &Close,
     adjustment: &Adjustment,
-) -> bool {
-    let received = DateTime::parse_from_rfc3339(&adjustment.received_at)
-        .map(|t| t.with_timezone(&Utc))
-        .ok();
-    let (from, to) = window;
-    close.period.end() <= period.start()
-        && received.is_some_and(|at| from.is_none_or(|from| from <= at) && at < to)
+) -> Result<Option<&'c Close>, InvoiceError> {
+    let time = |text: &str| {
+        DateTime::parse_from_rfc3339(text)
+            .map(|t| t.with_timezone(&Utc))
+            .ok()
+    };
+    let arrived = time(&adjustment.received_at).ok_or_else(|| InvoiceError::BadArrival {
+        event_sid: adjustment.event_sid.clone(),
+    })?;
+    let account = adjustment.booking.account_sid.as_deref();
+    Ok(closes
+        .iter()
+        .filter(|c| c.period.start() >= adjusted.period.end() && c.takes_account(account))
+        .filter(|c| {
+            c.snapshot_at
+                .as_deref()
+                .and_then(time)
+                .is_some_and(|at| at > arrived)
+        })
+        .min_by_key(|c| (c.period.start(), c.id())))
 }
 
 /// The invoice lines, sorted by customer, kind and key.
@@ -443,32 +425,30 @@ fn priced(mut line: InvoiceLine, plan: Option<&Plan>) -> Result<InvoiceLine, Inv
 }
 
 fn adjustment_lines(input: &InvoiceInput) -> Result<Vec<InvoiceLine>, InvoiceError> {
-    // Per earlier close, customer, plan and zone: the bytes.
-    let mut groups: BTreeMap<(String, Billed), (TimeRange, u64)> = BTreeMap::new();
+    // Per invoicing close, adjusted close, customer, plan and zone: the bytes.
+    let mut groups: BTreeMap<(String, String, Billed), (TimeRange, u64)> = BTreeMap::new();
+    let ours = |close: &Close| input.closes.iter().any(|(c, _)| c.id() == close.id());
     for late in input.late {
-        if !invoiced_with(
-            input.late_window,
-            &input.period,
-            late.close,
-            late.adjustment,
-        ) {
+        let adjustment = late.adjustment;
+        let Some(target) = invoicing_close(input.all_closes, late.close, adjustment)? else {
+            continue;
+        };
+        if !ours(target) {
             continue;
         }
-        let adjustment = late.adjustment;
         let billed = input
             .billing
             .billed(&adjustment.booking, adjustment.booked_hour);
         let customer = billed.customer_id.clone();
         let (_, bytes) = groups
-            .entry((late.close.id(), billed))
+            .entry((target.id(), late.close.id(), billed))
             .or_insert((late.close.period, 0));
         *bytes = bytes
             .checked_add(adjustment.usage.total)
             .ok_or_else(|| too_large("late usage", &customer))?;
     }
-    let invoice_id = close_id(None, input.period);
     let mut lines = Vec::new();
-    for ((adjusted_id, billed), (adjusted, bytes)) in groups {
+    for ((target_id, adjusted_id, billed), (adjusted, bytes)) in groups {
         let customer = billed.customer_id.as_str();
         let plan = plan_of(input.plans, billed.plan_id.as_deref(), customer)?;
         let quantity = match plan {
@@ -481,7 +461,7 @@ fn adjustment_lines(input: &InvoiceInput) -> Result<Vec<InvoiceLine>, InvoiceErr
             billed.plan_id.as_deref(),
             billed.zone.as_deref(),
         ];
-        let id = line_id(&invoice_id, customer, LineKind::Adjustment, &key);
+        let id = line_id(&target_id, customer, LineKind::Adjustment, &key);
         let line = InvoiceLine {
             plan_id: billed.plan_id.clone(),
             zone: billed.zone.clone(),
@@ -500,10 +480,16 @@ fn adjustment_lines(input: &InvoiceInput) -> Result<Vec<InvoiceLine>, InvoiceErr
 type SimDays<'a> = (BTreeSet<&'a str>, u64);
 
 fn sim_fee_lines(input: &InvoiceInput) -> Result<Vec<InvoiceLine>, InvoiceError> {
-    // Per customer and plan: the SIMs and their days.
-    let mut groups: BTreeMap<(String, Option<String>), SimDays> = BTreeMap::new();
+    // Per close, customer and plan: the SIMs and their days (a day no close of the period
+    // covers for the SIM's account is another invoice's).
+    let mut groups: BTreeMap<(String, String, Option<String>), SimDays> = BTreeMap::new();
     for sim in input.active {
         for day in &sim.active_days {
+            let account = sim.account_sid.as_deref();
+            let Some((close, _)) = input.closes.iter().find(|(c, _)| c.covers(account, *day))
+            else {
+                continue;
+            };
             let booking = Booking {
                 sim_sid: sim.sim_sid.clone(),
                 account_sid: sim.account_sid.clone(),
@@ -513,18 +499,17 @@ fn sim_fee_lines(input: &InvoiceInput) -> Result<Vec<InvoiceLine>, InvoiceError>
             };
             let billed = input.billing.billed(&booking, midnight(*day));
             let (sims, days) = groups
-                .entry((billed.customer_id, billed.plan_id))
+                .entry((close.id(), billed.customer_id, billed.plan_id))
                 .or_default();
             sims.insert(&sim.sim_sid);
             *days += 1;
         }
     }
-    let invoice_id = close_id(None, input.period);
     let mut lines = Vec::new();
-    for ((customer, plan_id), (sims, days)) in groups {
+    for ((close_id, customer, plan_id), (sims, days)) in groups {
         let plan = plan_of(input.plans, plan_id.as_deref(), &customer)?;
         let id = line_id(
-            &invoice_id,
+            &close_id,
             &customer,
             LineKind::SimFee,
             &[plan_id.as_deref()],
@@ -621,8 +606,8 @@ mod tests {
                 adjustments: &[],
             },
             active: &active,
+            all_closes: &[],
             late: &[],
-            late_window: (None, at("2024-12-02T00:00:00Z")),
         })
         .unwrap()
     }
@@ -707,28 +692,38 @@ mod tests {
     }
 
     #[test]
-    fn late_usage_is_invoiced_with_the_first_period_closed_after_it_arrived() {
-        let closed = |start: &str, end: &str, snapshot: &str| Close {
+    fn late_usage_is_invoiced_with_the_first_later_close_of_its_account_after_it_arrived() {
+        let closed = |account: Option<&str>, start: &str, end: &str, snapshot: &str| Close {
+            account_sid: account.map(str::to_owned),
             period: TimeRange::new(at(start), at(end)).unwrap(),
             snapshot_at: Some(snapshot.into()),
             ..november()
         };
         let october = closed(
+            None,
             "2024-10-01T00:00:00Z",
             "2024-11-01T00:00:00Z",
             "2024-11-03T01:00:00.000Z",
         );
         let november = closed(
+            Some(ACCOUNT),
             "2024-11-01T00:00:00Z",
             "2024-12-01T00:00:00Z",
             "2024-12-03T01:00:00.000Z",
         );
-        let closes = [october.clone(), november.clone()];
-        let window = late_window(&closes, &november.period).unwrap();
-        assert_eq!(
-            window,
-            (Some(at("2024-11-03T01:00:00Z")), at("2024-12-03T01:00:00Z"))
+        let other = closed(
+            Some("AC2"),
+            "2024-11-01T00:00:00Z",
+            "2024-12-01T00:00:00Z",
+            "2024-12-02T01:00:00.000Z",
         );
+        let december = closed(
+            None,
+            "2024-12-01T00:00:00Z",
+            "2025-01-01T00:00:00Z",
+            "2025-01-03T01:00:00.000Z",
+        );
+        let closes = [october.clone(), november.clone(), other, december.clone()];
         let adjustment = |received: &str| Adjustment {
             close_id: october.id(),
             event_sid: "EZ1".into(),
@@ -741,25 +736,21 @@ mod tests {
             },
             received_at: received.into(),
         };
-        let period = november.period;
-        let with_november =
-            |received: &str| invoiced_with(window, &period, &october, &adjustment(received));
-        assert!(with_november("2024-11-03T01:00:00.000Z"));
-        assert!(with_november("2024-12-03T00:59:59.000Z"));
-        assert!(
-            !with_november("2024-11-03T00:59:59.000Z"),
-            "October's own invoice took it"
+        let target = |received: &str| {
+            invoicing_close(&closes, &october, &adjustment(received))
+                .unwrap()
+                .map(Close::id)
+        };
+        // Arrived while October was still closing: November's invoice takes it.
+        assert_eq!(target("2024-11-03T00:59:59.000Z"), Some(november.id()));
+        assert_eq!(target("2024-12-03T00:59:59.000Z"), Some(november.id()));
+        // After November's close of its account (another account's came earlier): December's.
+        assert_eq!(target("2024-12-03T01:00:00.000Z"), Some(december.id()));
+        assert_eq!(
+            target("2025-01-04T00:00:00.000Z"),
+            None,
+            "the next close will"
         );
-        assert!(
-            !with_november("2024-12-03T01:00:00.000Z"),
-            "December's will"
-        );
-        assert!(!invoiced_with(
-            window,
-            &period,
-            &november,
-            &adjustment("2024-12-02T00:00:00.000Z")
-        ));
-        assert_eq!(late_window(&closes, &october.period).unwrap().0, None);
+        assert!(invoicing_close(&closes, &october, &adjustment("yesterday")).is_err());
     }
 }

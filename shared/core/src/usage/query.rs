@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::booking::{Booking, BookingNames};
 use super::counts::{HourUsage, Overflow};
-use crate::customers::{Customers, Holder, UNASSIGNED};
+use crate::customers::{Assignment, Customers, Holder, UNASSIGNED};
 use crate::event::DataVolume;
 use crate::time::{RangeError, TimeRange, is_whole_day, is_whole_hour, midnight, z_time};
 use crate::zones::Zones;
@@ -69,16 +69,22 @@ pub struct Attribution<'a> {
 }
 
 impl Attribution<'_> {
-    /// The customer of usage booked to `booking` in the hour starting `hour`; without a
-    /// mapping, nobody's ([`UNASSIGNED`]).
-    pub fn customer(&self, booking: &Booking, hour: DateTime<Utc>) -> &str {
+    /// The customers row usage booked to `booking` in the hour starting `hour` belongs to;
+    /// `None` without a mapping or a row.
+    pub fn assignment(&self, booking: &Booking, hour: DateTime<Utc>) -> Option<&Assignment> {
         let holder = Holder {
             sim_sid: &booking.sim_sid,
             fleet_sid: booking.fleet_sid.as_deref(),
             account_sid: booking.account_sid.as_deref(),
         };
-        self.customers
-            .map_or(UNASSIGNED, |c| c.customer_at(&holder, hour))
+        self.customers?.assignment_at(&holder, hour)
+    }
+
+    /// The customer of usage booked to `booking` in the hour starting `hour`; without a
+    /// mapping or a row, nobody's ([`UNASSIGNED`]).
+    pub fn customer(&self, booking: &Booking, hour: DateTime<Utc>) -> &str {
+        self.assignment(booking, hour)
+            .map_or(UNASSIGNED, |a| a.customer_id.as_str())
     }
 
     /// The zone of usage booked to `booking`; `None` without zones.
