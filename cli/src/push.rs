@@ -32,8 +32,9 @@ quantity, event_name = <prefix>_data_<zone> or <prefix>_sim_fee), or to Lago as 
 (transaction_id = the line id, external_subscription_id = its customer_id, code as Stripe's
 event_name). The ledger records each line before it is sent and the answer after: running
 push again sends only what is not recorded as delivered, so an interrupted push is finished
-by running it again. Stripe forgets identifiers after about 24 hours: a line left unanswered
-longer than that is reported, not sent again. Lines of customer `-` (usage no row assigns)
+by running it again. Stripe forgets identifiers after about 24 hours: a line first sent longer
+ago than that without an answer is reported, not sent again; so is a line sent before that is
+no longer an invoice line, or that now has another quantity. Lines of customer `-` (usage no row assigns)
 are never sent.
 
 Where to: STRIPE_API_BASE (default https://api.stripe.com), LAGO_API_URL (default
@@ -135,7 +136,7 @@ struct Outcome<'a> {
     zone: Option<&'a str>,
     quantity: String,
     /// `sent`, `already_sent`, `would_send`, `refused`, `unanswered`, `changed`,
-    /// `unconfirmed` or `no_customer`.
+    /// `unconfirmed`, `superseded` or `no_customer`.
     outcome: &'static str,
     status: Option<u16>,
     detail: Option<String>,
@@ -145,7 +146,7 @@ struct Outcome<'a> {
 fn undelivered(outcome: &str) -> bool {
     matches!(
         outcome,
-        "refused" | "unanswered" | "changed" | "unconfirmed"
+        "refused" | "unanswered" | "changed" | "unconfirmed" | "superseded"
     )
 }
 
@@ -226,6 +227,25 @@ pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
             (Step::NoCustomer | Step::Send, _) => outcome.outcome = "no_customer",
         }
         outcomes.push(outcome);
+    }
+    // Lines sent for this period that the invoice no longer has (the customers or zones
+    // changed since): the billing system may count them beside their successors.
+    for record in records.values() {
+        if record.state != PushState::Refused && !lines.iter().any(|l| l.id == record.line_id) {
+            outcomes.push(Outcome {
+                id: &record.line_id,
+                customer_id: &record.customer_id,
+                kind: "-",
+                zone: None,
+                quantity: record.quantity.clone(),
+                outcome: "superseded",
+                status: record.status,
+                detail: Some(format!(
+                    "{} before, and no longer an invoice line: the mapping changed after the push",
+                    record.state.name()
+                )),
+            });
+        }
     }
     let text = match args.format {
         Format::Json => json(&outcomes)?,

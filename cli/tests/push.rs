@@ -297,4 +297,35 @@ async fn a_push_killed_midway_and_run_again_leaves_every_line_in_lago_once() {
         lines.len() + 1,
         "only the hung line was sent twice"
     );
+
+    // The fleet's customer renamed after the push: the SIM fee line (billed by the mapping in
+    // force) gets a new id. The new one is sent; the old one is reported, not forgotten.
+    let dir = tempfile::tempdir().unwrap();
+    let renamed = dir.path().join("renamed.csv");
+    std::fs::write(
+        &renamed,
+        format!(
+            "customer_id,sim_sid,fleet_sid,account_sid,plan_id,valid_from,valid_to\n\
+             cus_uno,,{},,mb,2024-11-01T00:00:00Z,\ncus_two,,{},,mb,2024-11-01T00:00:00Z,\n",
+            FLEETS[0], FLEETS[1]
+        ),
+    )
+    .unwrap();
+    let apply = ["customers", "apply", renamed.to_str().unwrap()];
+    assert_eq!(run(&ledger, &[], &apply).0, 0);
+    let (code, out, _) = run(&ledger, &env, &[&push[..], &["--format", "json"]].concat());
+    assert_eq!(code, 1, "{out}");
+    let outcomes: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let of = |what: &str| -> Vec<&str> {
+        outcomes
+            .iter()
+            .filter(|o| o["outcome"] == what)
+            .map(|o| o["customer_id"].as_str().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        (of("superseded"), of("sent")),
+        (vec!["cus_one"], vec!["cus_uno"])
+    );
+    assert_eq!(lago.events().await.len(), lines.len() + 1);
 }

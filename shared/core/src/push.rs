@@ -76,10 +76,12 @@ impl PushState {
 pub struct PushRecord {
     pub line_id: String,
     pub state: PushState,
+    pub customer_id: String,
     /// The quantity last sent.
     pub quantity: String,
-    /// When the latest request was made.
-    pub sent_at: DateTime<Utc>,
+    /// When the first request since the line was last refused was made: what Stripe's
+    /// memory of the identifier counts from.
+    pub first_sent_at: DateTime<Utc>,
     pub status: Option<u16>,
     pub answer: Option<String>,
 }
@@ -90,8 +92,8 @@ pub enum Step {
     Send,
     /// Delivered before, with this quantity.
     AlreadySent,
-    /// Delivered before with another quantity: the period changed after it was pushed
-    /// (send the difference by hand, or as the next period's adjustment).
+    /// Sent before (perhaps delivered) with another quantity: the period changed after it
+    /// was pushed (send the difference by hand).
     Changed {
         sent: String,
     },
@@ -122,9 +124,14 @@ pub fn step(
                 sent: record.quantity.clone(),
             },
             PushState::Refused => Step::Send,
+            // It may have arrived with the quantity it was sent with: sending another under
+            // the same id would be taken as that one.
+            PushState::Sending if record.quantity != quantity => Step::Changed {
+                sent: record.quantity.clone(),
+            },
             PushState::Sending => match target.remembers() {
-                Some(window) if now - record.sent_at >= window => Step::Unconfirmed {
-                    since: record.sent_at,
+                Some(window) if now - record.first_sent_at >= window => Step::Unconfirmed {
+                    since: record.first_sent_at,
                 },
                 _ => Step::Send,
             },
@@ -281,8 +288,9 @@ mod tests {
         PushRecord {
             line_id: "il_0123".into(),
             state,
+            customer_id: "cus_1".into(),
             quantity: quantity.into(),
-            sent_at: at(sent_at),
+            first_sent_at: at(sent_at),
             status: None,
             answer: None,
         }
@@ -299,7 +307,14 @@ mod tests {
         let old = sending("2024-12-02T12:00:00Z");
         assert_eq!(
             step(Target::Stripe, &line, Some(&old), now),
-            Step::Unconfirmed { since: old.sent_at }
+            Step::Unconfirmed {
+                since: old.first_sent_at
+            }
+        );
+        let resized = record(PushState::Sending, "11", "2024-12-03T11:00:00Z");
+        assert_eq!(
+            step(Target::Lago, &line, Some(&resized), now),
+            Step::Changed { sent: "11".into() }
         );
         assert_eq!(step(Target::Lago, &line, Some(&old), now), Step::Send);
         let sent = record(PushState::Sent, "12", "2024-12-01T00:00:00Z");

@@ -93,10 +93,18 @@ impl Pushes {
         let answer: String = answer.chars().take(ANSWER_CHARS).collect();
         values.insert(":answer".into(), s(answer));
         values.insert(":at".into(), s(timestamp(Utc::now())));
+        // A refused line reached no meter: the next attempt starts Stripe's memory afresh.
+        let expression = match state {
+            PushState::Refused => {
+                "SET #state = :state, #status = :status, answer = :answer, answered_at = :at \
+                 REMOVE first_sent_at"
+            }
+            _ => "SET #state = :state, #status = :status, answer = :answer, answered_at = :at",
+        };
         self.table
             .update(
                 key(Self::pk(target, period), line_id),
-                "SET #state = :state, #status = :status, answer = :answer, answered_at = :at",
+                expression,
                 &[("#state", "state"), ("#status", "status")],
                 values,
             )
@@ -113,15 +121,21 @@ fn record_of(pk: &str, item: &Item) -> Result<PushRecord, LedgerError> {
     let state = string_attr(item, "state")
         .and_then(PushState::parse)
         .ok_or_else(|| corrupt("a push without a known state"))?;
-    let sent_at = string_attr(item, "sent_at")
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&Utc))
+    let time = |name: &str| {
+        string_attr(item, name)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
+    // A refused line has no first attempt on record: its latest stands in.
+    let first_sent_at = time("first_sent_at")
+        .or_else(|| time("sent_at"))
         .ok_or_else(|| corrupt("a push without its time"))?;
     Ok(PushRecord {
         line_id: text("sk").ok_or_else(|| corrupt("a push without its line"))?,
         state,
+        customer_id: text("customer_id").unwrap_or_default(),
         quantity: text("quantity").unwrap_or_default(),
-        sent_at,
+        first_sent_at,
         status: number_attr(item, "status").and_then(|s| u16::try_from(s).ok()),
         answer: text("answer"),
     })
