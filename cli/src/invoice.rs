@@ -21,9 +21,9 @@ Examples:
 
 From a closed period (kore-usage close): per customer, one data line per plan and zone of the
 snapshot (its bytes, the allowance taken off, the quantity rounded up as the plan says, and
-with a price the unit price and amount, exactly), one sim_fee line for the SIMs active in the
-period, and one adjustment line per earlier closed period, plan and zone for its late usage
-that arrived before this period's close and after the previous invoice's. Customers and plans are those applied (customers apply,
+with a price the unit price and amount, exactly), a sim_fee line per plan for the SIMs active
+in the period, and one adjustment line per earlier closed period, plan and zone for its late
+usage recorded since the previous invoice of its account. Customers and plans are those applied (customers apply,
 plans apply); the snapshot keeps each line's customer, plan and zone as they were at the
 close. Every line has an id from the close, customer, kind and key: the same period gives
 the same lines, byte for byte.";

@@ -595,6 +595,37 @@ fn lines_of_kind(lines: &[Value], kind: &str) -> BTreeMap<(String, String), Bill
         .collect()
 }
 
+/// Moves the time the adjustments of the period's close were recorded (`wa`) back by `by`.
+async fn backdate_adjustments(ledger: &UsageLedger, (start, end): (&str, &str), by: Duration) {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use kore_ingest_aws::ledger::keys;
+    let client = ledger.table().client();
+    let pk = keys::close_pk(&format!("*#{start}#{end}"));
+    let items = client
+        .query()
+        .table_name(ledger.table_name())
+        .key_condition_expression("pk = :pk AND begins_with(sk, :adj)")
+        .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
+        .expression_attribute_values(":adj", AttributeValue::S(keys::ADJUSTMENT_SK_PREFIX.into()))
+        .send()
+        .await
+        .unwrap();
+    let earlier = (Utc::now() - by).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    for item in items.items() {
+        client
+            .update_item()
+            .table_name(ledger.table_name())
+            .key("pk", AttributeValue::S(pk.clone()))
+            .key("sk", item["sk"].clone())
+            .update_expression("SET wa = :wa")
+            .expression_attribute_values(":wa", AttributeValue::S(earlier.clone()))
+            .send()
+            .await
+            .unwrap();
+    }
+    assert!(!items.items().is_empty(), "adjustments to backdate");
+}
+
 fn invoice(ledger: &UsageLedger, (start, end): (&str, &str)) -> (String, Vec<Value>) {
     let text = ok(
         ledger,
@@ -690,7 +721,10 @@ async fn closed_periods_are_invoiced_as_an_independent_computation_bills_them() 
         assert_eq!(line["period"]["start_time"], PERIOD_A.0);
     }
 
-    // B's invoice: its own usage, and A's late usage as adjustments, billed by its hour.
+    // B's invoice: its own usage, and A's late usage as adjustments, billed by its hour. A
+    // late event goes to the first close whose snapshot came ten minutes (a commit's longest
+    // flight) after its commit was built: as if B were closed that much later.
+    backdate_adjustments(&ledger, PERIOD_A, Duration::minutes(20)).await;
     close(&ledger, PERIOD_B);
     let (_, lines_b) = invoice(&ledger, PERIOD_B);
     let in_b: Vec<&SampleEvent> = events.iter().filter(|e| in_period(e, PERIOD_B)).collect();

@@ -100,7 +100,7 @@ pub const MIN_CLOSE_AGE: Duration = Duration::from_secs(3600);
 
 /// The longest a commit is in flight after it decided whether to check its day (the SDK's
 /// timeouts and retries are well under it).
-const COMMIT_IN_FLIGHT: Duration = Duration::from_secs(600);
+pub const COMMIT_IN_FLIGHT: Duration = Duration::from_secs(600);
 
 /// When a close of `period` may be registered at the earliest.
 pub fn earliest_close(period: &TimeRange) -> DateTime<Utc> {
@@ -435,6 +435,9 @@ pub struct Adjustment {
     pub booked_hour: DateTime<Utc>,
     pub usage: DataVolume,
     pub received_at: String,
+    /// When its commit was built (it lands within [`COMMIT_IN_FLIGHT`] of that); `None` for
+    /// adjustments written before this was kept.
+    pub recorded_at: Option<String>,
 }
 
 /// One day's rollup of one booking, as a close reads it: the day's usage and the part of
@@ -815,6 +818,7 @@ mod tests {
             booked_hour: at("2024-11-03T10:00:00Z"),
             usage: late.usage,
             received_at: String::new(),
+            recorded_at: None,
         };
         let holds = verify(
             &close,
@@ -886,6 +890,7 @@ mod tests {
             booked_hour: at("2024-11-03T14:00:00Z"),
             usage: volume(30),
             received_at: String::new(),
+            recorded_at: None,
         };
         let billing = Billing {
             customers: Some(&customers),

@@ -23,7 +23,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 
-use crate::closes::{Adjustment, Billed, Billing, Close, SnapshotLine, sha256_hex};
+use crate::closes::{
+    Adjustment, Billed, Billing, COMMIT_IN_FLIGHT, Close, SnapshotLine, sha256_hex,
+};
 use crate::plans::{AllowanceScope, Plan, Plans, RoundingScope};
 use crate::time::{TimeRange, midnight};
 use crate::usage::Booking;
@@ -164,9 +166,12 @@ pub struct InvoiceInput<'a> {
 }
 
 /// The close an adjustment of `adjusted` is invoiced with: among the closes of later
-/// periods for its account, the first by period whose snapshot was taken after it arrived
-/// (`None`: no such close yet). So each late event is invoiced once, with the next invoice of
-/// its account made after it arrived, even one that arrived while its own period was closing.
+/// periods for its account, the one whose snapshot came first after the adjustment was
+/// surely in the ledger (its commit built plus [`COMMIT_IN_FLIGHT`]; for adjustments that do
+/// not record that, its arrival); `None`: no such close yet. Snapshots are only ever taken
+/// later than the ones there are, so the choice never moves once made, whatever order
+/// periods are closed in: each late event is invoiced once, with the first invoice of its
+/// account made after it was recorded.
 pub fn invoicing_close<'c>(
     closes: &'c [Close],
     adjusted: &Close,
@@ -177,20 +182,22 @@ pub fn invoicing_close<'c>(
             .map(|t| t.with_timezone(&Utc))
             .ok()
     };
-    let arrived = time(&adjustment.received_at).ok_or_else(|| InvoiceError::BadArrival {
+    let in_flight = chrono::Duration::from_std(COMMIT_IN_FLIGHT).unwrap_or_default();
+    let recorded = match &adjustment.recorded_at {
+        Some(built) => time(built).map(|at| at + in_flight),
+        None => time(&adjustment.received_at),
+    }
+    .ok_or_else(|| InvoiceError::BadArrival {
         event_sid: adjustment.event_sid.clone(),
     })?;
     let account = adjustment.booking.account_sid.as_deref();
     Ok(closes
         .iter()
         .filter(|c| c.period.start() >= adjusted.period.end() && c.takes_account(account))
-        .filter(|c| {
-            c.snapshot_at
-                .as_deref()
-                .and_then(time)
-                .is_some_and(|at| at > arrived)
-        })
-        .min_by_key(|c| (c.period.start(), c.id())))
+        .filter_map(|c| Some((c.snapshot_at.as_deref().and_then(time)?, c)))
+        .filter(|(snapshot_at, _)| *snapshot_at > recorded)
+        .min_by_key(|(snapshot_at, c)| (*snapshot_at, c.id()))
+        .map(|(_, c)| c))
 }
 
 /// The invoice lines, sorted by customer, kind and key.
@@ -735,6 +742,7 @@ mod tests {
                 total: 5,
             },
             received_at: received.into(),
+            recorded_at: None,
         };
         let target = |received: &str| {
             invoicing_close(&closes, &october, &adjustment(received))
@@ -751,6 +759,15 @@ mod tests {
             None,
             "the next close will"
         );
+        // Recorded by a commit built ten minutes before November's snapshot: it may have
+        // landed after it, so December's invoice takes it.
+        let mut built_late = adjustment("2024-11-20T00:00:00.000Z");
+        built_late.recorded_at = Some("2024-12-03T00:51:00.000Z".into());
+        let chosen = invoicing_close(&closes, &october, &built_late).unwrap();
+        assert_eq!(chosen.map(Close::id), Some(december.id()));
+        built_late.recorded_at = Some("2024-12-03T00:49:00.000Z".into());
+        let chosen = invoicing_close(&closes, &october, &built_late).unwrap();
+        assert_eq!(chosen.map(Close::id), Some(november.id()));
         assert!(invoicing_close(&closes, &october, &adjustment("yesterday")).is_err());
     }
 }

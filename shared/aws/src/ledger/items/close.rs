@@ -190,6 +190,7 @@ pub fn adjustment_item(
     event: &ConnectionEvent,
     booking: &Booking,
     received_at: DateTime<Utc>,
+    built_at: DateTime<Utc>,
 ) -> Item {
     let mut item = key(keys::close_pk(&close.id()), keys::adjustment_sk(&event.key));
     let usage = event.usage.unwrap_or_default();
@@ -203,6 +204,7 @@ pub fn adjustment_item(
         item.insert(name.into(), n(value));
     }
     item.insert("ra".into(), s(timestamp(received_at)));
+    item.insert("wa".into(), s(timestamp(built_at)));
     item
 }
 
@@ -234,5 +236,6 @@ pub fn adjustment_of(close_id: &str, item: &Item) -> Result<Adjustment, LedgerEr
             total: number_attr(item, "total").unwrap_or(0),
         },
         received_at: string_attr(item, "ra").unwrap_or_default().to_owned(),
+        recorded_at: string_attr(item, "wa").map(str::to_owned),
     })
 }

@@ -316,8 +316,8 @@ impl<'r, 'a> Commits<'r, 'a> {
                 else {
                     continue;
                 };
-                let item =
-                    adjustment_item(close, pending.event, &booking, pending.delivery.received_at);
+                let received_at = pending.delivery.received_at;
+                let item = adjustment_item(close, pending.event, &booking, received_at, now);
                 let put = Put::builder()
                     .table_name(table)
                     .set_item(Some(item))
