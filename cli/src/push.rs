@@ -306,8 +306,9 @@ async fn send_line(
                 continue;
             }
         };
+        let clean = last.is_empty();
         pushes
-            .answered(target, period, &line.id, state.0, status, &body)
+            .answered(target, period, &line.id, state.0, status, &body, clean)
             .await
             .or_fail(ledger)?;
         let detail = (state.0 == PushState::Refused).then(|| one_line(&body));

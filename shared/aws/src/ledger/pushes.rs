@@ -77,7 +77,9 @@ impl Pushes {
             .await
     }
 
-    /// Records the system's answer to a line's request.
+    /// Records the system's answer to a line's request; `clean`: every request of this
+    /// attempt was answered, none could have been recorded by the system unseen.
+    #[allow(clippy::too_many_arguments)]
     pub async fn answered(
         &self,
         target: Target,
@@ -86,6 +88,7 @@ impl Pushes {
         state: PushState,
         status: u16,
         answer: &str,
+        clean: bool,
     ) -> Result<(), LedgerError> {
         let mut values = Item::new();
         values.insert(":state".into(), s(state.name()));
@@ -93,9 +96,10 @@ impl Pushes {
         let answer: String = answer.chars().take(ANSWER_CHARS).collect();
         values.insert(":answer".into(), s(answer));
         values.insert(":at".into(), s(timestamp(Utc::now())));
-        // A refused line reached no meter: the next attempt starts Stripe's memory afresh.
+        // A line refused with nothing unanswered before reached no meter: the next attempt
+        // starts Stripe's memory afresh.
         let expression = match state {
-            PushState::Refused => {
+            PushState::Refused if clean => {
                 "SET #state = :state, #status = :status, answer = :answer, answered_at = :at \
                  REMOVE first_sent_at"
             }
