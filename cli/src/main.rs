@@ -11,6 +11,7 @@
 //! Exit codes: 0 success, 1 failure (one plain sentence on stderr), 2 wrong usage.
 
 mod alerts;
+mod archive;
 mod args;
 mod callbacks;
 mod close;
@@ -129,6 +130,8 @@ enum LedgerCommand {
     Plans(customers::PlansCommand),
     Invoice(invoice::Args),
     Push(push::Args),
+    #[command(subcommand)]
+    Archive(archive::Command),
 }
 
 #[tokio::main]
@@ -177,6 +180,7 @@ async fn run(ledger: &UsageLedger, command: LedgerCommand) -> failure::Result<Ex
         LedgerCommand::Alerts(command) => alerts::run(ledger, command).await,
         LedgerCommand::Invoice(args) => invoice::run(ledger, args).await,
         LedgerCommand::Push(args) => push::run(ledger, args).await,
+        LedgerCommand::Archive(command) => archive::run(ledger, command).await,
     }
 }
 
