@@ -7,6 +7,7 @@ use kore_ingest_aws::ledger::{SimActivity, UsageLedger};
 use kore_ingest_core::closes::{Adjustment, Billing, Close, CloseState, SnapshotLine};
 use kore_ingest_core::invoice::{ActiveSim, InvoiceInput, InvoiceLine, LateUsage, invoice_lines};
 use kore_ingest_core::time::{TimeRange, z_time};
+use kore_ingest_core::usage::Period;
 use serde::Serialize;
 
 use crate::args::{RangeArgs, ReportFormat};
@@ -42,22 +43,6 @@ pub struct Args {
     pub format: ReportFormat,
 }
 
-/// A time range as the JSON contract writes periods.
-#[derive(Debug, Serialize)]
-struct PeriodJson {
-    start_time: String,
-    end_time: String,
-}
-
-impl From<TimeRange> for PeriodJson {
-    fn from(range: TimeRange) -> Self {
-        PeriodJson {
-            start_time: z_time(range.start()),
-            end_time: z_time(range.end()),
-        }
-    }
-}
-
 /// The JSON keys are a contract; decimals are strings, exactly as computed.
 #[derive(Debug, Serialize)]
 struct LineJson<'a> {
@@ -75,8 +60,8 @@ struct LineJson<'a> {
     unit_price: Option<String>,
     amount: Option<String>,
     currency: Option<&'a str>,
-    period: PeriodJson,
-    adjusts: Option<PeriodJson>,
+    period: Period,
+    adjusts: Option<Period>,
 }
 
 impl<'a> From<&'a InvoiceLine> for LineJson<'a> {
@@ -97,7 +82,7 @@ impl<'a> From<&'a InvoiceLine> for LineJson<'a> {
             amount: line.amount.map(|a| a.normalize().to_string()),
             currency: line.currency.as_deref(),
             period: line.period.into(),
-            adjusts: line.adjusts.map(PeriodJson::from),
+            adjusts: line.adjusts.map(Period::from),
         }
     }
 }
@@ -212,13 +197,12 @@ fn csv(lines: &[InvoiceLine]) -> String {
             json.unit_price.unwrap_or_default(),
             json.amount.unwrap_or_default(),
             optional(json.currency),
-            json.period.start_time,
-            json.period.end_time,
+            z_time(json.period.start_time),
+            z_time(json.period.end_time),
             json.adjusts
-                .as_ref()
-                .map(|a| a.start_time.clone())
+                .map(|a| z_time(a.start_time))
                 .unwrap_or_default(),
-            json.adjusts.map(|a| a.end_time).unwrap_or_default(),
+            json.adjusts.map(|a| z_time(a.end_time)).unwrap_or_default(),
         ];
         text.push_str(&cells.join(","));
         text.push('\n');

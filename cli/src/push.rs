@@ -11,7 +11,9 @@ use kore_ingest_aws::ledger::UsageLedger;
 use kore_ingest_aws::sdk::{Caller, sdk_config};
 use kore_ingest_aws::secrets::read_secret;
 use kore_ingest_core::invoice::InvoiceLine;
-use kore_ingest_core::push::{Answer, PushState, Request, Step, Target, answer, request, step};
+use kore_ingest_core::push::{
+    Answer, Body, PushState, Request, Step, Target, answer, request, step,
+};
 use kore_ingest_core::time::{TimeRange, z_time};
 use serde::Serialize;
 
@@ -330,19 +332,18 @@ async fn call(
         Target::Stripe => outgoing.basic_auth(&endpoint.key, Some("")),
         Target::Lago => outgoing.bearer_auth(&endpoint.key),
     };
-    if let Some(form) = &request.form {
-        let body = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form)
-            .finish();
-        outgoing = outgoing
+    outgoing = match &request.body {
+        Body::Form(form) => outgoing
             .header("content-type", "application/x-www-form-urlencoded")
-            .body(body);
-    }
-    if let Some(body) = &request.json {
-        outgoing = outgoing
+            .body(
+                form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(form)
+                    .finish(),
+            ),
+        Body::Json(body) => outgoing
             .header("content-type", "application/json")
-            .body(body.to_string());
-    }
+            .body(body.to_string()),
+    };
     let response = outgoing.send().await.map_err(|e| e.to_string())?;
     let status = response.status().as_u16();
     let should_retry = response

@@ -165,13 +165,19 @@ pub enum PushError {
     NotWhole { id: String, quantity: String },
 }
 
+/// A request's body: a form (Stripe) or JSON (Lago).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    Form(Vec<(String, String)>),
+    Json(serde_json::Value),
+}
+
 /// A request to make: path under the system's base URL and its body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     pub path: &'static str,
     /// `application/x-www-form-urlencoded` (Stripe) or JSON (Lago).
-    pub form: Option<Vec<(String, String)>>,
-    pub json: Option<serde_json::Value>,
+    pub body: Body,
 }
 
 /// The request that sends `line` to `target`, stamped `timestamp`.
@@ -203,14 +209,12 @@ pub fn request(
             ];
             Ok(Request {
                 path: "/v1/billing/meter_events",
-                form: Some(form),
-                json: None,
+                body: Body::Form(form),
             })
         }
         Target::Lago => Ok(Request {
             path: "/api/v1/events",
-            form: None,
-            json: Some(json!({"event": {
+            body: Body::Json(json!({"event": {
                 "transaction_id": line.id,
                 "external_subscription_id": line.customer_id,
                 "code": event_name,
@@ -336,7 +340,9 @@ mod tests {
     fn stripe_gets_whole_values_under_the_line_id_and_a_meter_per_zone() {
         let stamp = at("2024-11-30T23:59:59Z");
         let stripe = request(Target::Stripe, "kore", &line("12.0"), stamp).unwrap();
-        let form = stripe.form.unwrap();
+        let Body::Form(form) = stripe.body else {
+            panic!("Stripe takes a form")
+        };
         let field = |name: &str| {
             form.iter()
                 .find(|(k, _)| k == name)
@@ -350,7 +356,10 @@ mod tests {
         let half = request(Target::Stripe, "kore", &line("1.5"), stamp);
         assert!(matches!(half, Err(PushError::NotWhole { .. })));
         let lago = request(Target::Lago, "kore", &line("1.5"), stamp).unwrap();
-        assert_eq!(lago.json.unwrap()["event"]["transaction_id"], "il_0123");
+        let Body::Json(event) = lago.body else {
+            panic!("Lago takes JSON")
+        };
+        assert_eq!(event["event"]["transaction_id"], "il_0123");
     }
 
     #[test]

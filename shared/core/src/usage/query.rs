@@ -240,6 +240,12 @@ impl Period {
     }
 }
 
+impl From<TimeRange> for Period {
+    fn from(range: TimeRange) -> Self {
+        Period::new(range.start(), range.end())
+    }
+}
+
 impl fmt::Display for Period {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}..{}", z_time(self.start_time), z_time(self.end_time))
