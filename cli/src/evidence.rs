@@ -370,12 +370,11 @@ pub async fn export(ledger: &UsageLedger, args: ExportArgs) -> Result<ExitCode> 
         return Ok(ExitCode::SUCCESS);
     }
     for day in range.days() {
-        let mut events = ledger
+        let events = ledger
             .events()
             .without_usage(day, range)
             .await
             .or_fail(ledger)?;
-        events.sort_by(|a, b| (a.1.event_time, &a.1.key).cmp(&(b.1.event_time, &b.1.key)));
         for (stored, event) in events.iter().filter(|(_, e)| kept(kind, e)) {
             if !out.write(&export_line(stored, event, args.format)?)? {
                 return Ok(ExitCode::SUCCESS);
@@ -401,12 +400,11 @@ async fn export_usage(
             .await
             .or_fail(ledger)?;
         for sim in sims {
-            let mut events = ledger
+            let events = ledger
                 .events()
-                .of_sim(&sim, Some((day, day)))
+                .of_sim_booked_on(&sim, day)
                 .await
                 .or_fail(ledger)?;
-            events.sort_by(|a, b| (a.1.booked_at, &a.1.key).cmp(&(b.1.booked_at, &b.1.key)));
             let in_range = events
                 .iter()
                 .filter(|(_, e)| range.contains(e.booking_hour()) && kept(kind, e));

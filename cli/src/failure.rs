@@ -1,5 +1,6 @@
 //! Failures as one plain sentence: no debug dumps of SDK errors, no backtraces.
 
+use kore_ingest_aws::archive::ArchiverError;
 use kore_ingest_aws::ledger::UsageLedger;
 use kore_ingest_core::closes::CloseError;
 use kore_ingest_core::port::LedgerError;
@@ -34,6 +35,16 @@ impl<T> OrFail<T> for std::result::Result<T, CloseError> {
         self.map_err(|error| match error {
             CloseError::Ledger(error) => Failure::Failed(describe(&error, ledger.table_name())),
             refused => Failure::Failed(refused.to_string()),
+        })
+    }
+}
+
+/// The archive's failures: the ledger's described like any other, the rest as they say.
+impl<T> OrFail<T> for std::result::Result<T, ArchiverError> {
+    fn or_fail(self, ledger: &UsageLedger) -> Result<T> {
+        self.map_err(|error| match error {
+            ArchiverError::Ledger(error) => Failure::Failed(describe(&error, ledger.table_name())),
+            other => Failure::Failed(other.to_string()),
         })
     }
 }

@@ -56,6 +56,15 @@ async fn a_sealed_day_holds_each_usage_event_once_and_seals_again_to_the_same_by
             deliveries.push((e.twilio_json(), kinesis(n)));
         }
     }
+    // Events without usage go to a table of their own, once each too.
+    for n in 0..4u64 {
+        let sim = format!("HS{:032x}", n);
+        let time = format!("2024-11-03T{:02}:30:00Z", 20 + n);
+        let mut e = SampleEvent::usage_update(&format!("EZ{:032x}", 500 + n), &sim, &time, (0, 0));
+        e.suffix = "attachment.accepted";
+        deliveries.push((e.kore_json(), webhook(&format!("attach-{n}"))));
+        deliveries.push((e.twilio_json(), kinesis(500 + n)));
+    }
     store_deliveries(&ledger, &deliveries).await;
     let dir = tempfile::tempdir().unwrap();
     seal(ledger.table_name(), dir.path(), &["--day", "2024-11-03"]);
@@ -77,7 +86,9 @@ async fn a_sealed_day_holds_each_usage_event_once_and_seals_again_to_the_same_by
         first.keys().collect::<Vec<_>>(),
         [
             "manifests/day=2024-11-03.json",
-            "usage_events/day=2024-11-03/part-00000.parquet"
+            "other_events/day=2024-11-03/part-00000.parquet",
+            "usage_events/day=2024-11-03/part-00000.parquet",
+            "usage_rollups/day=2024-11-03/part-00000.parquet",
         ]
     );
 
@@ -110,10 +121,31 @@ async fn a_sealed_day_holds_each_usage_event_once_and_seals_again_to_the_same_by
     let manifest: Value = serde_json::from_slice(&first["manifests/day=2024-11-03.json"]).unwrap();
     assert_eq!(
         (
-            manifest["rows"].as_u64(),
+            manifest["usage_events"]["rows"].as_u64(),
+            manifest["other_events"]["rows"].as_u64(),
+            manifest["usage_rollups"]["rows"].as_u64(),
             manifest["distinct_event_sids"].as_u64()
         ),
-        (Some(30), Some(30))
+        (Some(30), Some(4), Some(6), Some(34))
+    );
+
+    let status = Command::new(env!("CARGO_BIN_EXE_kore-usage"))
+        .args([
+            "--table",
+            ledger.table_name(),
+            "archive",
+            "status",
+            "--format",
+            "json",
+        ])
+        .env("ARCHIVE_URL", format!("file://{}", dir.path().display()))
+        .output()
+        .unwrap();
+    let days: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        days,
+        serde_json::json!([{"day": "2024-11-03", "final": false, "usage_events": 30,
+            "other_events": 4, "usage_rollups": 6, "parts": 3}])
     );
 
     // Verified against the ledger; then the ledger takes one more event of the day, and the

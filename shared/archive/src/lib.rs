@@ -9,8 +9,13 @@
 
 mod manifest;
 mod parts;
+mod rollup;
 mod row;
 
-pub use manifest::{BookingKey, BookingSum, Manifest, PartEntry, manifest};
-pub use parts::{ArchiveError, Part, part_name, write_parts};
+pub use manifest::{
+    BookingKey, BookingSum, DayTables, Manifest, PartEntry, SealedDay, TABLES, TableEntry,
+    manifest_key, part_key,
+};
+pub use parts::{ArchiveError, Part, Table, part_name, write_parts};
+pub use rollup::RollupRow;
 pub use row::ArchiveRow;

@@ -1,7 +1,8 @@
-//! A sealed day's manifest, written after its parts: what the parts must hold (rows, per
-//! booking sums the rollups can be checked against, a digest of every event's sid, data
-//! hash and deliveries) and the parts themselves by name, rows and SHA-256. Its JSON is
-//! deterministic, so sealing again writes the same manifest.
+//! A sealed day: its tables written as parts under deterministic keys, and the manifest
+//! written after them: what the parts must hold (rows, per booking sums the rollups can be
+//! checked against, a digest of every row: for an event its sid, data hash and deliveries)
+//! and the parts themselves by name, rows and SHA-256. Its JSON is deterministic, so sealing
+//! again writes the same manifest.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +10,8 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::parts::Part;
+use crate::parts::{ArchiveError, Part, Table, write_parts};
+use crate::rollup::RollupRow;
 use crate::row::ArchiveRow;
 
 /// One booking's usage over the day.
@@ -34,19 +36,33 @@ pub struct PartEntry {
     pub sha256: String,
 }
 
+/// One table of the day: its rows, its parts and a digest of its rows' lines.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableEntry {
+    pub rows: u64,
+    pub parts: Vec<PartEntry>,
+    /// SHA-256 over one line per row in the parts' order ([`Table::digest_line`]): for an
+    /// event its sid, data hash and deliveries.
+    pub digest: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub day: String,
     /// A final seal: the day is archived (events booked on it later are refused).
     #[serde(rename = "final")]
     pub is_final: bool,
-    pub rows: u64,
+    /// The usage events booked on the day, in export order.
+    pub usage_events: TableEntry,
+    /// The events without usage whose time is on the day, by time.
+    pub other_events: TableEntry,
+    /// The ledger's day rollups, one per booking.
+    pub usage_rollups: TableEntry,
+    /// Sids over both event tables: equal to their rows, since each event is held once.
     pub distinct_event_sids: u64,
-    pub parts: Vec<PartEntry>,
-    /// Per booking, sorted by account, SIM, fleet, network and country.
+    /// Per booking, the usage events' sums, sorted by account, SIM, fleet, network and
+    /// country: what the rollups must say.
     pub usage: Vec<BookingSum>,
-    /// SHA-256 over one line per event in export order: sid, data hash, deliveries.
-    pub digest: String,
 }
 
 /// A sum past 2^64 cannot be in the ledger, which checks every sum: here it saturates
@@ -55,22 +71,105 @@ fn add(sum: &mut u64, value: Option<u64>) {
     *sum = sum.saturating_add(value.unwrap_or(0));
 }
 
-/// The manifest of `day` for `rows` (export order) written as `parts`.
-pub fn manifest(day: NaiveDate, is_final: bool, rows: &[ArchiveRow], parts: &[Part]) -> Manifest {
-    let mut usage: BTreeMap<[Option<String>; 5], BookingSum> = BTreeMap::new();
+/// A day's tables as read from the ledger, each in the order its parts hold it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DayTables {
+    pub usage_events: Vec<ArchiveRow>,
+    pub other_events: Vec<ArchiveRow>,
+    pub usage_rollups: Vec<RollupRow>,
+}
+
+/// A day as written: its objects by key (parts), then its manifest, written last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedDay {
+    pub objects: Vec<(String, Part)>,
+    pub manifest: Manifest,
+}
+
+/// The archive's tables, by the folder their parts live in.
+pub const TABLES: [&str; 3] = ["usage_events", "other_events", "usage_rollups"];
+
+/// Where part `name` of `table` for `day` lives in the archive.
+pub fn part_key(table: &str, day: NaiveDate, name: &str) -> String {
+    format!("{table}/day={day}/{name}")
+}
+
+/// Where the manifest of `day` lives in the archive.
+pub fn manifest_key(day: NaiveDate) -> String {
+    format!("manifests/day={day}.json")
+}
+
+fn table_entry<T: Table>(rows: &[T], parts: &[Part]) -> TableEntry {
     let mut digest = Sha256::new();
-    let mut sids: Vec<&str> = Vec::with_capacity(rows.len());
     for row in rows {
-        sids.push(&row.event_sid);
-        digest.update(format!(
-            "{}\t{}\t{}\n",
-            row.event_sid,
-            row.data_sha256.as_deref().unwrap_or(""),
-            row.deliveries.join(",")
-        ));
-        if row.data_total.is_none() {
-            continue;
-        }
+        digest.update(row.digest_line());
+    }
+    TableEntry {
+        rows: rows.len() as u64,
+        parts: parts
+            .iter()
+            .map(|p| PartEntry {
+                name: p.name.clone(),
+                rows: p.rows,
+                sha256: p.sha256.clone(),
+            })
+            .collect(),
+        digest: hex::encode(digest.finalize()),
+    }
+}
+
+impl DayTables {
+    /// The day written as parts of at most `rows_per_part` rows, and its manifest.
+    pub fn seal(
+        &self,
+        day: NaiveDate,
+        is_final: bool,
+        rows_per_part: usize,
+    ) -> Result<SealedDay, ArchiveError> {
+        let usage_parts = write_parts(&self.usage_events, rows_per_part)?;
+        let other_parts = write_parts(&self.other_events, rows_per_part)?;
+        let rollup_parts = write_parts(&self.usage_rollups, rows_per_part)?;
+        let manifest = Manifest {
+            day: day.format("%Y-%m-%d").to_string(),
+            is_final,
+            usage_events: table_entry(&self.usage_events, &usage_parts),
+            other_events: table_entry(&self.other_events, &other_parts),
+            usage_rollups: table_entry(&self.usage_rollups, &rollup_parts),
+            distinct_event_sids: self.distinct_event_sids(),
+            usage: usage_sums(&self.usage_events),
+        };
+        let objects = [
+            (TABLES[0], usage_parts),
+            (TABLES[1], other_parts),
+            (TABLES[2], rollup_parts),
+        ]
+        .into_iter()
+        .flat_map(|(table, parts)| {
+            parts
+                .into_iter()
+                .map(move |part| (part_key(table, day, &part.name), part))
+        })
+        .collect();
+        Ok(SealedDay { objects, manifest })
+    }
+
+    fn distinct_event_sids(&self) -> u64 {
+        let mut sids: Vec<&str> = self
+            .usage_events
+            .iter()
+            .chain(&self.other_events)
+            .map(|row| row.event_sid.as_str())
+            .collect();
+        sids.sort_unstable();
+        sids.dedup();
+        sids.len() as u64
+    }
+}
+
+/// Per booking, the sums of the usage events.
+fn usage_sums(rows: &[ArchiveRow]) -> Vec<BookingSum> {
+    let mut usage: BTreeMap<BookingKey, BookingSum> = BTreeMap::new();
+    for row in rows.iter().filter(|row| row.data_total.is_some()) {
         let key = [
             row.account_sid.clone(),
             row.sim_sid.clone(),
@@ -94,24 +193,7 @@ pub fn manifest(day: NaiveDate, is_final: bool, rows: &[ArchiveRow], parts: &[Pa
         add(&mut sum.data_total, row.data_total);
         sum.usage_events += 1;
     }
-    sids.sort_unstable();
-    sids.dedup();
-    Manifest {
-        day: day.format("%Y-%m-%d").to_string(),
-        is_final,
-        rows: rows.len() as u64,
-        distinct_event_sids: sids.len() as u64,
-        parts: parts
-            .iter()
-            .map(|p| PartEntry {
-                name: p.name.clone(),
-                rows: p.rows,
-                sha256: p.sha256.clone(),
-            })
-            .collect(),
-        usage: usage.into_values().collect(),
-        digest: hex::encode(digest.finalize()),
-    }
+    usage.into_values().collect()
 }
 
 /// A booking as the rollups key it: account, SIM, fleet, network, country.
@@ -120,7 +202,15 @@ pub type BookingKey = [Option<String>; 5];
 impl Manifest {
     /// Where the manifest's per-booking sums differ from the rollups' day totals (bytes and
     /// events per booking), each as one sentence.
-    pub fn against_rollups(&self, rollups: &BTreeMap<BookingKey, (u64, u64)>) -> Vec<String> {
+    pub fn against_rollups(&self, rollup_rows: &[RollupRow]) -> Vec<String> {
+        let mut rollups: BTreeMap<BookingKey, (u64, u64)> = BTreeMap::new();
+        for row in rollup_rows {
+            let sum = rollups.entry(row.key()).or_default();
+            *sum = (
+                sum.0.saturating_add(row.data_total),
+                sum.1.saturating_add(row.usage_events),
+            );
+        }
         let archived: BTreeMap<BookingKey, (u64, u64)> = self
             .usage
             .iter()
@@ -170,7 +260,6 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parts::write_parts;
 
     fn row(sid: &str, sim: &str, total: Option<u64>) -> ArchiveRow {
         ArchiveRow {
@@ -185,35 +274,74 @@ mod tests {
         }
     }
 
+    fn day() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2024, 11, 3).unwrap()
+    }
+
+    fn tables() -> DayTables {
+        DayTables {
+            usage_events: vec![
+                row("EZ1", "HS2", Some(10)),
+                row("EZ2", "HS1", Some(5)),
+                row("EZ3", "HS2", Some(7)),
+            ],
+            other_events: vec![row("EZ4", "HS1", None)],
+            usage_rollups: vec![RollupRow {
+                sim_sid: "HS1".into(),
+                data_total: 5,
+                usage_events: 1,
+                ..RollupRow::default()
+            }],
+        }
+    }
+
     #[test]
     fn the_manifest_sums_each_booking_counts_distinct_sids_and_is_the_same_twice() {
-        let rows = vec![
-            row("EZ1", "HS2", Some(10)),
-            row("EZ2", "HS1", Some(5)),
-            row("EZ3", "HS2", Some(7)),
-            row("EZ4", "HS1", None),
-        ];
-        let parts = write_parts(&rows, 3).unwrap();
-        let day = NaiveDate::from_ymd_opt(2024, 11, 3).unwrap();
-        let sealed = manifest(day, true, &rows, &parts);
-        let sums: Vec<(&str, u64, u64)> = sealed
+        let sealed = tables().seal(day(), true, 2).unwrap();
+        let manifest = &sealed.manifest;
+        let sums: Vec<(&str, u64, u64)> = manifest
             .usage
             .iter()
             .map(|u| (u.sim_sid.as_deref().unwrap(), u.data_total, u.usage_events))
             .collect();
         assert_eq!(sums, [("HS1", 5, 1), ("HS2", 17, 2)]);
         assert_eq!(
-            (sealed.rows, sealed.distinct_event_sids, sealed.parts.len()),
-            (4, 4, 2)
+            (
+                manifest.usage_events.rows,
+                manifest.other_events.rows,
+                manifest.distinct_event_sids
+            ),
+            (3, 1, 4)
         );
-        let again = manifest(day, true, &rows, &write_parts(&rows, 3).unwrap());
-        assert_eq!(sealed.to_json(), again.to_json());
-        assert!(sealed.to_json().contains("\"final\": true"));
+        let keys: Vec<&str> = sealed.objects.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "usage_events/day=2024-11-03/part-00000.parquet",
+                "usage_events/day=2024-11-03/part-00001.parquet",
+                "other_events/day=2024-11-03/part-00000.parquet",
+                "usage_rollups/day=2024-11-03/part-00000.parquet",
+            ]
+        );
+        assert_eq!(sealed, tables().seal(day(), true, 2).unwrap());
+        assert!(manifest.to_json().contains("\"final\": true"));
         // Another delivery of one event changes the digest, nothing else.
-        let mut delivered = rows.clone();
-        delivered[1].deliveries.push("twilio#webhook".into());
-        let changed = manifest(day, true, &delivered, &parts);
-        assert_ne!(changed.digest, sealed.digest);
-        assert_eq!(changed.usage, sealed.usage);
+        let mut delivered = tables();
+        delivered.usage_events[1]
+            .deliveries
+            .push("twilio#webhook".into());
+        let changed = delivered.seal(day(), true, 2).unwrap().manifest;
+        assert_ne!(changed.usage_events.digest, manifest.usage_events.digest);
+        assert_eq!(changed.usage, manifest.usage);
+    }
+
+    #[test]
+    fn a_booking_whose_rollup_differs_from_its_events_is_named() {
+        let manifest = tables().seal(day(), false, 10).unwrap().manifest;
+        let problems = manifest.against_rollups(&tables().usage_rollups);
+        assert_eq!(
+            problems,
+            ["2024-11-03: SIM HS2: the archive holds 17 B in 2 events, the rollups 0 B in 0"]
+        );
     }
 }

@@ -1,6 +1,6 @@
-//! A day's rows as Parquet parts: `part-00000.parquet`, ... in export order, each at most
-//! `rows_per_part` rows, written with fixed properties so that the same rows always give the
-//! same bytes.
+//! A table's rows for a day as Parquet parts: `part-00000.parquet`, ... in the order given,
+//! each at most `rows_per_part` rows, written with fixed properties so that the same rows
+//! always give the same bytes.
 
 use std::sync::Arc;
 
@@ -18,9 +18,9 @@ use crate::row::ArchiveRow;
 /// Why a day cannot be written.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
-    #[error("event {event_sid}: {field} is {value}, past what a signed 64-bit column holds")]
+    #[error("{row}: {field} is {value}, past what a signed 64-bit column holds")]
     TooLarge {
-        event_sid: String,
+        row: String,
         field: &'static str,
         value: u64,
     },
@@ -48,8 +48,23 @@ pub fn part_name(index: usize) -> String {
 /// library's version string.
 const CREATED_BY: &str = "kore-ingest-archive";
 
-fn schema() -> SchemaRef {
-    let time = || DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+/// Rows of one archived table: its columns and how rows become them.
+pub trait Table: Sized {
+    /// The table's columns: those of its Parquet files and of its Glue table.
+    fn schema() -> SchemaRef;
+    /// `rows` as one batch of the schema's columns.
+    fn batch(rows: &[Self]) -> Result<RecordBatch, ArchiveError>;
+    /// The row's line in the manifest's digest: what identifies it and what it counts.
+    fn digest_line(&self) -> String;
+}
+
+/// Timestamps: milliseconds, adjusted to UTC (Athena's and DuckDB's `timestamp`).
+pub(crate) fn time_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+}
+
+fn event_schema() -> SchemaRef {
+    let time = time_type;
     let text = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
     let count = |name: &str| Field::new(name, DataType::Int64, true);
     let item = Arc::new(Field::new("item", DataType::Utf8, true));
@@ -82,16 +97,16 @@ fn millis(at: Option<DateTime<Utc>>) -> Option<i64> {
     at.map(|t| t.timestamp_millis())
 }
 
-/// A count as a signed column value, or the event and field it does not fit.
-fn signed(
-    row: &ArchiveRow,
+/// A count as a signed column value, or the row and field it does not fit.
+pub(crate) fn signed(
+    row: &str,
     field: &'static str,
     value: Option<u64>,
 ) -> Result<Option<i64>, ArchiveError> {
     value
         .map(|v| {
             i64::try_from(v).map_err(|_| ArchiveError::TooLarge {
-                event_sid: row.event_sid.clone(),
+                row: row.to_owned(),
                 field,
                 value: v,
             })
@@ -99,7 +114,26 @@ fn signed(
         .transpose()
 }
 
-fn batch(rows: &[ArchiveRow]) -> Result<RecordBatch, ArchiveError> {
+impl Table for ArchiveRow {
+    fn schema() -> SchemaRef {
+        event_schema()
+    }
+
+    fn batch(rows: &[ArchiveRow]) -> Result<RecordBatch, ArchiveError> {
+        event_batch(rows)
+    }
+
+    fn digest_line(&self) -> String {
+        format!(
+            "{}\t{}\t{}\n",
+            self.event_sid,
+            self.data_sha256.as_deref().unwrap_or(""),
+            self.deliveries.join(",")
+        )
+    }
+}
+
+fn event_batch(rows: &[ArchiveRow]) -> Result<RecordBatch, ArchiveError> {
     let text = |get: fn(&ArchiveRow) -> Option<&str>| -> ArrayRef {
         Arc::new(rows.iter().map(get).collect::<StringArray>())
     };
@@ -109,9 +143,10 @@ fn batch(rows: &[ArchiveRow]) -> Result<RecordBatch, ArchiveError> {
     };
     let mut counts: [Vec<Option<i64>>; 3] = Default::default();
     for row in rows {
-        counts[0].push(signed(row, "data_upload", row.data_upload)?);
-        counts[1].push(signed(row, "data_download", row.data_download)?);
-        counts[2].push(signed(row, "data_total", row.data_total)?);
+        let sid = &row.event_sid;
+        counts[0].push(signed(sid, "data_upload", row.data_upload)?);
+        counts[1].push(signed(sid, "data_download", row.data_download)?);
+        counts[2].push(signed(sid, "data_total", row.data_total)?);
     }
     let [up, down, total] = counts.map(|c| Arc::new(Int64Array::from(c)) as ArrayRef);
     let mut deliveries = ListBuilder::new(StringBuilder::new());
@@ -144,12 +179,12 @@ fn batch(rows: &[ArchiveRow]) -> Result<RecordBatch, ArchiveError> {
         text(|r| r.data_sha256.as_deref()),
         text(|r| Some(&r.data)),
     ];
-    Ok(RecordBatch::try_new(schema(), columns)?)
+    Ok(RecordBatch::try_new(event_schema(), columns)?)
 }
 
 /// The day's rows as parts of at most `rows_per_part` rows each (one row group each), in
 /// the order given; no rows, no parts.
-pub fn write_parts(rows: &[ArchiveRow], rows_per_part: usize) -> Result<Vec<Part>, ArchiveError> {
+pub fn write_parts<T: Table>(rows: &[T], rows_per_part: usize) -> Result<Vec<Part>, ArchiveError> {
     let rows_per_part = rows_per_part.max(1);
     let properties = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
@@ -159,8 +194,8 @@ pub fn write_parts(rows: &[ArchiveRow], rows_per_part: usize) -> Result<Vec<Part
     let mut parts = Vec::new();
     for (index, chunk) in rows.chunks(rows_per_part).enumerate() {
         let mut bytes = Vec::new();
-        let mut writer = ArrowWriter::try_new(&mut bytes, schema(), Some(properties.clone()))?;
-        writer.write(&batch(chunk)?)?;
+        let mut writer = ArrowWriter::try_new(&mut bytes, T::schema(), Some(properties.clone()))?;
+        writer.write(&T::batch(chunk)?)?;
         writer.close()?;
         parts.push(Part {
             name: part_name(index),

@@ -87,6 +87,19 @@ impl Events {
             .collect()
     }
 
+    /// The usage events booked for one SIM on `day`, in export order: by the end of their
+    /// window, then sid.
+    pub async fn of_sim_booked_on(
+        &self,
+        sim_sid: &str,
+        day: NaiveDate,
+    ) -> Result<Vec<(StoredEvent, ConnectionEvent)>, LedgerError> {
+        let mut events = self.of_sim(sim_sid, Some((day, day))).await?;
+        events.retain(|(_, e)| e.booking_hour().date_naive() == day);
+        events.sort_by(|a, b| (a.1.booked_at, &a.1.key).cmp(&(b.1.booked_at, &b.1.key)));
+        Ok(events)
+    }
+
     /// A SIM's data sessions, from its usage events.
     pub async fn sessions(&self, sim_sid: &str) -> Result<Vec<SessionSummary>, LedgerError> {
         let events = self.of_sim(sim_sid, None).await?;
@@ -94,7 +107,7 @@ impl Events {
     }
 
     /// The events without usage whose time is on `day` and in `range`, from the time index
-    /// (usage events are found through their SIM's booking lists instead).
+    /// (usage events are found through their SIM's booking lists instead), by time, then sid.
     pub async fn without_usage(
         &self,
         day: NaiveDate,
@@ -113,6 +126,7 @@ impl Events {
                 events.push((stored, event));
             }
         }
+        events.sort_by(|a, b| (a.1.event_time, &a.1.key).cmp(&(b.1.event_time, &b.1.key)));
         Ok(events)
     }
 
