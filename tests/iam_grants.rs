@@ -15,7 +15,7 @@ use serde_norway::Value;
 /// behalf: Lambda's log agent, the event source mappings reading the streams (Kinesis, the
 /// table's) and writing the on-failure queues, KMS used by Kinesis or DynamoDB Streams for
 /// a customer-keyed stream.
-const NOT_CALLED_BY_THE_CODE: [(&str, &str); 18] = [
+const NOT_CALLED_BY_THE_CODE: [(&str, &str); 19] = [
     ("kinesis-consumer", "Logs"),
     ("kinesis-consumer", "ReadStream"),
     ("kinesis-consumer", "OnFailureDestination"),
@@ -34,14 +34,16 @@ const NOT_CALLED_BY_THE_CODE: [(&str, &str); 18] = [
     ("alerts", "ReadTableStream"),
     ("alerts", "OnFailureDestination"),
     ("alerts", "DecryptTableStream"),
+    ("archiver", "Logs"),
 ];
 
-const FUNCTIONS: [(&str, &str); 5] = [
+const FUNCTIONS: [(&str, &str); 6] = [
     ("kinesis-consumer", "KinesisConsumerFunction"),
     ("webhook", "WebhookFunction"),
     ("segment-forwarder", "SegmentForwarderFunction"),
     ("callback-forwarder", "CallbackForwarderFunction"),
     ("alerts", "AlertsFunction"),
+    ("archiver", "ArchiverFunction"),
 ];
 
 /// What a granted action applies to: the table, its indexes, or anything else.

@@ -389,3 +389,142 @@ fn alerts_are_evaluated_from_inserted_event_records_and_retried_whole() {
         Some("expires_at")
     );
 }
+
+/// A Parquet column's type as Glue and Athena name it: only the types the archive writes.
+fn hive_type(data_type: &arrow_schema::DataType) -> String {
+    use arrow_schema::{DataType, TimeUnit};
+    match data_type {
+        DataType::Utf8 => "string".into(),
+        DataType::Int64 => "bigint".into(),
+        DataType::Timestamp(TimeUnit::Millisecond, Some(zone)) if zone.as_ref() == "UTC" => {
+            "timestamp".into()
+        }
+        DataType::List(item) => format!("array<{}>", hive_type(item.data_type())),
+        other => {
+            panic!("the archive writes no {other:?}: Athena and DuckDB may read it differently")
+        }
+    }
+}
+
+#[test]
+fn the_glue_tables_have_the_columns_of_the_parquet_the_archiver_writes() {
+    use kore_ingest_archive::{ArchiveRow, RollupRow, Table};
+    let template = template();
+    for (resource, name, schema) in [
+        (
+            "ArchiveUsageEventsTable",
+            "usage_events",
+            ArchiveRow::schema(),
+        ),
+        (
+            "ArchiveOtherEventsTable",
+            "other_events",
+            ArchiveRow::schema(),
+        ),
+        (
+            "ArchiveUsageRollupsTable",
+            "usage_rollups",
+            RollupRow::schema(),
+        ),
+    ] {
+        let table = &template["Resources"][resource];
+        assert_eq!(condition_of(table), Some("Archive"), "{resource}");
+        let input = &table["Properties"]["TableInput"];
+        assert_eq!(input["Name"].as_str(), Some(name));
+        assert!(kore_ingest_archive::TABLES.contains(&name));
+        let columns: Vec<(String, String)> = input["StorageDescriptor"]["Columns"]
+            .as_sequence()
+            .expect("Columns")
+            .iter()
+            .map(|c| {
+                let text = |key: &str| c[key].as_str().unwrap_or_default().to_owned();
+                (text("Name"), text("Type"))
+            })
+            .collect();
+        let written: Vec<(String, String)> = schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), hive_type(f.data_type())))
+            .collect();
+        assert_eq!(columns, written, "{resource}");
+        let projection = &input["Parameters"];
+        assert_eq!(projection["projection.enabled"].as_str(), Some("true"));
+        assert_eq!(
+            projection["projection.day.format"].as_str(),
+            Some("yyyy-MM-dd")
+        );
+        assert!(
+            format!("{:?}", projection["storage.location.template"])
+                .contains(&format!("/{name}/day=${{!day}}/")),
+            "{resource}: the folder a seal writes"
+        );
+    }
+}
+
+#[test]
+fn the_named_queries_are_the_sql_files_scripts_archive_query_runs() {
+    let template = template();
+    let folder = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/athena");
+    let mut files: Vec<String> = std::fs::read_dir(folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|f| f.ends_with(".sql"))
+        .collect();
+    files.sort();
+    let mut named = Vec::new();
+    for (_, resource) in template["Resources"].as_mapping().expect("Resources") {
+        if resource["Type"].as_str() != Some("AWS::Athena::NamedQuery") {
+            continue;
+        }
+        assert_eq!(condition_of(resource), Some("Archive"));
+        let name = resource["Properties"]["Name"].as_str().unwrap_or_default();
+        let sql = std::fs::read_to_string(format!("{folder}/{name}.sql"))
+            .unwrap_or_else(|e| panic!("{name}: no infra/athena/{name}.sql: {e}"));
+        assert_eq!(
+            resource["Properties"]["QueryString"].as_str(),
+            Some(sql.as_str()),
+            "{name}"
+        );
+        named.push(format!("{name}.sql"));
+    }
+    named.sort();
+    assert_eq!(named, files, "one named query per file");
+}
+
+#[test]
+fn the_archive_is_on_by_default_and_its_parts_exist_only_with_it() {
+    let template = template();
+    assert_eq!(
+        template["Parameters"]["ArchiveEnabled"]["Default"].as_str(),
+        Some("true")
+    );
+    for (name, resource) in template["Resources"].as_mapping().expect("Resources") {
+        let name = name.as_str().unwrap_or_default();
+        if name.starts_with("Archive") || name.ends_with("Query") {
+            assert_eq!(condition_of(resource), Some("Archive"), "{name}");
+        }
+    }
+    let bucket = &template["Resources"]["ArchiveBucket"];
+    assert_eq!(bucket["DeletionPolicy"].as_str(), Some("Retain"));
+    let block = &bucket["Properties"]["PublicAccessBlockConfiguration"];
+    for setting in [
+        "BlockPublicAcls",
+        "BlockPublicPolicy",
+        "IgnorePublicAcls",
+        "RestrictPublicBuckets",
+    ] {
+        assert_eq!(block[setting].as_bool(), Some(true), "{setting}");
+    }
+    let function = &template["Resources"]["ArchiverFunction"]["Properties"];
+    assert_eq!(
+        function["ReservedConcurrentExecutions"].as_u64(),
+        Some(1),
+        "one writer"
+    );
+    let workgroup =
+        &template["Resources"]["ArchiveWorkGroup"]["Properties"]["WorkGroupConfiguration"];
+    assert!(is_ref(
+        &workgroup["BytesScannedCutoffPerQuery"],
+        "AthenaBytesScannedCutoffPerQuery"
+    ));
+}

@@ -4,19 +4,16 @@
 
 use std::process::ExitCode;
 
-use chrono::{Duration, NaiveDate, Utc};
+use chrono::{NaiveDate, Utc};
 
-use kore_ingest_aws::archive::{ArchiveStore, Archiver, DEFAULT_ARCHIVE_URL};
+use kore_ingest_aws::archive::{ArchiveStore, Archiver, DEFAULT_ARCHIVE_URL, settled_at};
 use kore_ingest_aws::ledger::UsageLedger;
 use kore_ingest_aws::sdk::{Caller, sdk_config};
-use kore_ingest_core::time::midnight;
+use kore_ingest_core::config::{Env, vars};
 
 use crate::args::{Format, RangeArgs, parse_z_time};
 use crate::failure::{Failure, OrFail, Result};
 use crate::output::{json, print};
-
-/// Days after a day before it is settled enough to seal (`ArchiveSealAfterDays`).
-const SEAL_AFTER_DAYS: i64 = 3;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -85,8 +82,11 @@ async fn seal(archiver: &Archiver<'_>, args: SealArgs) -> Result<ExitCode> {
         (None, Some(start), Some(end)) => RangeArgs { start, end }.whole_days()?.days(),
         _ => return Err(Failure::Usage("give --day, or --start and --end".into())),
     };
+    let seal_after_days = Env::process()
+        .number(&vars::ARCHIVE_SEAL_AFTER_DAYS)
+        .map_err(|e| Failure::Usage(e.to_string()))?;
     for day in days {
-        let settled = midnight(day) + Duration::days(1 + SEAL_AFTER_DAYS);
+        let settled = settled_at(day, seal_after_days);
         if Utc::now() < settled && !args.force {
             return Err(Failure::Failed(format!(
                 "{day} is settled from {settled}: seal it then, or pass --force"

@@ -148,6 +148,46 @@ async fn a_sealed_day_holds_each_usage_event_once_and_seals_again_to_the_same_by
             "other_events": 4, "usage_rollups": 6, "parts": 3}])
     );
 
+    // The Athena queries, run unchanged by DuckDB over the folder, sum what the ledger does.
+    let query = |name: &str| {
+        let output = Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../scripts/archive-query"
+        ))
+        .args([name, "--month", "2024-11"])
+        .env("ARCHIVE_URL", format!("file://{}", dir.path().display()))
+        .output()
+        .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let by_sim = query("usage_by_sim");
+    let mut lines = by_sim.lines();
+    assert_eq!(
+        lines.next(),
+        Some("sim_sid,account_sid,data_total,usage_events,days")
+    );
+    let queried: BTreeMap<String, u64> = lines
+        .map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            (fields[0].to_owned(), fields[2].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(queried, expected);
+    let by_account = query("usage_by_account_and_country");
+    assert_eq!(
+        by_account
+            .lines()
+            .nth(1)
+            .map(|l| l.split(',').nth(4).unwrap().to_owned()),
+        Some(expected.values().sum::<u64>().to_string()),
+        "{by_account}"
+    );
+
     // Verified against the ledger; then the ledger takes one more event of the day, and the
     // archive no longer holds it all.
     let verify = || {

@@ -20,6 +20,8 @@ STATE_DIR=$REPO_ROOT/.local
 VENV_DIR=$TOOLS_DIR/venv
 # moto's server (EventBridge and SQS locally), in a venv of its own.
 MOTO_VENV=$TOOLS_DIR/moto-venv
+# DuckDB (Python), for queries over the local archive, in a venv of its own.
+DUCKDB_VENV=$TOOLS_DIR/duckdb-venv
 NODE_PREFIX=$TOOLS_DIR/node
 NODE_MODULES=$NODE_PREFIX/node_modules
 # The Nu HTML validator (npm vnu-jar), run with java by the report test.

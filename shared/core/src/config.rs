@@ -68,6 +68,15 @@ pub mod vars {
     /// The callback forwarder's first back-off before sending failed entries to the event
     /// bus again; it doubles with each attempt.
     pub const EVENTS_RETRY_BASE_MS: Number = millis("EVENTS_RETRY_BASE_MS", 200, 1, 60_000);
+    /// Days after a day ends before it is settled enough to seal into the archive: late
+    /// deliveries and retries of it have arrived by then.
+    pub const ARCHIVE_SEAL_AFTER_DAYS: Number = Number {
+        name: "ARCHIVE_SEAL_AFTER_DAYS",
+        default: 3,
+        min: 1,
+        max: 30,
+        unit: Unit::Count,
+    };
     /// How many writes one batch runs at once.
     pub const MAX_CONCURRENT_WRITES: Number = Number {
         name: "MAX_CONCURRENT_WRITES",

@@ -121,6 +121,9 @@ struct ThrottlingConnector {
 /// The IAM actions an AWS request needs, with what they act on (`table`, `index` or `-`).
 /// A transaction needs no action of its own but one per kind of item it holds.
 pub fn iam_actions(request: &HttpRequest) -> Vec<(String, &'static str)> {
+    if let Some(action) = s3_action(request) {
+        return vec![(action.into(), "-")];
+    }
     let target = request
         .headers()
         .get("x-amz-target")
@@ -179,6 +182,27 @@ pub fn iam_actions(request: &HttpRequest) -> Vec<(String, &'static str)> {
         ("dynamodb", _) => vec![(format!("dynamodb:{operation}"), "table")],
         (prefix, _) => vec![(format!("{prefix}:{operation}"), "-")],
     }
+}
+
+/// The IAM action of an S3 request (REST: no target header; its signature's scope names
+/// the service): what it does follows from its method and query.
+fn s3_action(request: &HttpRequest) -> Option<&'static str> {
+    let signed_for_s3 = request
+        .headers()
+        .get("authorization")
+        .is_some_and(|a| a.contains("/s3/aws4_request"));
+    if !signed_for_s3 {
+        return None;
+    }
+    let uri = request.uri().to_owned();
+    let query = uri.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    Some(match request.method() {
+        "GET" if query.contains("list-type=2") => "s3:ListBucket",
+        "GET" | "HEAD" => "s3:GetObject",
+        "PUT" => "s3:PutObject",
+        "DELETE" => "s3:DeleteObject",
+        _ => "s3:unknown",
+    })
 }
 
 /// Records `request` as the current function's, when a test runs one (see [`as_function`]).

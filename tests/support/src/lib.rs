@@ -11,6 +11,7 @@
 //! - [`segment`]: the Segment stand-in process (`scripts/lib/segment_standin.py`);
 //! - [`streams`]: the ledger table's stream as Lambda delivers it.
 
+pub mod archive;
 pub mod bus;
 pub mod dynamodb;
 pub mod events;

@@ -5,19 +5,37 @@
 
 mod store;
 
-use chrono::NaiveDate;
-use kore_ingest_archive::{
-    ArchiveError, ArchiveRow, DayTables, Manifest, RollupRow, TABLES, manifest_key,
-};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use kore_ingest_archive::{ArchiveError, ArchiveRow, DayTables, Manifest, RollupRow};
 use kore_ingest_core::port::LedgerError;
-use kore_ingest_core::time::TimeRange;
+use kore_ingest_core::time::{TimeRange, midnight};
 
 use crate::ledger::UsageLedger;
 
+pub use kore_ingest_archive::{TABLES, manifest_key};
 pub use store::{ArchiveStore, DEFAULT_ARCHIVE_URL, StoreError, s3_config};
 
 /// Rows per part: about 25 MB of Parquet at the bench's shape, few objects per day.
 pub const ROWS_PER_PART: usize = 100_000;
+
+/// When `day` is settled enough to seal: `seal_after_days` after it ends.
+pub fn settled_at(day: NaiveDate, seal_after_days: u64) -> DateTime<Utc> {
+    midnight(day) + Duration::days(1 + days(seal_after_days))
+}
+
+/// The `count` newest days settled at `now`, oldest first.
+pub fn settled_days(now: DateTime<Utc>, seal_after_days: u64, count: u32) -> Vec<NaiveDate> {
+    let newest = now.date_naive() - Duration::days(1 + days(seal_after_days));
+    (0..i64::from(count))
+        .rev()
+        .map(|back| newest - Duration::days(back))
+        .collect()
+}
+
+/// A count of days as chrono takes it; none the configuration allows is near the limit.
+fn days(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX / 86_400_000)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiverError {
@@ -154,5 +172,24 @@ impl Archiver<'_> {
         }
         problems.extend(stored.against_rollups(&tables.usage_rollups));
         Ok(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_day_is_settled_the_configured_days_after_it_ends() {
+        let day = NaiveDate::from_ymd_opt(2024, 11, 3).unwrap();
+        assert_eq!(settled_at(day, 3).to_rfc3339(), "2024-11-07T00:00:00+00:00");
+        let now = "2024-11-07T01:30:00Z".parse::<DateTime<Utc>>().unwrap();
+        let days: Vec<String> = settled_days(now, 3, 3)
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        assert_eq!(days, ["2024-11-01", "2024-11-02", "2024-11-03"]);
+        let before = "2024-11-06T23:59:59Z".parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(settled_days(before, 3, 1), [day.pred_opt().unwrap()]);
     }
 }
