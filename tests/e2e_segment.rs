@@ -150,8 +150,10 @@ async fn a_segment_outage_ends_with_every_event_delivered_once() {
     // there (a time window raced the stack's latency on a busy machine): the forwarder
     // retries with back-off (three tries), hands the records back to the (local) event
     // source mapping, which sends them again.
+    // Only requests holding this test's events count: a straggler of another test must not
+    // use up the failures (it did once, and the outage went unseen).
     stand_in
-        .control(json!({"fail_requests": 4, "fail_status": 500}))
+        .control(json!({"fail_requests": 4, "fail_status": 500, "fail_prefix": ids}))
         .await;
     let records: Vec<Vec<u8>> = samples.iter().map(|s| s.kore_json().into_bytes()).collect();
     stack.put_records(&records).await;

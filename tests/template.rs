@@ -515,6 +515,15 @@ fn the_archive_is_on_by_default_and_its_parts_exist_only_with_it() {
     ] {
         assert_eq!(block[setting].as_bool(), Some(true), "{setting}");
     }
+    // Without the archive nothing may expire from the ledger: it would be gone for good.
+    let retention = format!(
+        "{:?}",
+        template["Globals"]["Function"]["Environment"]["Variables"]["LEDGER_RETENTION_DAYS"]
+    );
+    assert!(
+        retention.contains("Archive") && retention.contains("LedgerRetentionDays"),
+        "{retention}"
+    );
     let function = &template["Resources"]["ArchiverFunction"]["Properties"];
     assert_eq!(
         function["ReservedConcurrentExecutions"].as_u64(),

@@ -6,14 +6,13 @@ use std::process::ExitCode;
 
 use chrono::{NaiveDate, Utc};
 
-use kore_ingest_aws::archive::{ArchiveStore, Archiver, DEFAULT_ARCHIVE_URL, settled_at};
+use kore_ingest_aws::archive::{Archiver, settled_at};
 use kore_ingest_aws::ledger::UsageLedger;
-use kore_ingest_aws::sdk::{Caller, sdk_config};
-use kore_ingest_core::config::{Env, vars};
 
 use crate::args::{Format, RangeArgs, parse_z_time};
 use crate::failure::{Failure, OrFail, Result};
 use crate::output::{json, print};
+use crate::source::archive_store;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -56,15 +55,13 @@ pub struct SealArgs {
     /// A final seal: the day is archived.
     #[arg(long = "final")]
     pub is_final: bool,
-    /// Seal before the day is settled.
+    /// Seal a day before it is settled, or again after a final seal.
     #[arg(long)]
     pub force: bool,
 }
 
 pub async fn run(ledger: &UsageLedger, command: Command) -> Result<ExitCode> {
-    let url = std::env::var("ARCHIVE_URL").unwrap_or_else(|_| DEFAULT_ARCHIVE_URL.into());
-    let aws = sdk_config(Caller::Tool).await;
-    let store = ArchiveStore::from_url(&url, &aws).map_err(|e| Failure::Usage(e.to_string()))?;
+    let store = archive_store().await?;
     let archiver = Archiver {
         ledger,
         store: &store,
@@ -82,14 +79,24 @@ async fn seal(archiver: &Archiver<'_>, args: SealArgs) -> Result<ExitCode> {
         (None, Some(start), Some(end)) => RangeArgs { start, end }.whole_days()?.days(),
         _ => return Err(Failure::Usage("give --day, or --start and --end".into())),
     };
-    let seal_after_days = Env::process()
-        .number(&vars::ARCHIVE_SEAL_AFTER_DAYS)
-        .map_err(|e| Failure::Usage(e.to_string()))?;
+    let seal_after_days = archiver.ledger.table().config().retention.seal_after_days;
     for day in days {
         let settled = settled_at(day, seal_after_days);
         if Utc::now() < settled && !args.force {
             return Err(Failure::Failed(format!(
                 "{day} is settled from {settled}: seal it then, or pass --force"
+            )));
+        }
+        // A final seal is what readers take for the day; sealing it again from a ledger
+        // that may have lost records since is the operator's decision.
+        let sealed_finally = archiver
+            .manifest(day)
+            .await
+            .or_fail(archiver.ledger)?
+            .is_some_and(|m| m.is_final);
+        if sealed_finally && !args.force {
+            return Err(Failure::Failed(format!(
+                "{day} is sealed finally already: pass --force to seal it again from the ledger"
             )));
         }
         let sealed = archiver
@@ -118,7 +125,9 @@ async fn verify(archiver: &Archiver<'_>, args: VerifyArgs) -> Result<ExitCode> {
     let days = args.range.whole_days()?.days();
     let mut problems = Vec::new();
     for day in &days {
-        problems.extend(archiver.verify(*day).await.or_fail(archiver.ledger)?);
+        let retention = archiver.ledger.table().config().retention;
+        let found = archiver.verify(*day, &retention, Utc::now()).await;
+        problems.extend(found.or_fail(archiver.ledger)?);
     }
     let text = match args.format {
         Format::Json => json(&VerifyJson {

@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::args::RangeArgs;
 use crate::failure::{Failure, OrFail, Result};
 use crate::output::{csv_field, json, print};
+use crate::source::{DaySource, Source};
 
 const EVIDENCE_EXAMPLES: &str = "\
 Examples:
@@ -203,6 +204,10 @@ pub struct ExportArgs {
     /// data-session.updated.
     #[arg(long, value_name = "KIND", value_parser = parse_kind)]
     pub kind: Option<KindName>,
+    /// Where each day's events are read: auto (the archive for a day sealed finally),
+    /// ledger or archive.
+    #[arg(long, value_enum, default_value_t)]
+    pub source: Source,
 }
 
 /// A kind as the export's `kind` field names it.
@@ -356,6 +361,8 @@ impl Output<'_> {
 pub async fn export(ledger: &UsageLedger, args: ExportArgs) -> Result<ExitCode> {
     let range = args.range.whole_hours()?;
     let kind = args.kind;
+    // Where each day is read is settled before anything is printed.
+    let days = DaySource::new(ledger, args.source, &range.days()).await?;
     let stdout = std::io::stdout();
     let mut out = Output {
         out: std::io::BufWriter::new(stdout.lock()),
@@ -365,16 +372,22 @@ pub async fn export(ledger: &UsageLedger, args: ExportArgs) -> Result<ExitCode> 
     }
     // Usage events are found through booking lists; the rest through the time index.
     if kind.is_none_or(KindName::carries_usage)
-        && !export_usage(ledger, range, kind, args.format, &mut out).await?
+        && !export_usage(ledger, &days, range, kind, args.format, &mut out).await?
     {
         return Ok(ExitCode::SUCCESS);
     }
     for day in range.days() {
-        let events = ledger
-            .events()
-            .without_usage(day, range)
-            .await
-            .or_fail(ledger)?;
+        let events = match days.other_events(day).await? {
+            Some(mut archived) => {
+                archived.retain(|(_, e)| range.contains(e.event_time));
+                archived
+            }
+            None => ledger
+                .events()
+                .without_usage(day, range)
+                .await
+                .or_fail(ledger)?,
+        };
         for (stored, event) in events.iter().filter(|(_, e)| kept(kind, e)) {
             if !out.write(&export_line(stored, event, args.format)?)? {
                 return Ok(ExitCode::SUCCESS);
@@ -388,12 +401,24 @@ pub async fn export(ledger: &UsageLedger, args: ExportArgs) -> Result<ExitCode> 
 /// events is held at a time. `false` when the reader went away.
 async fn export_usage(
     ledger: &UsageLedger,
+    days: &DaySource<'_>,
     range: TimeRange,
     kind: Option<KindName>,
     format: ExportFormat,
     out: &mut Output<'_>,
 ) -> Result<bool> {
     for day in range.days() {
+        if let Some(archived) = days.usage_events(day).await? {
+            let in_range = archived
+                .iter()
+                .filter(|(_, e)| range.contains(e.booking_hour()) && kept(kind, e));
+            for (stored, event) in in_range {
+                if !out.write(&export_line(stored, event, format)?)? {
+                    return Ok(false);
+                }
+            }
+            continue;
+        }
         let sims = ledger
             .rollups()
             .sims_with_usage(&[day])

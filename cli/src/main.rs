@@ -31,6 +31,7 @@ mod report_html;
 mod send;
 mod sessions;
 mod sims;
+mod source;
 mod usage;
 
 use std::process::ExitCode;
@@ -39,6 +40,8 @@ use aws_sdk_dynamodb::Client;
 use clap::{CommandFactory, Parser, Subcommand};
 use kore_ingest_aws::ledger::{LedgerConfig, UsageLedger};
 use kore_ingest_aws::sdk::{Caller, sdk_config};
+use kore_ingest_core::config::Env;
+use kore_ingest_core::retention::Retention;
 
 use failure::Failure;
 
@@ -192,8 +195,15 @@ fn usage_error(message: &str) -> ! {
 }
 
 /// The ledger with a tool's AWS configuration (profiles, region, the
-/// `AWS_ENDPOINT_URL_DYNAMODB` of a local stack; see [`sdk_config`]).
+/// `AWS_ENDPOINT_URL_DYNAMODB` of a local stack; see [`sdk_config`]). What `replay` and
+/// `quarantine redrive` store expires as the functions' writes do (`LEDGER_RETENTION_DAYS`).
 async fn ledger(table: &str) -> UsageLedger {
     let config = sdk_config(Caller::Tool).await;
-    UsageLedger::new(Client::new(&config), LedgerConfig::new(table))
+    let retention = Retention::from_env(&Env::process())
+        .unwrap_or_else(|error| usage_error(&error.to_string()));
+    let ledger = LedgerConfig {
+        retention,
+        ..LedgerConfig::new(table)
+    };
+    UsageLedger::new(Client::new(&config), ledger)
 }

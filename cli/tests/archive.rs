@@ -225,3 +225,282 @@ async fn a_sealed_day_holds_each_usage_event_once_and_seals_again_to_the_same_by
     );
     assert!(said.contains(&format!("SIM HS{:032x}", 1)), "{said}");
 }
+
+/// The whole table: each item's pk, sk and whether it carries `expires_at`.
+async fn items_of(table: &str) -> Vec<(String, String, bool)> {
+    let client = local_client();
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        for item in page.items() {
+            let text = |k: &str| item[k].as_s().unwrap().clone();
+            items.push((text("pk"), text("sk"), item.contains_key("expires_at")));
+        }
+        start = page.last_evaluated_key().cloned();
+        if start.is_none() {
+            return items;
+        }
+    }
+}
+
+#[tokio::test]
+async fn with_a_retention_event_records_and_booking_lists_expire_and_the_totals_stay() {
+    use kore_ingest_aws::ledger::{LedgerConfig, UsageLedger};
+    use kore_ingest_core::retention::Retention;
+
+    let ledger = fresh_ledger("expiry").await;
+    let table = ledger.table_name().to_owned();
+    let writer = UsageLedger::new(
+        local_client(),
+        LedgerConfig {
+            retention: Retention {
+                ledger_days: Some(45),
+                seal_after_days: 3,
+            },
+            ..LedgerConfig::new(table.clone())
+        },
+    );
+    let mut deliveries = Vec::new();
+    for n in 0..12u64 {
+        let sim = format!("HS{:032x}", n % 4);
+        let time = format!("2024-11-03T{:02}:10:00Z", n);
+        let mut e = SampleEvent::usage_update(&format!("EZ{n:032x}"), &sim, &time, (n, 100 * n));
+        if n == 11 {
+            e.suffix = "attachment.accepted";
+        }
+        deliveries.push((e.kore_json(), webhook(&format!("r{n}"))));
+        deliveries.push((e.twilio_json(), kinesis(n)));
+    }
+    store_deliveries(&writer, &deliveries).await;
+
+    let items = items_of(&table).await;
+    let kinds = |prefix: &str| -> Vec<bool> {
+        items
+            .iter()
+            .filter(|(pk, sk, _)| pk.starts_with(prefix) || sk.starts_with(prefix))
+            .map(|(_, _, expires)| *expires)
+            .collect()
+    };
+    let events = kinds("EVENT#");
+    assert_eq!(events.len(), 12);
+    assert!(events.iter().all(|e| *e), "every event record expires");
+    let lists: Vec<bool> = items
+        .iter()
+        .filter(|(pk, sk, _)| pk.starts_with("SIM#") && sk.starts_with("BOOKED#"))
+        .map(|(_, _, e)| *e)
+        .collect();
+    assert!(
+        !lists.is_empty() && lists.iter().all(|e| *e),
+        "booking lists expire"
+    );
+    let rollups = kinds("USAGE#");
+    assert!(
+        !rollups.is_empty() && rollups.iter().all(|e| !e),
+        "rollups never expire"
+    );
+
+    let usage = || {
+        let output = Command::new(env!("CARGO_BIN_EXE_kore-usage"))
+            .args([
+                "--table",
+                &table,
+                "usage",
+                "--start",
+                "2024-11-03T00:00:00Z",
+            ])
+            .args([
+                "--end",
+                "2024-11-04T00:00:00Z",
+                "--group",
+                "sim",
+                "--format",
+                "json",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output.stdout
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let export = |format: &str, source: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_kore-usage"))
+            .args([
+                "--table",
+                &table,
+                "export",
+                "--start",
+                "2024-11-02T00:00:00Z",
+            ])
+            .args([
+                "--end",
+                "2024-11-05T00:00:00Z",
+                "--format",
+                format,
+                "--source",
+                source,
+            ])
+            .env("ARCHIVE_URL", format!("file://{}", dir.path().display()))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let before = (usage(), export("jsonl", "auto"), export("csv", "auto"));
+    assert_eq!(before.1.lines().count(), 12, "{}", before.1);
+    let sealed = Command::new(env!("CARGO_BIN_EXE_kore-usage"))
+        .args([
+            "--table",
+            &table,
+            "archive",
+            "seal",
+            "--day",
+            "2024-11-03",
+            "--final",
+            "--force",
+        ])
+        .env("ARCHIVE_URL", format!("file://{}", dir.path().display()))
+        .output()
+        .unwrap();
+    assert!(
+        sealed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sealed.stderr)
+    );
+
+    // Long after: what AWS would have deleted by then.
+    let later = chrono::Utc::now().timestamp() + 400 * 86_400;
+    let swept = sweep_expired(&table, later).await;
+    assert!(swept >= 12, "{swept} items swept");
+    assert_eq!(usage(), before.0, "the rollups answer as before");
+    // A rebuild would recompute the rollups from what is left: refused, whether the CLI is
+    // told the retention or finds the lists gone.
+    for retention in ["45", "0"] {
+        let rebuild = Command::new(env!("CARGO_BIN_EXE_kore-usage"))
+            .args([
+                "--table",
+                &table,
+                "rebuild",
+                "--start",
+                "2024-11-03T00:00:00Z",
+            ])
+            .args(["--end", "2024-11-04T00:00:00Z"])
+            .env("LEDGER_RETENTION_DAYS", retention)
+            .output()
+            .unwrap();
+        assert_eq!(rebuild.status.code(), Some(1), "retention {retention}");
+        let said = String::from_utf8_lossy(&rebuild.stderr);
+        assert!(said.contains("expired"), "{said}");
+    }
+    assert_eq!(usage(), before.0, "the rollups are kept");
+    assert_eq!(
+        export("csv", "ledger").lines().count(),
+        1,
+        "the ledger's copy is gone: the header alone"
+    );
+    assert_eq!(
+        (export("jsonl", "auto"), export("csv", "auto")),
+        (before.1.clone(), before.2.clone()),
+        "the archive answers byte for byte as the ledger did"
+    );
+    let refused = Command::new(env!("CARGO_BIN_EXE_kore-usage"))
+        .args([
+            "--table",
+            &table,
+            "export",
+            "--start",
+            "2024-11-02T00:00:00Z",
+        ])
+        .args([
+            "--end",
+            "2024-11-05T00:00:00Z",
+            "--format",
+            "csv",
+            "--source",
+            "archive",
+        ])
+        .env("ARCHIVE_URL", format!("file://{}", dir.path().display()))
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("2024-11-02 has no final seal"), "{said}");
+    assert!(
+        refused.stdout.is_empty(),
+        "nothing printed before the refusal"
+    );
+
+    let seal_again = |force: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kore-usage"));
+        command
+            .args([
+                "--table",
+                &table,
+                "archive",
+                "seal",
+                "--day",
+                "2024-11-03",
+                "--final",
+            ])
+            .env("ARCHIVE_URL", format!("file://{}", dir.path().display()));
+        if force {
+            command.arg("--force");
+        }
+        command.output().unwrap()
+    };
+    // Sealed finally already; and forced, the ledger no longer holds what its rollups count.
+    let again = seal_again(false);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("sealed finally already"));
+    let forced = seal_again(true);
+    assert_eq!(forced.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&forced.stderr);
+    assert!(said.contains("do not add up to its rollups"), "{said}");
+    assert_eq!(
+        export("jsonl", "auto"),
+        before.1,
+        "the archive is as it was"
+    );
+
+    // Usage counted after the final seal, once the ledger may have dropped the day: the
+    // archive no longer holds all the rollups count, and the reader is told.
+    let late = SampleEvent::usage_update(
+        &format!("EZ{:032x}", 77),
+        &format!("HS{:032x}", 2),
+        "2024-11-03T20:00:00Z",
+        (5, 5),
+    );
+    store_deliveries(&writer, &[(late.kore_json(), webhook("late"))]).await;
+    let output = Command::new(env!("CARGO_BIN_EXE_kore-usage"))
+        .args([
+            "--table",
+            &table,
+            "export",
+            "--start",
+            "2024-11-03T00:00:00Z",
+        ])
+        .args(["--end", "2024-11-04T00:00:00Z", "--format", "csv"])
+        .env("ARCHIVE_URL", format!("file://{}", dir.path().display()))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains(&format!("SIM HS{:032x}", 2)) && said.contains("after the day's final seal"),
+        "{said}"
+    );
+}

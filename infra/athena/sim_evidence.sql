@@ -1,5 +1,5 @@
 -- Evidence of one SIM for one month: each usage event once, by the end of its window.
--- Parameters: month (YYYY-MM), sim_sid.
+-- Parameters: month, month, sim_sid (the month YYYY-MM twice, then the SIM).
 SELECT
   day,
   event_sid,
@@ -15,5 +15,6 @@ SELECT
   deliveries,
   data_sha256
 FROM usage_events
-WHERE day LIKE concat(?, '-%') AND sim_sid = ?
+-- A range of the partition column: Athena reads only the month's days.
+WHERE day BETWEEN concat(?, '-01') AND concat(?, '-31') AND sim_sid = ?
 ORDER BY window_end, event_sid

@@ -30,7 +30,9 @@ def parameters(sql, name):
     found = re.search(r"^-- Parameters:(.*)$", sql, re.MULTILINE)
     if not found:
         sys.exit(f"archive-query: {name}.sql has no '-- Parameters:' line")
-    return [p.strip().split(" ")[0] for p in found.group(1).strip().rstrip(".").split(",") if p.strip()]
+    # "month, month, sim_sid (an explanation)": the names, in the order they are bound.
+    names = found.group(1).split("(")[0]
+    return [p.strip() for p in names.split(",") if p.strip()]
 
 
 def main():
@@ -57,10 +59,11 @@ def main():
     folder = archive_folder()
     db = duckdb.connect()
     for table in TABLES:
-        parts = os.path.join(folder, table, "day=*", "*.parquet").replace("'", "''")
+        parts = os.path.join(folder, table, "day=*", "*.parquet")
         if glob.glob(parts):
+            quoted = parts.replace("'", "''")
             db.execute(
-                f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{parts}', "
+                f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{quoted}', "
                 "hive_partitioning = true, hive_types = {'day': VARCHAR})"
             )
     try:

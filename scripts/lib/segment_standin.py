@@ -19,12 +19,15 @@ Control and inspection (JSON; `prefix` keeps only calls whose messageId starts w
     GET  /__calls[?prefix=..&accepted=1]  the calls, each with "_status" (the answer to its
                                       request) and "_request" (the request's number)
     POST /__control {"fail_status": 500, "fail_requests": N, "pass_requests": P,
-                     "fail_seconds": S, "max_call_bytes": B, "max_request_bytes": B,
-                     "reset": true}
+                     "fail_prefix": "EZ..", "fail_seconds": S, "max_call_bytes": B,
+                     "max_request_bytes": B, "reset": true}
                                       after the next P batch requests (default 0), the N
                                       following ones, and every one for S seconds, get
-                                      fail_status (default 500) instead; limits change;
-                                      reset forgets what was received and every failure
+                                      fail_status (default 500) instead; with fail_prefix
+                                      only requests holding a call whose messageId starts
+                                      with it count (another test's stragglers do not use
+                                      up the failures); limits change; reset forgets what
+                                      was received and every failure
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class State:
         self.fail_status = 500
         self.fail_requests = 0
         self.pass_requests = 0
+        self.fail_prefix: str | None = None
         self.fail_until = 0.0
 
     def control(self, order: dict) -> dict:
@@ -68,6 +72,8 @@ class State:
             self.fail_requests = int(order["fail_requests"])
         if "pass_requests" in order:
             self.pass_requests = int(order["pass_requests"])
+        if "fail_prefix" in order:
+            self.fail_prefix = order["fail_prefix"] or None
         if "fail_seconds" in order:
             self.fail_until = time.monotonic() + float(order["fail_seconds"])
         if "max_call_bytes" in order:
@@ -102,7 +108,11 @@ class State:
             reason = f"malformed JSON: {e}"
         n = len(self.requests) + 1
         injected = time.monotonic() < self.fail_until
-        if self.fail_requests > 0:
+        counted = self.fail_prefix is None or any(
+            isinstance(call, dict) and str(call.get("messageId", "")).startswith(self.fail_prefix)
+            for call in calls
+        )
+        if self.fail_requests > 0 and counted:
             if self.pass_requests > 0:
                 self.pass_requests -= 1
             else:

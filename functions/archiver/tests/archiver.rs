@@ -5,6 +5,7 @@
 use archiver::{Archivist, CATCH_UP_DAYS, handle};
 use chrono::NaiveDate;
 use kore_ingest_aws::archive::{ArchiveStore, Archiver};
+use kore_ingest_core::retention::Retention;
 use kore_test_support::archive::local_s3_archive;
 use kore_test_support::faults::as_function;
 use kore_test_support::*;
@@ -51,7 +52,7 @@ async fn the_scheduled_run_seals_each_settled_day_once_as_a_folder_seal_would() 
     let archivist = Archivist {
         ledger: ledger.clone(),
         store: store.clone(),
-        seal_after_days: 3,
+        retention: Retention::default(),
     };
     // Before the 3rd is settled (midnight on the 7th), the week before it is sealed.
     let early = as_function(
@@ -97,7 +98,13 @@ async fn the_scheduled_run_seals_each_settled_day_once_as_a_folder_seal_would() 
         (36, 4, 40),
         "each event once, however often delivered"
     );
-    assert_eq!(archiver.verify(day()).await.unwrap(), Vec::<String>::new());
+    assert_eq!(
+        archiver
+            .verify(day(), &Retention::default(), chrono::Utc::now())
+            .await
+            .unwrap(),
+        Vec::<String>::new()
+    );
 
     // The same day sealed into a folder: the same objects, byte for byte.
     let dir = tempfile::tempdir().unwrap();
@@ -143,13 +150,25 @@ async fn a_run_cut_short_is_completed_by_the_next_with_the_same_objects_and_no_m
     for (key, part) in sealed.objects.iter().take(2) {
         store.put(key, part.bytes.clone()).await.unwrap();
     }
+    // And a part an earlier seal wrote that this one does not: readers take every part.
+    let stale = format!("usage_events/day={}/part-00007.parquet", day());
+    store
+        .put(&stale, sealed.objects[0].1.bytes.clone())
+        .await
+        .unwrap();
     assert!(archiver.manifest(day()).await.unwrap().is_none());
-    assert!(archiver.verify(day()).await.unwrap()[0].contains("not sealed"));
+    assert!(
+        archiver
+            .verify(day(), &Retention::default(), chrono::Utc::now())
+            .await
+            .unwrap()[0]
+            .contains("not sealed")
+    );
 
     let archivist = Archivist {
         ledger: ledger.clone(),
         store: store.clone(),
-        seal_after_days: 3,
+        retention: Retention::default(),
     };
     as_function(
         "archiver",
@@ -172,5 +191,11 @@ async fn a_run_cut_short_is_completed_by_the_next_with_the_same_objects_and_no_m
     }
     let expected: Vec<&String> = sealed.objects.iter().map(|(k, _)| k).collect();
     assert_eq!(keys.iter().collect::<Vec<_>>(), expected);
-    assert_eq!(archiver.verify(day()).await.unwrap(), Vec::<String>::new());
+    assert_eq!(
+        archiver
+            .verify(day(), &Retention::default(), chrono::Utc::now())
+            .await
+            .unwrap(),
+        Vec::<String>::new()
+    );
 }

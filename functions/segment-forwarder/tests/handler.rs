@@ -222,7 +222,7 @@ fn stream_of(payloads: &[String]) -> (Vec<Value>, Vec<Item>) {
                 }
             }
             None => {
-                items.push(event_record_item(&event, &delivery));
+                items.push(event_record_item(&event, &delivery, &Default::default()));
                 if let Some(day) = DayBooking::of(&event, false)
                     && rollups.insert((day.booking.sim_sid.clone(), day.day.to_string()))
                 {

@@ -9,6 +9,7 @@
 
 mod manifest;
 mod parts;
+mod read;
 mod rollup;
 mod row;
 
@@ -17,5 +18,6 @@ pub use manifest::{
     manifest_key, part_key,
 };
 pub use parts::{ArchiveError, Part, Table, part_name, write_parts};
+pub use read::read_events;
 pub use rollup::RollupRow;
 pub use row::ArchiveRow;

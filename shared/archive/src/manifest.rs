@@ -49,7 +49,8 @@ pub struct TableEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub day: String,
-    /// A final seal: the day is archived (events booked on it later are refused).
+    /// A final seal: readers take the day from the archive (`--source auto`) and the
+    /// archiver does not seal it again.
     #[serde(rename = "final")]
     pub is_final: bool,
     /// The usage events booked on the day, in export order.
@@ -196,6 +197,65 @@ fn usage_sums(rows: &[ArchiveRow]) -> Vec<BookingSum> {
     usage.into_values().collect()
 }
 
+/// Where per-booking sums (`usage`, held by `holder`) differ from the rollups' day totals,
+/// each as one sentence naming the SIM.
+fn differences(
+    day: &str,
+    holder: &str,
+    usage: &[BookingSum],
+    rollup_rows: &[RollupRow],
+) -> Vec<String> {
+    let mut rollups: BTreeMap<BookingKey, (u64, u64)> = BTreeMap::new();
+    for row in rollup_rows {
+        let sum = rollups.entry(row.key()).or_default();
+        *sum = (
+            sum.0.saturating_add(row.data_total),
+            sum.1.saturating_add(row.usage_events),
+        );
+    }
+    let held: BTreeMap<BookingKey, (u64, u64)> = usage
+        .iter()
+        .map(|u| {
+            let key = [
+                u.account_sid.clone(),
+                u.sim_sid.clone(),
+                u.fleet_sid.clone(),
+                u.network_sid.clone(),
+                u.iso_country.clone(),
+            ];
+            (key, (u.data_total, u.usage_events))
+        })
+        .collect();
+    let keys: std::collections::BTreeSet<&BookingKey> = held.keys().chain(rollups.keys()).collect();
+    let mut problems = Vec::new();
+    for key in keys {
+        let (h, r) = (
+            held.get(key).copied().unwrap_or_default(),
+            rollups.get(key).copied().unwrap_or_default(),
+        );
+        if h != r {
+            problems.push(format!(
+                "{day}: SIM {}: {holder} holds {} B in {} events, the rollups {} B in {}",
+                key[1].as_deref().unwrap_or("-"),
+                h.0,
+                h.1,
+                r.0,
+                r.1
+            ));
+        }
+    }
+    problems
+}
+
+impl DayTables {
+    /// Where the day's usage events do not add up to its rollups: records of the ledger
+    /// expired or missing. Each as one sentence naming the SIM.
+    pub fn differences(&self, day: NaiveDate) -> Vec<String> {
+        let usage = usage_sums(&self.usage_events);
+        differences(&day.to_string(), "the ledger", &usage, &self.usage_rollups)
+    }
+}
+
 /// A booking as the rollups key it: account, SIM, fleet, network, country.
 pub type BookingKey = [Option<String>; 5];
 
@@ -203,51 +263,7 @@ impl Manifest {
     /// Where the manifest's per-booking sums differ from the rollups' day totals (bytes and
     /// events per booking), each as one sentence.
     pub fn against_rollups(&self, rollup_rows: &[RollupRow]) -> Vec<String> {
-        let mut rollups: BTreeMap<BookingKey, (u64, u64)> = BTreeMap::new();
-        for row in rollup_rows {
-            let sum = rollups.entry(row.key()).or_default();
-            *sum = (
-                sum.0.saturating_add(row.data_total),
-                sum.1.saturating_add(row.usage_events),
-            );
-        }
-        let archived: BTreeMap<BookingKey, (u64, u64)> = self
-            .usage
-            .iter()
-            .map(|u| {
-                let key = [
-                    u.account_sid.clone(),
-                    u.sim_sid.clone(),
-                    u.fleet_sid.clone(),
-                    u.network_sid.clone(),
-                    u.iso_country.clone(),
-                ];
-                (key, (u.data_total, u.usage_events))
-            })
-            .collect();
-        let mut problems = Vec::new();
-        for key in archived
-            .keys()
-            .chain(rollups.keys())
-            .collect::<std::collections::BTreeSet<_>>()
-        {
-            let (a, r) = (
-                archived.get(key).copied().unwrap_or_default(),
-                rollups.get(key).copied().unwrap_or_default(),
-            );
-            if a != r {
-                problems.push(format!(
-                    "{}: SIM {}: the archive holds {} B in {} events, the rollups {} B in {}",
-                    self.day,
-                    key[1].as_deref().unwrap_or("-"),
-                    a.0,
-                    a.1,
-                    r.0,
-                    r.1
-                ));
-            }
-        }
-        problems
+        differences(&self.day, "the archive", &self.usage, rollup_rows)
     }
 
     /// The manifest as written: pretty JSON with a final newline, the same every time.

@@ -24,7 +24,9 @@ pub enum ArchiveError {
         field: &'static str,
         value: u64,
     },
-    #[error("cannot write Parquet: {0}")]
+    #[error("event {event_sid} in the archive: {reason}")]
+    BadRow { event_sid: String, reason: String },
+    #[error("Parquet: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
     #[error("cannot build the columns: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),

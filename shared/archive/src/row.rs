@@ -1,8 +1,9 @@
 //! One archived event: the fields `kore-usage export` writes, in the archive's types.
 
 use chrono::{DateTime, Utc};
-use kore_ingest_core::event::ConnectionEvent;
+use kore_ingest_core::event::{ConnectionEvent, DataHash, DedupeKey};
 use kore_ingest_core::stored::StoredEvent;
+use kore_ingest_core::time::timestamp;
 
 /// One event of a day, in export order. Counts are `u64` as the ledger keeps them; the
 /// writer refuses one past `i64::MAX` rather than wrap it.
@@ -67,5 +68,62 @@ impl ArchiveRow {
             data_sha256: stored.data_hash.map(|h| h.to_hex()),
             data: stored.data.clone(),
         }
+    }
+
+    /// The event record this row was made of, as the ledger gave it: `of`'s inverse, so
+    /// that what is read from the archive is printed as it was from the ledger.
+    pub fn stored(&self) -> Result<StoredEvent, crate::ArchiveError> {
+        let bad = |reason: String| crate::ArchiveError::BadRow {
+            event_sid: self.event_sid.clone(),
+            reason,
+        };
+        let key = DedupeKey::new(&self.event_sid, "event_sid").map_err(|e| bad(e.to_string()))?;
+        let data_hash = match &self.data_sha256 {
+            None => None,
+            Some(text) => {
+                let bytes = hex::decode(text).map_err(|e| bad(format!("data_sha256: {e}")))?;
+                Some(
+                    DataHash::from_bytes(&bytes)
+                        .ok_or_else(|| bad("data_sha256: not 32 bytes".into()))?,
+                )
+            }
+        };
+        Ok(StoredEvent {
+            key,
+            event_type: self.event_type.clone(),
+            event_time: self.event_time,
+            data: self.data.clone(),
+            data_hash,
+            deliveries: self.deliveries.clone(),
+            received_at: self.received_at.map(timestamp),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kore_ingest_core::event::parse_events;
+
+    #[test]
+    fn a_row_gives_back_the_event_record_it_was_made_of() {
+        let event = parse_events(include_bytes!(
+            "../../../tests/fixtures/twilio-kinesis-data-session-updated.json"
+        ))
+        .unwrap()
+        .remove(0)
+        .unwrap();
+        let stored = StoredEvent {
+            key: event.key.clone(),
+            event_type: event.event_type.clone(),
+            event_time: event.event_time,
+            data: event.data.clone(),
+            data_hash: Some(event.data_hash),
+            deliveries: vec!["twilio#kinesis".into(), "kore#webhook".into()],
+            received_at: Some("2024-11-03T12:00:00.123Z".into()),
+        };
+        let row = ArchiveRow::of(&stored, &stored.event().unwrap());
+        assert_eq!(row.stored().unwrap(), stored);
+        assert_eq!(row.data_total, event.usage.map(|u| u.total));
     }
 }

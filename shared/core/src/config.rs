@@ -77,6 +77,15 @@ pub mod vars {
         max: 30,
         unit: Unit::Count,
     };
+    /// Days the ledger keeps an event record and its booking list after their day (then
+    /// the archive holds them); 0 keeps them forever.
+    pub const LEDGER_RETENTION_DAYS: Number = Number {
+        name: "LEDGER_RETENTION_DAYS",
+        default: 0,
+        min: 0,
+        max: 36_500,
+        unit: Unit::Count,
+    };
     /// How many writes one batch runs at once.
     pub const MAX_CONCURRENT_WRITES: Number = Number {
         name: "MAX_CONCURRENT_WRITES",

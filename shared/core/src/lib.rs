@@ -45,6 +45,7 @@ pub mod plans;
 pub mod port;
 pub mod push;
 pub mod quarantine;
+pub mod retention;
 pub mod retry;
 pub mod secrets;
 pub mod sid;

@@ -48,6 +48,41 @@ pub async fn fresh_ledger(test_name: &str) -> UsageLedger {
     UsageLedger::new(client, LedgerConfig::new(name))
 }
 
+/// What AWS does to items whose `expires_at` (epoch seconds) is before `now`, which
+/// DynamoDB Local never does: deletes them. The number deleted.
+pub async fn sweep_expired(table_name: &str, now: i64) -> usize {
+    let client = local_client();
+    let mut deleted = 0;
+    let mut start = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(table_name)
+            .filter_expression("expires_at < :now")
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+            .projection_expression("pk, sk")
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan the test table");
+        for item in page.items() {
+            client
+                .delete_item()
+                .table_name(table_name)
+                .key("pk", item["pk"].clone())
+                .key("sk", item["sk"].clone())
+                .send()
+                .await
+                .expect("delete an expired item");
+            deleted += 1;
+        }
+        start = page.last_evaluated_key().cloned();
+        if start.is_none() {
+            return deleted;
+        }
+    }
+}
+
 /// One SIM's usage in a period, whatever it was booked to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimUsage {

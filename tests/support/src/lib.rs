@@ -26,6 +26,7 @@ pub mod streams;
 
 pub use dynamodb::{
     LedgerExt, SimUsage, dynamodb_endpoint, fresh_ledger, local_client, store_deliveries,
+    sweep_expired,
 };
 pub use events::{
     SampleEvent, kinesis, kinesis_event, kore_batch, kore_body, parse_item, parse_one,

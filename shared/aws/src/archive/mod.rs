@@ -6,9 +6,16 @@
 mod store;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use kore_ingest_archive::{ArchiveError, ArchiveRow, DayTables, Manifest, RollupRow};
+use kore_ingest_archive::{
+    ArchiveError, ArchiveRow, DayTables, Manifest, RollupRow, part_key, read_events,
+};
+use kore_ingest_core::event::ConnectionEvent;
 use kore_ingest_core::port::LedgerError;
+use kore_ingest_core::retention::{self, Retention};
+use kore_ingest_core::stored::StoredEvent;
 use kore_ingest_core::time::{TimeRange, midnight};
+
+use sha2::{Digest, Sha256};
 
 use crate::ledger::UsageLedger;
 
@@ -20,21 +27,16 @@ pub const ROWS_PER_PART: usize = 100_000;
 
 /// When `day` is settled enough to seal: `seal_after_days` after it ends.
 pub fn settled_at(day: NaiveDate, seal_after_days: u64) -> DateTime<Utc> {
-    midnight(day) + Duration::days(1 + days(seal_after_days))
+    midnight(day) + Duration::days(1) + retention::days(seal_after_days)
 }
 
 /// The `count` newest days settled at `now`, oldest first.
 pub fn settled_days(now: DateTime<Utc>, seal_after_days: u64, count: u32) -> Vec<NaiveDate> {
-    let newest = now.date_naive() - Duration::days(1 + days(seal_after_days));
+    let newest = now.date_naive() - Duration::days(1) - retention::days(seal_after_days);
     (0..i64::from(count))
         .rev()
         .map(|back| newest - Duration::days(back))
         .collect()
-}
-
-/// A count of days as chrono takes it; none the configuration allows is near the limit.
-fn days(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX / 86_400_000)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,8 +47,14 @@ pub enum ArchiverError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Write(#[from] ArchiveError),
+    #[error("{place} is missing or not what the manifest lists: seal the day again")]
+    BadPart { place: String },
     #[error("{place} is not a manifest: {reason}")]
     BadManifest { place: String, reason: String },
+    #[error(
+        "{day}: not sealed finally: the ledger's events do not add up to its rollups (records expired or missing); {first}"
+    )]
+    Incomplete { day: NaiveDate, first: String },
 }
 
 /// The ledger's days, sealed into a store.
@@ -71,7 +79,16 @@ impl Archiver<'_> {
             .iter()
             .map(|(s, e)| ArchiveRow::of(s, e))
             .collect();
-        let mut usage_rollups: Vec<RollupRow> = self
+        Ok(DayTables {
+            usage_events,
+            other_events,
+            usage_rollups: self.rollups(day).await?,
+        })
+    }
+
+    /// `day`'s rollups, by booking, read consistently.
+    pub async fn rollups(&self, day: NaiveDate) -> Result<Vec<RollupRow>, ArchiverError> {
+        let mut rollups: Vec<RollupRow> = self
             .ledger
             .rollups()
             .of_days(&[day], None, true, None)
@@ -79,29 +96,44 @@ impl Archiver<'_> {
             .iter()
             .map(|stored| RollupRow::of(&stored.totals()))
             .collect();
-        usage_rollups.sort_by_key(RollupRow::key);
-        Ok(DayTables {
-            usage_events,
-            other_events,
-            usage_rollups,
-        })
+        rollups.sort_by_key(RollupRow::key);
+        Ok(rollups)
     }
 
-    /// Seals `day`: its parts, then its manifest. Sealing again from the same ledger writes
-    /// the same objects.
+    /// Seals `day`: its parts, then what an earlier seal wrote and this one does not
+    /// (readers take every part of a day's folder), then its manifest. Sealing again from
+    /// the same ledger writes the same objects. A final seal is refused when the ledger's
+    /// events do not add up to its rollups: some of them expired or are missing, and the
+    /// archive must never hold less than was counted.
     pub async fn seal(&self, day: NaiveDate, is_final: bool) -> Result<Manifest, ArchiverError> {
-        let sealed = self
-            .day_tables(day)
-            .await?
-            .seal(day, is_final, ROWS_PER_PART)?;
-        for (key, part) in sealed.objects {
-            self.store.put(&key, part.bytes).await?;
+        let tables = self.day_tables(day).await?;
+        if is_final && let Some(first) = tables.differences(day).into_iter().next() {
+            return Err(ArchiverError::Incomplete { day, first });
+        }
+        let sealed = tables.seal(day, is_final, ROWS_PER_PART)?;
+        let stale = self.day_keys(day).await?;
+        for (key, part) in &sealed.objects {
+            self.store.put(key, part.bytes.clone()).await?;
+        }
+        for key in stale {
+            if !sealed.objects.iter().any(|(k, _)| *k == key) {
+                self.store.delete(&key).await?;
+            }
         }
         let text = sealed.manifest.to_json();
         self.store
             .put(&manifest_key(day), text.into_bytes())
             .await?;
         Ok(sealed.manifest)
+    }
+
+    /// Every object under `day`'s folders of the tables.
+    async fn day_keys(&self, day: NaiveDate) -> Result<Vec<String>, ArchiverError> {
+        let mut keys = Vec::new();
+        for table in TABLES {
+            keys.extend(self.store.list(&format!("{table}/day={day}/")).await?);
+        }
+        Ok(keys)
     }
 
     /// The manifest of `day` as stored, or `None` when the day is not sealed.
@@ -116,6 +148,38 @@ impl Archiver<'_> {
                 place: self.store.place(&key),
                 reason: e.to_string(),
             })
+    }
+
+    /// The events of one table (`usage_events` or `other_events`) of `day` as `sealed`
+    /// lists them, each part checked against its SHA-256 in the manifest: the events as the
+    /// ledger gave them when the day was sealed, in the table's order.
+    pub async fn archived_events(
+        &self,
+        day: NaiveDate,
+        sealed: &Manifest,
+        table: EventTable,
+    ) -> Result<Vec<(StoredEvent, ConnectionEvent)>, ArchiverError> {
+        let (name, entry) = match table {
+            EventTable::Usage => (TABLES[0], &sealed.usage_events),
+            EventTable::Other => (TABLES[1], &sealed.other_events),
+        };
+        let mut events = Vec::new();
+        for part in &entry.parts {
+            let key = part_key(name, day, &part.name);
+            let bytes = self.store.get(&key).await?;
+            let Some(bytes) = bytes.filter(|b| hex::encode(Sha256::digest(b)) == part.sha256)
+            else {
+                return Err(ArchiverError::BadPart {
+                    place: self.store.place(&key),
+                });
+            };
+            for row in read_events(bytes)? {
+                let stored = row.stored()?;
+                let event = stored.event()?;
+                events.push((stored, event));
+            }
+        }
+        Ok(events)
     }
 
     /// Every sealed day's manifest, by day.
@@ -135,44 +199,80 @@ impl Archiver<'_> {
         Ok(manifests)
     }
 
-    /// Where the archive's copy of `day` differs from the ledger, each as one sentence:
-    /// the manifest, every part byte for byte, objects no seal of the ledger would write,
-    /// and the manifest's sums against the rollups.
-    pub async fn verify(&self, day: NaiveDate) -> Result<Vec<String>, ArchiverError> {
+    /// Where the archive's copy of `day` differs from what it must be, each as one
+    /// sentence: every part the manifest lists is there with its SHA-256 and nothing else is
+    /// in the day's folders; the manifest's sums equal the rollups' day totals; and while
+    /// the ledger still holds the day's events (`retention`), the manifest and the parts are
+    /// what the ledger's events give now.
+    pub async fn verify(
+        &self,
+        day: NaiveDate,
+        retention: &Retention,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>, ArchiverError> {
         let Some(stored) = self.manifest(day).await? else {
             return Ok(vec![format!(
                 "{day}: not sealed ({} is missing)",
                 self.store.place(&manifest_key(day))
             )]);
         };
-        let tables = self.day_tables(day).await?;
-        let expected = tables.seal(day, stored.is_final, ROWS_PER_PART)?;
         let mut problems = Vec::new();
-        if expected.manifest != stored {
-            problems.push(format!(
-                "{day}: the manifest is not the ledger's events ({} usage events and {} others in the ledger, digest {})",
-                expected.manifest.usage_events.rows,
-                expected.manifest.other_events.rows,
-                expected.manifest.usage_events.digest
-            ));
-        }
-        let mut written = Vec::new();
-        for table in TABLES {
-            written.extend(self.store.list(&format!("{table}/day={day}/")).await?);
-        }
-        for (key, part) in &expected.objects {
-            if self.store.get(key).await?.as_deref() != Some(part.bytes.as_slice()) {
-                problems.push(format!("{day}: {key} is not what the ledger's events give"));
+        let listed: Vec<(String, &str)> = [
+            (TABLES[0], &stored.usage_events),
+            (TABLES[1], &stored.other_events),
+            (TABLES[2], &stored.usage_rollups),
+        ]
+        .into_iter()
+        .flat_map(|(table, entry)| {
+            entry
+                .parts
+                .iter()
+                .map(move |p| (part_key(table, day, &p.name), p.sha256.as_str()))
+        })
+        .collect();
+        for (key, sha256) in &listed {
+            let bytes = self.store.get(key).await?;
+            if bytes.is_none_or(|b| hex::encode(Sha256::digest(&b)) != *sha256) {
+                problems.push(format!(
+                    "{day}: {key} is missing or not what the manifest lists"
+                ));
             }
         }
-        for key in written {
-            if !expected.objects.iter().any(|(k, _)| *k == key) {
+        for key in self.day_keys(day).await? {
+            if !listed.iter().any(|(k, _)| *k == key) {
                 problems.push(format!("{day}: {key} is not part of the day's seal"));
             }
         }
+        let tables = self.day_tables(day).await?;
         problems.extend(stored.against_rollups(&tables.usage_rollups));
+        if !retention.may_have_expired(day, now) {
+            let expected = tables.seal(day, stored.is_final, ROWS_PER_PART)?;
+            if expected.manifest != stored {
+                problems.push(format!(
+                    "{day}: the manifest is not the ledger's events ({} usage events and {} others in the ledger, digest {})",
+                    expected.manifest.usage_events.rows,
+                    expected.manifest.other_events.rows,
+                    expected.manifest.usage_events.digest
+                ));
+            }
+            for (key, part) in &expected.objects {
+                if !listed
+                    .iter()
+                    .any(|(k, sha)| k == key && *sha == part.sha256)
+                {
+                    problems.push(format!("{day}: {key} is not what the ledger's events give"));
+                }
+            }
+        }
         Ok(problems)
     }
+}
+
+/// The event tables a reader takes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventTable {
+    Usage,
+    Other,
 }
 
 #[cfg(test)]

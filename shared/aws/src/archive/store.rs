@@ -118,6 +118,32 @@ impl ArchiveStore {
         }
     }
 
+    /// Deletes the object `key` (nothing when there is none).
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let fail = |reason: String| StoreError::Write {
+            place: self.place(key),
+            reason,
+        };
+        match self {
+            ArchiveStore::Folder(root) => match std::fs::remove_file(root.join(key)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(fail(e.to_string())),
+                _ => Ok(()),
+            },
+            ArchiveStore::S3 {
+                client,
+                bucket,
+                prefix,
+            } => client
+                .delete_object()
+                .bucket(bucket)
+                .key(format!("{prefix}{key}"))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| fail(aws_sdk_s3::error::DisplayErrorContext(e).to_string())),
+        }
+    }
+
     /// The object `key`, or `None` when there is none.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let fail = |reason: String| StoreError::Read {
@@ -282,5 +308,8 @@ mod tests {
         );
         assert_eq!(folder.get("t/day=2/a").await.unwrap(), None);
         assert!(folder.list("nothing/").await.unwrap().is_empty());
+        folder.delete("t/day=1/a").await.unwrap();
+        folder.delete("t/day=1/a").await.unwrap();
+        assert_eq!(folder.list("t/day=1/").await.unwrap(), ["t/day=1/b"]);
     }
 }

@@ -83,6 +83,20 @@ impl Rebuilder {
                 "a rebuild range starts before it ends, on whole hours".into(),
             ));
         }
+        // Rollups are kept when event records expire: rebuilt from what is left, they would
+        // lose the usage of every expired event.
+        let retention = self.table.config().retention;
+        let now = chrono::Utc::now();
+        if !check
+            && let Some(day) = range
+                .days()
+                .into_iter()
+                .find(|d| retention.may_have_expired(*d, now))
+        {
+            return Err(LedgerError::Invalid(format!(
+                "{day} may have event records expired from the ledger (LEDGER_RETENTION_DAYS): rebuilding its rollups would lose their usage; `rebuild --check` compares"
+            )));
+        }
         let mut rewritten = 0;
         for round in 1..=ROUNDS {
             let (report, lost_races) = self.round(range, check).await?;
@@ -124,7 +138,19 @@ impl Rebuilder {
             .map(|r| ((r.day, r.booking.clone()), r))
             .collect();
         let sims: BTreeSet<&str> = stored.keys().map(|(_, b)| b.sim_sid.as_str()).collect();
-        let (expected, usage_events) = self.expected(&sims, first, last, range).await?;
+        let (expected, usage_events, listed) = self.expected(&sims, first, last, range).await?;
+        // Rollups are written in the same transaction as a booking list of their SIM and day:
+        // one with usage and no list left has outlived its expired lists.
+        if let Some((day, booking)) = stored.iter().find_map(|((day, booking), rollup)| {
+            let counted = rollup.day_total.is_some_and(|t| t.events > 0);
+            let unlisted = !listed.contains(&(booking.sim_sid.clone(), *day));
+            (counted && unlisted).then_some((day, booking))
+        }) {
+            return Err(LedgerError::Invalid(format!(
+                "{day}: SIM {} has usage in its rollups and no booking list left (expired): the rollups are kept as they are; `archive verify` checks them against the archive",
+                booking.sim_sid
+            )));
+        }
         let mut report = RebuildReport {
             usage_events,
             ..RebuildReport::default()
@@ -149,24 +175,43 @@ impl Rebuilder {
         Ok((report, lost_races))
     }
 
-    /// The rollups of the range's hours as the SIMs' events say, and how many events.
+    /// The rollups of the range's hours as the SIMs' events say, how many events, and the
+    /// SIMs and days with a booking list.
     async fn expected(
         &self,
         sims: &BTreeSet<&str>,
         first: NaiveDate,
         last: NaiveDate,
         range: TimeRange,
-    ) -> Result<(BTreeMap<RollupKey, DayBooking>, usize), LedgerError> {
+    ) -> Result<
+        (
+            BTreeMap<RollupKey, DayBooking>,
+            usize,
+            BTreeSet<(String, NaiveDate)>,
+        ),
+        LedgerError,
+    > {
         let events = Events::new(self.table.clone());
         let mut keys: BTreeSet<DedupeKey> = BTreeSet::new();
+        let mut listed = BTreeSet::new();
         for sim in sims {
-            for (_, key) in events.booked(sim, Some((first, last)), true).await? {
+            for (day, key) in events.booked(sim, Some((first, last)), true).await? {
+                listed.insert(((*sim).to_owned(), day));
                 keys.insert(key);
             }
         }
         let keys: Vec<DedupeKey> = keys.into_iter().collect();
+        let found = events.by_keys(&keys).await?;
+        // A booking list is written in the same transaction as its events: an event it names
+        // that is gone has expired, and the events no longer say what the rollups counted.
+        if found.len() < keys.len() {
+            return Err(LedgerError::Invalid(format!(
+                "the booking lists name {} events the ledger no longer holds (expired): the rollups are kept as they are; `archive verify` checks them against the archive",
+                keys.len() - found.len()
+            )));
+        }
         let mut parts = Vec::new();
-        for stored_event in events.by_keys(&keys).await? {
+        for stored_event in found {
             let event = stored_event.event()?;
             if event.usage.is_some()
                 && range.contains(event.booking_hour())
@@ -176,7 +221,7 @@ impl Rebuilder {
             }
         }
         let count = parts.len();
-        Ok((fold(parts)?, count))
+        Ok((fold(parts)?, count, listed))
     }
 
     /// Makes a rollup what the events say, if no commit changed it since it was read (false

@@ -14,6 +14,17 @@ pub fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
     ])
 }
 
+/// The table's TTL attribute (epoch seconds): DynamoDB deletes the item some time after it.
+pub const EXPIRES_AT: &str = "expires_at";
+
+/// Sets the item's TTL attribute, when it expires at all.
+pub fn expiring(mut item: Item, at: Option<i64>) -> Item {
+    if let Some(at) = at {
+        item.insert(EXPIRES_AT.into(), AttributeValue::N(at.to_string()));
+    }
+    item
+}
+
 pub fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }

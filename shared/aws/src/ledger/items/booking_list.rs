@@ -6,20 +6,26 @@ use chrono::NaiveDate;
 use kore_ingest_core::event::DedupeKey;
 use kore_ingest_core::port::LedgerError;
 
-use super::attrs::{Item, key, pk_of, string_attr, string_set};
+use super::attrs::{Item, expiring, key, pk_of, string_attr, string_set};
 use crate::ledger::keys;
 
 const BOOKED_EVENTS: &str = "ev";
 
-/// The list of `events` (at least one) booked for `sim_sid` on `day`.
-pub fn booking_list_item(sim_sid: &str, day: NaiveDate, events: &[&DedupeKey]) -> Item {
+/// The list of `events` (at least one) booked for `sim_sid` on `day`, expiring at
+/// `expires_at` (as its events do) if at all.
+pub fn booking_list_item(
+    sim_sid: &str,
+    day: NaiveDate,
+    events: &[&DedupeKey],
+    expires_at: Option<i64>,
+) -> Item {
     let first = events[0];
     let mut item = key(keys::sim_pk(sim_sid), keys::booked_sk(day, first));
     item.insert(
         BOOKED_EVENTS.into(),
         AttributeValue::Ss(events.iter().map(|k| k.as_str().to_owned()).collect()),
     );
-    item
+    expiring(item, expires_at)
 }
 
 /// The day of a booking list and the events it names.

@@ -12,7 +12,9 @@ use kore_ingest_core::port::LedgerError;
 use kore_ingest_core::stored::{StoredDigest, StoredEvent};
 use kore_ingest_core::time::timestamp;
 
-use super::attrs::{Item, bytes_attr, key, pk_of, s, string_attr, string_set};
+use kore_ingest_core::retention::Retention;
+
+use super::attrs::{Item, bytes_attr, expiring, key, pk_of, s, string_attr, string_set};
 use crate::ledger::keys;
 
 const DATA_DEFLATE: &str = "z";
@@ -36,7 +38,7 @@ pub fn event_key(key_of_event: &DedupeKey) -> Item {
 }
 
 /// The record of a new event.
-pub fn event_item(event: &ConnectionEvent, delivery: &Delivery) -> Item {
+pub fn event_item(event: &ConnectionEvent, delivery: &Delivery, retention: &Retention) -> Item {
     let mut item = event_key(&event.key);
     let compressed = miniz_oxide::deflate::compress_to_vec(event.data.as_bytes(), 6);
     item.insert(
@@ -64,7 +66,12 @@ pub fn event_item(event: &ConnectionEvent, delivery: &Delivery) -> Item {
         item.insert("gsi1sk".into(), s(sk));
     }
     item.insert(EVENT_TIME.into(), s(event_time));
-    item
+    // Kept until the archive holds it: from its booking day (a usage event) or its day.
+    let day = match event.usage {
+        Some(_) => event.booking_hour().date_naive(),
+        None => event.event_time.date_naive(),
+    };
+    expiring(item, retention.expires_at(day, delivery.received_at))
 }
 
 /// The stored hash and deliveries of an event record (whole, or read with
@@ -138,7 +145,11 @@ mod tests {
         .unwrap()
         .remove(0)
         .unwrap();
-        let item = event_item(&real, &kinesis());
+        let item = event_item(&real, &kinesis(), &Retention::default());
+        assert!(
+            !item.contains_key(super::super::attrs::EXPIRES_AT),
+            "kept forever by default"
+        );
         assert!(
             !item.contains_key("gsi1pk"),
             "usage events have no index entry"
@@ -150,5 +161,27 @@ mod tests {
         assert_eq!(stored.event().unwrap().usage, real.usage);
         let size = super::super::rollup::tests::item_size(&item);
         assert!(size < 1024, "{size} bytes");
+    }
+
+    #[test]
+    fn with_a_retention_an_event_record_expires_after_its_booking_day() {
+        let real = parse_events(include_bytes!(
+            "../../../../../tests/fixtures/twilio-kinesis-data-session-updated.json"
+        ))
+        .unwrap()
+        .remove(0)
+        .unwrap();
+        let retention = Retention {
+            ledger_days: Some(45),
+            seal_after_days: 3,
+        };
+        let delivery = kinesis();
+        let item = event_item(&real, &delivery, &retention);
+        // A 2024 event arriving now: the settle time and margin after its arrival.
+        let expected = delivery.received_at.timestamp() + 13 * 86_400;
+        assert_eq!(
+            item.get(super::super::attrs::EXPIRES_AT),
+            Some(&AttributeValue::N(expected.to_string()))
+        );
     }
 }

@@ -280,6 +280,7 @@ impl<'r, 'a> Commits<'r, 'a> {
     /// periods, its rollup updates and its booking list.
     fn transaction(&self, units: &[Unit<'_>]) -> Result<Transaction, LedgerError> {
         let table = self.table.name();
+        let retention = &self.table.config().retention;
         let mut built = Transaction {
             actions: Vec::new(),
             puts: Vec::new(),
@@ -298,7 +299,7 @@ impl<'r, 'a> Commits<'r, 'a> {
             for pending in &unit.events {
                 let put = Put::builder()
                     .table_name(table)
-                    .set_item(Some(event_item(pending.event, pending.delivery)))
+                    .set_item(Some(event_item(pending.event, pending.delivery, retention)))
                     .condition_expression("attribute_not_exists(pk)")
                     .return_values_on_condition_check_failure(
                         ReturnValuesOnConditionCheckFailure::AllOld,
@@ -352,9 +353,20 @@ impl<'r, 'a> Commits<'r, 'a> {
                 accounts.push(pending.event.account_sid.as_deref());
             }
             let keys: Vec<_> = unit.events.iter().map(|p| &p.event.key).collect();
+            // The list goes no earlier than the last of its events.
+            let expires_at = unit
+                .events
+                .iter()
+                .filter_map(|p| retention.expires_at(unit.day, p.delivery.received_at))
+                .max();
             let list = Put::builder()
                 .table_name(table)
-                .set_item(Some(booking_list_item(unit.sim_sid, unit.day, &keys)))
+                .set_item(Some(booking_list_item(
+                    unit.sim_sid,
+                    unit.day,
+                    &keys,
+                    expires_at,
+                )))
                 .build()
                 .map_err(build_error)?;
             push(

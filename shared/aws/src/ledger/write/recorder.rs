@@ -250,7 +250,11 @@ impl Recorder {
                 };
                 return (pending.index, Stored::Failed(retry));
             }
-            let item = event_item(pending.event, pending.delivery);
+            let item = event_item(
+                pending.event,
+                pending.delivery,
+                &self.table.config().retention,
+            );
             let result = match self.table.put_if_absent(item).await {
                 Ok(PutIfAbsent::Created) => Ok(Stored::New),
                 Ok(PutIfAbsent::Exists(old)) => {
