@@ -238,12 +238,19 @@ async fn a_duplicate_whose_stored_copy_is_not_returned_is_read_and_counted_once(
     let again = consume(&without_old, kinesis_event(&records), None)
         .await
         .unwrap();
-    // The fresh ledger reads the closed periods once (a Query, then cached for
-    // CLOSED_PERIODS_TTL_MS) before the write; the stored copy is read back once.
+    // The fresh ledger reads the closed periods and the archived days once each (a Query
+    // each, then cached for CLOSED_PERIODS_TTL_MS) before the write; the stored copy is read
+    // back once.
     let log: Vec<String> = script.log().into_iter().map(|(_, op)| op).collect();
     assert_eq!(
         log,
-        ["BatchGetItem", "Query", "TransactWriteItems", "GetItem"],
+        [
+            "BatchGetItem",
+            "Query",
+            "Query",
+            "TransactWriteItems",
+            "GetItem"
+        ],
         "read back once"
     );
     assert!(failures(&again.response).is_empty());

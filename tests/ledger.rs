@@ -606,31 +606,37 @@ async fn an_sdk_retry_of_a_commit_that_succeeded_reports_new() {
     assert_eq!((day.usage.total, day.usage_events), (11, 1));
 }
 
-/// Usage can only be written knowing the closed periods (it may belong to one): when they
-/// cannot be read, new usage events are handed back for retry, and nothing is stored.
+/// Usage can only be written knowing the closed periods (it may belong to one), and a new
+/// event knowing the archived days (its day may be archived): when either cannot be read
+/// (the first and the second query of a fresh ledger), new usage events are handed back for
+/// retry, and nothing is stored.
 #[tokio::test]
 async fn new_usage_waits_when_the_closed_periods_cannot_be_read() {
     use kore_ingest_aws::ledger::LedgerConfig;
     use kore_test_support::script::{Script, Step, dynamodb_error, scripted_client};
 
     let table = fresh_ledger("closes-unreadable").await;
-    let script = Script::new(|operation, _| match operation {
-        "Query" => Step::Fail(400, dynamodb_error("ThrottlingException", "slow down")),
-        _ => Step::Pass,
-    });
-    let ledger = kore_ingest_aws::ledger::UsageLedger::new(
-        scripted_client(&script, false),
-        LedgerConfig::new(table.table_name()),
-    );
-    let sample = SampleEvent::usage_update("EZwaits", SIM, "2024-11-03T10:00:00Z", (1, 2));
-    let outcome = ledger
-        .record_event(&parse_one(&sample.kore_json()), &kinesis(1))
-        .await;
-    let Outcome::Retry { reason } = outcome else {
-        panic!("expected a retry, got {outcome:?}");
-    };
-    assert!(reason.contains("closed periods"), "{reason}");
-    assert_eq!(table.sim_usage(SIM, "2024-11-03").await.unwrap(), None);
+    for (failing, said) in [(1, "closed periods"), (2, "archived days")] {
+        let script = Script::new(move |operation, nth| match (operation, nth) {
+            ("Query", n) if n == failing => {
+                Step::Fail(400, dynamodb_error("ThrottlingException", "slow down"))
+            }
+            _ => Step::Pass,
+        });
+        let ledger = kore_ingest_aws::ledger::UsageLedger::new(
+            scripted_client(&script, false),
+            LedgerConfig::new(table.table_name()),
+        );
+        let sample = SampleEvent::usage_update("EZwaits", SIM, "2024-11-03T10:00:00Z", (1, 2));
+        let outcome = ledger
+            .record_event(&parse_one(&sample.kore_json()), &kinesis(1))
+            .await;
+        let Outcome::Retry { reason } = outcome else {
+            panic!("expected a retry, got {outcome:?}");
+        };
+        assert!(reason.contains(said), "{reason}");
+        assert_eq!(table.sim_usage(SIM, "2024-11-03").await.unwrap(), None);
+    }
 }
 
 /// Issue 21, item 5: one event may carry 2^50 bytes, so a SIM-hour can pass 2^64. DynamoDB

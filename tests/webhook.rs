@@ -496,12 +496,19 @@ async fn a_duplicate_whose_stored_copy_is_not_returned_is_read_and_counted_once(
     let again = post_kore_events(&without_old, KORE_ACTIVE, &body).await;
     assert_eq!(again.status, 200, "{}", again.body);
     assert_eq!(again.body["duplicates"], 1, "{}", again.body);
-    // The fresh ledger reads the closed periods once (a Query, then cached for
-    // CLOSED_PERIODS_TTL_MS) before the write; the stored copy is read back once.
+    // The fresh ledger reads the closed periods and the archived days once each (a Query
+    // each, then cached for CLOSED_PERIODS_TTL_MS) before the write; the stored copy is read
+    // back once.
     let log: Vec<String> = script.log().into_iter().map(|(_, op)| op).collect();
     assert_eq!(
         log,
-        ["BatchGetItem", "Query", "TransactWriteItems", "GetItem"],
+        [
+            "BatchGetItem",
+            "Query",
+            "Query",
+            "TransactWriteItems",
+            "GetItem"
+        ],
         "read back once"
     );
 }

@@ -6,10 +6,12 @@ use std::process::ExitCode;
 
 use chrono::{NaiveDate, Utc};
 
-use kore_ingest_aws::archive::{Archiver, settled_at};
+use kore_ingest_aws::archive::{Archiver, mark_settle_time, settled_at};
 use kore_ingest_aws::ledger::UsageLedger;
 
-use crate::args::{Format, RangeArgs, parse_z_time};
+use kore_ingest_core::config::{Env, vars};
+
+use crate::args::{Format, RangeArgs, parse_duration, parse_z_time};
 use crate::failure::{Failure, OrFail, Result};
 use crate::output::{json, print};
 use crate::source::archive_store;
@@ -22,6 +24,19 @@ pub enum Command {
     Verify(VerifyArgs),
     /// The sealed days, from their manifests.
     Status(StatusArgs),
+    /// Take an archived day in again: its events are stored, not quarantined.
+    Reopen(ReopenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReopenArgs {
+    /// The UTC day, e.g. 2024-11-03.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub day: NaiveDate,
+    /// Reopen a day whose event records may have expired (LEDGER_RETENTION_DAYS): an event
+    /// delivered again is then stored again, and counted twice if its first copy expired.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -58,6 +73,10 @@ pub struct SealArgs {
     /// Seal a day before it is settled, or again after a final seal.
     #[arg(long)]
     pub force: bool,
+    /// With --final: how long to wait after marking the days archived, for the functions to
+    /// see it (default: their CLOSED_PERIODS_TTL_MS plus 150 s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "is_final")]
+    pub settle: Option<std::time::Duration>,
 }
 
 pub async fn run(ledger: &UsageLedger, command: Command) -> Result<ExitCode> {
@@ -70,6 +89,7 @@ pub async fn run(ledger: &UsageLedger, command: Command) -> Result<ExitCode> {
         Command::Seal(args) => seal(&archiver, args).await,
         Command::Verify(args) => verify(&archiver, args).await,
         Command::Status(args) => status(&archiver, args).await,
+        Command::Reopen(args) => reopen(&archiver, args).await,
     }
 }
 
@@ -80,8 +100,8 @@ async fn seal(archiver: &Archiver<'_>, args: SealArgs) -> Result<ExitCode> {
         _ => return Err(Failure::Usage("give --day, or --start and --end".into())),
     };
     let seal_after_days = archiver.ledger.table().config().retention.seal_after_days;
-    for day in days {
-        let settled = settled_at(day, seal_after_days);
+    for day in &days {
+        let settled = settled_at(*day, seal_after_days);
         if Utc::now() < settled && !args.force {
             return Err(Failure::Failed(format!(
                 "{day} is settled from {settled}: seal it then, or pass --force"
@@ -90,7 +110,7 @@ async fn seal(archiver: &Archiver<'_>, args: SealArgs) -> Result<ExitCode> {
         // A final seal is what readers take for the day; sealing it again from a ledger
         // that may have lost records since is the operator's decision.
         let sealed_finally = archiver
-            .manifest(day)
+            .manifest(*day)
             .await
             .or_fail(archiver.ledger)?
             .is_some_and(|m| m.is_final);
@@ -99,12 +119,38 @@ async fn seal(archiver: &Archiver<'_>, args: SealArgs) -> Result<ExitCode> {
                 "{day} is sealed finally already: pass --force to seal it again from the ledger"
             )));
         }
-        let sealed = archiver
-            .seal(day, args.is_final)
+    }
+    let results = if args.is_final {
+        let settle = match args.settle {
+            Some(settle) => settle,
+            None => mark_settle_time(
+                Env::process()
+                    .millis(&vars::CLOSED_PERIODS_TTL_MS)
+                    .map_err(|e| Failure::Usage(e.to_string()))?,
+            ),
+        };
+        if !settle.is_zero() {
+            eprintln!(
+                "Marked archived; waiting {} s for the functions to see it.",
+                settle.as_secs()
+            );
+        }
+        archiver
+            .seal_finally(&days, settle)
             .await
-            .or_fail(archiver.ledger)?;
+            .or_fail(archiver.ledger)?
+    } else {
+        let mut results = Vec::new();
+        for day in &days {
+            results.push((*day, archiver.seal(*day).await));
+        }
+        results
+    };
+    for (day, sealed) in results {
+        let sealed = sealed.or_fail(archiver.ledger)?;
         print(&format!(
-            "Sealed {day}: {} usage events, {} other events, {} rollups; digest {}.\n",
+            "Sealed {day}{}: {} usage events, {} other events, {} rollups; digest {}.\n",
+            if sealed.is_final { " finally" } else { "" },
             sealed.usage_events.rows,
             sealed.other_events.rows,
             sealed.usage_rollups.rows,
@@ -202,5 +248,26 @@ async fn status(archiver: &Archiver<'_>, args: StatusArgs) -> Result<ExitCode> {
         }
     };
     print(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn reopen(archiver: &Archiver<'_>, args: ReopenArgs) -> Result<ExitCode> {
+    let ledger = archiver.ledger;
+    let retention = ledger.table().config().retention;
+    if retention.may_have_expired(args.day, Utc::now()) && !args.force {
+        return Err(Failure::Failed(format!(
+            "{} may have event records expired from the ledger (LEDGER_RETENTION_DAYS): an event delivered again would be counted twice; pass --force to reopen it anyway",
+            args.day
+        )));
+    }
+    ledger
+        .archived_days()
+        .unmark(args.day)
+        .await
+        .or_fail(ledger)?;
+    print(&format!(
+        "Reopened {}: its events are stored again once the functions' copy of the archived days is renewed (CLOSED_PERIODS_TTL_MS); its final seal stays what readers take until the day is sealed again.\n",
+        args.day
+    ))?;
     Ok(ExitCode::SUCCESS)
 }

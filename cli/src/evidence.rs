@@ -39,6 +39,10 @@ pub struct EvidenceArgs {
     pub range: RangeArgs,
     #[arg(long, value_enum, default_value_t = EvidenceFormat::Json)]
     pub format: EvidenceFormat,
+    /// Where each day's events are read: auto (the archive for a day sealed finally),
+    /// ledger or archive.
+    #[arg(long, value_enum, default_value_t)]
+    pub source: Source,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -85,15 +89,32 @@ struct Evidence {
 pub async fn evidence(ledger: &UsageLedger, args: EvidenceArgs) -> Result<ExitCode> {
     let range = args.range.whole_hours()?;
     let days = range.days();
-    let booked = days.first().copied().zip(days.last().copied());
-    let mut counted: Vec<(StoredEvent, ConnectionEvent)> = ledger
-        .events()
-        .of_sim(&args.sim, booked)
-        .await
-        .or_fail(ledger)?
-        .into_iter()
-        .filter(|(_, e)| e.usage.is_some() && range.contains(e.booking_hour()))
-        .collect();
+    let source = DaySource::new(ledger, args.source, &days).await?;
+    let mut counted: Vec<(StoredEvent, ConnectionEvent)> = Vec::new();
+    let mut from_ledger = Vec::new();
+    for day in &days {
+        match source.usage_events(*day).await? {
+            Some(archived) => counted.extend(
+                archived
+                    .into_iter()
+                    .filter(|(_, e)| e.sim_sid.as_deref() == Some(args.sim.as_str())),
+            ),
+            None => from_ledger.push(*day),
+        }
+    }
+    if let (Some(first), Some(last)) = (from_ledger.first(), from_ledger.last()) {
+        let booked = ledger
+            .events()
+            .of_sim(&args.sim, Some((*first, *last)))
+            .await
+            .or_fail(ledger)?;
+        counted.extend(
+            booked
+                .into_iter()
+                .filter(|(_, e)| from_ledger.contains(&e.booking_hour().date_naive())),
+        );
+    }
+    counted.retain(|(_, e)| e.usage.is_some() && range.contains(e.booking_hour()));
     counted.sort_by(|a, b| (a.1.booked_at, &a.1.key).cmp(&(b.1.booked_at, &b.1.key)));
     let mut sum = HourUsage::default();
     let mut events = Vec::with_capacity(counted.len());

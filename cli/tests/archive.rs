@@ -360,6 +360,38 @@ async fn with_a_retention_event_records_and_booking_lists_expire_and_the_totals_
         );
         String::from_utf8(output.stdout).unwrap()
     };
+    let evidence = |format: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_kore-usage"))
+            .args([
+                "--table",
+                &table,
+                "evidence",
+                "--sim",
+                &format!("HS{:032x}", 1),
+            ])
+            .args([
+                "--start",
+                "2024-11-03T00:00:00Z",
+                "--end",
+                "2024-11-04T00:00:00Z",
+            ])
+            .args(["--format", format])
+            .env("ARCHIVE_URL", format!("file://{}", dir.path().display()))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let evidence_before = (evidence("json"), evidence("csv"));
+    assert!(
+        evidence_before.1.lines().count() > 2,
+        "{}",
+        evidence_before.1
+    );
     let before = (usage(), export("jsonl", "auto"), export("csv", "auto"));
     assert_eq!(before.1.lines().count(), 12, "{}", before.1);
     let sealed = Command::new(env!("CARGO_BIN_EXE_kore-usage"))
@@ -372,6 +404,8 @@ async fn with_a_retention_event_records_and_booking_lists_expire_and_the_totals_
             "2024-11-03",
             "--final",
             "--force",
+            "--settle",
+            "0s",
         ])
         .env("ARCHIVE_URL", format!("file://{}", dir.path().display()))
         .output()
@@ -417,6 +451,7 @@ async fn with_a_retention_event_records_and_booking_lists_expire_and_the_totals_
         (before.1.clone(), before.2.clone()),
         "the archive answers byte for byte as the ledger did"
     );
+    assert_eq!((evidence("json"), evidence("csv")), evidence_before);
     let refused = Command::new(env!("CARGO_BIN_EXE_kore-usage"))
         .args([
             "--table",
@@ -455,6 +490,8 @@ async fn with_a_retention_event_records_and_booking_lists_expire_and_the_totals_
                 "--day",
                 "2024-11-03",
                 "--final",
+                "--settle",
+                "0s",
             ])
             .env("ARCHIVE_URL", format!("file://{}", dir.path().display()));
         if force {
@@ -476,6 +513,39 @@ async fn with_a_retention_event_records_and_booking_lists_expire_and_the_totals_
         "the archive is as it was"
     );
 
+    // Every expired event delivered again, by both providers and by replay: the day is
+    // archived, so each is quarantined with that reason and no total moves.
+    let other_process = UsageLedger::new(local_client(), LedgerConfig::new(table.clone()));
+    let inputs: Vec<_> = deliveries
+        .iter()
+        .map(|(json, delivery)| (parse_item(json), delivery.clone()))
+        .collect();
+    let outcomes = other_process.recorder().record_batch(&inputs, None).await;
+    assert_eq!(outcomes.len(), 24);
+    for outcome in &outcomes {
+        assert!(
+            matches!(outcome, kore_ingest_core::delivery::Outcome::Quarantined { reason, .. } if reason.contains("2024-11-03 is archived")),
+            "{outcome:?}"
+        );
+    }
+    let file = dir.path().join("redelivered.jsonl");
+    let lines: Vec<&str> = deliveries.iter().map(|(json, _)| json.as_str()).collect();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let replay = Command::new(env!("CARGO_BIN_EXE_kore-usage"))
+        .args(["--table", &table, "replay", "--format", "json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let summary: serde_json::Value = serde_json::from_slice(&replay.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&replay.stderr)));
+    assert_eq!(summary["total"]["new"].as_u64(), Some(0), "{summary}");
+    assert_eq!(
+        summary["total"]["quarantined"].as_u64(),
+        Some(24),
+        "{summary}"
+    );
+    assert_eq!(usage(), before.0, "no total moved");
+
     // Usage counted after the final seal, once the ledger may have dropped the day: the
     // archive no longer holds all the rollups count, and the reader is told.
     let late = SampleEvent::usage_update(
@@ -484,7 +554,33 @@ async fn with_a_retention_event_records_and_booking_lists_expire_and_the_totals_
         "2024-11-03T20:00:00Z",
         (5, 5),
     );
-    store_deliveries(&writer, &[(late.kore_json(), webhook("late"))]).await;
+    // Taken in again first: the archived day would quarantine it. With the retention known,
+    // reopening a day whose records may have expired needs --force.
+    let reopen = |retention: &str| {
+        Command::new(env!("CARGO_BIN_EXE_kore-usage"))
+            .args([
+                "--table",
+                &table,
+                "archive",
+                "reopen",
+                "--day",
+                "2024-11-03",
+            ])
+            .env("LEDGER_RETENTION_DAYS", retention)
+            .output()
+            .unwrap()
+    };
+    let refused = reopen("45");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
+    let reopened = reopen("0");
+    assert!(
+        reopened.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reopened.stderr)
+    );
+    let other_process = UsageLedger::new(local_client(), LedgerConfig::new(table.clone()));
+    store_deliveries(&other_process, &[(late.kore_json(), webhook("late"))]).await;
     let output = Command::new(env!("CARGO_BIN_EXE_kore-usage"))
         .args([
             "--table",

@@ -7,7 +7,9 @@
 
 use aws_config::SdkConfig;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use kore_ingest_aws::archive::{ArchiveStore, Archiver, ArchiverError, manifest_key, settled_days};
+use kore_ingest_aws::archive::{
+    ArchiveStore, Archiver, ArchiverError, manifest_key, mark_settle_time, settled_days,
+};
 use kore_ingest_aws::ledger::UsageLedger;
 use kore_ingest_core::config::{ConfigError, Env};
 use kore_ingest_core::metrics::{InvocationMetrics, take_cold_start};
@@ -32,6 +34,8 @@ pub struct Archivist {
     pub ledger: UsageLedger,
     pub store: ArchiveStore,
     pub retention: Retention,
+    /// How long a run waits between marking its days archived and reading them.
+    pub settle: std::time::Duration,
 }
 
 impl Archivist {
@@ -44,8 +48,10 @@ impl Archivist {
             reason: e.to_string(),
         })?;
         let ledger = UsageLedger::from_sdk_config(aws, env)?;
+        let config = ledger.table().config();
         Ok(Archivist {
-            retention: ledger.table().config().retention,
+            retention: config.retention,
+            settle: mark_settle_time(config.closed_periods_ttl),
             ledger,
             store,
         })
@@ -84,18 +90,30 @@ pub async fn seal_settled(
     let present = archivist.store.list("manifests/").await?;
     let mut report = RunReport::default();
     let seal_after = archivist.retention.seal_after_days;
+    let mut unsealed = Vec::new();
     for day in settled_days(now, seal_after, archivist.look_back()) {
-        let sealed = async {
-            let is_final = present.contains(&manifest_key(day))
-                && archiver.manifest(day).await?.is_some_and(|m| m.is_final);
-            if is_final {
-                return Ok(None);
-            }
-            archiver.seal(day, true).await.map(Some)
+        let is_final = match present.contains(&manifest_key(day)) {
+            false => Ok(false),
+            true => archiver
+                .manifest(day)
+                .await
+                .map(|m| m.is_some_and(|m| m.is_final)),
         };
-        match sealed.await {
-            Ok(None) => {}
-            Ok(Some(manifest)) => {
+        match is_final {
+            Ok(true) => {}
+            Ok(false) => unsealed.push(day),
+            Err(reason) => {
+                error!(%day, %reason, "the day's manifest cannot be read");
+                report.failed.push((day, reason.to_string()));
+            }
+        }
+    }
+    if unsealed.is_empty() {
+        return Ok(report);
+    }
+    for (day, sealed) in archiver.seal_finally(&unsealed, archivist.settle).await? {
+        match sealed {
+            Ok(manifest) => {
                 let events = manifest.usage_events.rows + manifest.other_events.rows;
                 info!(%day, events, "day sealed");
                 report.sealed.push((day, events));

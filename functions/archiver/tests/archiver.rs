@@ -53,6 +53,7 @@ async fn the_scheduled_run_seals_each_settled_day_once_as_a_folder_seal_would() 
         ledger: ledger.clone(),
         store: store.clone(),
         retention: Retention::default(),
+        settle: std::time::Duration::ZERO,
     };
     // Before the 3rd is settled (midnight on the 7th), the week before it is sealed.
     let early = as_function(
@@ -113,9 +114,18 @@ async fn the_scheduled_run_seals_each_settled_day_once_as_a_folder_seal_would() 
         ledger: &ledger,
         store: &folder,
     };
-    into_folder.seal(day(), true).await.unwrap();
+    let into_folder_finally = into_folder
+        .seal_finally(&[day()], std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(into_folder_finally[0].1.is_ok());
     let tables = into_folder.day_tables(day()).await.unwrap();
     let sealed = tables.seal(day(), true, 100_000).unwrap();
+    let manifest_key = kore_ingest_aws::archive::manifest_key(day());
+    assert_eq!(
+        store.get(&manifest_key).await.unwrap(),
+        folder.get(&manifest_key).await.unwrap()
+    );
     for (key, _) in &sealed.objects {
         assert_eq!(
             store.get(key).await.unwrap(),
@@ -123,6 +133,30 @@ async fn the_scheduled_run_seals_each_settled_day_once_as_a_folder_seal_would() 
             "{key}"
         );
     }
+    // Sealed finally, the day is archived: a new event of it is quarantined, not stored.
+    assert!(ledger.archived_days().all().await.unwrap().contains(&day()));
+    let late = SampleEvent::usage_update(
+        &format!("EZ{:032x}", 900),
+        &format!("HS{:032x}", 1),
+        "2024-11-03T23:00:00Z",
+        (1, 1),
+    );
+    // A writer of another process: its copy of the archived days is read now.
+    let writer = kore_ingest_aws::ledger::UsageLedger::new(
+        local_client(),
+        kore_ingest_aws::ledger::LedgerConfig::new(ledger.table_name()),
+    );
+    let outcomes = writer
+        .recorder()
+        .record_batch(&[(parse_item(&late.kore_json()), webhook("late"))], None)
+        .await;
+    assert!(
+        matches!(&outcomes[0], kore_ingest_core::delivery::Outcome::Quarantined { reason, .. } if reason.contains("2024-11-03 is archived")),
+        "{outcomes:?}"
+    );
+    let keep = Retention::default();
+    let verified = archiver.verify(day(), &keep, chrono::Utc::now()).await;
+    assert_eq!(verified.unwrap(), Vec::<String>::new());
     let again = as_function(
         "archiver",
         handle(&archivist, scheduled("2024-11-08T01:30:00Z")),
@@ -169,6 +203,7 @@ async fn a_run_cut_short_is_completed_by_the_next_with_the_same_objects_and_no_m
         ledger: ledger.clone(),
         store: store.clone(),
         retention: Retention::default(),
+        settle: std::time::Duration::ZERO,
     };
     as_function(
         "archiver",
@@ -197,5 +232,51 @@ async fn a_run_cut_short_is_completed_by_the_next_with_the_same_objects_and_no_m
             .await
             .unwrap(),
         Vec::<String>::new()
+    );
+}
+
+#[tokio::test]
+async fn a_day_whose_events_no_longer_add_up_is_not_sealed_and_is_taken_in_again() {
+    let ledger = ledger_with_a_day_of_traffic().await;
+    // One event record gone, as if it had expired: the rollups count more than the events.
+    let key = kore_ingest_core::event::DedupeKey::new(&format!("EZ{:032x}", 4), "event_sid");
+    let gone = kore_ingest_aws::ledger::keys::event_pk(&key.unwrap());
+    local_client()
+        .delete_item()
+        .table_name(ledger.table_name())
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(gone))
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("#".into()))
+        .send()
+        .await
+        .unwrap();
+    let (_, _, store) = local_s3_archive("archiver-short", "").await;
+    let archivist = Archivist {
+        ledger: ledger.clone(),
+        store: store.clone(),
+        retention: Retention::default(),
+        settle: std::time::Duration::ZERO,
+    };
+    let run = as_function(
+        "archiver",
+        handle(&archivist, scheduled("2024-11-07T01:30:00Z")),
+    )
+    .await;
+    let error = run.unwrap_err().to_string();
+    assert!(
+        error.contains("2024-11-03") && error.contains("do not add up"),
+        "{error}"
+    );
+    let archiver = Archiver {
+        ledger: &ledger,
+        store: &store,
+    };
+    assert_eq!(
+        archiver.manifest(day()).await.unwrap(),
+        None,
+        "nothing written"
+    );
+    assert!(
+        !ledger.archived_days().all().await.unwrap().contains(&day()),
+        "the day is taken in again"
     );
 }

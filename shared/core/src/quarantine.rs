@@ -20,6 +20,13 @@ use crate::excerpt::bounded_reason;
 /// Why an input is handed back: the invocation's deadline came before its write started.
 pub const DEADLINE_REASON: &str = "invocation deadline reached before this write started";
 
+/// Why an event booked on an archived day is quarantined rather than stored.
+pub fn archived_day_reason(day: chrono::NaiveDate) -> String {
+    format!(
+        "its day {day} is archived: the archive holds the day and its ledger copy may have expired, so storing the event could count it twice; `kore-usage archive reopen --day {day}` takes the day in again"
+    )
+}
+
 /// Whether `deadline` has passed.
 pub fn past(deadline: Option<Instant>) -> bool {
     deadline.is_some_and(|d| Instant::now() >= d)

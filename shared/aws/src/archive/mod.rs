@@ -30,6 +30,13 @@ pub fn settled_at(day: NaiveDate, seal_after_days: u64) -> DateTime<Utc> {
     midnight(day) + Duration::days(1) + retention::days(seal_after_days)
 }
 
+/// How long a final seal waits after marking its days archived: until every writer's copy
+/// of the archived days (`closed_periods_ttl` old at most) shows the mark, and a batch that
+/// read the copy just before has committed (the consumer's invocation, 120 s at most).
+pub fn mark_settle_time(closed_periods_ttl: std::time::Duration) -> std::time::Duration {
+    closed_periods_ttl + std::time::Duration::from_secs(150)
+}
+
 /// The `count` newest days settled at `now`, oldest first.
 pub fn settled_days(now: DateTime<Utc>, seal_after_days: u64, count: u32) -> Vec<NaiveDate> {
     let newest = now.date_naive() - Duration::days(1) - retention::days(seal_after_days);
@@ -100,12 +107,66 @@ impl Archiver<'_> {
         Ok(rollups)
     }
 
-    /// Seals `day`: its parts, then what an earlier seal wrote and this one does not
+    /// Seals `day`, not finally: readers keep reading the ledger, and the day may be sealed
+    /// again at any time.
+    pub async fn seal(&self, day: NaiveDate) -> Result<Manifest, ArchiverError> {
+        self.write_seal(day, false).await
+    }
+
+    /// Seals `days` finally: marks them archived (the writers quarantine their events from
+    /// when they see the mark), waits `settle` for every writer to have seen it and what it
+    /// had in flight to land, then seals each. A day whose seal fails is taken in again
+    /// (unmarked) unless it was sealed finally before, so its events are stored as before;
+    /// each day's result is returned.
+    pub async fn seal_finally(
+        &self,
+        days: &[NaiveDate],
+        settle: std::time::Duration,
+    ) -> Result<Vec<(NaiveDate, Result<Manifest, ArchiverError>)>, ArchiverError> {
+        let archived = self.ledger.archived_days();
+        // A day sealed finally before stays archived whatever becomes of this seal; a mark
+        // left by a run that stopped half way is not an archived day.
+        let mut sealed_before = Vec::new();
+        for day in days {
+            if self.manifest(*day).await?.is_some_and(|m| m.is_final) {
+                sealed_before.push(*day);
+            }
+        }
+        let take_in = |day: NaiveDate| {
+            let archived = archived.clone();
+            let keep = sealed_before.contains(&day);
+            async move {
+                if !keep && let Err(error) = archived.unmark(day).await {
+                    tracing::error!(%day, %error, "a day not sealed stays marked archived: run `kore-usage archive reopen`");
+                }
+            }
+        };
+        for (marked, day) in days.iter().enumerate() {
+            if let Err(error) = archived.mark(*day).await {
+                for day in &days[..marked] {
+                    take_in(*day).await;
+                }
+                return Err(error.into());
+            }
+        }
+        tokio::time::sleep(settle).await;
+        let mut results = Vec::with_capacity(days.len());
+        for day in days {
+            let sealed = self.write_seal(*day, true).await;
+            if sealed.is_err() {
+                take_in(*day).await;
+            }
+            results.push((*day, sealed));
+        }
+        Ok(results)
+    }
+
+    /// Writes `day`'s seal: its parts, then what an earlier seal wrote and this one does not
     /// (readers take every part of a day's folder), then its manifest. Sealing again from
     /// the same ledger writes the same objects. A final seal is refused when the ledger's
     /// events do not add up to its rollups: some of them expired or are missing, and the
     /// archive must never hold less than was counted.
-    pub async fn seal(&self, day: NaiveDate, is_final: bool) -> Result<Manifest, ArchiverError> {
+    async fn write_seal(&self, day: NaiveDate, is_final: bool) -> Result<Manifest, ArchiverError> {
         let tables = self.day_tables(day).await?;
         if is_final && let Some(first) = tables.differences(day).into_iter().next() {
             return Err(ArchiverError::Incomplete { day, first });

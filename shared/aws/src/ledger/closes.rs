@@ -20,10 +20,10 @@ use kore_ingest_core::customers::Customers;
 use kore_ingest_core::port::LedgerError;
 use kore_ingest_core::time::{TimeRange, timestamp, z_time};
 use kore_ingest_core::zones::Zones;
-use tokio::time::Instant;
 
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
 
+use super::cache::TtlCache;
 use super::error::build_error;
 use super::items::close::{
     adjustment_of, close_of, closed_day_key, closed_update, lock_key, lock_update, lock_version,
@@ -38,17 +38,11 @@ use super::table::{Query, Sent, Table, TransactionRetries};
 /// 400 KB).
 pub(super) const PART_TEXT_BYTES: usize = 300_000;
 
-/// The cache of closes every function keeps: read again once it is older than the TTL.
-#[derive(Debug, Default)]
-struct ClosesCache {
-    cached: tokio::sync::Mutex<Option<(Instant, Arc<Vec<Close>>)>>,
-}
-
 /// The closed periods of one ledger table.
 #[derive(Debug, Clone)]
 pub struct Closes {
     table: Table,
-    cache: Arc<ClosesCache>,
+    cache: Arc<TtlCache<Vec<Close>>>,
 }
 
 impl Closes {
@@ -73,24 +67,14 @@ impl Closes {
     /// The closes read afresh, and the cache replaced with them: after a commit found a day
     /// closed that the cached copy did not show.
     pub async fn refresh(&self) -> Result<Arc<Vec<Close>>, LedgerError> {
-        let mut cached = self.cache.cached.lock().await;
-        let closes = Arc::new(self.all().await?);
-        *cached = Some((Instant::now(), closes.clone()));
-        Ok(closes)
+        self.cache.refresh(self.all()).await
     }
 
     /// The closes, from the per-process cache while it is younger than
     /// `closed_periods_ttl`: how the functions learn of a close without a read per batch.
     pub async fn cached(&self) -> Result<Arc<Vec<Close>>, LedgerError> {
-        let mut cached = self.cache.cached.lock().await;
-        if let Some((at, closes)) = cached.as_ref()
-            && at.elapsed() < self.table.config().closed_periods_ttl
-        {
-            return Ok(closes.clone());
-        }
-        let closes = Arc::new(self.all().await?);
-        *cached = Some((Instant::now(), closes.clone()));
-        Ok(closes)
+        let ttl = self.table.config().closed_periods_ttl;
+        self.cache.get(ttl, self.all()).await
     }
 
     /// Registers a close (or finds the one being settled for the same period, to resume it),

@@ -20,6 +20,7 @@
 //! - closes: the registry `CLOSES` / `<close id>`, and under `CLOSE#<close id>` the snapshot's
 //!   parts `PART#00000`... and the adjustments `ADJ#<event_sid>`; the marker of each closed
 //!   day `CLOSEDDAY#<day>` / `#`, and the registration lock `CLOSES#LOCK` / `#`;
+//! - the archived days: `ARCHIVED` / `<day>`, whose new events every writer quarantines;
 //! - alerts: the rules `ALERTRULES` / `#`; each alert `ALERTS#<month of its period>` /
 //!   `<its key>`; a `per: total` rule's sums `ALERTSUM#<rule>#<period's first day>#<subject>`
 //!   / `#`, and the checkpoint of a `per: sim` rule's sum `ALERTSIM#<rule>#<first day>#<sim>`
@@ -310,6 +311,12 @@ pub fn alert_seen_pk(rule_id: &str, sim_sid: &str) -> String {
 pub fn alert_seen_shard_pk(rule_id: &str, shard: u8) -> String {
     format!("ALERTSEEN#{rule_id}#{shard}")
 }
+
+// ---- archived days -----------------------------------------------------------------------
+
+/// The partition that lists the archived days (sort key `YYYY-MM-DD`): few, and every writer
+/// reads them all.
+pub const ARCHIVED_PK: &str = "ARCHIVED";
 
 // ---- closes ------------------------------------------------------------------------------
 

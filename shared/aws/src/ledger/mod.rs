@@ -20,6 +20,8 @@
 //!   functions' port.
 
 mod alerts;
+mod archived;
+mod cache;
 mod callbacks;
 mod closes;
 mod config;
@@ -38,6 +40,7 @@ mod usage_ledger;
 mod write;
 
 pub use alerts::{Alerts, AppliedRules, ApplyError, SeenSim};
+pub use archived::ArchivedDays;
 pub use callbacks::{Callbacks, Unforwarded};
 pub use closes::Closes;
 pub use config::LedgerConfig;

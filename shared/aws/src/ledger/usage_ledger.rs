@@ -16,6 +16,7 @@ use kore_ingest_core::time::TimeRange;
 use tokio::time::Instant;
 
 use super::alerts::Alerts;
+use super::archived::ArchivedDays;
 use super::callbacks::Callbacks;
 use super::closes::Closes;
 use super::config::LedgerConfig;
@@ -35,6 +36,8 @@ pub struct UsageLedger {
     table: Table,
     /// Kept here so every use shares one cache of the closed periods.
     closes: Closes,
+    /// And one of the archived days.
+    archived: ArchivedDays,
 }
 
 impl UsageLedger {
@@ -42,6 +45,7 @@ impl UsageLedger {
         let table = Table::new(client, config);
         UsageLedger {
             closes: Closes::new(table.clone()),
+            archived: ArchivedDays::new(table.clone()),
             table,
         }
     }
@@ -65,7 +69,17 @@ impl UsageLedger {
 
     /// The write path.
     pub fn recorder(&self) -> Recorder {
-        Recorder::new(self.table.clone(), self.quarantined(), self.closes.clone())
+        Recorder::new(
+            self.table.clone(),
+            self.quarantined(),
+            self.closes.clone(),
+            self.archived.clone(),
+        )
+    }
+
+    /// The archived days, whose events are quarantined rather than stored.
+    pub fn archived_days(&self) -> ArchivedDays {
+        self.archived.clone()
     }
 
     /// Usage from the rollups.

@@ -9,16 +9,19 @@
 //! Nothing received is dropped: what cannot be parsed or stored goes to the quarantine with
 //! its reason, and what failed for a passing reason is reported as retryable.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use chrono::NaiveDate;
 use futures::StreamExt;
 use kore_ingest_core::closes::Close;
 use kore_ingest_core::copies::{Verdict, chains, classify, conflict_reason};
 use kore_ingest_core::delivery::{Delivery, Outcome, delivery_tag};
 use kore_ingest_core::event::{ConnectionEvent, DedupeKey, ParsedItem};
 use kore_ingest_core::port::LedgerError;
-use kore_ingest_core::quarantine::{DEADLINE_REASON, QuarantineEntry, QuarantineKind, past};
+use kore_ingest_core::quarantine::{
+    DEADLINE_REASON, QuarantineEntry, QuarantineKind, archived_day_reason, past,
+};
 use kore_ingest_core::stored::StoredDigest;
 use tokio::time::Instant;
 use tracing::warn;
@@ -27,6 +30,7 @@ use super::commit::{Committed, commit_waves};
 use super::copies::{Copies, write_copies};
 use super::plan::{Pending, plan_commits};
 use super::stored::{Stored, existing_or_fetch, refused};
+use crate::ledger::archived::ArchivedDays;
 use crate::ledger::closes::Closes;
 use crate::ledger::items::event::{DIGEST_PROJECTION, digest_of, event_item, event_key, key_of};
 use crate::ledger::quarantine::QuarantineStore;
@@ -38,6 +42,7 @@ pub struct Recorder {
     table: Table,
     quarantine: QuarantineStore,
     closes: Closes,
+    archived: ArchivedDays,
 }
 
 /// The new events of a batch, sorted by how they are written.
@@ -45,16 +50,24 @@ pub struct Recorder {
 struct NewEvents<'a> {
     usage: Vec<Pending<'a>>,
     plain: Vec<Pending<'a>>,
+    /// Booked on an archived day: quarantined, never stored.
+    archived: Vec<(Pending<'a>, NaiveDate)>,
     /// Usage events not attempted: the closed periods could not be read.
     waiting: Vec<(usize, Stored)>,
 }
 
 impl Recorder {
-    pub fn new(table: Table, quarantine: QuarantineStore, closes: Closes) -> Self {
+    pub fn new(
+        table: Table,
+        quarantine: QuarantineStore,
+        closes: Closes,
+        archived: ArchivedDays,
+    ) -> Self {
         Recorder {
             table,
             quarantine,
             closes,
+            archived,
         }
     }
 
@@ -90,15 +103,24 @@ impl Recorder {
             true => Some(self.closes.cached().await),
             false => None,
         };
-        let new = sort_new(inputs, &heads, &stored, closes.as_ref());
-        let (committed, put) = tokio::join!(
+        // A new event of an archived day is quarantined: the archived days come from a copy
+        // at most `closed_periods_ttl` old, and without them no new event is written.
+        let any_new = heads.iter().any(|(_, e)| !stored.contains_key(&e.key));
+        let archived = match any_new {
+            true => Some(self.archived.cached().await),
+            false => None,
+        };
+        let new = sort_new(inputs, &heads, &stored, closes.as_ref(), archived.as_ref());
+        let refused_archived = self.quarantine_archived(&new.archived, deadline);
+        let (committed, put, refused_archived) = tokio::join!(
             commit_waves(
                 &self.table,
                 &self.quarantine,
                 plan_commits(&new.usage),
                 deadline
             ),
-            self.put_plain_events(&new.plain, deadline)
+            self.put_plain_events(&new.plain, deadline),
+            refused_archived
         );
         let mut outcomes: Vec<Option<Outcome>> = vec![None; inputs.len()];
         for (index, outcome) in quarantined {
@@ -111,6 +133,7 @@ impl Recorder {
             .into_iter()
             .chain(put)
             .chain(new.waiting)
+            .chain(refused_archived)
             .collect();
         let copies = settle_chains(inputs, &chains, written, &mut stored, &mut outcomes);
         let copied = write_copies(&self.table, &self.quarantine, inputs, copies, deadline).await;
@@ -210,6 +233,30 @@ impl Recorder {
             .collect())
     }
 
+    /// New events booked on an archived day, quarantined with that reason.
+    async fn quarantine_archived(
+        &self,
+        archived: &[(Pending<'_>, NaiveDate)],
+        deadline: Option<Instant>,
+    ) -> Vec<(usize, Stored)> {
+        let writes = archived.iter().map(|(pending, day)| async move {
+            let reason = archived_day_reason(*day);
+            let entry = QuarantineEntry {
+                kind: QuarantineKind::Event,
+                payload: pending.event.raw.as_bytes(),
+                reason,
+                delivery: pending.delivery,
+                related_event: Some(&pending.event.key),
+            };
+            let outcome = self.quarantine.put_or_retry(entry, deadline).await;
+            (pending.index, Stored::Failed(outcome))
+        });
+        futures::stream::iter(writes.collect::<Vec<_>>())
+            .buffer_unordered(self.table.concurrency())
+            .collect()
+            .await
+    }
+
     /// Elements that did not parse, quarantined with their reason.
     async fn quarantine_rejected(
         &self,
@@ -280,12 +327,13 @@ impl Recorder {
 }
 
 /// The heads not stored yet, sorted by how they are written; `closes` is `None` when no
-/// new usage needed them.
+/// new usage needed them, `archived` when there is nothing new.
 fn sort_new<'a>(
     inputs: &'a [(ParsedItem, Delivery)],
     heads: &[(usize, &'a ConnectionEvent)],
     stored: &HashMap<DedupeKey, StoredDigest>,
     closes: Option<&'a Result<Arc<Vec<Close>>, LedgerError>>,
+    archived: Option<&Result<Arc<BTreeSet<NaiveDate>>, LedgerError>>,
 ) -> NewEvents<'a> {
     let new: Vec<(usize, &ConnectionEvent)> = heads
         .iter()
@@ -300,6 +348,25 @@ fn sort_new<'a>(
             delivery: &inputs[index].1,
             close: None,
         };
+        // The event's day: its booking day, or for an event without usage its time's.
+        let day = match event.usage {
+            Some(_) => event.booking_hour().date_naive(),
+            None => event.event_time.date_naive(),
+        };
+        match archived {
+            Some(Ok(days)) if days.contains(&day) => {
+                sorted.archived.push((pending, day));
+                continue;
+            }
+            Some(Err(error)) => {
+                let reason = format!("the archived days could not be read: {error}");
+                sorted
+                    .waiting
+                    .push((index, Stored::Failed(Outcome::Retry { reason })));
+                continue;
+            }
+            _ => {}
+        }
         match (closes, event.usage) {
             (_, None) => sorted.plain.push(pending),
             (Some(Ok(closes)), Some(_)) => sorted.usage.push(Pending {
