@@ -516,14 +516,19 @@ fn the_archive_is_on_by_default_and_its_parts_exist_only_with_it() {
         assert_eq!(block[setting].as_bool(), Some(true), "{setting}");
     }
     // Without the archive nothing may expire from the ledger: it would be gone for good.
-    let retention = format!(
-        "{:?}",
-        template["Globals"]["Function"]["Environment"]["Variables"]["LEDGER_RETENTION_DAYS"]
-    );
-    assert!(
-        retention.contains("Archive") && retention.contains("LedgerRetentionDays"),
-        "{retention}"
-    );
+    let retention =
+        &template["Globals"]["Function"]["Environment"]["Variables"]["LEDGER_RETENTION_DAYS"];
+    let Value::Tagged(choice) = retention else {
+        panic!("LEDGER_RETENTION_DAYS is not !If: {retention:?}")
+    };
+    let branches = choice
+        .value
+        .as_sequence()
+        .expect("!If [condition, then, else]");
+    assert_eq!(choice.tag, "If");
+    assert_eq!(branches[0].as_str(), Some("Archive"));
+    assert!(is_ref(&branches[1], "LedgerRetentionDays"), "{retention:?}");
+    assert_eq!(branches[2].as_u64(), Some(0), "without the archive: 0");
     let function = &template["Resources"]["ArchiverFunction"]["Properties"];
     assert_eq!(
         function["ReservedConcurrentExecutions"].as_u64(),

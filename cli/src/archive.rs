@@ -9,8 +9,6 @@ use chrono::{NaiveDate, Utc};
 use kore_ingest_aws::archive::{Archiver, mark_settle_time, settled_at};
 use kore_ingest_aws::ledger::UsageLedger;
 
-use kore_ingest_core::config::{Env, vars};
-
 use crate::args::{Format, RangeArgs, parse_duration, parse_z_time};
 use crate::failure::{Failure, OrFail, Result};
 use crate::output::{json, print};
@@ -123,11 +121,7 @@ async fn seal(archiver: &Archiver<'_>, args: SealArgs) -> Result<ExitCode> {
     let results = if args.is_final {
         let settle = match args.settle {
             Some(settle) => settle,
-            None => mark_settle_time(
-                Env::process()
-                    .millis(&vars::CLOSED_PERIODS_TTL_MS)
-                    .map_err(|e| Failure::Usage(e.to_string()))?,
-            ),
+            None => mark_settle_time(archiver.ledger.table().config().closed_periods_ttl),
         };
         if !settle.is_zero() {
             eprintln!(
@@ -171,9 +165,7 @@ async fn verify(archiver: &Archiver<'_>, args: VerifyArgs) -> Result<ExitCode> {
     let days = args.range.whole_days()?.days();
     let mut problems = Vec::new();
     for day in &days {
-        let retention = archiver.ledger.table().config().retention;
-        let found = archiver.verify(*day, &retention, Utc::now()).await;
-        problems.extend(found.or_fail(archiver.ledger)?);
+        problems.extend(archiver.verify(*day).await.or_fail(archiver.ledger)?);
     }
     let text = match args.format {
         Format::Json => json(&VerifyJson {

@@ -8,7 +8,6 @@ use std::time::Duration;
 use chrono::Utc;
 use kore_ingest_aws::ledger::UsageLedger;
 use kore_ingest_core::closes::{Adjustment, Close, CloseState, settle_time};
-use kore_ingest_core::config::{Env, vars};
 use kore_ingest_core::time::{TimeRange, z_time};
 use kore_ingest_core::usage::HourUsage;
 use serde::Serialize;
@@ -112,11 +111,7 @@ pub async fn close(ledger: &UsageLedger, args: CloseArgs) -> Result<ExitCode> {
     let settle = match args.settle {
         Some(settle) => settle,
         // As long as the functions trust their copy of the closes, plus a commit's time.
-        None => settle_time(
-            Env::process()
-                .millis(&vars::CLOSED_PERIODS_TTL_MS)
-                .map_err(|e| Failure::Usage(e.to_string()))?,
-        ),
+        None => settle_time(ledger.table().config().closed_periods_ttl),
     };
     // Whom the usage is billed to, as the mapping says now: the snapshot keeps it.
     let customers = customers_in_force(ledger).await?;

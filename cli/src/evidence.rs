@@ -418,8 +418,9 @@ pub async fn export(ledger: &UsageLedger, args: ExportArgs) -> Result<ExitCode> 
     out.finish()
 }
 
-/// The usage events booked in the range, day by day and SIM by SIM: only one SIM's day of
-/// events is held at a time. `false` when the reader went away.
+/// The usage events booked in the range, day by day and SIM by SIM: from the ledger only one
+/// SIM's day of events is held at a time, from the archive one day's. `false` when the reader
+/// went away.
 async fn export_usage(
     ledger: &UsageLedger,
     days: &DaySource<'_>,
@@ -428,15 +429,22 @@ async fn export_usage(
     format: ExportFormat,
     out: &mut Output<'_>,
 ) -> Result<bool> {
+    // A day's usage events as one list from the archive, SIM by SIM from the ledger.
+    let write = |events: &[(StoredEvent, ConnectionEvent)], out: &mut Output<'_>| -> Result<bool> {
+        let in_range = events
+            .iter()
+            .filter(|(_, e)| range.contains(e.booking_hour()) && kept(kind, e));
+        for (stored, event) in in_range {
+            if !out.write(&export_line(stored, event, format)?)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
     for day in range.days() {
         if let Some(archived) = days.usage_events(day).await? {
-            let in_range = archived
-                .iter()
-                .filter(|(_, e)| range.contains(e.booking_hour()) && kept(kind, e));
-            for (stored, event) in in_range {
-                if !out.write(&export_line(stored, event, format)?)? {
-                    return Ok(false);
-                }
+            if !write(&archived, out)? {
+                return Ok(false);
             }
             continue;
         }
@@ -451,13 +459,8 @@ async fn export_usage(
                 .of_sim_booked_on(&sim, day)
                 .await
                 .or_fail(ledger)?;
-            let in_range = events
-                .iter()
-                .filter(|(_, e)| range.contains(e.booking_hour()) && kept(kind, e));
-            for (stored, event) in in_range {
-                if !out.write(&export_line(stored, event, format)?)? {
-                    return Ok(false);
-                }
+            if !write(&events, out)? {
+                return Ok(false);
             }
         }
     }

@@ -41,7 +41,6 @@ use clap::{CommandFactory, Parser, Subcommand};
 use kore_ingest_aws::ledger::{LedgerConfig, UsageLedger};
 use kore_ingest_aws::sdk::{Caller, sdk_config};
 use kore_ingest_core::config::Env;
-use kore_ingest_core::retention::Retention;
 
 use failure::Failure;
 
@@ -199,11 +198,7 @@ fn usage_error(message: &str) -> ! {
 /// `quarantine redrive` store expires as the functions' writes do (`LEDGER_RETENTION_DAYS`).
 async fn ledger(table: &str) -> UsageLedger {
     let config = sdk_config(Caller::Tool).await;
-    let retention = Retention::from_env(&Env::process())
+    let ledger = LedgerConfig::for_tool(table, &Env::process())
         .unwrap_or_else(|error| usage_error(&error.to_string()));
-    let ledger = LedgerConfig {
-        retention,
-        ..LedgerConfig::new(table)
-    };
     UsageLedger::new(Client::new(&config), ledger)
 }

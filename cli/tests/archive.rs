@@ -2,6 +2,7 @@
 //! once each however often they were delivered, and sealing again writes the same bytes.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Command;
 
 use bytes::Bytes;
@@ -9,18 +10,40 @@ use kore_test_support::*;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
 
-fn seal(table: &str, archive: &std::path::Path, days: &[&str]) {
-    let output = Command::new(env!("CARGO_BIN_EXE_kore-usage"))
-        .args(["--table", table, "archive", "seal", "--force"])
-        .args(days)
-        .env("ARCHIVE_URL", format!("file://{}", archive.display()))
-        .output()
-        .unwrap();
+/// `kore-usage --table TABLE ARGS...` with its archive in `archive`.
+fn kore_usage(table: &str, archive: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kore-usage"));
+    command
+        .args(["--table", table])
+        .args(args)
+        .env("ARCHIVE_URL", format!("file://{}", archive.display()));
+    command
+}
+
+/// What `command` printed; it must succeed.
+fn printed(command: &mut Command) -> String {
+    let output = command.output().unwrap();
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// What `command` said on standard error; it must exit 1 having printed nothing.
+fn refusal(command: &mut Command) -> String {
+    let output = command.output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        output.stdout.is_empty(),
+        "nothing printed before the refusal"
+    );
+    String::from_utf8(output.stderr).unwrap()
+}
+
+fn seal(table: &str, archive: &Path, days: &[&str]) {
+    printed(kore_usage(table, archive, &["archive", "seal", "--force"]).args(days));
 }
 
 /// Every file under `root`, by path, with its bytes.
@@ -129,19 +152,9 @@ async fn a_sealed_day_holds_each_usage_event_once_and_seals_again_to_the_same_by
         (Some(30), Some(4), Some(6), Some(34))
     );
 
-    let status = Command::new(env!("CARGO_BIN_EXE_kore-usage"))
-        .args([
-            "--table",
-            ledger.table_name(),
-            "archive",
-            "status",
-            "--format",
-            "json",
-        ])
-        .env("ARCHIVE_URL", format!("file://{}", dir.path().display()))
-        .output()
-        .unwrap();
-    let days: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let status = ["archive", "status", "--format", "json"];
+    let status = printed(&mut kore_usage(ledger.table_name(), dir.path(), &status));
+    let days: Value = serde_json::from_str(&status).unwrap();
     assert_eq!(
         days,
         serde_json::json!([{"day": "2024-11-03", "final": false, "usage_events": 30,
@@ -191,15 +204,14 @@ async fn a_sealed_day_holds_each_usage_event_once_and_seals_again_to_the_same_by
     // Verified against the ledger; then the ledger takes one more event of the day, and the
     // archive no longer holds it all.
     let verify = || {
-        Command::new(env!("CARGO_BIN_EXE_kore-usage"))
-            .args(["--table", ledger.table_name(), "archive", "verify"])
-            .args([
-                "--start",
-                "2024-11-03T00:00:00Z",
-                "--end",
-                "2024-11-04T00:00:00Z",
-            ])
-            .env("ARCHIVE_URL", format!("file://{}", dir.path().display()))
+        let day = [
+            "--start",
+            "2024-11-03T00:00:00Z",
+            "--end",
+            "2024-11-04T00:00:00Z",
+        ];
+        kore_usage(ledger.table_name(), dir.path(), &["archive", "verify"])
+            .args(day)
             .output()
             .unwrap()
     };
@@ -306,85 +318,29 @@ async fn with_a_retention_event_records_and_booking_lists_expire_and_the_totals_
         "rollups never expire"
     );
 
-    let usage = || {
-        let output = Command::new(env!("CARGO_BIN_EXE_kore-usage"))
-            .args([
-                "--table",
-                &table,
-                "usage",
-                "--start",
-                "2024-11-03T00:00:00Z",
-            ])
-            .args([
-                "--end",
-                "2024-11-04T00:00:00Z",
-                "--group",
-                "sim",
-                "--format",
-                "json",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        output.stdout
-    };
     let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| kore_usage(&table, dir.path(), args);
+    let day = [
+        "--start",
+        "2024-11-03T00:00:00Z",
+        "--end",
+        "2024-11-04T00:00:00Z",
+    ];
+    let days = [
+        "--start",
+        "2024-11-02T00:00:00Z",
+        "--end",
+        "2024-11-05T00:00:00Z",
+    ];
+    let usage = || printed(run(&["usage", "--group", "sim", "--format", "json"]).args(day));
     let export = |format: &str, source: &str| {
-        let output = Command::new(env!("CARGO_BIN_EXE_kore-usage"))
-            .args([
-                "--table",
-                &table,
-                "export",
-                "--start",
-                "2024-11-02T00:00:00Z",
-            ])
-            .args([
-                "--end",
-                "2024-11-05T00:00:00Z",
-                "--format",
-                format,
-                "--source",
-                source,
-            ])
-            .env("ARCHIVE_URL", format!("file://{}", dir.path().display()))
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
+        let args = ["export", "--format", format, "--source", source];
+        printed(run(&args).args(days))
     };
+    let sim = format!("HS{:032x}", 1);
     let evidence = |format: &str| {
-        let output = Command::new(env!("CARGO_BIN_EXE_kore-usage"))
-            .args([
-                "--table",
-                &table,
-                "evidence",
-                "--sim",
-                &format!("HS{:032x}", 1),
-            ])
-            .args([
-                "--start",
-                "2024-11-03T00:00:00Z",
-                "--end",
-                "2024-11-04T00:00:00Z",
-            ])
-            .args(["--format", format])
-            .env("ARCHIVE_URL", format!("file://{}", dir.path().display()))
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
+        let args = ["evidence", "--sim", &sim, "--format", format];
+        printed(run(&args).args(day))
     };
     let evidence_before = (evidence("json"), evidence("csv"));
     assert!(
@@ -394,27 +350,16 @@ async fn with_a_retention_event_records_and_booking_lists_expire_and_the_totals_
     );
     let before = (usage(), export("jsonl", "auto"), export("csv", "auto"));
     assert_eq!(before.1.lines().count(), 12, "{}", before.1);
-    let sealed = Command::new(env!("CARGO_BIN_EXE_kore-usage"))
-        .args([
-            "--table",
-            &table,
-            "archive",
-            "seal",
-            "--day",
-            "2024-11-03",
-            "--final",
-            "--force",
-            "--settle",
-            "0s",
-        ])
-        .env("ARCHIVE_URL", format!("file://{}", dir.path().display()))
-        .output()
-        .unwrap();
-    assert!(
-        sealed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sealed.stderr)
-    );
+    let seal_finally = [
+        "archive",
+        "seal",
+        "--day",
+        "2024-11-03",
+        "--final",
+        "--settle",
+        "0s",
+    ];
+    printed(run(&seal_finally).arg("--force"));
 
     // Long after: what AWS would have deleted by then.
     let later = chrono::Utc::now().timestamp() + 400 * 86_400;
@@ -424,21 +369,15 @@ async fn with_a_retention_event_records_and_booking_lists_expire_and_the_totals_
     // A rebuild would recompute the rollups from what is left: refused, whether the CLI is
     // told the retention or finds the lists gone.
     for retention in ["45", "0"] {
-        let rebuild = Command::new(env!("CARGO_BIN_EXE_kore-usage"))
-            .args([
-                "--table",
-                &table,
-                "rebuild",
-                "--start",
-                "2024-11-03T00:00:00Z",
-            ])
-            .args(["--end", "2024-11-04T00:00:00Z"])
-            .env("LEDGER_RETENTION_DAYS", retention)
-            .output()
-            .unwrap();
-        assert_eq!(rebuild.status.code(), Some(1), "retention {retention}");
-        let said = String::from_utf8_lossy(&rebuild.stderr);
-        assert!(said.contains("expired"), "{said}");
+        let rebuild = refusal(
+            run(&["rebuild"])
+                .args(day)
+                .env("LEDGER_RETENTION_DAYS", retention),
+        );
+        assert!(
+            rebuild.contains("expired"),
+            "retention {retention}: {rebuild}"
+        );
     }
     assert_eq!(usage(), before.0, "the rollups are kept");
     assert_eq!(
@@ -452,60 +391,13 @@ async fn with_a_retention_event_records_and_booking_lists_expire_and_the_totals_
         "the archive answers byte for byte as the ledger did"
     );
     assert_eq!((evidence("json"), evidence("csv")), evidence_before);
-    let refused = Command::new(env!("CARGO_BIN_EXE_kore-usage"))
-        .args([
-            "--table",
-            &table,
-            "export",
-            "--start",
-            "2024-11-02T00:00:00Z",
-        ])
-        .args([
-            "--end",
-            "2024-11-05T00:00:00Z",
-            "--format",
-            "csv",
-            "--source",
-            "archive",
-        ])
-        .env("ARCHIVE_URL", format!("file://{}", dir.path().display()))
-        .output()
-        .unwrap();
-    assert_eq!(refused.status.code(), Some(1));
-    let said = String::from_utf8_lossy(&refused.stderr);
+    let said = refusal(run(&["export", "--format", "csv", "--source", "archive"]).args(days));
     assert!(said.contains("2024-11-02 has no final seal"), "{said}");
-    assert!(
-        refused.stdout.is_empty(),
-        "nothing printed before the refusal"
-    );
 
-    let seal_again = |force: bool| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_kore-usage"));
-        command
-            .args([
-                "--table",
-                &table,
-                "archive",
-                "seal",
-                "--day",
-                "2024-11-03",
-                "--final",
-                "--settle",
-                "0s",
-            ])
-            .env("ARCHIVE_URL", format!("file://{}", dir.path().display()));
-        if force {
-            command.arg("--force");
-        }
-        command.output().unwrap()
-    };
     // Sealed finally already; and forced, the ledger no longer holds what its rollups count.
-    let again = seal_again(false);
-    assert_eq!(again.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&again.stderr).contains("sealed finally already"));
-    let forced = seal_again(true);
-    assert_eq!(forced.status.code(), Some(1));
-    let said = String::from_utf8_lossy(&forced.stderr);
+    let said = refusal(&mut run(&seal_finally));
+    assert!(said.contains("sealed finally already"), "{said}");
+    let said = refusal(run(&seal_finally).arg("--force"));
     assert!(said.contains("do not add up to its rollups"), "{said}");
     assert_eq!(
         export("jsonl", "auto"),
@@ -531,13 +423,8 @@ async fn with_a_retention_event_records_and_booking_lists_expire_and_the_totals_
     let file = dir.path().join("redelivered.jsonl");
     let lines: Vec<&str> = deliveries.iter().map(|(json, _)| json.as_str()).collect();
     std::fs::write(&file, lines.join("\n") + "\n").unwrap();
-    let replay = Command::new(env!("CARGO_BIN_EXE_kore-usage"))
-        .args(["--table", &table, "replay", "--format", "json"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let summary: serde_json::Value = serde_json::from_slice(&replay.stdout)
-        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&replay.stderr)));
+    let replay = printed(run(&["replay", "--format", "json"]).arg(&file));
+    let summary: Value = serde_json::from_str(&replay).unwrap();
     assert_eq!(summary["total"]["new"].as_u64(), Some(0), "{summary}");
     assert_eq!(
         summary["total"]["quarantined"].as_u64(),
@@ -556,45 +443,13 @@ async fn with_a_retention_event_records_and_booking_lists_expire_and_the_totals_
     );
     // Taken in again first: the archived day would quarantine it. With the retention known,
     // reopening a day whose records may have expired needs --force.
-    let reopen = |retention: &str| {
-        Command::new(env!("CARGO_BIN_EXE_kore-usage"))
-            .args([
-                "--table",
-                &table,
-                "archive",
-                "reopen",
-                "--day",
-                "2024-11-03",
-            ])
-            .env("LEDGER_RETENTION_DAYS", retention)
-            .output()
-            .unwrap()
-    };
-    let refused = reopen("45");
-    assert_eq!(refused.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
-    let reopened = reopen("0");
-    assert!(
-        reopened.status.success(),
-        "{}",
-        String::from_utf8_lossy(&reopened.stderr)
-    );
+    let reopen = ["archive", "reopen", "--day", "2024-11-03"];
+    let said = refusal(run(&reopen).env("LEDGER_RETENTION_DAYS", "45"));
+    assert!(said.contains("--force"), "{said}");
+    printed(run(&reopen).env("LEDGER_RETENTION_DAYS", "0"));
     let other_process = UsageLedger::new(local_client(), LedgerConfig::new(table.clone()));
     store_deliveries(&other_process, &[(late.kore_json(), webhook("late"))]).await;
-    let output = Command::new(env!("CARGO_BIN_EXE_kore-usage"))
-        .args([
-            "--table",
-            &table,
-            "export",
-            "--start",
-            "2024-11-03T00:00:00Z",
-        ])
-        .args(["--end", "2024-11-04T00:00:00Z", "--format", "csv"])
-        .env("ARCHIVE_URL", format!("file://{}", dir.path().display()))
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let said = String::from_utf8_lossy(&output.stderr);
+    let said = refusal(run(&["export", "--format", "csv"]).args(day));
     assert!(
         said.contains(&format!("SIM HS{:032x}", 2)) && said.contains("after the day's final seal"),
         "{said}"

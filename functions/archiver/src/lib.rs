@@ -33,7 +33,6 @@ pub const NEAR_EXPIRY_DAYS: i64 = 7;
 pub struct Archivist {
     pub ledger: UsageLedger,
     pub store: ArchiveStore,
-    pub retention: Retention,
     /// How long a run waits between marking its days archived and reading them.
     pub settle: std::time::Duration,
 }
@@ -48,18 +47,21 @@ impl Archivist {
             reason: e.to_string(),
         })?;
         let ledger = UsageLedger::from_sdk_config(aws, env)?;
-        let config = ledger.table().config();
         Ok(Archivist {
-            retention: config.retention,
-            settle: mark_settle_time(config.closed_periods_ttl),
+            settle: mark_settle_time(ledger.table().config().closed_periods_ttl),
             ledger,
             store,
         })
     }
 
+    /// The ledger's retention, which decides how far back a run looks.
+    fn retention(&self) -> Retention {
+        self.ledger.table().config().retention
+    }
+
     /// How many settled days each run looks at.
     fn look_back(&self) -> u32 {
-        let retention = self.retention.ledger_days.unwrap_or(0);
+        let retention = self.retention().ledger_days.unwrap_or(0);
         CATCH_UP_DAYS.max(u32::try_from(retention).unwrap_or(u32::MAX))
     }
 }
@@ -89,7 +91,7 @@ pub async fn seal_settled(
     // missing object with AccessDenied, not NoSuchKey, to a role without s3:ListBucket.
     let present = archivist.store.list("manifests/").await?;
     let mut report = RunReport::default();
-    let seal_after = archivist.retention.seal_after_days;
+    let seal_after = archivist.retention().seal_after_days;
     let mut unsealed = Vec::new();
     for day in settled_days(now, seal_after, archivist.look_back()) {
         let is_final = match present.contains(&manifest_key(day)) {
@@ -121,7 +123,7 @@ pub async fn seal_settled(
             Err(reason) => {
                 error!(%day, %reason, "day not sealed");
                 // The day's first items: those that arrived on the day itself.
-                let expires = archivist.retention.expires_at(day, midnight(day));
+                let expires = archivist.retention().expires_at(day, midnight(day));
                 let near = now.timestamp() + Duration::days(NEAR_EXPIRY_DAYS).num_seconds();
                 if expires.is_some_and(|at| at < near) {
                     report.near_expiry += 1;

@@ -5,7 +5,6 @@
 use archiver::{Archivist, CATCH_UP_DAYS, handle};
 use chrono::NaiveDate;
 use kore_ingest_aws::archive::{ArchiveStore, Archiver};
-use kore_ingest_core::retention::Retention;
 use kore_test_support::archive::local_s3_archive;
 use kore_test_support::faults::as_function;
 use kore_test_support::*;
@@ -52,7 +51,6 @@ async fn the_scheduled_run_seals_each_settled_day_once_as_a_folder_seal_would() 
     let archivist = Archivist {
         ledger: ledger.clone(),
         store: store.clone(),
-        retention: Retention::default(),
         settle: std::time::Duration::ZERO,
     };
     // Before the 3rd is settled (midnight on the 7th), the week before it is sealed.
@@ -99,13 +97,7 @@ async fn the_scheduled_run_seals_each_settled_day_once_as_a_folder_seal_would() 
         (36, 4, 40),
         "each event once, however often delivered"
     );
-    assert_eq!(
-        archiver
-            .verify(day(), &Retention::default(), chrono::Utc::now())
-            .await
-            .unwrap(),
-        Vec::<String>::new()
-    );
+    assert_eq!(archiver.verify(day()).await.unwrap(), Vec::<String>::new());
 
     // The same day sealed into a folder: the same objects, byte for byte.
     let dir = tempfile::tempdir().unwrap();
@@ -154,8 +146,7 @@ async fn the_scheduled_run_seals_each_settled_day_once_as_a_folder_seal_would() 
         matches!(&outcomes[0], kore_ingest_core::delivery::Outcome::Quarantined { reason, .. } if reason.contains("2024-11-03 is archived")),
         "{outcomes:?}"
     );
-    let keep = Retention::default();
-    let verified = archiver.verify(day(), &keep, chrono::Utc::now()).await;
+    let verified = archiver.verify(day()).await;
     assert_eq!(verified.unwrap(), Vec::<String>::new());
     let again = as_function(
         "archiver",
@@ -191,18 +182,11 @@ async fn a_run_cut_short_is_completed_by_the_next_with_the_same_objects_and_no_m
         .await
         .unwrap();
     assert!(archiver.manifest(day()).await.unwrap().is_none());
-    assert!(
-        archiver
-            .verify(day(), &Retention::default(), chrono::Utc::now())
-            .await
-            .unwrap()[0]
-            .contains("not sealed")
-    );
+    assert!(archiver.verify(day()).await.unwrap()[0].contains("not sealed"));
 
     let archivist = Archivist {
         ledger: ledger.clone(),
         store: store.clone(),
-        retention: Retention::default(),
         settle: std::time::Duration::ZERO,
     };
     as_function(
@@ -226,13 +210,7 @@ async fn a_run_cut_short_is_completed_by_the_next_with_the_same_objects_and_no_m
     }
     let expected: Vec<&String> = sealed.objects.iter().map(|(k, _)| k).collect();
     assert_eq!(keys.iter().collect::<Vec<_>>(), expected);
-    assert_eq!(
-        archiver
-            .verify(day(), &Retention::default(), chrono::Utc::now())
-            .await
-            .unwrap(),
-        Vec::<String>::new()
-    );
+    assert_eq!(archiver.verify(day()).await.unwrap(), Vec::<String>::new());
 }
 
 #[tokio::test]
@@ -253,7 +231,6 @@ async fn a_day_whose_events_no_longer_add_up_is_not_sealed_and_is_taken_in_again
     let archivist = Archivist {
         ledger: ledger.clone(),
         store: store.clone(),
-        retention: Retention::default(),
         settle: std::time::Duration::ZERO,
     };
     let run = as_function(

@@ -47,6 +47,18 @@ impl RollupRow {
         }
     }
 
+    /// The counts, in the order of [`COUNTS`].
+    fn counts(&self) -> [u64; 6] {
+        [
+            self.data_upload,
+            self.data_download,
+            self.data_total,
+            self.usage_events,
+            self.late_data_total,
+            self.late_events,
+        ]
+    }
+
     /// The booking, as the manifest's usage sums key it.
     pub fn key(&self) -> crate::BookingKey {
         [
@@ -98,15 +110,8 @@ impl Table for RollupRow {
         for (index, name) in COUNTS.into_iter().enumerate() {
             let mut values = Vec::with_capacity(rows.len());
             for row in rows {
-                let counts = [
-                    row.data_upload,
-                    row.data_download,
-                    row.data_total,
-                    row.usage_events,
-                    row.late_data_total,
-                    row.late_events,
-                ];
-                let value = signed(&format!("SIM {}", row.sim_sid), name, Some(counts[index]))?;
+                let count = Some(row.counts()[index]);
+                let value = signed(&format!("SIM {}", row.sim_sid), name, count)?;
                 values.push(value.unwrap_or_default());
             }
             columns.push(Arc::new(Int64Array::from(values)) as ArrayRef);
@@ -116,14 +121,7 @@ impl Table for RollupRow {
 
     fn digest_line(&self) -> String {
         let key = self.key().map(|k| k.unwrap_or_default()).join("\t");
-        format!(
-            "{key}\t{}\t{}\t{}\t{}\t{}\t{}\n",
-            self.data_upload,
-            self.data_download,
-            self.data_total,
-            self.usage_events,
-            self.late_data_total,
-            self.late_events
-        )
+        let counts = self.counts().map(|c| c.to_string()).join("\t");
+        format!("{key}\t{counts}\n")
     }
 }

@@ -11,7 +11,7 @@ use kore_ingest_archive::{
 };
 use kore_ingest_core::event::ConnectionEvent;
 use kore_ingest_core::port::LedgerError;
-use kore_ingest_core::retention::{self, Retention};
+use kore_ingest_core::retention;
 use kore_ingest_core::stored::StoredEvent;
 use kore_ingest_core::time::{TimeRange, midnight};
 
@@ -263,14 +263,9 @@ impl Archiver<'_> {
     /// Where the archive's copy of `day` differs from what it must be, each as one
     /// sentence: every part the manifest lists is there with its SHA-256 and nothing else is
     /// in the day's folders; the manifest's sums equal the rollups' day totals; and while
-    /// the ledger still holds the day's events (`retention`), the manifest and the parts are
+    /// the ledger still holds the day's events (its retention), the manifest and the parts are
     /// what the ledger's events give now.
-    pub async fn verify(
-        &self,
-        day: NaiveDate,
-        retention: &Retention,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<String>, ArchiverError> {
+    pub async fn verify(&self, day: NaiveDate) -> Result<Vec<String>, ArchiverError> {
         let Some(stored) = self.manifest(day).await? else {
             return Ok(vec![format!(
                 "{day}: not sealed ({} is missing)",
@@ -306,7 +301,8 @@ impl Archiver<'_> {
         }
         let tables = self.day_tables(day).await?;
         problems.extend(stored.against_rollups(&tables.usage_rollups));
-        if !retention.may_have_expired(day, now) {
+        let retention = self.ledger.table().config().retention;
+        if !retention.may_have_expired(day, Utc::now()) {
             let expected = tables.seal(day, stored.is_final, ROWS_PER_PART)?;
             if expected.manifest != stored {
                 problems.push(format!(

@@ -30,6 +30,17 @@ impl LedgerConfig {
         }
     }
 
+    /// An operator's tool on `table_name`: what it stores expires, and its waits follow the
+    /// functions' copy of the registries, as the functions' settings say
+    /// (`CLOSED_PERIODS_TTL_MS`, `LEDGER_RETENTION_DAYS`, `ARCHIVE_SEAL_AFTER_DAYS`).
+    pub fn for_tool(table_name: impl Into<String>, env: &Env) -> Result<Self, ConfigError> {
+        Ok(LedgerConfig {
+            closed_periods_ttl: env.millis(&vars::CLOSED_PERIODS_TTL_MS)?,
+            retention: Retention::from_env(env)?,
+            ..LedgerConfig::new(table_name)
+        })
+    }
+
     /// `TABLE_NAME` (required), `MAX_CONCURRENT_WRITES`, `CLOSED_PERIODS_TTL_MS`,
     /// `LEDGER_RETENTION_DAYS` and `ARCHIVE_SEAL_AFTER_DAYS`.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
