@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::args::{Format, parse_duration, parse_z_time};
 use crate::failure::{Failure, OrFail, Result};
 use crate::output::{Align, Table, json, print};
+use crate::source::{DaySource, Source};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -49,6 +50,10 @@ pub struct Args {
     pub settlement: Duration,
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+    /// Where each day's events are read: auto (the archive for a day sealed finally),
+    /// ledger or archive.
+    #[arg(long, value_enum, default_value_t)]
+    pub source: Source,
 }
 
 #[derive(Debug, Deserialize)]
@@ -231,7 +236,7 @@ pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
         }
         let (sim, start, end) = key;
         if !evidence.contains_key(sim) {
-            evidence.insert(sim.clone(), sim_evidence(ledger, sim).await?);
+            evidence.insert(sim.clone(), sim_evidence(ledger, args.source, sim).await?);
         }
         let (events, sessions) = &evidence[sim];
         let bucket = TimeRange::new(*start, *end).map_err(|e| Failure::Failed(e.to_string()))?;
@@ -339,13 +344,13 @@ async fn ledger_totals(
 /// that differs is explained from the events around that bucket.
 async fn sim_evidence(
     ledger: &UsageLedger,
+    source: Source,
     sim: &str,
 ) -> Result<(Vec<ConnectionEvent>, Vec<SessionSummary>)> {
-    let events: Vec<ConnectionEvent> = ledger
-        .events()
-        .of_sim(sim, None)
-        .await
-        .or_fail(ledger)?
+    let days = DaySource::of_sim(ledger, source, sim).await?;
+    let events: Vec<ConnectionEvent> = days
+        .usage_of_sim(sim, None)
+        .await?
         .into_iter()
         .map(|(_, e)| e)
         .collect();

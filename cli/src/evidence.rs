@@ -89,33 +89,13 @@ struct Evidence {
 pub async fn evidence(ledger: &UsageLedger, args: EvidenceArgs) -> Result<ExitCode> {
     let range = args.range.whole_hours()?;
     let days = range.days();
-    let source = DaySource::new(ledger, args.source, &days).await?;
-    let mut counted: Vec<(StoredEvent, ConnectionEvent)> = Vec::new();
-    let mut from_ledger = Vec::new();
-    for day in &days {
-        match source.usage_events(*day).await? {
-            Some(archived) => counted.extend(
-                archived
-                    .into_iter()
-                    .filter(|(_, e)| e.sim_sid.as_deref() == Some(args.sim.as_str())),
-            ),
-            None => from_ledger.push(*day),
-        }
-    }
-    if let (Some(first), Some(last)) = (from_ledger.first(), from_ledger.last()) {
-        let booked = ledger
-            .events()
-            .of_sim(&args.sim, Some((*first, *last)))
-            .await
-            .or_fail(ledger)?;
-        counted.extend(
-            booked
-                .into_iter()
-                .filter(|(_, e)| from_ledger.contains(&e.booking_hour().date_naive())),
-        );
-    }
+    let source = DaySource::of_sim_on(ledger, args.source, &args.sim, &days).await?;
+    let span = days.first().zip(days.last()).map(|(f, l)| (*f, *l));
+    let mut counted = match span {
+        Some(span) => source.usage_of_sim(&args.sim, Some(span)).await?,
+        None => Vec::new(),
+    };
     counted.retain(|(_, e)| e.usage.is_some() && range.contains(e.booking_hour()));
-    counted.sort_by(|a, b| (a.1.booked_at, &a.1.key).cmp(&(b.1.booked_at, &b.1.key)));
     let mut sum = HourUsage::default();
     let mut events = Vec::with_capacity(counted.len());
     for (stored, event) in counted {

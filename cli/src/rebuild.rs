@@ -2,12 +2,15 @@
 
 use std::process::ExitCode;
 
+use kore_ingest_aws::archive::{Archiver, EventTable, MANIFESTS};
 use kore_ingest_aws::ledger::{RebuildReport, RollupDifference, UsageLedger};
+use kore_ingest_core::time::TimeRange;
 use serde::Serialize;
 
 use crate::args::{Format, RangeArgs};
-use crate::failure::{OrFail, Result};
+use crate::failure::{Failure, OrFail, Result};
 use crate::output::{Align, Table, json, print};
+use crate::source::archive_store;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -17,7 +20,12 @@ Examples:
 With --check nothing changes: every rollup whose hours in the range differ from the events
 stored for them is listed, and the exit code is 1 if there is any (the audit to run before
 invoicing a period). Without --check those rollups are rewritten from the events; a rollup a
-new event changes meanwhile is compared again, never overwritten.";
+new event changes meanwhile is compared again, never overwritten.
+
+Days whose event records may have expired (LEDGER_RETENTION_DAYS) are never rebuilt: the
+rollups are all that is left of their expired events. `--check --from-archive` compares the
+rollups with the events the archive sealed for those days instead:
+  kore-usage rebuild --start 2024-11-03T00:00:00Z --end 2024-11-04T00:00:00Z --check --from-archive";
 
 /// Recompute the usage rollups of a range from the stored event records.
 #[derive(Debug, clap::Args)]
@@ -28,6 +36,10 @@ pub struct Args {
     /// Change nothing; list the rollups that differ from their events (exit 1 if any).
     #[arg(long)]
     pub check: bool,
+    /// With --check: compare with the events the archive sealed for each day (every day of
+    /// the range must be sealed finally) instead of the ledger's.
+    #[arg(long, requires = "check")]
+    pub from_archive: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
@@ -78,11 +90,14 @@ struct Summary<'a> {
 
 pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
     let range = args.range.whole_hours()?;
-    let report = ledger
-        .rebuilder()
-        .run(range, args.check)
-        .await
-        .or_fail(ledger)?;
+    let report = match args.from_archive {
+        true => check_against_archive(ledger, range).await?,
+        false => ledger
+            .rebuilder()
+            .run(range, args.check)
+            .await
+            .or_fail(ledger)?,
+    };
     let text = match args.format {
         Format::Json => json(&Summary {
             checked_only: args.check,
@@ -99,6 +114,32 @@ pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The rollups of `range` compared with the usage events the archive sealed for its days.
+async fn check_against_archive(ledger: &UsageLedger, range: TimeRange) -> Result<RebuildReport> {
+    let store = archive_store().await?;
+    let archiver = Archiver {
+        ledger,
+        store: &store,
+    };
+    let mut events = Vec::new();
+    for day in range.days() {
+        let manifest = archiver.manifest(day).await.or_fail(ledger)?;
+        let Some(manifest) = manifest.filter(|m| m.is_final) else {
+            return Err(Failure::Failed(format!(
+                "{day} has no final seal in {}: there is no settled copy of its events to compare its rollups with",
+                store.place(MANIFESTS)
+            )));
+        };
+        let archived = archiver.archived_events(day, &manifest, EventTable::Usage);
+        events.extend(archived.await.or_fail(ledger)?.into_iter().map(|(_, e)| e));
+    }
+    ledger
+        .rebuilder()
+        .check_against(range, &events)
+        .await
+        .or_fail(ledger)
 }
 
 fn text(report: &RebuildReport, check: bool) -> String {

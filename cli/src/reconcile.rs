@@ -9,8 +9,9 @@ use kore_ingest_core::time::TimeRange;
 use serde::Serialize;
 
 use crate::args::Format;
-use crate::failure::{Failure, OrFail, Result};
+use crate::failure::{Failure, Result};
 use crate::output::{json, print};
+use crate::source::{DaySource, Source};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -18,7 +19,9 @@ Examples:
   kore-usage reconcile --from 2024-11-03T10:00:00+01:00 --to 2024-11-03T12:00:00+01:00 --format json
 
 Events are selected by their event time, from --from (included) to --to (excluded). An event
-counts for a provider whatever the path (Kinesis, webhook, replay) it came through.";
+counts for a provider whatever the path (Kinesis, webhook, replay) it came through. With
+--source archive, every day a usage event of the range can be booked on (from the day before
+--from to the day after --to) must be sealed finally.";
 
 /// Which events of a time range both KORE and Twilio delivered, and which only one did.
 #[derive(Debug, clap::Args)]
@@ -33,6 +36,10 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+    /// Where each day's events are read: auto (the archive for a day sealed finally),
+    /// ledger or archive.
+    #[arg(long, value_enum, default_value_t)]
+    pub source: Source,
 }
 
 fn parse_time(text: &str) -> std::result::Result<DateTime<Utc>, String> {
@@ -52,11 +59,8 @@ struct Reconciliation {
 pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
     let range = TimeRange::new(args.from, args.to)
         .map_err(|_| Failure::Usage("--from must be earlier than --to".to_owned()))?;
-    let events = ledger
-        .events()
-        .delivered_between(range)
-        .await
-        .or_fail(ledger)?;
+    let days = DaySource::new(ledger, args.source, &range.booking_days()).await?;
+    let events = days.delivered_between(range).await?;
     let mut result = Reconciliation::default();
     for event in &events {
         match (event.delivered_by("kore"), event.delivered_by("twilio")) {

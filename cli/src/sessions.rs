@@ -4,12 +4,13 @@ use std::process::ExitCode;
 
 use kore_ingest_aws::ledger::UsageLedger;
 use kore_ingest_core::event::DataVolume;
-use kore_ingest_core::usage::SessionSummary;
+use kore_ingest_core::usage::{SessionSummary, sessions_of};
 use serde::Serialize;
 
 use crate::args::Format;
-use crate::failure::{OrFail, Result};
+use crate::failure::Result;
 use crate::output::{Align, Table, human_bytes, json, print};
+use crate::source::{DaySource, Source};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -33,6 +34,10 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+    /// Where each day's events are read: auto (the archive for a day sealed finally),
+    /// ledger or archive.
+    #[arg(long, value_enum, default_value_t)]
+    pub source: Source,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -73,7 +78,9 @@ fn missing(session: &SessionSummary) -> Option<i128> {
 }
 
 pub async fn run(ledger: &UsageLedger, args: Args) -> Result<ExitCode> {
-    let mut sessions = ledger.events().sessions(&args.sim).await.or_fail(ledger)?;
+    let days = DaySource::of_sim(ledger, args.source, &args.sim).await?;
+    let events = days.usage_of_sim(&args.sim, None).await?;
+    let mut sessions = sessions_of(&args.sim, events.iter().map(|(_, e)| e))?;
     if args.gaps {
         sessions.retain(SessionSummary::has_gap);
     }

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use bytes::Bytes;
+use kore_test_support::archive::files_under;
 use kore_test_support::*;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
@@ -46,24 +47,6 @@ fn seal(table: &str, archive: &Path, days: &[&str]) {
     printed(kore_usage(table, archive, &["archive", "seal", "--force"]).args(days));
 }
 
-/// Every file under `root`, by path, with its bytes.
-fn files(root: &std::path::Path) -> BTreeMap<String, Vec<u8>> {
-    let mut found = BTreeMap::new();
-    let mut folders = vec![root.to_path_buf()];
-    while let Some(folder) = folders.pop() {
-        for entry in std::fs::read_dir(&folder).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                folders.push(path);
-            } else {
-                let name = path.strip_prefix(root).unwrap().display().to_string();
-                found.insert(name, std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    found
-}
-
 #[tokio::test]
 async fn a_sealed_day_holds_each_usage_event_once_and_seals_again_to_the_same_bytes() {
     let ledger = fresh_ledger("archive").await;
@@ -91,7 +74,7 @@ async fn a_sealed_day_holds_each_usage_event_once_and_seals_again_to_the_same_by
     store_deliveries(&ledger, &deliveries).await;
     let dir = tempfile::tempdir().unwrap();
     seal(ledger.table_name(), dir.path(), &["--day", "2024-11-03"]);
-    let first = files(dir.path());
+    let first = files_under(dir.path());
     // The same day again, as a range of one day.
     let range = [
         "--start",
@@ -101,7 +84,7 @@ async fn a_sealed_day_holds_each_usage_event_once_and_seals_again_to_the_same_by
     ];
     seal(ledger.table_name(), dir.path(), &range);
     assert_eq!(
-        files(dir.path()),
+        files_under(dir.path()),
         first,
         "sealing again writes the same bytes"
     );
@@ -318,6 +301,21 @@ async fn with_a_retention_event_records_and_booking_lists_expire_and_the_totals_
         "rollups never expire"
     );
 
+    // A later day of the same SIM that the ledger keeps (written without a retention): the
+    // readers below take it from the ledger and the expired day from the archive.
+    let kept = SampleEvent::usage_update(
+        &format!("EZ{:032x}", 50),
+        &format!("HS{:032x}", 1),
+        "2024-11-05T09:10:00Z",
+        (3, 300),
+    );
+    let keeper = UsageLedger::new(local_client(), LedgerConfig::new(table.clone()));
+    let kept = [
+        (kept.kore_json(), webhook("kept")),
+        (kept.twilio_json(), kinesis(50)),
+    ];
+    store_deliveries(&keeper, &kept).await;
+
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| kore_usage(&table, dir.path(), args);
     let day = [
@@ -342,6 +340,37 @@ async fn with_a_retention_event_records_and_booking_lists_expire_and_the_totals_
         let args = ["evidence", "--sim", &sim, "--format", format];
         printed(run(&args).args(day))
     };
+    let sessions = |format: &str, source: &str| {
+        let args = [
+            "sessions", "--sim", &sim, "--format", format, "--source", source,
+        ];
+        printed(&mut run(&args))
+    };
+    let sessions_before = (sessions("json", "auto"), sessions("table", "auto"));
+    assert!(
+        sessions_before.0.contains("session_sid"),
+        "{}",
+        sessions_before.0
+    );
+    let reconcile = || {
+        let range = [
+            "--from",
+            "2024-11-03T00:00:00Z",
+            "--to",
+            "2024-11-06T00:00:00Z",
+        ];
+        printed(run(&["reconcile", "--format", "json"]).args(range))
+    };
+    let reconcile_before = reconcile();
+    assert!(
+        reconcile_before.contains("\"both\": 13"),
+        "{reconcile_before}"
+    );
+    assert!(
+        sessions_before.0.contains("\"windows_received\": 4"),
+        "{}",
+        sessions_before.0
+    );
     let evidence_before = (evidence("json"), evidence("csv"));
     assert!(
         evidence_before.1.lines().count() > 2,
@@ -380,6 +409,14 @@ async fn with_a_retention_event_records_and_booking_lists_expire_and_the_totals_
         );
     }
     assert_eq!(usage(), before.0, "the rollups are kept");
+    let check_archive = ["rebuild", "--check", "--from-archive", "--format", "json"];
+    let checked: Value = serde_json::from_str(&printed(run(&check_archive).args(day))).unwrap();
+    assert_eq!(checked["usage_events"].as_u64(), Some(11), "{checked}");
+    assert_eq!(
+        checked["differences"].as_array().map(Vec::len),
+        Some(0),
+        "{checked}"
+    );
     assert_eq!(
         export("csv", "ledger").lines().count(),
         1,
@@ -391,6 +428,23 @@ async fn with_a_retention_event_records_and_booking_lists_expire_and_the_totals_
         "the archive answers byte for byte as the ledger did"
     );
     assert_eq!((evidence("json"), evidence("csv")), evidence_before);
+    assert_eq!(
+        (sessions("json", "auto"), sessions("table", "auto")),
+        sessions_before,
+        "the SIM's sessions, its booking lists gone, from the archive"
+    );
+    assert!(
+        sessions("json", "ledger").contains("\"windows_received\": 1"),
+        "the ledger alone holds only the kept day's window"
+    );
+    let args = ["sessions", "--sim", &sim, "--source", "archive"];
+    let said = refusal(&mut run(&args));
+    assert!(said.contains("2024-11-05 has no final seal"), "{said}");
+    assert_eq!(
+        reconcile(),
+        reconcile_before,
+        "who delivered what, from the archive"
+    );
     let said = refusal(run(&["export", "--format", "csv", "--source", "archive"]).args(days));
     assert!(said.contains("2024-11-02 has no final seal"), "{said}");
 
@@ -453,5 +507,104 @@ async fn with_a_retention_event_records_and_booking_lists_expire_and_the_totals_
     assert!(
         said.contains(&format!("SIM HS{:032x}", 2)) && said.contains("after the day's final seal"),
         "{said}"
+    );
+    // The rollups now count the late event, which the archive does not hold.
+    let differs = run(&check_archive).args(day).output().unwrap();
+    let stdout = String::from_utf8_lossy(&differs.stdout);
+    assert_eq!(differs.status.code(), Some(1), "{stdout}");
+    let checked: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        checked["differences"][0]["sim_sid"].as_str(),
+        Some(format!("HS{:032x}", 2).as_str()),
+        "{checked}"
+    );
+}
+
+/// `kore-usage`'s archive commands on an S3 archive (the emulator): the binary seals,
+/// verifies and reads there as into a folder. The calls they make to S3 are recorded for the
+/// IAM test against `ArchiveOperatorPolicy` through the same `Archiver` calls made in this
+/// process, since a child process's requests cannot be recorded.
+#[tokio::test]
+async fn the_archive_commands_seal_verify_and_read_an_s3_archive() {
+    use kore_ingest_aws::archive::{Archiver, EventTable};
+    use kore_test_support::archive::local_s3_archive;
+    use kore_test_support::faults::as_function;
+
+    let ledger = fresh_ledger("archive-s3").await;
+    let mut deliveries = Vec::new();
+    for n in 0..6u64 {
+        let sim = format!("HS{:032x}", n % 3);
+        let time = format!("2024-11-03T{:02}:20:00Z", 2 * n);
+        let e = SampleEvent::usage_update(&format!("EZ{n:032x}"), &sim, &time, (n, 7 * n));
+        deliveries.push((e.kore_json(), webhook(&format!("s3-{n}"))));
+    }
+    store_deliveries(&ledger, &deliveries).await;
+    let table = ledger.table_name().to_owned();
+    let day = chrono::NaiveDate::from_ymd_opt(2024, 11, 3).unwrap();
+
+    // The binary, on a bucket of its own.
+    let (_, bucket, _) = local_s3_archive("cli", "archive/").await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let mut command = kore_usage(&table, dir.path(), args);
+        command.env("ARCHIVE_URL", format!("s3://{bucket}/archive/"));
+        command
+    };
+    let range = [
+        "--start",
+        "2024-11-03T00:00:00Z",
+        "--end",
+        "2024-11-04T00:00:00Z",
+    ];
+    let from_ledger =
+        printed(run(&["export", "--format", "csv", "--source", "ledger"]).args(range));
+    printed(&mut run(&[
+        "archive",
+        "seal",
+        "--day",
+        "2024-11-03",
+        "--final",
+        "--settle",
+        "0s",
+        "--force",
+    ]));
+    printed(run(&["archive", "verify"]).args(range));
+    assert!(printed(&mut run(&["archive", "status"])).contains("2024-11-03"));
+    let from_archive =
+        printed(run(&["export", "--format", "csv", "--source", "archive"]).args(range));
+    assert_eq!(from_archive, from_ledger);
+    assert_eq!(from_archive.lines().count(), 7, "{from_archive}");
+
+    // The same commands' calls, recorded: a final seal over a part an earlier seal left
+    // (deleted), verify, status, and the reads of `--source`.
+    let (_, _, store) = local_s3_archive("operator", "archive/").await;
+    let stale = format!("usage_events/day={day}/part-00007.parquet");
+    store
+        .put(&stale, b"left by an earlier seal".to_vec())
+        .await
+        .unwrap();
+    let archiver = Archiver {
+        ledger: &ledger,
+        store: &store,
+    };
+    let events = as_function("kore-usage", async {
+        let sealed = archiver
+            .seal_finally(&[day], std::time::Duration::ZERO)
+            .await;
+        assert!(sealed.unwrap()[0].1.is_ok());
+        assert_eq!(archiver.verify(day).await.unwrap(), Vec::<String>::new());
+        assert_eq!(archiver.manifests().await.unwrap().len(), 1);
+        let manifest = archiver.manifest(day).await.unwrap().unwrap();
+        archiver
+            .archived_events(day, &manifest, EventTable::Usage)
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(events.len(), 6);
+    assert_eq!(
+        store.get(&stale).await.unwrap(),
+        None,
+        "the stale part is gone"
     );
 }

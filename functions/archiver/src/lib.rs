@@ -8,7 +8,7 @@
 use aws_config::SdkConfig;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use kore_ingest_aws::archive::{
-    ArchiveStore, Archiver, ArchiverError, manifest_key, mark_settle_time, settled_days,
+    ArchiveStore, Archiver, ArchiverError, mark_settle_time, settled_days,
 };
 use kore_ingest_aws::ledger::UsageLedger;
 use kore_ingest_core::config::{ConfigError, Env};
@@ -89,12 +89,12 @@ pub async fn seal_settled(
     };
     // The manifests present are listed first, and only those read: S3 answers a read of a
     // missing object with AccessDenied, not NoSuchKey, to a role without s3:ListBucket.
-    let present = archivist.store.list("manifests/").await?;
+    let present = archiver.sealed_days().await?;
     let mut report = RunReport::default();
     let seal_after = archivist.retention().seal_after_days;
     let mut unsealed = Vec::new();
     for day in settled_days(now, seal_after, archivist.look_back()) {
-        let is_final = match present.contains(&manifest_key(day)) {
+        let is_final = match present.contains(&day) {
             false => Ok(false),
             true => archiver
                 .manifest(day)

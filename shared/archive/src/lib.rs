@@ -14,8 +14,8 @@ mod rollup;
 mod row;
 
 pub use manifest::{
-    BookingKey, BookingSum, DayTables, Manifest, PartEntry, SealedDay, TABLES, TableEntry,
-    manifest_key, part_key,
+    BookingKey, BookingSum, DayTables, MANIFESTS, Manifest, PartEntry, SealedDay, TABLES,
+    TableEntry, day_of_manifest_key, manifest_key, part_key,
 };
 pub use parts::{ArchiveError, Part, Table, part_name, write_parts};
 pub use read::read_events;

@@ -97,7 +97,19 @@ pub fn part_key(table: &str, day: NaiveDate, name: &str) -> String {
 
 /// Where the manifest of `day` lives in the archive.
 pub fn manifest_key(day: NaiveDate) -> String {
-    format!("manifests/day={day}.json")
+    format!("{MANIFESTS}day={day}.json")
+}
+
+/// Where the manifests are: the prefix of every `manifest_key`.
+pub const MANIFESTS: &str = "manifests/";
+
+/// The day of a `manifest_key`, `None` for any other key.
+pub fn day_of_manifest_key(key: &str) -> Option<NaiveDate> {
+    key.strip_prefix(MANIFESTS)?
+        .strip_prefix("day=")?
+        .strip_suffix(".json")?
+        .parse()
+        .ok()
 }
 
 fn table_entry<T: Table>(rows: &[T], parts: &[Part]) -> TableEntry {
@@ -264,6 +276,17 @@ impl Manifest {
     /// events per booking), each as one sentence.
     pub fn against_rollups(&self, rollup_rows: &[RollupRow]) -> Vec<String> {
         differences(&self.day, "the archive", &self.usage, rollup_rows)
+    }
+
+    /// [`Manifest::against_rollups`] for one SIM's bookings: `rollup_rows` are its rollups.
+    pub fn against_rollups_of(&self, sim: &str, rollup_rows: &[RollupRow]) -> Vec<String> {
+        let usage: Vec<BookingSum> = self
+            .usage
+            .iter()
+            .filter(|sum| sum.sim_sid.as_deref() == Some(sim))
+            .cloned()
+            .collect();
+        differences(&self.day, "the archive", &usage, rollup_rows)
     }
 
     /// The manifest as written: pretty JSON with a final newline, the same every time.

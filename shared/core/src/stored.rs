@@ -46,6 +46,16 @@ impl StoredEvent {
     }
 }
 
+impl From<&StoredEvent> for EventDeliveries {
+    fn from(stored: &StoredEvent) -> Self {
+        EventDeliveries {
+            event_sid: stored.key.as_str().to_owned(),
+            event_time: crate::time::timestamp(stored.event_time),
+            deliveries: stored.deliveries.clone(),
+        }
+    }
+}
+
 /// The stored hash and deliveries of an event: enough to tell a duplicate from a conflict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredDigest {

@@ -87,6 +87,19 @@ impl TimeRange {
             .collect()
     }
 
+    /// The days a usage event whose time is in the range can be booked on: its window is
+    /// booked by its end, within a day of the event's time.
+    pub fn booking_days(&self) -> Vec<NaiveDate> {
+        let days = self.days();
+        let (Some(first), Some(last)) = (days.first(), days.last()) else {
+            return days;
+        };
+        day_list(
+            first.pred_opt().unwrap_or(*first),
+            last.succ_opt().unwrap_or(*last),
+        )
+    }
+
     /// The hours (0-23) of `day` that the range contains.
     pub fn hours_of(&self, day: NaiveDate) -> Vec<u32> {
         (0..24)

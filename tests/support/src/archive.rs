@@ -38,3 +38,23 @@ pub async fn local_s3_archive(
         .unwrap_or_else(|e| panic!("{e}"));
     (client, bucket, store)
 }
+
+/// Every file under `root` (a folder archive), by its path under `root`, with its bytes.
+pub fn files_under(root: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut found = std::collections::BTreeMap::new();
+    let mut folders = vec![root.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        let entries =
+            std::fs::read_dir(&folder).unwrap_or_else(|e| panic!("{}: {e}", folder.display()));
+        for entry in entries {
+            let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if let Ok(name) = path.strip_prefix(root) {
+                let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
+                found.insert(name.display().to_string(), bytes);
+            }
+        }
+    }
+    found
+}

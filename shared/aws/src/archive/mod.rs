@@ -7,7 +7,8 @@ mod store;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use kore_ingest_archive::{
-    ArchiveError, ArchiveRow, DayTables, Manifest, RollupRow, part_key, read_events,
+    ArchiveError, ArchiveRow, DayTables, Manifest, RollupRow, day_of_manifest_key, part_key,
+    read_events,
 };
 use kore_ingest_core::event::ConnectionEvent;
 use kore_ingest_core::port::LedgerError;
@@ -19,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::ledger::UsageLedger;
 
-pub use kore_ingest_archive::{TABLES, manifest_key};
+pub use kore_ingest_archive::{MANIFESTS, TABLES, manifest_key};
 pub use store::{ArchiveStore, DEFAULT_ARCHIVE_URL, StoreError, s3_config};
 
 /// Rows per part: about 25 MB of Parquet at the bench's shape, few objects per day.
@@ -89,16 +90,20 @@ impl Archiver<'_> {
         Ok(DayTables {
             usage_events,
             other_events,
-            usage_rollups: self.rollups(day).await?,
+            usage_rollups: self.rollups(day, None).await?,
         })
     }
 
-    /// `day`'s rollups, by booking, read consistently.
-    pub async fn rollups(&self, day: NaiveDate) -> Result<Vec<RollupRow>, ArchiverError> {
+    /// `day`'s rollups (only `sim`'s if given), by booking, read consistently.
+    pub async fn rollups(
+        &self,
+        day: NaiveDate,
+        sim: Option<&str>,
+    ) -> Result<Vec<RollupRow>, ArchiverError> {
         let mut rollups: Vec<RollupRow> = self
             .ledger
             .rollups()
-            .of_days(&[day], None, true, None)
+            .of_days(&[day], sim, true, None)
             .await?
             .iter()
             .map(|stored| RollupRow::of(&stored.totals()))
@@ -243,17 +248,22 @@ impl Archiver<'_> {
         Ok(events)
     }
 
+    /// The days with a manifest, by day, from the listing alone (no manifest is read).
+    pub async fn sealed_days(&self) -> Result<Vec<NaiveDate>, ArchiverError> {
+        Ok(self
+            .store
+            .list(MANIFESTS)
+            .await?
+            .iter()
+            .filter_map(|key| day_of_manifest_key(key))
+            .collect())
+    }
+
     /// Every sealed day's manifest, by day.
     pub async fn manifests(&self) -> Result<Vec<Manifest>, ArchiverError> {
         let mut manifests = Vec::new();
-        for key in self.store.list("manifests/").await? {
-            let day = key
-                .strip_prefix("manifests/day=")
-                .and_then(|k| k.strip_suffix(".json"))
-                .and_then(|d| d.parse::<NaiveDate>().ok());
-            if let Some(day) = day
-                && let Some(manifest) = self.manifest(day).await?
-            {
+        for day in self.sealed_days().await? {
+            if let Some(manifest) = self.manifest(day).await? {
                 manifests.push(manifest);
             }
         }

@@ -9,8 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::NaiveDate;
-use kore_ingest_core::event::DedupeKey;
+use kore_ingest_core::event::{ConnectionEvent, DedupeKey};
 use kore_ingest_core::port::LedgerError;
+use kore_ingest_core::stored::StoredEvent;
 use kore_ingest_core::time::{TimeRange, day_text};
 use kore_ingest_core::usage::{
     Booking, BookingNames, DayBooking, HourUsage, Overflow, checked_sum, fold,
@@ -78,11 +79,7 @@ impl Rebuilder {
     /// Recomputes the rollups of `range` (whole hours) from the events; with `check`, only
     /// lists the ones that differ.
     pub async fn run(&self, range: TimeRange, check: bool) -> Result<RebuildReport, LedgerError> {
-        if !range.is_whole_hours() {
-            return Err(LedgerError::Invalid(
-                "a rebuild range starts before it ends, on whole hours".into(),
-            ));
-        }
+        whole_hours(range)?;
         // Rollups are kept when event records expire: rebuilt from what is left, they would
         // lose the usage of every expired event.
         let retention = self.table.config().retention;
@@ -120,6 +117,39 @@ impl Rebuilder {
         })
     }
 
+    /// Compares the rollups of `range` (whole hours) with `events`, the usage events of its
+    /// days as another copy holds them (the archive's, once the ledger's have expired);
+    /// changes nothing.
+    pub async fn check_against(
+        &self,
+        range: TimeRange,
+        events: &[ConnectionEvent],
+    ) -> Result<RebuildReport, LedgerError> {
+        whole_hours(range)?;
+        let stored = self.stored(&range.days()).await?;
+        let (expected, usage_events) = booked_in(range, events)?;
+        let (rollups_compared, differing) = differences(&stored, &expected, range)?;
+        Ok(RebuildReport {
+            rollups_compared,
+            usage_events,
+            differences: differing.into_iter().map(|(d, _)| d).collect(),
+            rewritten: 0,
+        })
+    }
+
+    /// The stored rollups of `days`, read consistently.
+    async fn stored(
+        &self,
+        days: &[NaiveDate],
+    ) -> Result<BTreeMap<RollupKey, StoredRollup>, LedgerError> {
+        Ok(Rollups::new(self.table.clone())
+            .of_days(days, None, true, None)
+            .await?
+            .into_iter()
+            .map(|r| ((r.day, r.booking.clone()), r))
+            .collect())
+    }
+
     /// One comparison (and rewrite): the report, and how many rewrites lost a race.
     async fn round(
         &self,
@@ -131,12 +161,7 @@ impl Rebuilder {
             return Ok((RebuildReport::default(), 0));
         };
         // Rollups first: a commit after this read changes a version, and loses no count.
-        let stored: BTreeMap<RollupKey, StoredRollup> = Rollups::new(self.table.clone())
-            .of_days(&days, None, true, None)
-            .await?
-            .into_iter()
-            .map(|r| ((r.day, r.booking.clone()), r))
-            .collect();
+        let stored = self.stored(&days).await?;
         let sims: BTreeSet<&str> = stored.keys().map(|(_, b)| b.sim_sid.as_str()).collect();
         let (expected, usage_events, listed) = self.expected(&sims, first, last, range).await?;
         // Rollups are written in the same transaction as a booking list of their SIM and day:
@@ -151,18 +176,14 @@ impl Rebuilder {
                 booking.sim_sid
             )));
         }
+        let (rollups_compared, differing) = differences(&stored, &expected, range)?;
         let mut report = RebuildReport {
+            rollups_compared,
             usage_events,
             ..RebuildReport::default()
         };
         let mut lost_races = 0;
-        let keys: BTreeSet<&RollupKey> = stored.keys().chain(expected.keys()).collect();
-        for key in keys {
-            report.rollups_compared += 1;
-            let (stored, wanted) = (stored.get(key), expected.get(key));
-            let Some((difference, rewrite)) = compare(key, stored, wanted, range)? else {
-                continue;
-            };
+        for (difference, rewrite) in differing {
             report.differences.push(difference);
             if check {
                 continue;
@@ -210,18 +231,12 @@ impl Rebuilder {
                 keys.len() - found.len()
             )));
         }
-        let mut parts = Vec::new();
-        for stored_event in found {
-            let event = stored_event.event()?;
-            if event.usage.is_some()
-                && range.contains(event.booking_hour())
-                && let Some(part) = DayBooking::of(&event, false)
-            {
-                parts.push(part);
-            }
-        }
-        let count = parts.len();
-        Ok((fold(parts)?, count, listed))
+        let events = found
+            .iter()
+            .map(StoredEvent::event)
+            .collect::<Result<Vec<_>, _>>()?;
+        let (expected, count) = booked_in(range, &events)?;
+        Ok((expected, count, listed))
     }
 
     /// Makes a rollup what the events say, if no commit changed it since it was read (false
@@ -254,6 +269,49 @@ impl Rebuilder {
             .update_if(update.key, &update.expression, condition, &names, values)
             .await
     }
+}
+
+fn whole_hours(range: TimeRange) -> Result<(), LedgerError> {
+    match range.is_whole_hours() {
+        true => Ok(()),
+        false => Err(LedgerError::Invalid(
+            "a rebuild range starts before it ends, on whole hours".into(),
+        )),
+    }
+}
+
+/// The rollups `events` give over the range's hours (by the write path's booking rule), and
+/// how many usage events that is.
+fn booked_in(
+    range: TimeRange,
+    events: &[ConnectionEvent],
+) -> Result<(BTreeMap<RollupKey, DayBooking>, usize), LedgerError> {
+    let parts: Vec<DayBooking> = events
+        .iter()
+        .filter(|e| e.usage.is_some() && range.contains(e.booking_hour()))
+        .filter_map(|e| DayBooking::of(e, false))
+        .collect();
+    let count = parts.len();
+    Ok((fold(parts)?, count))
+}
+
+/// The rollups that differ from their events, each with the rewrite that mends it.
+type Differing<'a> = Vec<(RollupDifference, Rewrite<'a>)>;
+
+/// Every rollup stored or expected, compared: how many, and those that differ.
+fn differences<'a>(
+    stored: &'a BTreeMap<RollupKey, StoredRollup>,
+    expected: &'a BTreeMap<RollupKey, DayBooking>,
+    range: TimeRange,
+) -> Result<(usize, Differing<'a>), LedgerError> {
+    let keys: BTreeSet<&RollupKey> = stored.keys().chain(expected.keys()).collect();
+    let mut differing = Vec::new();
+    for key in &keys {
+        if let Some(found) = compare(key, stored.get(*key), expected.get(*key), range)? {
+            differing.push(found);
+        }
+    }
+    Ok((keys.len(), differing))
 }
 
 /// One rollup compared with its events over the range's hours: how it differs and the

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Days, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use kore_ingest_core::event::{ConnectionEvent, DedupeKey};
 use kore_ingest_core::port::LedgerError;
 use kore_ingest_core::stored::{EventDeliveries, StoredEvent};
@@ -151,26 +151,20 @@ impl Events {
                 );
             }
         }
-        let first = from.checked_sub_days(Days::new(1)).unwrap_or(from);
-        let last = to.checked_add_days(Days::new(1)).unwrap_or(to);
+        let booking_days = range.booking_days();
+        let span = booking_days.first().zip(booking_days.last());
         let sims = Rollups::new(self.table.clone())
-            .sims_with_usage(&day_list(first, last))
+            .sims_with_usage(&booking_days)
             .await?;
         for sim in sims {
-            let booked = self.booked(&sim, Some((first, last)), false).await?;
+            let booked = self
+                .booked(&sim, span.map(|(f, l)| (*f, *l)), false)
+                .await?;
             let keys: Vec<DedupeKey> = booked.into_iter().map(|(_, key)| key).collect();
             for stored in self.by_keys(&keys).await? {
-                if !range.contains(stored.event_time) {
-                    continue;
+                if range.contains(stored.event_time) {
+                    events.insert(stored.key.as_str().to_owned(), (&stored).into());
                 }
-                events.insert(
-                    stored.key.as_str().to_owned(),
-                    EventDeliveries {
-                        event_sid: stored.key.as_str().to_owned(),
-                        event_time: timestamp(stored.event_time),
-                        deliveries: stored.deliveries,
-                    },
-                );
             }
         }
         let mut events: Vec<EventDeliveries> = events.into_values().collect();

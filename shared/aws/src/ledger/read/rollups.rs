@@ -143,6 +143,20 @@ impl Rollups {
         Ok(per_sim(&self.usage(&query).await?, period)?)
     }
 
+    /// Of `days`, those with usage booked for `sim`: one small query per day.
+    pub async fn days_of_sim(
+        &self,
+        sim: &str,
+        days: &[NaiveDate],
+    ) -> Result<BTreeSet<NaiveDate>, LedgerError> {
+        Ok(self
+            .of_days(days, Some(sim), false, Some(BOOKING_ONLY))
+            .await?
+            .into_iter()
+            .map(|r| r.day)
+            .collect())
+    }
+
     /// The SIMs with usage booked on any of `days`.
     pub async fn sims_with_usage(
         &self,
