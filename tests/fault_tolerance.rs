@@ -11,6 +11,9 @@
 //! must get 200, and once DynamoDB is back and the consumer has read the stream, every rollup
 //! of those events must be exact. Its own test binary: it pauses the DynamoDB Local the whole
 //! run shares.
+//!
+//! Between the two, each day of the first phase's traffic is sealed into a folder archive and
+//! checked against the ledger (issue 25's acceptance).
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -337,7 +340,58 @@ async fn exact_totals_under_pauses_throttling_and_redelivery() {
         "poison body quarantined"
     );
 
+    archive_phase(&table, &unique).await;
     spilled_phase(&ledger, &table).await;
+}
+
+/// The archive over this traffic (issue 25): each day sealed holds exactly the ledger's
+/// events, once each however often and by whom they were delivered, and `verify` finds no
+/// difference; sealing again writes the same bytes; a seal cut short and run again leaves
+/// the same manifest and no extra object.
+async fn archive_phase(table: &UsageLedger, unique: &[SampleEvent]) {
+    use kore_ingest_aws::archive::{ArchiveStore, Archiver, manifest_key};
+    use kore_test_support::archive::files_under;
+
+    let folder = std::env::temp_dir().join(format!("faults-archive-{:08x}", fastrand::u32(..)));
+    let store = ArchiveStore::Folder(folder.clone());
+    let archiver = Archiver {
+        ledger: table,
+        store: &store,
+    };
+    let mut per_day: BTreeMap<chrono::NaiveDate, u64> = BTreeMap::new();
+    for e in unique {
+        *per_day.entry(e.time.date_naive()).or_default() += 1;
+    }
+    for (day, events) in &per_day {
+        let manifest = archiver.seal(*day).await.unwrap();
+        assert_eq!(
+            (manifest.usage_events.rows, manifest.distinct_event_sids),
+            (*events, *events),
+            "{day}: each event once"
+        );
+        assert_eq!(archiver.verify(*day).await.unwrap(), Vec::<String>::new());
+    }
+    let sealed = files_under(&folder);
+    for day in per_day.keys() {
+        archiver.seal(*day).await.unwrap();
+    }
+    assert!(
+        files_under(&folder) == sealed,
+        "sealed again: the same bytes"
+    );
+
+    // A seal killed after its first part: no manifest, the rollups' part missing.
+    let (day, _) = per_day.first_key_value().unwrap();
+    let manifest = archiver.manifest(*day).await.unwrap().unwrap();
+    let rollups = &manifest.usage_rollups.parts[0].name;
+    std::fs::remove_file(folder.join(format!("usage_rollups/day={day}/{rollups}"))).unwrap();
+    std::fs::remove_file(folder.join(manifest_key(*day))).unwrap();
+    archiver.seal(*day).await.unwrap();
+    assert!(
+        files_under(&folder) == sealed,
+        "run again: the same objects, no more"
+    );
+    let _ = std::fs::remove_dir_all(&folder);
 }
 
 /// The request headers (and query, for Twilio) a signed webhook body is sent with.
