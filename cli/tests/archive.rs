@@ -459,21 +459,91 @@ async fn with_a_retention_event_records_and_booking_lists_expire_and_the_totals_
         "the archive is as it was"
     );
 
-    // Every expired event delivered again, by both providers and by replay: the day is
+    // Every expired event delivered again, through the two functions' handlers (Twilio's
+    // copies on Kinesis, KORE's to the webhook in one signed batch) and by replay: the day is
     // archived, so each is quarantined with that reason and no total moves.
     let other_process = UsageLedger::new(local_client(), LedgerConfig::new(table.clone()));
-    let inputs: Vec<_> = deliveries
+    let copies = |from: usize| -> Vec<&String> {
+        deliveries
+            .iter()
+            .skip(from)
+            .step_by(2)
+            .map(|(json, _)| json)
+            .collect()
+    };
+    let (kore_copies, twilio_copies) = (copies(0), copies(1));
+    let records: Vec<(u64, Vec<u8>)> = twilio_copies
         .iter()
-        .map(|(json, delivery)| (parse_item(json), delivery.clone()))
+        .enumerate()
+        .map(|(n, json)| (100 + n as u64, json.as_bytes().to_vec()))
         .collect();
-    let outcomes = other_process.recorder().record_batch(&inputs, None).await;
-    assert_eq!(outcomes.len(), 24);
-    for outcome in &outcomes {
+    let report = kinesis_consumer::process_batch(&other_process, kinesis_event(&records), None)
+        .await
+        .unwrap();
+    assert!(report.response.batch_item_failures.is_empty());
+    assert_eq!(report.outcomes.len(), 12);
+    for (_, outcome) in &report.outcomes {
         assert!(
             matches!(outcome, kore_ingest_core::delivery::Outcome::Quarantined { reason, .. } if reason.contains("2024-11-03 is archived")),
             "{outcome:?}"
         );
     }
+    let secret = "archive-secret";
+    let hook = webhook::Webhook {
+        ledger: other_process.clone(),
+        config: webhook::WebhookConfig::from_env(&kore_ingest_core::config::Env::from_fn(
+            move |name| match name {
+                "KORE_WEBHOOK_SECRETS" => Some(secret.into()),
+                "WEBHOOK_PUBLIC_URL" => Some("https://hooks.example.com".into()),
+                _ => None,
+            },
+        ))
+        .unwrap(),
+    };
+    let body = format!(
+        "[{}]",
+        kore_copies
+            .iter()
+            .map(|json| json.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let signature = kore_ingest_core::signature::kore_signature(
+        secret.as_bytes(),
+        "POST",
+        "https://hooks.example.com/events",
+        body.as_bytes(),
+    );
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("Kore-Signature", signature.as_str()),
+    ];
+    let request = function_url_request("POST", "/events", "", &headers, Some(body.as_bytes()));
+    let mut metrics = kore_ingest_core::metrics::InvocationMetrics::new("webhook");
+    let response = hook.respond(&request, "archived", &mut metrics).await;
+    assert_eq!(response.status_code, 200, "{:?}", response.body);
+    let listed: Value = serde_json::from_str(&printed(&mut run(&[
+        "quarantine",
+        "list",
+        "--format",
+        "json",
+    ])))
+    .unwrap();
+    let archived_by = |path: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["path"] == path)
+            .filter(|e| {
+                e["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("2024-11-03 is archived")
+            })
+            .count()
+    };
+    assert_eq!((archived_by("kinesis"), archived_by("webhook")), (12, 12));
     let file = dir.path().join("redelivered.jsonl");
     let lines: Vec<&str> = deliveries.iter().map(|(json, _)| json.as_str()).collect();
     std::fs::write(&file, lines.join("\n") + "\n").unwrap();

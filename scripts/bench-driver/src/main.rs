@@ -13,6 +13,7 @@
 //!   it to its first request for an invocation on a stand-in Runtime API (median of 15).
 
 mod alerts;
+mod archive;
 mod callbacks;
 mod cost;
 mod export;
