@@ -75,7 +75,9 @@ impl Archiver<'_> {
     /// `day`'s tables as the ledger holds them now: its usage events in export order, its
     /// events without usage by time, its rollups by booking.
     pub async fn day_tables(&self, day: NaiveDate) -> Result<DayTables, ArchiverError> {
-        let events = self.ledger.events();
+        // A settled day was written days ago: eventually consistent reads see all of it, and a
+        // final seal still refuses events that do not add up to the (consistent) rollups.
+        let events = self.ledger.events().eventually_consistent();
         let mut usage_events = Vec::new();
         for sim in self.ledger.rollups().sims_with_usage(&[day]).await? {
             let booked = events.of_sim_booked_on(&sim, day).await?;

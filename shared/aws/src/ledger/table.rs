@@ -537,6 +537,18 @@ impl Table {
         projection: Option<&str>,
         unprocessed: Unprocessed,
     ) -> Result<Vec<Item>, LedgerError> {
+        self.batch_get_read(keys, projection, unprocessed, true)
+            .await
+    }
+
+    /// [`Table::batch_get`], with strongly consistent reads or not (half the read units).
+    pub async fn batch_get_read(
+        &self,
+        keys: Vec<Item>,
+        projection: Option<&str>,
+        unprocessed: Unprocessed,
+        consistent: bool,
+    ) -> Result<Vec<Item>, LedgerError> {
         let rounds = match unprocessed {
             Unprocessed::AskAgain => BATCH_GET_ROUNDS,
             Unprocessed::LeaveOut => 1,
@@ -547,8 +559,8 @@ impl Table {
             let chunk: Vec<Item> = keys.by_ref().take(100).collect();
             (!chunk.is_empty()).then_some(chunk)
         });
-        let lookups =
-            chunks.map(|chunk| self.batch_get_chunk(chunk, projection, rounds, unprocessed));
+        let lookups = chunks
+            .map(|chunk| self.batch_get_chunk(chunk, projection, rounds, unprocessed, consistent));
         let mut results =
             futures::stream::iter(lookups.collect::<Vec<_>>()).buffer_unordered(self.concurrency());
         let mut items = Vec::with_capacity(count);
@@ -564,12 +576,13 @@ impl Table {
         projection: Option<&str>,
         rounds: u64,
         unprocessed: Unprocessed,
+        consistent: bool,
     ) -> Result<Vec<Item>, LedgerError> {
         let mut found = Vec::new();
         for round in 1..=rounds {
             let request = KeysAndAttributes::builder()
                 .set_keys(Some(std::mem::take(&mut pending)))
-                .consistent_read(true)
+                .consistent_read(consistent)
                 .set_projection_expression(projection.map(str::to_owned))
                 .build()
                 .map_err(build_error)?;

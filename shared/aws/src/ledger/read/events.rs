@@ -22,11 +22,25 @@ use crate::ledger::table::{Query, Table, Unprocessed};
 #[derive(Debug, Clone)]
 pub struct Events {
     table: Table,
+    /// Booking lists and event records read strongly consistently (the default).
+    consistent: bool,
 }
 
 impl Events {
     pub fn new(table: Table) -> Self {
-        Events { table }
+        Events {
+            table,
+            consistent: true,
+        }
+    }
+
+    /// These events read eventually consistently, for half the read units: for days
+    /// written long enough ago that every write is visible (a settled day's seal).
+    pub fn eventually_consistent(self) -> Self {
+        Events {
+            consistent: false,
+            ..self
+        }
     }
 
     /// Per SIM and day, the events its booking lists name, for days in `[first, last]`
@@ -53,14 +67,15 @@ impl Events {
         Ok(booked)
     }
 
-    /// Full event records by key, with consistent `BatchGetItem`s (unprocessed keys are asked
-    /// for again). Keys not found are left out.
+    /// Full event records by key, with `BatchGetItem`s, consistent unless made otherwise
+    /// (unprocessed keys are asked for again). Keys not found are left out.
     pub async fn by_keys(&self, keys: &[DedupeKey]) -> Result<Vec<StoredEvent>, LedgerError> {
         self.table
-            .batch_get(
+            .batch_get_read(
                 keys.iter().map(event_key).collect(),
                 None,
                 Unprocessed::AskAgain,
+                self.consistent,
             )
             .await?
             .iter()
@@ -75,7 +90,7 @@ impl Events {
         sim_sid: &str,
         days: Option<(NaiveDate, NaiveDate)>,
     ) -> Result<Vec<(StoredEvent, ConnectionEvent)>, LedgerError> {
-        let booked = self.booked(sim_sid, days, true).await?;
+        let booked = self.booked(sim_sid, days, self.consistent).await?;
         let keys: Vec<DedupeKey> = booked.into_iter().map(|(_, key)| key).collect();
         self.by_keys(&keys)
             .await?
