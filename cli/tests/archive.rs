@@ -21,6 +21,17 @@ fn kore_usage(table: &str, archive: &Path, args: &[&str]) -> Command {
     command
 }
 
+/// `archive seal` of 2024-11-03, finally, without waiting for writers (none run in a test).
+const SEAL_FINALLY: [&str; 7] = [
+    "archive",
+    "seal",
+    "--day",
+    "2024-11-03",
+    "--final",
+    "--settle",
+    "0s",
+];
+
 /// What `command` printed; it must succeed.
 fn printed(command: &mut Command) -> String {
     let output = command.output().unwrap();
@@ -379,15 +390,7 @@ async fn with_a_retention_event_records_and_booking_lists_expire_and_the_totals_
     );
     let before = (usage(), export("jsonl", "auto"), export("csv", "auto"));
     assert_eq!(before.1.lines().count(), 12, "{}", before.1);
-    let seal_finally = [
-        "archive",
-        "seal",
-        "--day",
-        "2024-11-03",
-        "--final",
-        "--settle",
-        "0s",
-    ];
+    let seal_finally = SEAL_FINALLY;
     printed(run(&seal_finally).arg("--force"));
 
     // Long after: what AWS would have deleted by then.
@@ -628,16 +631,7 @@ async fn the_archive_commands_seal_verify_and_read_an_s3_archive() {
     ];
     let from_ledger =
         printed(run(&["export", "--format", "csv", "--source", "ledger"]).args(range));
-    printed(&mut run(&[
-        "archive",
-        "seal",
-        "--day",
-        "2024-11-03",
-        "--final",
-        "--settle",
-        "0s",
-        "--force",
-    ]));
+    printed(run(&SEAL_FINALLY).arg("--force"));
     printed(run(&["archive", "verify"]).args(range));
     assert!(printed(&mut run(&["archive", "status"])).contains("2024-11-03"));
     let from_archive =
