@@ -9,6 +9,7 @@ use chrono::NaiveDate;
 use kore_ingest_aws::archive::{ArchiveStore, Archiver};
 use kore_ingest_aws::ledger::UsageLedger;
 
+use crate::figures;
 use crate::rows::row;
 
 /// Seals `days` of `ledger` (holding `events` usage events) into a new folder, and reports.
@@ -35,6 +36,8 @@ pub async fn seal_row(ledger: &UsageLedger, days: &[NaiveDate], events: u64) -> 
         return Err(format!("the seal holds {rows} usage events, not {events}"));
     }
     let per_event = |figure: f64| figure / events as f64;
+    figures::record(figures::PARQUET_BYTES, per_event(parquet as f64));
+    figures::record(figures::SEAL_READ_UNITS, per_event(read_units));
     row(
         "archive seal of 100,000 usage events: Parquet per event",
         &format!("{:.0} bytes", per_event(parquet as f64)),

@@ -8,14 +8,16 @@ use kore_ingest_aws::ledger::UsageLedger;
 use kore_ingest_core::delivery::Outcome;
 use kore_test_support::SampleEvent;
 
+use crate::figures;
 use crate::measured::{
-    Requests, billed_write_units, consume, counted_ledger, cpu_time, day, fleet_windows,
+    Requests, billed_write_units, consume, counted_ledger, counted_ledger_kept, cpu_time, day,
+    fleet_windows,
 };
 use crate::rows::row;
 
 /// On-demand prices in us-east-1 since November 2024, dollars per million request units.
-const DOLLARS_PER_MILLION_WRITE_UNITS: f64 = 0.625;
-const DOLLARS_PER_MILLION_READ_UNITS: f64 = 0.125;
+pub const DOLLARS_PER_MILLION_WRITE_UNITS: f64 = 0.625;
+pub const DOLLARS_PER_MILLION_READ_UNITS: f64 = 0.125;
 
 /// The cost rows of the table.
 pub async fn cost_rows() -> Result<(), String> {
@@ -28,32 +30,21 @@ pub async fn cost_rows() -> Result<(), String> {
 /// New usage events one per SIM per batch (3,000 events over 300 SIMs), the same records
 /// again, and the other provider's copies.
 async fn production_shaped() -> Result<(), String> {
-    let days = [day(2024, 11, 3)];
-
     let (ledger, requests) = counted_ledger("one-per-sim").await?;
     let fleet = fleet_windows("a", 300, 10);
     let twilio: Vec<Vec<u8>> = fleet.iter().map(|e| e.twilio_json().into_bytes()).collect();
-    let cpu = cpu_time();
-    let started = Instant::now();
-    consume(&ledger, &twilio, |o| matches!(o, Outcome::New)).await?;
-    let (new_cpu, new_wall) = (cpu_time() - cpu, started.elapsed());
-    let reported = ledger.table().consumed_write_units();
-    let new_requests = requests.total();
-    // A ConditionCheck (a closed-day marker) billed as a transactional write of one
-    // kilobyte: the most it can cost.
-    let checks = 2.0 * requests.condition_checks() as f64;
-    let billed = billed_write_units(&ledger, &fleet, &days).await? + checks;
-    let per_new = billed / fleet.len() as f64;
+    let new = new_events(&ledger, &requests, &fleet).await?;
+    let per_new = new.billed;
+    figures::record(figures::WCU_PER_NEW_EVENT, per_new);
     row(
         "WCU per new usage event, one per SIM per batch (3,000 events, 300 SIMs, batches of 100)",
         &format!(
             "{per_new:.2} as AWS bills it, of which {:.2} for the closed-day checks ({:.2} as DynamoDB Local reports transactions); {:.3} requests per event",
-            checks / fleet.len() as f64,
-            reported / fleet.len() as f64,
-            new_requests as f64 / fleet.len() as f64
+            new.checks, new.reported, new.requests
         ),
         "≤ 6",
     );
+    with_retention(per_new).await?;
 
     // The same records again, through the same provider and path.
     let (writes, reads, sent) = (
@@ -87,11 +78,70 @@ async fn production_shaped() -> Result<(), String> {
     );
 
     let cpu = Cpu {
-        new: new_cpu,
-        new_wall,
+        new: new.cpu,
+        new_wall: new.wall,
         duplicate: duplicate_cpu,
     };
     other_provider(&ledger, &requests, &fleet, per_new, cpu).await
+}
+
+/// Per new usage event: the write units AWS bills, of them the closed-day checks', what
+/// DynamoDB Local reports, and requests; and the time the handler took for all of them.
+struct NewEvents {
+    billed: f64,
+    checks: f64,
+    reported: f64,
+    requests: f64,
+    /// CPU and wall time of the handler alone.
+    cpu: Duration,
+    wall: Duration,
+}
+
+/// `fleet` (all new) through the consumer's handler into an empty `ledger`, as Twilio's
+/// Kinesis records.
+async fn new_events(
+    ledger: &UsageLedger,
+    requests: &Requests,
+    fleet: &[SampleEvent],
+) -> Result<NewEvents, String> {
+    let twilio: Vec<Vec<u8>> = fleet.iter().map(|e| e.twilio_json().into_bytes()).collect();
+    let cpu = cpu_time();
+    let started = Instant::now();
+    consume(ledger, &twilio, |o| matches!(o, Outcome::New)).await?;
+    let (cpu, wall) = (cpu_time() - cpu, started.elapsed());
+    let reported = ledger.table().consumed_write_units();
+    let sent = requests.total();
+    // A ConditionCheck (a closed-day marker) billed as a transactional write of one
+    // kilobyte: the most it can cost.
+    let checks = 2.0 * requests.condition_checks() as f64;
+    let billed = billed_write_units(ledger, fleet, &[day(2024, 11, 3)]).await? + checks;
+    let n = fleet.len() as f64;
+    Ok(NewEvents {
+        billed: billed / n,
+        checks: checks / n,
+        reported: reported / n,
+        requests: sent as f64 / n,
+        cpu,
+        wall,
+    })
+}
+
+/// The same traffic into a ledger whose event records and booking lists carry `expires_at`
+/// (`LEDGER_RETENTION_DAYS` 45): the attribute must not cost a write unit.
+async fn with_retention(kept_forever: f64) -> Result<(), String> {
+    let (ledger, requests) =
+        counted_ledger_kept("expiring", Some(figures::RECOMMENDED_RETENTION_DAYS)).await?;
+    let new = new_events(&ledger, &requests, &fleet_windows("e", 300, 10)).await?;
+    figures::record(figures::WCU_PER_NEW_EXPIRING_EVENT, new.billed);
+    row(
+        "WCU per new usage event with LEDGER_RETENTION_DAYS 45 (`expires_at` on), same traffic",
+        &format!(
+            "{:.2} as AWS bills it ({kept_forever:.2} kept forever)",
+            new.billed
+        ),
+        "unchanged",
+    );
+    Ok(())
 }
 
 /// The CPU the consumer spent on new events and on same-path duplicates.
@@ -135,6 +185,7 @@ async fn other_provider(
     // DynamoDB Local reports nothing for a key it did not find: the new events' lookups.
     let reported_reads = ledger.table().consumed_read_units();
     let reads_per_delivery = (reported_reads + n) / (3.0 * n);
+    figures::record(figures::READ_UNITS_PER_DELIVERY, reads_per_delivery);
     row(
         "read units per delivery (the consistent duplicate check)",
         &format!(

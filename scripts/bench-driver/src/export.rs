@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use kore_ingest_core::delivery::Outcome;
 use kore_ingest_core::port::Ledger;
 
-use crate::measured::{BATCH, counted_ledger, fleet_windows};
+use crate::figures::RECOMMENDED_RETENTION_DAYS;
+use crate::measured::{BATCH, counted_ledger_kept, fleet_windows};
 use crate::rows::row;
 
 /// `kore-usage export` of 100,000 events, and of a tenth of them, as a child process: its
@@ -14,7 +15,9 @@ use crate::rows::row;
 pub async fn export_memory_row(kore_usage: &str) -> Result<(), String> {
     const SIMS: usize = 1_000;
     const WINDOWS: usize = 100;
-    let (ledger, _) = counted_ledger("export").await?;
+    // Written as the recommended retention writes them: the storage row splits what
+    // expires from what is kept.
+    let (ledger, _) = counted_ledger_kept("export", Some(RECOMMENDED_RETENTION_DAYS)).await?;
     let fleet = fleet_windows("x", SIMS, WINDOWS);
     let loaded = Instant::now();
     for batch in fleet.chunks(BATCH) {
@@ -58,6 +61,7 @@ pub async fn export_memory_row(kore_usage: &str) -> Result<(), String> {
         "bounded",
     );
     let days = [3, 4].map(|d| chrono::NaiveDate::from_ymd_opt(2024, 11, d).unwrap_or_default());
+    crate::stored::stored_row(&ledger, (SIMS * WINDOWS) as u64).await?;
     crate::archive::seal_row(&ledger, &days, (SIMS * WINDOWS) as u64).await
 }
 

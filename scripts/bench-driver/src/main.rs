@@ -9,6 +9,10 @@
 //!   `KORE_USAGE` binary's `report-html`. The handlers run in this
 //!   process, built with the release profile, so what is timed is our code and DynamoDB
 //!   Local, not the Lambda emulator.
+//! - `ingest-bench export KORE_USAGE`: `export`'s memory on 100,000 events, what the ledger
+//!   stores per event, and the archive's seal of them.
+//! - `ingest-bench cost-table FIGURES`: the README's cost table, from the figures the
+//!   commands above kept in the file `BENCH_FIGURES` named (`figures.rs`).
 //! - `ingest-bench startup BINARY...`: start-to-ready of each function binary: from spawning
 //!   it to its first request for an invocation on a stand-in Runtime API (median of 15).
 
@@ -16,10 +20,13 @@ mod alerts;
 mod archive;
 mod callbacks;
 mod cost;
+mod cost_table;
 mod export;
+mod figures;
 mod measured;
 mod month;
 mod rows;
+mod stored;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -58,12 +65,13 @@ fn main() -> ExitCode {
         Some((command, [kore_usage])) if command == "export" => {
             on_one_thread(export::export_memory_row(kore_usage))
         }
+        Some((command, [figures])) if command == "cost-table" => cost_table::print(figures),
         Some((command, binaries)) if command == "startup" && !binaries.is_empty() => {
             startup(binaries)
         }
         _ => {
             eprintln!(
-                "usage: ingest-bench storage KORE_USAGE | ingest-bench cost | ingest-bench alerts | ingest-bench month [KORE_USAGE] | ingest-bench export KORE_USAGE | ingest-bench startup BINARY..."
+                "usage: ingest-bench storage KORE_USAGE | ingest-bench cost | ingest-bench alerts | ingest-bench month [KORE_USAGE] | ingest-bench export KORE_USAGE | ingest-bench cost-table FIGURES | ingest-bench startup BINARY..."
             );
             return ExitCode::from(2);
         }

@@ -109,14 +109,25 @@ pub fn counted_client() -> (Client, Requests) {
     (Client::from_conf(config), requests)
 }
 
-/// A fresh ledger whose client counts its requests.
+/// A fresh ledger whose client counts its requests, keeping what it stores forever.
 pub async fn counted_ledger(name: &str) -> Result<(UsageLedger, Requests), String> {
+    counted_ledger_kept(name, None).await
+}
+
+/// A fresh ledger whose client counts its requests; with `retention_days`, its event
+/// records and booking lists carry `expires_at` (`LEDGER_RETENTION_DAYS`).
+pub async fn counted_ledger_kept(
+    name: &str,
+    retention_days: Option<u64>,
+) -> Result<(UsageLedger, Requests), String> {
     let (client, requests) = counted_client();
     let table = format!("b-{name}-{}", fastrand::u32(..));
     create_table(&client, &table)
         .await
         .map_err(|e| format!("create table: {e}"))?;
-    Ok((UsageLedger::new(client, LedgerConfig::new(table)), requests))
+    let mut config = LedgerConfig::new(table);
+    config.retention.ledger_days = retention_days;
+    Ok((UsageLedger::new(client, config), requests))
 }
 
 /// Process CPU time (user + system) so far.
