@@ -32,7 +32,7 @@ pub async fn cost_rows() -> Result<(), String> {
 async fn production_shaped() -> Result<(), String> {
     let (ledger, requests) = counted_ledger("one-per-sim").await?;
     let fleet = fleet_windows("a", 300, 10);
-    let twilio: Vec<Vec<u8>> = fleet.iter().map(|e| e.twilio_json().into_bytes()).collect();
+    let twilio = twilio_records(&fleet);
     let new = new_events(&ledger, &requests, &fleet).await?;
     let per_new = new.billed;
     figures::record(figures::WCU_PER_NEW_EVENT, per_new);
@@ -104,7 +104,7 @@ async fn new_events(
     requests: &Requests,
     fleet: &[SampleEvent],
 ) -> Result<NewEvents, String> {
-    let twilio: Vec<Vec<u8>> = fleet.iter().map(|e| e.twilio_json().into_bytes()).collect();
+    let twilio = twilio_records(fleet);
     let cpu = cpu_time();
     let started = Instant::now();
     consume(ledger, &twilio, |o| matches!(o, Outcome::New)).await?;
@@ -126,15 +126,24 @@ async fn new_events(
     })
 }
 
+/// Each event as Twilio's Kinesis sink writes it.
+fn twilio_records(fleet: &[SampleEvent]) -> Vec<Vec<u8>> {
+    fleet.iter().map(|e| e.twilio_json().into_bytes()).collect()
+}
+
 /// The same traffic into a ledger whose event records and booking lists carry `expires_at`
-/// (`LEDGER_RETENTION_DAYS` 45): the attribute must not cost a write unit.
+/// (`LEDGER_RETENTION_DAYS`, the recommended days): the attribute must not cost a write
+/// unit.
 async fn with_retention(kept_forever: f64) -> Result<(), String> {
     let (ledger, requests) =
         counted_ledger_kept("expiring", Some(figures::RECOMMENDED_RETENTION_DAYS)).await?;
     let new = new_events(&ledger, &requests, &fleet_windows("e", 300, 10)).await?;
     figures::record(figures::WCU_PER_NEW_EXPIRING_EVENT, new.billed);
     row(
-        "WCU per new usage event with LEDGER_RETENTION_DAYS 45 (`expires_at` on), same traffic",
+        &format!(
+            "WCU per new usage event with LEDGER_RETENTION_DAYS {} (`expires_at` on), same traffic",
+            figures::RECOMMENDED_RETENTION_DAYS
+        ),
         &format!(
             "{:.2} as AWS bills it ({kept_forever:.2} kept forever)",
             new.billed
@@ -226,11 +235,10 @@ async fn grouped_per_sim() -> Result<(), String> {
     let mut grouped = fleet_windows("b", 120, 25);
     // Batches of four SIMs' 25 windows each.
     grouped.sort_by(|a, b| a.sim_sid.cmp(&b.sim_sid).then(a.time.cmp(&b.time)));
-    let records: Vec<Vec<u8>> = grouped
-        .iter()
-        .map(|e| e.twilio_json().into_bytes())
-        .collect();
-    consume(&ledger, &records, |o| matches!(o, Outcome::New)).await?;
+    consume(&ledger, &twilio_records(&grouped), |o| {
+        matches!(o, Outcome::New)
+    })
+    .await?;
     let checks = 2.0 * requests.condition_checks() as f64;
     let billed = billed_write_units(&ledger, &grouped, &days).await? + checks;
     row(

@@ -71,7 +71,13 @@ async fn billed_bytes(client: &Client, table: &str) -> Result<u64, String> {
     let table = described
         .table()
         .ok_or_else(|| format!("describe {table}: no table"))?;
-    let size = u64::try_from(table.table_size_bytes().unwrap_or(0)).unwrap_or(0);
-    let items = u64::try_from(table.item_count().unwrap_or(0)).unwrap_or(0);
+    // A figure DynamoDB Local leaves out would make storage look free: an error instead.
+    let count = |name: &str, value: Option<i64>| {
+        value
+            .and_then(|v| u64::try_from(v).ok())
+            .ok_or_else(|| format!("describe {}: no {name}", table.table_name().unwrap_or("?")))
+    };
+    let size = count("TableSizeBytes", table.table_size_bytes())?;
+    let items = count("ItemCount", table.item_count())?;
     Ok(size + items * ITEM_OVERHEAD_BYTES)
 }
