@@ -594,14 +594,11 @@ async fn with_a_retention_event_records_and_booking_lists_expire_and_the_totals_
 }
 
 /// `kore-usage`'s archive commands on an S3 archive (the emulator): the binary seals,
-/// verifies and reads there as into a folder. The calls they make to S3 are recorded for the
-/// IAM test against `ArchiveOperatorPolicy` through the same `Archiver` calls made in this
-/// process, since a child process's requests cannot be recorded.
+/// verifies and reads there as into a folder. The emulator records the calls the binary
+/// makes, for the IAM test against `ArchiveOperatorPolicy`.
 #[tokio::test]
 async fn the_archive_commands_seal_verify_and_read_an_s3_archive() {
-    use kore_ingest_aws::archive::{Archiver, EventTable};
-    use kore_test_support::archive::local_s3_archive;
-    use kore_test_support::faults::as_function;
+    use kore_test_support::archive::{S3Recorder, local_s3_archive};
 
     let ledger = fresh_ledger("archive-s3").await;
     let mut deliveries = Vec::new();
@@ -613,10 +610,15 @@ async fn the_archive_commands_seal_verify_and_read_an_s3_archive() {
     }
     store_deliveries(&ledger, &deliveries).await;
     let table = ledger.table_name().to_owned();
-    let day = chrono::NaiveDate::from_ymd_opt(2024, 11, 3).unwrap();
 
-    // The binary, on a bucket of its own.
-    let (_, bucket, _) = local_s3_archive("cli", "archive/").await;
+    // The binary, on a bucket of its own, holding a part an earlier seal left: the final
+    // seal deletes it.
+    let (_, bucket, store) = local_s3_archive("cli", "archive/").await;
+    let stale = "usage_events/day=2024-11-03/part-00007.parquet";
+    store
+        .put(stale, b"left by an earlier seal".to_vec())
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
         let mut command = kore_usage(&table, dir.path(), args);
@@ -631,44 +633,30 @@ async fn the_archive_commands_seal_verify_and_read_an_s3_archive() {
     ];
     let from_ledger =
         printed(run(&["export", "--format", "csv", "--source", "ledger"]).args(range));
+    // What the binary sends to S3, recorded by the emulator as `kore-usage`'s calls for
+    // the IAM test (ArchiveOperatorPolicy).
+    let recorder = S3Recorder::start().await;
     printed(run(&SEAL_FINALLY).arg("--force"));
     printed(run(&["archive", "verify"]).args(range));
     assert!(printed(&mut run(&["archive", "status"])).contains("2024-11-03"));
     let from_archive =
         printed(run(&["export", "--format", "csv", "--source", "archive"]).args(range));
+    let calls = recorder.record_calls_to(&bucket, "kore-usage").await;
     assert_eq!(from_archive, from_ledger);
     assert_eq!(from_archive.lines().count(), 7, "{from_archive}");
-
-    // The same commands' calls, recorded: a final seal over a part an earlier seal left
-    // (deleted), verify, status, and the reads of `--source`.
-    let (_, _, store) = local_s3_archive("operator", "archive/").await;
-    let stale = format!("usage_events/day={day}/part-00007.parquet");
-    store
-        .put(&stale, b"left by an earlier seal".to_vec())
-        .await
-        .unwrap();
-    let archiver = Archiver {
-        ledger: &ledger,
-        store: &store,
-    };
-    let events = as_function("kore-usage", async {
-        let sealed = archiver
-            .seal_finally(&[day], std::time::Duration::ZERO)
-            .await;
-        assert!(sealed.unwrap()[0].1.is_ok());
-        assert_eq!(archiver.verify(day).await.unwrap(), Vec::<String>::new());
-        assert_eq!(archiver.manifests().await.unwrap().len(), 1);
-        let manifest = archiver.manifest(day).await.unwrap().unwrap();
-        archiver
-            .archived_events(day, &manifest, EventTable::Usage)
-            .await
-            .unwrap()
-    })
-    .await;
-    assert_eq!(events.len(), 6);
     assert_eq!(
-        store.get(&stale).await.unwrap(),
+        store.get(stale).await.unwrap(),
         None,
         "the stale part is gone"
+    );
+    assert_eq!(
+        calls.into_iter().collect::<Vec<_>>(),
+        [
+            "s3:DeleteObject",
+            "s3:GetObject",
+            "s3:ListBucket",
+            "s3:PutObject"
+        ],
+        "the binary's S3 calls"
     );
 }

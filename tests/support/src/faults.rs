@@ -194,15 +194,20 @@ fn s3_action(request: &HttpRequest) -> Option<&'static str> {
     if !signed_for_s3 {
         return None;
     }
-    let uri = request.uri().to_owned();
+    Some(s3_action_of(request.method(), request.uri()))
+}
+
+/// The IAM action of an S3 request with `method` to `uri`, from the method and the query:
+/// the calls the archive makes.
+pub fn s3_action_of(method: &str, uri: &str) -> &'static str {
     let query = uri.split_once('?').map(|(_, q)| q).unwrap_or_default();
-    Some(match request.method() {
+    match method {
         "GET" if query.contains("list-type=2") => "s3:ListBucket",
         "GET" | "HEAD" => "s3:GetObject",
         "PUT" => "s3:PutObject",
         "DELETE" => "s3:DeleteObject",
         _ => "s3:unknown",
-    })
+    }
 }
 
 /// Records `request` as the current function's, when a test runs one (see [`as_function`]).
@@ -212,9 +217,14 @@ pub fn record_if_in_function(request: &HttpRequest) {
     }
 }
 
-/// Appends `function`'s actions for `request` to `AWS_OPERATIONS_LOG`, each line once per
-/// process: `function<TAB>action<TAB>resource`.
+/// Appends `function`'s actions for `request` to `AWS_OPERATIONS_LOG`.
 fn record(function: &str, request: &HttpRequest) {
+    record_actions(function, iam_actions(request));
+}
+
+/// Appends `function`'s `actions` (each with its resource kind) to `AWS_OPERATIONS_LOG`,
+/// each line once per process: `function<TAB>action<TAB>resource`.
+pub fn record_actions(function: &str, actions: Vec<(String, &'static str)>) {
     use std::collections::HashSet;
     use std::io::Write;
     use std::sync::{Mutex, OnceLock};
@@ -226,7 +236,7 @@ fn record(function: &str, request: &HttpRequest) {
         .get_or_init(Mutex::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    for (action, resource) in iam_actions(request) {
+    for (action, resource) in actions {
         let line = format!("{function}\t{action}\t{resource}\n");
         if seen.insert(line.clone()) {
             let mut file = std::fs::OpenOptions::new()
