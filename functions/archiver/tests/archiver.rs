@@ -257,3 +257,19 @@ async fn a_day_whose_events_no_longer_add_up_is_not_sealed_and_is_taken_in_again
         "the day is taken in again"
     );
 }
+
+/// S3 answers at most 1,000 keys a page; a folder holds more after three years of
+/// manifests (or a day of more than 1,000 parts): it is listed whole, in order.
+#[tokio::test]
+async fn a_folder_of_more_than_a_thousand_objects_is_listed_whole() {
+    let (_, _, store) = local_s3_archive("archiver-many", "archive/").await;
+    let keys: Vec<String> = (0..1_001)
+        .map(|n| format!("manifests/day={n:05}.json"))
+        .collect();
+    for key in &keys {
+        store.put(key, b"{}".to_vec()).await.unwrap();
+    }
+    let listed = store.list("manifests/").await.unwrap();
+    assert_eq!(listed.len(), keys.len());
+    assert_eq!(listed, keys);
+}
