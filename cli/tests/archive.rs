@@ -511,17 +511,12 @@ async fn with_a_retention_event_records_and_booking_lists_expire_and_the_totals_
             .collect::<Vec<_>>()
             .join(",")
     );
-    let signature = kore_ingest_core::signature::kore_signature(
-        secret.as_bytes(),
-        "POST",
-        "https://hooks.example.com/events",
+    let request = kore_signed_post(
+        secret,
+        "https://hooks.example.com",
+        "/events",
         body.as_bytes(),
     );
-    let headers = [
-        ("Content-Type", "application/json"),
-        ("Kore-Signature", signature.as_str()),
-    ];
-    let request = function_url_request("POST", "/events", "", &headers, Some(body.as_bytes()));
     let mut metrics = kore_ingest_core::metrics::InvocationMetrics::new("webhook");
     let response = hook.respond(&request, "archived", &mut metrics).await;
     assert_eq!(response.status_code, 200, "{:?}", response.body);

@@ -2,7 +2,6 @@
 //! per usage event, the read units one seal pass takes from the ledger per event, and how
 //! long it takes, into a folder (the S3 upload is not measured here).
 
-use std::path::Path;
 use std::time::Instant;
 
 use chrono::NaiveDate;
@@ -29,9 +28,11 @@ pub async fn seal_row(ledger: &UsageLedger, days: &[NaiveDate], events: u64) -> 
     }
     let seconds = started.elapsed().as_secs_f64();
     let read_units = ledger.table().consumed_read_units() - reads;
-    let parquet = bytes_under(&folder.join("usage_events"));
+    let parquet: usize = kore_test_support::archive::files_under(&folder.join("usage_events"))
+        .values()
+        .map(Vec::len)
+        .sum();
     let _ = std::fs::remove_dir_all(&folder);
-    let parquet = parquet?;
     if rows != events {
         return Err(format!("the seal holds {rows} usage events, not {events}"));
     }
@@ -54,23 +55,4 @@ pub async fn seal_row(ledger: &UsageLedger, days: &[NaiveDate], events: u64) -> 
         "",
     );
     Ok(())
-}
-
-/// The bytes of every file under `folder`.
-fn bytes_under(folder: &Path) -> Result<u64, String> {
-    let mut total = 0;
-    let mut folders = vec![folder.to_path_buf()];
-    while let Some(folder) = folders.pop() {
-        let entries =
-            std::fs::read_dir(&folder).map_err(|e| format!("{}: {e}", folder.display()))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| e.to_string())?;
-            let meta = entry.metadata().map_err(|e| e.to_string())?;
-            match meta.is_dir() {
-                true => folders.push(entry.path()),
-                false => total += meta.len(),
-            }
-        }
-    }
-    Ok(total)
 }

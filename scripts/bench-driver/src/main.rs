@@ -37,7 +37,6 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use futures::StreamExt;
 use kore_ingest_core::config::{Env, vars};
 use kore_ingest_core::delivery::Outcome;
-use kore_ingest_core::signature::kore_signature;
 use kore_test_support::{SampleEvent, fresh_ledger, kinesis_event, kore_batch};
 use rows::row;
 use webhook::{Webhook, WebhookConfig};
@@ -231,21 +230,11 @@ async fn webhook_latency() -> Result<(Duration, Duration), String> {
     let mut latencies = Vec::with_capacity(WEBHOOK_REQUESTS);
     for i in 0..WEBHOOK_REQUESTS + 10 {
         let (_, body) = kore_batch(50, &format!("HS{:032}", i % SIMS), &format!("w{i:04}"));
-        let signature = kore_signature(
-            KORE_SECRET.as_bytes(),
-            "POST",
-            &format!("{PUBLIC_URL}/events"),
-            body.as_bytes(),
-        );
-        let request = kore_test_support::function_url_request(
-            "POST",
+        let request = kore_test_support::kore_signed_post(
+            KORE_SECRET,
+            PUBLIC_URL,
             "/events",
-            "",
-            &[
-                ("content-type", "application/json"),
-                ("kore-signature", &signature),
-            ],
-            Some(body.as_bytes()),
+            body.as_bytes(),
         );
         let mut metrics = kore_ingest_core::metrics::InvocationMetrics::new("webhook");
         let started = Instant::now();

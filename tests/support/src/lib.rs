@@ -32,6 +32,6 @@ pub use events::{
     SampleEvent, kinesis, kinesis_event, kore_batch, kore_body, parse_item, parse_one,
     sequence_number, webhook, window_bytes,
 };
-pub use requests::{function_url_request, twilio_json_signature};
+pub use requests::{function_url_request, kore_signed_post, twilio_json_signature};
 // The ledger's port, which the tests call on the DynamoDB ledger and on the fake alike.
 pub use kore_ingest_core::port::Ledger;

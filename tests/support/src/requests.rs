@@ -60,3 +60,29 @@ pub fn twilio_json_signature(token: &str, url: &str, body: &[u8]) -> (String, St
         .unwrap_or_default();
     (query, twilio_signature(token.as_bytes(), &signed_url, &[]))
 }
+
+/// A KORE webhook batch POSTed to `path` of the webhook published at `public_url`, signed
+/// with `secret` as KORE signs it (`Kore-Signature`), as Lambda delivers it.
+pub fn kore_signed_post(
+    secret: &str,
+    public_url: &str,
+    path: &str,
+    body: &[u8],
+) -> aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlRequest {
+    let signature = kore_ingest_core::signature::kore_signature(
+        secret.as_bytes(),
+        "POST",
+        &format!("{public_url}{path}"),
+        body,
+    );
+    function_url_request(
+        "POST",
+        path,
+        "",
+        &[
+            ("content-type", "application/json"),
+            ("kore-signature", &signature),
+        ],
+        Some(body),
+    )
+}
