@@ -25,16 +25,22 @@ fn day() -> NaiveDate {
     NaiveDate::from_ymd_opt(2024, 11, 3).unwrap()
 }
 
+/// The `n`th event of the day's traffic: KORE delivers each, Twilio every fourth.
+fn traffic_event(n: u64) -> SampleEvent {
+    let sim = format!("HS{:032x}", n % 8);
+    let time = format!("2024-11-03T{:02}:{:02}:00Z", n % 24, (n * 7) % 60);
+    let mut e = SampleEvent::usage_update(&format!("EZ{n:032x}"), &sim, &time, (n, 10 * n));
+    if n % 10 == 9 {
+        e.suffix = "attachment.accepted";
+    }
+    e
+}
+
 async fn ledger_with_a_day_of_traffic() -> kore_ingest_aws::ledger::UsageLedger {
     let ledger = fresh_ledger("archiver").await;
     let mut deliveries = Vec::new();
     for n in 0..40u64 {
-        let sim = format!("HS{:032x}", n % 8);
-        let time = format!("2024-11-03T{:02}:{:02}:00Z", n % 24, (n * 7) % 60);
-        let mut e = SampleEvent::usage_update(&format!("EZ{n:032x}"), &sim, &time, (n, 10 * n));
-        if n % 10 == 9 {
-            e.suffix = "attachment.accepted";
-        }
+        let e = traffic_event(n);
         deliveries.push((e.kore_json(), webhook(&format!("req-{n}"))));
         if n % 4 == 0 {
             deliveries.push((e.twilio_json(), kinesis(n)));
@@ -145,6 +151,30 @@ async fn the_scheduled_run_seals_each_settled_day_once_as_a_folder_seal_would() 
     assert!(
         matches!(&outcomes[0], kore_ingest_core::delivery::Outcome::Quarantined { reason, .. } if reason.contains("2024-11-03 is archived")),
         "{outcomes:?}"
+    );
+    // So is a copy of a stored event through a path that had not delivered it, in a batch
+    // with nothing new: adding the delivery would change the record the seal holds. A copy
+    // through KORE's webhook, which delivered it, is a duplicate as before.
+    let stored = traffic_event(1);
+    let outcomes = writer
+        .recorder()
+        .record_batch(
+            &[
+                (parse_item(&stored.twilio_json()), kinesis(901)),
+                (parse_item(&stored.kore_json()), webhook("again")),
+            ],
+            None,
+        )
+        .await;
+    assert!(
+        matches!(&outcomes[0], kore_ingest_core::delivery::Outcome::Quarantined { reason, .. } if reason.contains("2024-11-03 is archived")),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes[1],
+        kore_ingest_core::delivery::Outcome::Duplicate {
+            new_delivery: false
+        }
     );
     let verified = archiver.verify(day()).await;
     assert_eq!(verified.unwrap(), Vec::<String>::new());

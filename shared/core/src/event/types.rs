@@ -308,6 +308,15 @@ impl ConnectionEvent {
             .duration_trunc(TimeDelta::hours(1))
             .unwrap_or(self.booked_at)
     }
+
+    /// The day the event belongs to in the archive and the ledger's retention: a usage
+    /// event's booking day, or for an event without usage its time's day.
+    pub fn archive_day(&self) -> NaiveDate {
+        match self.usage {
+            Some(_) => self.booking_hour().date_naive(),
+            None => self.event_time.date_naive(),
+        }
+    }
 }
 
 /// Why a payload or one event in it cannot be used. Each variant names the field and reason.

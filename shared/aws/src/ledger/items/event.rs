@@ -66,12 +66,11 @@ pub fn event_item(event: &ConnectionEvent, delivery: &Delivery, retention: &Rete
         item.insert("gsi1sk".into(), s(sk));
     }
     item.insert(EVENT_TIME.into(), s(event_time));
-    // Kept until the archive holds it: from its booking day (a usage event) or its day.
-    let day = match event.usage {
-        Some(_) => event.booking_hour().date_naive(),
-        None => event.event_time.date_naive(),
-    };
-    expiring(item, retention.expires_at(day, delivery.received_at))
+    // Kept until the archive holds it.
+    expiring(
+        item,
+        retention.expires_at(event.archive_day(), delivery.received_at),
+    )
 }
 
 /// The stored hash and deliveries of an event record (whole, or read with

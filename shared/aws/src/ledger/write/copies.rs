@@ -1,6 +1,6 @@
 //! Copies of stored events: new deliveries are added (one update per event, all its new
-//! tags at once); conflicting copies, and copies of an event DynamoDB refused, are
-//! quarantined.
+//! tags at once); conflicting copies, copies of an event DynamoDB refused, and new
+//! deliveries of an archived day's event are quarantined.
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::StreamExt;
@@ -21,7 +21,8 @@ pub struct Copies {
     pub tags: Vec<(usize, String)>,
     /// Copies with other data, and why.
     pub conflicts: Vec<(usize, String)>,
-    /// Copies of an event DynamoDB refused to store, and why.
+    /// Copies quarantined, and why: of an event DynamoDB refused to store, or adding a
+    /// delivery to an archived day's event.
     pub refused: Vec<(usize, String)>,
 }
 

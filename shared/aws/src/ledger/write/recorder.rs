@@ -4,7 +4,7 @@
 //! their rollups (and, when they fall into a closed period, their adjustment); new events
 //! without usage are one conditional put each. Then every copy of an event is classified
 //! against what is stored ([`kore_ingest_core::copies`]) and its delivery added, or it is
-//! quarantined as a conflict.
+//! quarantined as a conflict (or, for an archived day's event, with that day's reason).
 //!
 //! Nothing received is dropped: what cannot be parsed or stored goes to the quarantine with
 //! its reason, and what failed for a passing reason is reported as retryable.
@@ -135,7 +135,14 @@ impl Recorder {
             .chain(new.waiting)
             .chain(refused_archived)
             .collect();
-        let copies = settle_chains(inputs, &chains, written, &mut stored, &mut outcomes);
+        let mut copies = settle_chains(inputs, &chains, written, &mut stored, &mut outcomes);
+        if !copies.tags.is_empty() {
+            let archived = match archived {
+                Some(read) => read,
+                None => self.archived.cached().await,
+            };
+            hold_archived_copies(inputs, &mut copies, &archived, &mut outcomes);
+        }
         let copied = write_copies(&self.table, &self.quarantine, inputs, copies, deadline).await;
         for (index, outcome) in copied {
             outcomes[index] = Some(outcome);
@@ -348,21 +355,16 @@ fn sort_new<'a>(
             delivery: &inputs[index].1,
             close: None,
         };
-        // The event's day: its booking day, or for an event without usage its time's.
-        let day = match event.usage {
-            Some(_) => event.booking_hour().date_naive(),
-            None => event.event_time.date_naive(),
-        };
+        let day = event.archive_day();
         match archived {
             Some(Ok(days)) if days.contains(&day) => {
                 sorted.archived.push((pending, day));
                 continue;
             }
             Some(Err(error)) => {
-                let reason = format!("the archived days could not be read: {error}");
                 sorted
                     .waiting
-                    .push((index, Stored::Failed(Outcome::Retry { reason })));
+                    .push((index, Stored::Failed(archived_unread(error))));
                 continue;
             }
             _ => {}
@@ -383,6 +385,38 @@ fn sort_new<'a>(
         }
     }
     sorted
+}
+
+/// The outcome of an event whose day may be archived when the archived days cannot be read.
+fn archived_unread(error: &LedgerError) -> Outcome {
+    Outcome::Retry {
+        reason: format!("the archived days could not be read: {error}"),
+    }
+}
+
+/// Copies that would add a delivery to a stored event of an archived day are quarantined
+/// with that reason instead: the record must stay what the day's seal holds (`archive
+/// verify` compares them while the ledger keeps the day), and once it has expired such a
+/// copy is a new event of the day, quarantined all the same.
+fn hold_archived_copies(
+    inputs: &[(ParsedItem, Delivery)],
+    copies: &mut Copies,
+    archived: &Result<Arc<BTreeSet<NaiveDate>>, LedgerError>,
+    outcomes: &mut [Option<Outcome>],
+) {
+    for (index, tag) in std::mem::take(&mut copies.tags) {
+        let Ok(event) = &inputs[index].0 else {
+            continue;
+        };
+        let day = event.archive_day();
+        match archived {
+            Ok(days) if days.contains(&day) => {
+                copies.refused.push((index, archived_day_reason(day)));
+            }
+            Ok(_) => copies.tags.push((index, tag)),
+            Err(error) => outcomes[index] = Some(archived_unread(error)),
+        }
+    }
 }
 
 /// Every chain: the head's outcome from what its write did, then its copies against what is
