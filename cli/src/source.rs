@@ -218,7 +218,7 @@ impl<'a> DaySource<'a> {
                 .or_fail(self.ledger)?,
         };
         events.extend(booked.into_iter().filter(|(_, e)| {
-            let day = e.booking_hour().date_naive();
+            let day = e.archive_day();
             wanted(&day) && !from_archive.contains(&day)
         }));
         events.sort_by(|a, b| (a.1.booked_at, &a.1.key).cmp(&(b.1.booked_at, &b.1.key)));

@@ -152,26 +152,29 @@ async fn the_scheduled_run_seals_each_settled_day_once_as_a_folder_seal_would() 
         matches!(&outcomes[0], kore_ingest_core::delivery::Outcome::Quarantined { reason, .. } if reason.contains("2024-11-03 is archived")),
         "{outcomes:?}"
     );
-    // So is a copy of a stored event through a path that had not delivered it, in a batch
-    // with nothing new: adding the delivery would change the record the seal holds. A copy
-    // through KORE's webhook, which delivered it, is a duplicate as before.
+    // So is each copy of a stored event through a path that had not delivered it, in a
+    // batch with nothing new: adding the delivery would change the record the seal holds. A
+    // copy through KORE's webhook, which delivered it, is a duplicate as before.
     let stored = traffic_event(1);
     let outcomes = writer
         .recorder()
         .record_batch(
             &[
                 (parse_item(&stored.twilio_json()), kinesis(901)),
+                (parse_item(&stored.twilio_json()), kinesis(902)),
                 (parse_item(&stored.kore_json()), webhook("again")),
             ],
             None,
         )
         .await;
-    assert!(
-        matches!(&outcomes[0], kore_ingest_core::delivery::Outcome::Quarantined { reason, .. } if reason.contains("2024-11-03 is archived")),
-        "{outcomes:?}"
-    );
+    for outcome in &outcomes[..2] {
+        assert!(
+            matches!(outcome, kore_ingest_core::delivery::Outcome::Quarantined { reason, .. } if reason.contains("2024-11-03 is archived: the event is stored and sealed")),
+            "{outcomes:?}"
+        );
+    }
     assert_eq!(
-        outcomes[1],
+        outcomes[2],
         kore_ingest_core::delivery::Outcome::Duplicate {
             new_delivery: false
         }

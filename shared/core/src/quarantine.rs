@@ -22,8 +22,25 @@ pub const DEADLINE_REASON: &str = "invocation deadline reached before this write
 
 /// Why an event booked on an archived day is quarantined rather than stored.
 pub fn archived_day_reason(day: chrono::NaiveDate) -> String {
+    archived(
+        day,
+        "the archive holds the day and its ledger copy may have expired, so storing the event could count it twice",
+    )
+}
+
+/// Why a copy of a stored event of an archived day, through a provider or path that had not
+/// delivered it, is quarantined rather than added to the event's deliveries.
+pub fn archived_copy_reason(day: chrono::NaiveDate) -> String {
+    archived(
+        day,
+        "the event is stored and sealed, and adding this delivery would change the record the archive holds",
+    )
+}
+
+/// A reason that names the archived day, why, and how to take the day in again.
+fn archived(day: chrono::NaiveDate, why: &str) -> String {
     format!(
-        "its day {day} is archived: the archive holds the day and its ledger copy may have expired, so storing the event could count it twice; `kore-usage archive reopen --day {day}` takes the day in again"
+        "its day {day} is archived: {why}; `kore-usage archive reopen --day {day}` takes the day in again"
     )
 }
 

@@ -5,8 +5,9 @@
 //! booking list that lets it be found again, so a usage count can never be applied twice or
 //! lost, even if the process dies between calls. Copies of an event that arrive again
 //! (retries, the other provider) are found by one batched consistent read before anything
-//! is written and only add their provider and path to the event's `deliveries`; a copy
-//! whose `data` differs is a conflict and is quarantined.
+//! is written and only add their provider and path to the event's `deliveries` (unless its
+//! day is archived: then they are quarantined); a copy whose `data` differs is a conflict
+//! and is quarantined.
 //!
 //! The layers, each depending only on those above it:
 //!

@@ -313,7 +313,7 @@ impl ConnectionEvent {
     /// event's booking day, or for an event without usage its time's day.
     pub fn archive_day(&self) -> NaiveDate {
         match self.usage {
-            Some(_) => self.booking_hour().date_naive(),
+            Some(_) => self.billing_day,
             None => self.event_time.date_naive(),
         }
     }

@@ -21,8 +21,8 @@ pub struct Copies {
     pub tags: Vec<(usize, String)>,
     /// Copies with other data, and why.
     pub conflicts: Vec<(usize, String)>,
-    /// Copies quarantined, and why: of an event DynamoDB refused to store, or adding a
-    /// delivery to an archived day's event.
+    /// Copies quarantined, and why: of an event DynamoDB refused to store, or that would
+    /// add a delivery to an archived day's event.
     pub refused: Vec<(usize, String)>,
 }
 

@@ -20,7 +20,8 @@ use kore_ingest_core::delivery::{Delivery, Outcome, delivery_tag};
 use kore_ingest_core::event::{ConnectionEvent, DedupeKey, ParsedItem};
 use kore_ingest_core::port::LedgerError;
 use kore_ingest_core::quarantine::{
-    DEADLINE_REASON, QuarantineEntry, QuarantineKind, archived_day_reason, past,
+    DEADLINE_REASON, QuarantineEntry, QuarantineKind, archived_copy_reason, archived_day_reason,
+    past,
 };
 use kore_ingest_core::stored::StoredDigest;
 use tokio::time::Instant;
@@ -85,9 +86,13 @@ impl Recorder {
             .filter_map(|chain| inputs[chain[0]].0.as_ref().ok().map(|e| (chain[0], e)))
             .collect();
         let keys: Vec<&DedupeKey> = heads.iter().map(|(_, e)| &e.key).collect();
-        let (stored, quarantined) = tokio::join!(
+        // An event of an archived day is quarantined, new or a copy that would add a delivery:
+        // the archived days come from a copy at most `closed_periods_ttl` old, and without
+        // them neither is written.
+        let (stored, quarantined, archived) = tokio::join!(
             self.stored_digests(&keys),
-            self.quarantine_rejected(inputs, deadline)
+            self.quarantine_rejected(inputs, deadline),
+            self.archived_days(!heads.is_empty())
         );
         // If the pre-check fails, the write conditions still tell.
         let mut stored = stored.unwrap_or_else(|error| {
@@ -103,14 +108,7 @@ impl Recorder {
             true => Some(self.closes.cached().await),
             false => None,
         };
-        // A new event of an archived day is quarantined: the archived days come from a copy
-        // at most `closed_periods_ttl` old, and without them no new event is written.
-        let any_new = heads.iter().any(|(_, e)| !stored.contains_key(&e.key));
-        let archived = match any_new {
-            true => Some(self.archived.cached().await),
-            false => None,
-        };
-        let new = sort_new(inputs, &heads, &stored, closes.as_ref(), archived.as_ref());
+        let new = sort_new(inputs, &heads, &stored, closes.as_ref(), &archived);
         let refused_archived = self.quarantine_archived(&new.archived, deadline);
         let (committed, put, refused_archived) = tokio::join!(
             commit_waves(
@@ -135,14 +133,14 @@ impl Recorder {
             .chain(new.waiting)
             .chain(refused_archived)
             .collect();
-        let mut copies = settle_chains(inputs, &chains, written, &mut stored, &mut outcomes);
-        if !copies.tags.is_empty() {
-            let archived = match archived {
-                Some(read) => read,
-                None => self.archived.cached().await,
-            };
-            hold_archived_copies(inputs, &mut copies, &archived, &mut outcomes);
-        }
+        let copies = settle_chains(
+            inputs,
+            &chains,
+            written,
+            &mut stored,
+            &archived,
+            &mut outcomes,
+        );
         let copied = write_copies(&self.table, &self.quarantine, inputs, copies, deadline).await;
         for (index, outcome) in copied {
             outcomes[index] = Some(outcome);
@@ -218,6 +216,17 @@ impl Recorder {
             again.closed_meanwhile,
         ));
         stored
+    }
+
+    /// The archived days; none are read for a batch without an event to check.
+    async fn archived_days(
+        &self,
+        any_event: bool,
+    ) -> Result<Arc<BTreeSet<NaiveDate>>, LedgerError> {
+        match any_event {
+            true => self.archived.cached().await,
+            false => Ok(Arc::default()),
+        }
     }
 
     /// The stored hash and deliveries of each key that exists (consistent batched reads, one
@@ -334,13 +343,13 @@ impl Recorder {
 }
 
 /// The heads not stored yet, sorted by how they are written; `closes` is `None` when no
-/// new usage needed them, `archived` when there is nothing new.
+/// new usage needed them.
 fn sort_new<'a>(
     inputs: &'a [(ParsedItem, Delivery)],
     heads: &[(usize, &'a ConnectionEvent)],
     stored: &HashMap<DedupeKey, StoredDigest>,
     closes: Option<&'a Result<Arc<Vec<Close>>, LedgerError>>,
-    archived: Option<&Result<Arc<BTreeSet<NaiveDate>>, LedgerError>>,
+    archived: &Result<Arc<BTreeSet<NaiveDate>>, LedgerError>,
 ) -> NewEvents<'a> {
     let new: Vec<(usize, &ConnectionEvent)> = heads
         .iter()
@@ -357,17 +366,17 @@ fn sort_new<'a>(
         };
         let day = event.archive_day();
         match archived {
-            Some(Ok(days)) if days.contains(&day) => {
+            Ok(days) if days.contains(&day) => {
                 sorted.archived.push((pending, day));
                 continue;
             }
-            Some(Err(error)) => {
+            Err(error) => {
                 sorted
                     .waiting
                     .push((index, Stored::Failed(archived_unread(error))));
                 continue;
             }
-            _ => {}
+            Ok(_) => {}
         }
         match (closes, event.usage) {
             (_, None) => sorted.plain.push(pending),
@@ -394,38 +403,19 @@ fn archived_unread(error: &LedgerError) -> Outcome {
     }
 }
 
-/// Copies that would add a delivery to a stored event of an archived day are quarantined
-/// with that reason instead: the record must stay what the day's seal holds (`archive
-/// verify` compares them while the ledger keeps the day), and once it has expired such a
-/// copy is a new event of the day, quarantined all the same.
-fn hold_archived_copies(
-    inputs: &[(ParsedItem, Delivery)],
-    copies: &mut Copies,
-    archived: &Result<Arc<BTreeSet<NaiveDate>>, LedgerError>,
-    outcomes: &mut [Option<Outcome>],
-) {
-    for (index, tag) in std::mem::take(&mut copies.tags) {
-        let Ok(event) = &inputs[index].0 else {
-            continue;
-        };
-        let day = event.archive_day();
-        match archived {
-            Ok(days) if days.contains(&day) => {
-                copies.refused.push((index, archived_day_reason(day)));
-            }
-            Ok(_) => copies.tags.push((index, tag)),
-            Err(error) => outcomes[index] = Some(archived_unread(error)),
-        }
-    }
-}
-
 /// Every chain: the head's outcome from what its write did, then its copies against what is
 /// stored. Returns what the copies still need written.
+///
+/// A copy that would add a delivery to an event of an archived day is quarantined instead:
+/// the record must stay what the day's seal holds (`archive verify` compares them while the
+/// ledger keeps the day), and once it has expired such a copy is a new event of the day,
+/// quarantined all the same.
 fn settle_chains(
     inputs: &[(ParsedItem, Delivery)],
     chains: &[Vec<usize>],
     mut written: HashMap<usize, Stored>,
     stored: &mut HashMap<DedupeKey, StoredDigest>,
+    archived: &Result<Arc<BTreeSet<NaiveDate>>, LedgerError>,
     outcomes: &mut [Option<Outcome>],
 ) -> Copies {
     let mut copies = Copies::default();
@@ -464,7 +454,20 @@ fn settle_chains(
                         new_delivery: false,
                     });
                 }
-                Verdict::Duplicate { new_tag: Some(tag) } => copies.tags.push((copy, tag)),
+                Verdict::Duplicate { new_tag: Some(tag) } => {
+                    let day = copy_event.archive_day();
+                    match archived {
+                        Ok(days) if !days.contains(&day) => copies.tags.push((copy, tag)),
+                        held => {
+                            // Not added, so a later copy through the same path is held too.
+                            digest.deliveries.retain(|t| *t != tag);
+                            match held {
+                                Ok(_) => copies.refused.push((copy, archived_copy_reason(day))),
+                                Err(error) => outcomes[copy] = Some(archived_unread(error)),
+                            }
+                        }
+                    }
+                }
                 Verdict::Conflict { stored_hash } => copies
                     .conflicts
                     .push((copy, conflict_reason(copy_event, stored_hash))),
