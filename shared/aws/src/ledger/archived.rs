@@ -1,7 +1,8 @@
 //! The archived days: a day whose final seal is being made or was made. Every writer reads
 //! them (through a copy at most `closed_periods_ttl` old) and quarantines an event booked on
 //! one instead of storing it: its day is in the archive, and its ledger copy may have
-//! expired, so storing it would count it twice. The archiver marks a day before it reads the
+//! expired, so storing it would count it twice. A copy of a stored event of the day that
+//! would add a delivery is quarantined too, so the record stays what the seal holds. The archiver marks a day before it reads the
 //! day for its final seal, and waits until every writer has seen the mark.
 
 use std::collections::BTreeSet;

@@ -88,7 +88,8 @@ impl Recorder {
         let keys: Vec<&DedupeKey> = heads.iter().map(|(_, e)| &e.key).collect();
         // An event of an archived day is quarantined, new or a copy that would add a delivery:
         // the archived days come from a copy at most `closed_periods_ttl` old, and without
-        // them neither is written.
+        // them neither is written. Read beside the stored digests, the copy is still within
+        // the invocation that the archiver's settle time allows for after its mark.
         let (stored, quarantined, archived) = tokio::join!(
             self.stored_digests(&keys),
             self.quarantine_rejected(inputs, deadline),
@@ -364,19 +365,16 @@ fn sort_new<'a>(
             delivery: &inputs[index].1,
             close: None,
         };
-        let day = event.archive_day();
-        match archived {
-            Ok(days) if days.contains(&day) => {
+        match archived_day_of(archived, event) {
+            Ok(Some(day)) => {
                 sorted.archived.push((pending, day));
                 continue;
             }
-            Err(error) => {
-                sorted
-                    .waiting
-                    .push((index, Stored::Failed(archived_unread(error))));
+            Err(retry) => {
+                sorted.waiting.push((index, Stored::Failed(retry)));
                 continue;
             }
-            Ok(_) => {}
+            Ok(None) => {}
         }
         match (closes, event.usage) {
             (_, None) => sorted.plain.push(pending),
@@ -396,10 +394,18 @@ fn sort_new<'a>(
     sorted
 }
 
-/// The outcome of an event whose day may be archived when the archived days cannot be read.
-fn archived_unread(error: &LedgerError) -> Outcome {
-    Outcome::Retry {
-        reason: format!("the archived days could not be read: {error}"),
+/// The event's day when it is archived, `None` when it is not, or the retry of an event
+/// whose day is unknown because the archived days could not be read.
+fn archived_day_of(
+    archived: &Result<Arc<BTreeSet<NaiveDate>>, LedgerError>,
+    event: &ConnectionEvent,
+) -> Result<Option<NaiveDate>, Outcome> {
+    let day = event.archive_day();
+    match archived {
+        Ok(days) => Ok(days.contains(&day).then_some(day)),
+        Err(error) => Err(Outcome::Retry {
+            reason: format!("the archived days could not be read: {error}"),
+        }),
     }
 }
 
@@ -455,17 +461,16 @@ fn settle_chains(
                     });
                 }
                 Verdict::Duplicate { new_tag: Some(tag) } => {
-                    let day = copy_event.archive_day();
-                    match archived {
-                        Ok(days) if !days.contains(&day) => copies.tags.push((copy, tag)),
-                        held => {
-                            // Not added, so a later copy through the same path is held too.
-                            digest.deliveries.retain(|t| *t != tag);
-                            match held {
-                                Ok(_) => copies.refused.push((copy, archived_copy_reason(day))),
-                                Err(error) => outcomes[copy] = Some(archived_unread(error)),
-                            }
-                        }
+                    // The chain's day, so that all its copies are held alike.
+                    let held = archived_day_of(archived, event);
+                    if !matches!(held, Ok(None)) {
+                        // Not added, so a later copy through the same path is held too.
+                        digest.deliveries.retain(|t| *t != tag);
+                    }
+                    match held {
+                        Ok(None) => copies.tags.push((copy, tag)),
+                        Ok(Some(day)) => copies.refused.push((copy, archived_copy_reason(day))),
+                        Err(retry) => outcomes[copy] = Some(retry),
                     }
                 }
                 Verdict::Conflict { stored_hash } => copies
