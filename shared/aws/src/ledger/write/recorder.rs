@@ -86,14 +86,9 @@ impl Recorder {
             .filter_map(|chain| inputs[chain[0]].0.as_ref().ok().map(|e| (chain[0], e)))
             .collect();
         let keys: Vec<&DedupeKey> = heads.iter().map(|(_, e)| &e.key).collect();
-        // An event of an archived day is quarantined, new or a copy that would add a delivery:
-        // the archived days come from a copy at most `closed_periods_ttl` old, and without
-        // them neither is written. Read beside the stored digests, the copy is still within
-        // the invocation that the archiver's settle time allows for after its mark.
-        let (stored, quarantined, archived) = tokio::join!(
+        let (stored, quarantined) = tokio::join!(
             self.stored_digests(&keys),
-            self.quarantine_rejected(inputs, deadline),
-            self.archived_days(!heads.is_empty())
+            self.quarantine_rejected(inputs, deadline)
         );
         // If the pre-check fails, the write conditions still tell.
         let mut stored = stored.unwrap_or_else(|error| {
@@ -109,6 +104,10 @@ impl Recorder {
             true => Some(self.closes.cached().await),
             false => None,
         };
+        // An event of an archived day is quarantined, new or a copy that would add a delivery:
+        // the archived days come from a copy at most `closed_periods_ttl` old, and without
+        // them neither is written.
+        let archived = self.archived_days(!heads.is_empty()).await;
         let new = sort_new(inputs, &heads, &stored, closes.as_ref(), &archived);
         let refused_archived = self.quarantine_archived(&new.archived, deadline);
         let (committed, put, refused_archived) = tokio::join!(
